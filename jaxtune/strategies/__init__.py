@@ -1,0 +1,19 @@
+"""Search strategies: pure ``init`` / ``ask`` / ``tell`` functions over explicit state.
+
+See :mod:`jaxtune.strategies.base` for the interface. Scores are losses to minimize; NaN and
+infinities count as ``+inf``.
+"""
+
+from jaxtune.strategies.base import History, Strategy, sanitize_scores
+from jaxtune.strategies.grid import GridState, grid_search
+from jaxtune.strategies.random import RandomState, random_search
+
+__all__ = [
+    "GridState",
+    "History",
+    "RandomState",
+    "Strategy",
+    "grid_search",
+    "random_search",
+    "sanitize_scores",
+]

@@ -1,0 +1,110 @@
+"""The strategy interface: a NamedTuple of pure ``init`` / ``ask`` / ``tell`` functions.
+
+A strategy proposes configurations and learns from their scores, over an explicit state value
+(as Optax's ``GradientTransformation`` does for optimizers)::
+
+    state = strategy.init(space, key)
+    configs, state = strategy.ask(state, num)       # num configs (fewer when exhausted)
+    state = strategy.tell(state, configs, scores)   # scores: losses, lower is better
+
+The functions are pure: the same state asked twice gives the same configs, and no state is
+changed in place. ``scores`` are **losses to minimize** (``np.ndarray [num]``); the tune loop
+negates metrics it maximizes. NaN and +-inf scores count as ``+inf``, so a diverged or failed
+member is never the best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxtune.space import Space
+
+__all__ = ["History", "Strategy", "append_history", "check_num", "empty_history", "sanitize_scores"]
+
+Config = dict[str, Any]
+
+
+class Strategy(NamedTuple):
+    """A search strategy: three pure functions over an explicit state.
+
+    Attributes:
+      init: ``init(space, key) -> state``; ``key`` is a JAX PRNG key.
+      ask: ``ask(state, num) -> (configs, state)``; at most ``num`` configs (a list of dicts,
+        empty when the strategy has nothing left to propose).
+      tell: ``tell(state, configs, scores) -> state``; ``scores`` is ``np.ndarray [len(configs)]``
+        of losses (lower is better).
+    """
+
+    init: Callable[[Space, jax.Array], Any]
+    ask: Callable[[Any, int], tuple[list[Config], Any]]
+    tell: Callable[[Any, list[Config], np.ndarray], Any]
+
+
+class History(NamedTuple):
+    """Every told config and its score, in the unit cube.
+
+    Attributes:
+      encoded: ``np.ndarray [num_told, dim]`` float64, ``space.encode`` of the configs.
+      scores: ``np.ndarray [num_told]`` float64 losses, non-finite ones already ``+inf``.
+    """
+
+    encoded: np.ndarray
+    scores: np.ndarray
+
+
+def sanitize_scores(scores: Any, num_configs: int | None = None) -> np.ndarray:
+    """Scores as float64 losses, with NaN, +inf and -inf all mapped to ``+inf``.
+
+    Args:
+      scores: ``[num]`` array-like of losses to minimize.
+      num_configs: if given, the number of configs the scores belong to.
+
+    Returns:
+      ``np.ndarray [num]`` float64, a new array.
+
+    Raises:
+      ValueError: ``scores`` is not 1-D, or its length differs from ``num_configs``.
+    """
+    scores = np.array(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(
+            f"scores must be a 1-D array with one loss per config, got shape {scores.shape}."
+        )
+    if num_configs is not None and len(scores) != num_configs:
+        raise ValueError(
+            f"got {len(scores)} scores for {num_configs} configs; give one score per config."
+        )
+    scores[~np.isfinite(scores)] = np.inf
+    return scores
+
+
+def check_num(num: Any) -> int:
+    """Validates the ``num`` argument of ``ask``: a non-negative int."""
+    if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 0:
+        raise ValueError(f"ask(state, num): num = {num!r} must be a non-negative int.")
+    return int(num)
+
+
+def empty_history(space: Space) -> History:
+    """A history with no entries: ``encoded [0, dim]``, ``scores [0]``."""
+    return History(np.zeros((0, space.dim), np.float64), np.zeros((0,), np.float64))
+
+
+def append_history(
+    history: History, space: Space, configs: Sequence[Config], scores: Any
+) -> History:
+    """A new history with ``configs`` (encoded) and their sanitized ``scores`` appended.
+
+    Raises:
+      ValueError: lengths differ, or a config does not belong to ``space``.
+    """
+    scores = sanitize_scores(scores, len(configs))
+    encoded = space.encode(configs)
+    return History(
+        np.concatenate([history.encoded, encoded], axis=0),
+        np.concatenate([history.scores, scores], axis=0),
+    )
