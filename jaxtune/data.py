@@ -1,0 +1,722 @@
+"""Datasets, splits, k-fold index tables and per-member minibatch sampling.
+
+Host side (numpy, before anything is traced): the embedded datasets, a synthetic linear
+regression problem, input validation (`check_arrays`), train/validation/test splits,
+standardization fitted on the training rows, and k-fold index tables.
+
+Device side (inside the compiled training step, once per member under `vmap`):
+`sample_batch_indices` and `sample_rows`, which draw minibatch row indices from a member's key.
+
+The embedded files in `jaxtune/datasets` are copies of the data bundled with scikit-learn
+(BSD-3-Clause licence, https://scikit-learn.org), read here with numpy only. Original sources:
+
+- ``digits``: Optical Recognition of Handwritten Digits, UCI Machine Learning Repository
+  (Alpaydin and Kaynak, 1998); 1797 images of 8x8 pixels with values 0..16, flattened
+  row-major to 64 features, 10 classes.
+- ``breast_cancer``: Breast Cancer Wisconsin (Diagnostic), UCI Machine Learning Repository
+  (Wolberg, Street and Mangasarian, 1995); 569 rows, 30 features, classes malignant (0) and
+  benign (1).
+- ``wine``: Wine recognition data, UCI Machine Learning Repository (Forina et al., 1991);
+  178 rows, 13 features, 3 classes.
+- ``diabetes``: B. Efron, T. Hastie, I. Johnstone and R. Tibshirani, "Least Angle Regression",
+  Annals of Statistics 32(2), 2004; 442 rows, 10 raw (unscaled) features, a disease
+  progression target.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import operator
+from importlib import resources
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "KINDS",
+    "Dataset",
+    "Split",
+    "check_arrays",
+    "kfold_rows",
+    "load_dataset",
+    "make_linear",
+    "sample_batch_indices",
+    "sample_rows",
+    "standardize",
+    "train_valid_test_split",
+]
+
+DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "linear")
+KINDS = ("classification", "regression")
+
+
+def _describe(array: np.ndarray) -> str:
+    return f"{array.dtype}{list(array.shape)}"
+
+
+class Dataset(NamedTuple):
+    """A whole dataset held on the host.
+
+    Attributes:
+        x: float32 features `[num_rows, ...]` (`[num_rows, num_features]` for tabular data).
+        y: int32 labels `[num_rows]` in `[0, num_classes)` for classification, float32 targets
+            `[num_rows]` for regression.
+        kind: ``"classification"`` or ``"regression"``.
+        num_classes: number of classes for classification, ``None`` for regression.
+        name: the dataset's name, e.g. ``"digits"``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    kind: str
+    num_classes: int | None
+    name: str
+
+    @property
+    def num_rows(self) -> int:
+        """Number of rows (examples)."""
+        return int(self.x.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        """Number of features per row (the product of the trailing dimensions of `x`)."""
+        return math.prod(self.x.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, kind={self.kind!r}, x={_describe(self.x)}, "
+            f"y={_describe(self.y)}, num_classes={self.num_classes})"
+        )
+
+
+class Split(NamedTuple):
+    """Training, validation and test rows of a dataset, as numpy arrays on the host.
+
+    Attributes:
+        x_train: training features `[num_train, ...]`.
+        y_train: training labels or targets `[num_train]`.
+        x_valid: validation features `[num_valid, ...]` (model selection).
+        y_valid: validation labels or targets `[num_valid]`.
+        x_test: test features `[num_test, ...]` (held out until the end).
+        y_test: test labels or targets `[num_test]`.
+        kind: ``"classification"`` or ``"regression"``.
+        num_classes: number of classes for classification, ``None`` for regression.
+        name: the dataset's name.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    kind: str
+    num_classes: int | None
+    name: str
+
+    @property
+    def train(self) -> dict[str, np.ndarray]:
+        """The training rows as ``{"x": x_train, "y": y_train}``."""
+        return {"x": self.x_train, "y": self.y_train}
+
+    @property
+    def valid(self) -> dict[str, np.ndarray]:
+        """The validation rows as ``{"x": x_valid, "y": y_valid}``."""
+        return {"x": self.x_valid, "y": self.y_valid}
+
+    @property
+    def test(self) -> dict[str, np.ndarray]:
+        """The test rows as ``{"x": x_test, "y": y_test}``."""
+        return {"x": self.x_test, "y": self.y_test}
+
+    @property
+    def num_features(self) -> int:
+        """Number of features per row (the product of the trailing dimensions of `x`)."""
+        return math.prod(self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Split(name={self.name!r}, kind={self.kind!r}, "
+            f"x_train={_describe(self.x_train)}, x_valid={_describe(self.x_valid)}, "
+            f"x_test={_describe(self.x_test)}, num_classes={self.num_classes})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_numeric(array: np.ndarray, field: str) -> None:
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(
+            f"{field} has dtype {array.dtype}, which is not a real number type; convert it "
+            f"first, e.g. {field}.astype(np.float32)"
+            + (" (labels: np.int32)" if field == "y" else "")
+        )
+
+
+def _check_finite(array: np.ndarray, field: str) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.reshape(array.shape[0], -1).all(axis=1))
+        raise ValueError(
+            f"{field} contains {int((~finite).sum())} NaN or inf value(s) in "
+            f"{bad_rows.size} row(s) (first at row {int(bad_rows[0])}); remove or impute "
+            f"those rows before tuning"
+        )
+
+
+def check_arrays(x: Any, y: Any, kind: str, num_classes: int | None = None) -> None:
+    """Validates features and labels on the host, before anything is compiled.
+
+    Args:
+        x: features `[num_rows, ...]` (at least two dimensions), any real numeric dtype.
+        y: labels or targets `[num_rows]`.
+        kind: ``"classification"`` or ``"regression"``.
+        num_classes: for classification, the number of classes; labels must lie in
+            `[0, num_classes)`. ``None`` only requires non-negative integer labels. Must be
+            ``None`` for regression.
+
+    Raises:
+        TypeError: `x` or `y` has a non-numeric (or complex) dtype.
+        ValueError: an unknown `kind`; empty data; `x` with fewer than two dimensions or `y`
+            not one-dimensional; different numbers of rows in `x` and `y`; NaN or inf in `x`
+            or `y`; classification labels that are not integers in `[0, num_classes)`; an
+            invalid `num_classes`. Each message names the field and the fix.
+
+    Example:
+        >>> check_arrays(np.zeros((4, 2)), np.array([0, 1, 1, 0]), "classification", 2)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    _check_numeric(x, "x")
+    _check_numeric(y, "y")
+    if x.ndim < 2:
+        raise ValueError(
+            f"x must have shape [num_rows, num_features, ...], got shape {x.shape}; "
+            f"for a single feature use x[:, None]"
+        )
+    if y.ndim != 1:
+        raise ValueError(
+            f"y must have shape [num_rows], got shape {y.shape}; flatten it with y.reshape(-1)"
+        )
+    if x.shape[0] == 0 or x.size == 0:
+        raise ValueError(f"x is empty (shape {x.shape}); provide at least one row and feature")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"x and y have different numbers of rows: x has {x.shape[0]}, y has {y.shape[0]}; "
+            f"pass one label or target per row of x"
+        )
+    _check_finite(x, "x")
+    _check_finite(y, "y")
+    if kind == "regression":
+        if num_classes is not None:
+            raise ValueError(
+                f"num_classes must be None for regression, got {num_classes!r}; "
+                f"use kind='classification' for labels"
+            )
+        return
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+            raise TypeError(f"num_classes must be an int, got {num_classes!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
+        first = int(np.flatnonzero(y != np.round(y))[0])
+        raise ValueError(
+            f"y holds classification labels, which must be integers; "
+            f"y[{first}] = {y[first].item()!r}; encode classes as 0..num_classes-1 "
+            f"(or use kind='regression')"
+        )
+    low, high = y.min(), y.max()
+    if low < 0:
+        raise ValueError(
+            f"y holds classification labels, which must be >= 0; got {low.item()!r}; "
+            f"encode classes as 0..num_classes-1"
+        )
+    if num_classes is not None and high >= num_classes:
+        raise ValueError(
+            f"y holds classification labels, which must be < num_classes={num_classes}; got "
+            f"{high.item()!r}; raise num_classes or encode classes as 0..num_classes-1"
+        )
+
+
+def _check_dataset(ds: Dataset) -> int | None:
+    """Validates a Dataset and returns its number of classes (inferred when missing)."""
+    check_arrays(ds.x, ds.y, ds.kind, ds.num_classes)
+    if ds.kind == "classification" and ds.num_classes is None:
+        return max(int(np.max(ds.y)) + 1, 2)
+    return ds.num_classes
+
+
+def _check_int(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{field} must be an int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{field} must be an int, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{field} must be at least {minimum}, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedded datasets
+
+
+def _read_text(filename: str) -> str:
+    raw = resources.files("jaxtune.datasets").joinpath(filename).read_bytes()
+    if filename.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8")
+
+
+def _load_headed_csv(filename: str, name: str) -> Dataset:
+    """Reads scikit-learn's csv layout: a header `num_rows,num_features,class names...`."""
+    text = _read_text(filename)
+    header, _, body = text.partition("\n")
+    fields = header.strip().split(",")
+    num_rows, num_features, class_names = int(fields[0]), int(fields[1]), fields[2:]
+    table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
+    if table.shape != (num_rows, num_features + 1):
+        raise RuntimeError(
+            f"embedded file {filename} is corrupt: header says {num_rows} rows of "
+            f"{num_features} features + label, found shape {table.shape}"
+        )
+    return Dataset(
+        x=table[:, :-1].astype(np.float32),
+        y=table[:, -1].astype(np.int32),
+        kind="classification",
+        num_classes=len(class_names),
+        name=name,
+    )
+
+
+def _load_digits() -> Dataset:
+    table = np.loadtxt(io.StringIO(_read_text("digits.csv.gz")), delimiter=",", ndmin=2)
+    return Dataset(
+        x=table[:, :-1].astype(np.float32),
+        y=table[:, -1].astype(np.int32),
+        kind="classification",
+        num_classes=10,
+        name="digits",
+    )
+
+
+def _load_diabetes() -> Dataset:
+    x = np.loadtxt(io.StringIO(_read_text("diabetes_data_raw.csv.gz")), ndmin=2)
+    y = np.loadtxt(io.StringIO(_read_text("diabetes_target.csv.gz")), ndmin=1)
+    return Dataset(
+        x=x.astype(np.float32),
+        y=y.astype(np.float32),
+        kind="regression",
+        num_classes=None,
+        name="diabetes",
+    )
+
+
+def make_linear(
+    num_samples: int = 256,
+    slope: float = 3.0,
+    intercept: float = 0.0,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> Dataset:
+    """Makes a one-feature linear regression problem, `y = slope * x + intercept + noise * e`.
+
+    `x` is uniform in `[-1, 1]` and `e` standard normal. Data are generated on the host by a
+    numpy `Generator` seeded with `seed` (this is data, not training-time randomness, which
+    always comes from JAX keys).
+
+    Args:
+        num_samples: number of rows, at least 1.
+        slope: the true slope.
+        intercept: the true intercept.
+        noise: standard deviation of the Gaussian noise, at least 0.
+        seed: seed of the generator; the same seed gives the same data.
+
+    Returns:
+        A regression `Dataset` named ``"linear"`` with `x` float32 `[num_samples, 1]` and `y`
+        float32 `[num_samples]`.
+
+    Example:
+        >>> ds = make_linear(num_samples=100, slope=-2.0, seed=1)
+        >>> ds.x.shape, ds.y.shape
+        ((100, 1), (100,))
+    """
+    num_samples = _check_int(num_samples, "num_samples", 1)
+    seed = _check_int(seed, "seed", 0)
+    for field, value in (("slope", slope), ("intercept", intercept), ("noise", noise)):
+        if not np.isfinite(value):
+            raise ValueError(f"{field} must be finite, got {value!r}")
+    if noise < 0:
+        raise ValueError(f"noise is a standard deviation and must be >= 0, got {noise!r}")
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, size=(num_samples, 1))
+    y = slope * x[:, 0] + intercept + noise * rng.standard_normal(num_samples)
+    return Dataset(
+        x=x.astype(np.float32),
+        y=y.astype(np.float32),
+        kind="regression",
+        num_classes=None,
+        name="linear",
+    )
+
+
+_EMBEDDED = {
+    "digits": _load_digits,
+    "breast_cancer": lambda: _load_headed_csv("breast_cancer.csv", "breast_cancer"),
+    "wine": lambda: _load_headed_csv("wine_data.csv", "wine"),
+    "diabetes": _load_diabetes,
+}
+
+
+def load_dataset(name: str, **kwargs: Any) -> Dataset:
+    """Loads a dataset by name.
+
+    Args:
+        name: one of `DATASETS`: ``"digits"``, ``"breast_cancer"``, ``"wine"`` (classification),
+            ``"diabetes"`` (regression, raw unscaled features) from the embedded files, or
+            ``"linear"`` (synthetic regression from `make_linear`).
+        **kwargs: passed to `make_linear` for ``"linear"``; the embedded datasets take none.
+
+    Returns:
+        The `Dataset`, rows in the order of the original file.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid names).
+        TypeError: keyword arguments for an embedded dataset.
+
+    Example:
+        >>> ds = load_dataset("wine")
+        >>> ds.x.shape, ds.num_classes
+        ((178, 13), 3)
+    """
+    if name == "linear":
+        return make_linear(**kwargs)
+    if not isinstance(name, str) or name not in _EMBEDDED:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    if kwargs:
+        raise TypeError(
+            f"dataset {name!r} takes no options, got {sorted(kwargs)}; only 'linear' does"
+        )
+    return _EMBEDDED[name]()
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits and standardization
+
+
+def _split_size(fraction: float, num_rows: int) -> int:
+    if fraction == 0:
+        return 0
+    return max(1, math.floor(fraction * num_rows + 0.5))
+
+
+def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random row order in which every prefix holds each class in (nearly) its share.
+
+    Rows are shuffled within their class; the row of rank `i` among the `n_c` rows of class `c`
+    gets the key `(2i + 1) / (2 n_c)`, its rank's midpoint as a fraction of the class. Sorting by
+    key (ties broken at random) interleaves the classes evenly, so cutting the order into
+    consecutive pieces of any sizes gives each piece about `size * n_c / num_rows` rows of `c`.
+    """
+    keys = np.empty(labels.shape[0], dtype=np.float64)
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        keys[members] = (2 * np.arange(members.size) + 1) / (2 * members.size)
+    tie_break = rng.permutation(labels.shape[0])
+    return np.lexsort((tie_break, keys))
+
+
+def train_valid_test_split(
+    ds: Dataset,
+    valid_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    stratify: bool = True,
+) -> Split:
+    """Splits a dataset at random into training, validation and test rows.
+
+    The validation and test sizes are `round(fraction * num_rows)`, at least one row when the
+    fraction is positive; a fraction of 0 gives an empty split (shape `[0, ...]`), e.g. when
+    cross-validation replaces the validation split. The training split takes the rest and
+    must not be empty. For classification with `stratify`, each split holds every class in
+    its share of the data to within a row or two; `stratify` is ignored for regression.
+    Rows keep their original order within each split. The same data and seed always give the
+    same split (numpy `Generator` seeded with `seed`; host-side, not training randomness).
+
+    Args:
+        ds: the dataset; validated with `check_arrays` first. A classification dataset with
+            `num_classes=None` gets `max(y) + 1`.
+        valid_fraction: share of rows for validation, in `[0, 1)`.
+        test_fraction: share of rows for testing, in `[0, 1)`; `valid_fraction +
+            test_fraction < 1`.
+        seed: seed of the random split.
+        stratify: keep class proportions in every split (classification only).
+
+    Returns:
+        The `Split`.
+
+    Raises:
+        ValueError: invalid fractions, or too few rows for a non-empty training split.
+
+    Example:
+        >>> split = train_valid_test_split(load_dataset("wine"), 0.2, 0.2, seed=0)
+        >>> split.x_train.shape, split.x_valid.shape, split.x_test.shape
+        ((106, 13), (36, 13), (36, 13))
+    """
+    num_classes = _check_dataset(ds)
+    seed = _check_int(seed, "seed", 0)
+    for field, fraction in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not (isinstance(fraction, (int, float, np.number)) and 0 <= fraction < 1):
+            raise ValueError(f"{field} must be a number in [0, 1), got {fraction!r}")
+    if valid_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"valid_fraction + test_fraction must be < 1 to leave training rows, got "
+            f"{valid_fraction} + {test_fraction}; lower one of them"
+        )
+    x, y = np.asarray(ds.x), np.asarray(ds.y)
+    num_rows = x.shape[0]
+    num_valid = _split_size(valid_fraction, num_rows)
+    num_test = _split_size(test_fraction, num_rows)
+    if num_rows - num_valid - num_test < 1:
+        raise ValueError(
+            f"{num_rows} row(s) leave no training rows with valid_fraction={valid_fraction} "
+            f"({num_valid} rows) and test_fraction={test_fraction} ({num_test} rows); "
+            f"use more data or smaller fractions"
+        )
+    rng = np.random.default_rng(seed)
+    if stratify and ds.kind == "classification":
+        order = _stratified_order(y, rng)
+    else:
+        order = rng.permutation(num_rows)
+    test_rows = np.sort(order[:num_test])
+    valid_rows = np.sort(order[num_test : num_test + num_valid])
+    train_rows = np.sort(order[num_test + num_valid :])
+    return Split(
+        x_train=x[train_rows],
+        y_train=y[train_rows],
+        x_valid=x[valid_rows],
+        y_valid=y[valid_rows],
+        x_test=x[test_rows],
+        y_test=y[test_rows],
+        kind=ds.kind,
+        num_classes=num_classes,
+        name=ds.name,
+    )
+
+
+def standardize(split: Split, eps: float = 1e-8) -> Split:
+    """Standardizes the features with statistics of the training rows only.
+
+    Every feature (every element of the trailing dimensions of `x`) becomes
+    `(x - mean_train) / std_train`, applied alike to the training, validation and test rows, so
+    nothing about the held-out rows leaks into the transform. A feature whose training standard
+    deviation is at most `eps` (constant) is only centred: its std is taken as 1. Targets are
+    left as they are.
+
+    Args:
+        split: the split to transform.
+        eps: threshold below which a standard deviation counts as zero; > 0.
+
+    Returns:
+        A new `Split` with float32 features; labels and targets unchanged.
+
+    Example:
+        >>> split = standardize(train_valid_test_split(load_dataset("wine")))
+        >>> bool(abs(split.x_train.mean(axis=0)).max() < 1e-5)
+        True
+    """
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    x_train = np.asarray(split.x_train, dtype=np.float64)
+    if x_train.shape[0] == 0:
+        raise ValueError("split has no training rows to fit the standardization on")
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std = np.where(std > eps, std, 1.0)
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - mean) / std).astype(np.float32)
+
+    return split._replace(
+        x_train=transform(split.x_train),
+        x_valid=transform(split.x_valid),
+        x_test=transform(split.x_test),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# K-fold index tables
+
+
+def _pad_rows(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks index lists into `[len(groups), max_len]` int32, padding with each first row."""
+    counts = np.array([g.size for g in groups], dtype=np.int32)
+    table = np.empty((len(groups), int(counts.max())), dtype=np.int32)
+    for fold, rows in enumerate(groups):
+        table[fold, : rows.size] = rows
+        table[fold, rows.size :] = rows[0]
+    return table, counts
+
+
+def kfold_rows(
+    num_rows: int,
+    num_folds: int,
+    seed: int = 0,
+    stratify_labels: Any | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Builds k-fold cross-validation index tables that stack into arrays.
+
+    Rows are shuffled (numpy `Generator` seeded with `seed`) and dealt to the folds in turn,
+    so every row is in exactly one validation fold and fold sizes differ by at most one (the
+    first `num_rows % num_folds` folds get the extra row, as scikit-learn's `KFold`). With
+    `stratify_labels` the rows are shuffled within each class and the classes dealt one after
+    the other (in order of first appearance), so each fold gets `floor` or `ceil` of
+    `n_c / num_folds` rows of each class `c`: the same allocation as scikit-learn's
+    `StratifiedKFold`. A class with fewer rows than folds is missing from some validation folds.
+
+    Folds differ in size, so each table is padded to the largest fold with that fold's first
+    row: padding is always a valid index, and `sample_rows(key, rows[f], counts[f], ...)` never
+    reads it. Rows are sorted within each fold.
+
+    Args:
+        num_rows: number of rows of the data being cross-validated.
+        num_folds: number of folds `F`, in `[2, num_rows]`.
+        seed: seed of the shuffle; the same arguments give the same tables.
+        stratify_labels: optional labels `[num_rows]` (any integer values) to stratify on.
+
+    Returns:
+        `(train_rows, train_counts, valid_rows, valid_counts)`: int32 arrays of shapes
+        `[F, max_train]`, `[F]`, `[F, max_valid]`, `[F]`. Row `f` of `train_rows` holds the
+        `train_counts[f]` training rows of fold `f` followed by padding; likewise for
+        validation.
+
+    Example:
+        >>> train_rows, train_counts, valid_rows, valid_counts = kfold_rows(10, 3)
+        >>> train_rows.shape, valid_counts.tolist()
+        ((3, 7), [4, 3, 3])
+    """
+    num_rows = _check_int(num_rows, "num_rows", 2)
+    num_folds = _check_int(num_folds, "num_folds", 2)
+    seed = _check_int(seed, "seed", 0)
+    if num_folds > num_rows:
+        raise ValueError(
+            f"num_folds={num_folds} is more than num_rows={num_rows}; every fold needs a "
+            f"validation row, lower num_folds"
+        )
+    rng = np.random.default_rng(seed)
+    if stratify_labels is None:
+        order = rng.permutation(num_rows)
+    else:
+        labels = np.asarray(stratify_labels)
+        if labels.shape != (num_rows,):
+            raise ValueError(
+                f"stratify_labels must have shape [num_rows] = ({num_rows},), got {labels.shape}"
+            )
+        _check_numeric(labels, "stratify_labels")
+        _, first_index, codes = np.unique(labels, return_index=True, return_inverse=True)
+        appearance = np.argsort(np.argsort(first_index))
+        codes = appearance[codes.reshape(-1)]
+        order = np.concatenate(
+            [rng.permutation(np.flatnonzero(codes == c)) for c in range(first_index.size)]
+        )
+    fold_of_row = np.empty(num_rows, dtype=np.int64)
+    fold_of_row[order] = np.arange(num_rows) % num_folds
+    valid_groups = [np.flatnonzero(fold_of_row == f) for f in range(num_folds)]
+    train_groups = [np.flatnonzero(fold_of_row != f) for f in range(num_folds)]
+    train_rows, train_counts = _pad_rows(train_groups)
+    valid_rows, valid_counts = _pad_rows(valid_groups)
+    return train_rows, train_counts, valid_rows, valid_counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Minibatch sampling inside compiled code
+
+
+def _static_batch_size(batch_size: Any) -> int:
+    try:
+        batch_size = operator.index(batch_size)
+    except TypeError:
+        raise TypeError(
+            f"batch_size sets an array shape and must be a static Python int, got {batch_size!r}"
+        ) from None
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size
+
+
+def _check_concrete_num_rows(num_rows: Any) -> None:
+    if isinstance(num_rows, (int, np.integer)) and num_rows < 1:
+        raise ValueError(f"num_rows must be at least 1, got {num_rows}")
+
+
+def sample_batch_indices(key: jax.Array, num_rows: int | jax.Array, batch_size: int) -> jax.Array:
+    """Draws a minibatch of row indices, uniformly and with replacement.
+
+    Meant for the compiled training step of one member (lifted over the population with
+    `vmap`): each member draws its own batch from its own key. Sampling with replacement is
+    what makes this cheap and independent of the other members: a member needs no state
+    beyond its key, whereas a per-epoch permutation would carry `num_rows`-sized state per
+    member and tie its batches to an epoch counter.
+
+    Args:
+        key: a JAX PRNG key (raw `uint32[2]` or typed).
+        num_rows: number of rows to draw from; a Python int or a traced integer scalar (a new
+            value does not recompile).
+        batch_size: number of indices; a static Python int (it sets the shape).
+
+    Returns:
+        int32 indices `[batch_size]` in `[0, num_rows)`.
+
+    Example:
+        >>> idx = sample_batch_indices(jax.random.PRNGKey(0), 100, 32)
+        >>> idx.shape, idx.dtype
+        ((32,), dtype('int32'))
+    """
+    batch_size = _static_batch_size(batch_size)
+    _check_concrete_num_rows(num_rows)
+    return jax.random.randint(key, (batch_size,), 0, num_rows, dtype=jnp.int32)
+
+
+def sample_rows(
+    key: jax.Array, rows: jax.Array, num_rows: int | jax.Array, batch_size: int
+) -> jax.Array:
+    """Draws a minibatch from an allowed set of rows, uniformly and with replacement.
+
+    `rows[:num_rows]` are the allowed row indices; entries beyond are padding and never
+    returned. This is how a cross-validation fold restricts a member to its training rows
+    without copying the data: the member carries its fold's row table (one row of
+    `kfold_rows`' output) and count, and the batch is gathered from the full data.
+
+    Args:
+        key: a JAX PRNG key.
+        rows: int32 row indices `[max_rows]`, the first `num_rows` valid, the rest arbitrary.
+        num_rows: number of valid entries, in `[1, max_rows]`; a Python int or traced scalar.
+        batch_size: number of rows to draw; a static Python int.
+
+    Returns:
+        int32 row indices `[batch_size]`, each one of `rows[:num_rows]`.
+
+    Example:
+        >>> rows = jnp.array([3, 7, 9, 0, 0], dtype=jnp.int32)
+        >>> batch = sample_rows(jax.random.PRNGKey(0), rows, 3, 8)
+        >>> bool(jnp.isin(batch, jnp.array([3, 7, 9])).all())
+        True
+    """
+    rows = jnp.asarray(rows)
+    if rows.ndim != 1:
+        raise ValueError(f"rows must have shape [max_rows], got shape {rows.shape}")
+    if isinstance(num_rows, (int, np.integer)) and num_rows > rows.shape[0]:
+        raise ValueError(f"num_rows={num_rows} is more than the {rows.shape[0]} entries of rows")
+    positions = sample_batch_indices(key, num_rows, batch_size)
+    return rows[positions].astype(jnp.int32)
