@@ -1,0 +1,307 @@
+"""Population benchmark: jaxtune against the ways people run the same sweep today.
+
+Workload (issue 2): digits, MLP 64-128-128-10, batch 128, 500 AdamW steps, learning rate
+log-uniform [1e-4, 1e-1], weight decay log-uniform [1e-6, 1e-2], P = 64 members.
+
+  (a) jaxtune's engine (its defaults: one CPU device per core, population sharded);
+  (b) a hand-written jit(vmap(lax.scan(step))) of the same training, on the same devices;
+  (c) one jitted lax.scan training called once per config (sequential best case: calls are
+      dispatched asynchronously round-robin over the same devices);
+  (d) the common Optuna pattern (RandomSampler, optax.adamw(lr) from Python floats, a jitted step
+      in a Python loop), P = 16, if optuna is installed;
+  (e) scikit-learn's MLPClassifier, same hyperparameters and about the same number of gradient
+      samples, joblib n_jobs=2, if scikit-learn is installed;
+  (f) the machine's fp32 matmul peak in JAX (1024^3 products).
+
+All JAX timings are warm (compiled once before timing), medians of --repeats runs; (d) includes
+its own compilations because they are what that pattern costs. Figures are per-trial seconds and
+ratios measured side by side in this one run. The last line is machine-readable.
+
+    python benchmarks/population.py            # the full workload
+    python benchmarks/population.py --quick    # smaller, under 2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import time
+
+# One XLA CPU device per core, before JAX starts (jaxtune's CLI does the same).
+os.environ.setdefault("JAXTUNE_CPU_DEVICES", str(os.cpu_count() or 1))
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", int(os.environ["JAXTUNE_CPU_DEVICES"]))
+
+import flax.linen as nn  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+
+import jaxtune as jt  # noqa: E402
+
+HIDDEN = (128, 128)
+
+
+def _sample_configs(num, seed):
+    rng = np.random.default_rng(seed)
+    lrs = np.exp(rng.uniform(np.log(1e-4), np.log(1e-1), num))
+    wds = np.exp(rng.uniform(np.log(1e-6), np.log(1e-2), num))
+    return [
+        {"learning_rate": float(lr), "weight_decay": float(wd), "optimizer": "adamw"}
+        for lr, wd in zip(lrs, wds, strict=True)
+    ]
+
+
+def _median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class _Mlp(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, dropout_rate=0.0, deterministic=True):  # no dropout in this workload
+        for width in HIDDEN:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(10)(x)
+
+
+def _handwritten_train(num_steps, batch_size):
+    """A plain jit-able training of one member: what a careful user writes by hand."""
+    model = _Mlp()
+
+    def train_one(key, lr, wd, x, y):
+        init_key, data_key = jax.random.split(key)
+        params = model.init(init_key, x[:1])["params"]
+        opt = optax.adamw(lr, weight_decay=wd)
+        opt_state = opt.init(params)
+
+        def loss_fn(p, xb, yb):
+            logits = model.apply({"params": p}, xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        def step(carry, t):
+            p, s = carry
+            idx = jax.random.randint(jax.random.fold_in(data_key, t), (batch_size,), 0,
+                                     x.shape[0])
+            grads = jax.grad(loss_fn)(p, x[idx], y[idx])
+            updates, s = opt.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt_state), jnp.arange(num_steps))
+        logits = model.apply({"params": params}, x)
+        return params, jnp.mean(jnp.argmax(logits, -1) == y)
+
+    return train_one
+
+
+def bench_jaxtune(task, configs, split, num_steps, batch_size, repeats):
+    def run():
+        return jt.train(task, configs, split, num_steps=num_steps, batch_size=batch_size,
+                        steps_per_segment=num_steps // 5, evaluate_test=False)
+
+    start = time.perf_counter()
+    first = run()
+    first_s = time.perf_counter() - start
+    warm_s = _median_time(run, repeats)
+    return warm_s, first_s, first
+
+
+def bench_vmap(configs, split, num_steps, batch_size, repeats):
+    devices = jax.devices()
+    mesh = Mesh(np.asarray(devices), ("p",))
+    sharded = NamedSharding(mesh, PartitionSpec("p"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    num = len(configs)
+    padded = -(-num // len(devices)) * len(devices)
+    lr = np.asarray([c["learning_rate"] for c in configs] + [1e-3] * (padded - num), np.float32)
+    wd = np.asarray([c["weight_decay"] for c in configs] + [0.0] * (padded - num), np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), padded)
+    lr, wd, keys = jax.device_put((lr, wd, keys), sharded)
+    x, y = jax.device_put((split.x_train, split.y_train), replicated)
+    fn = jax.jit(jax.vmap(_handwritten_train(num_steps, batch_size), in_axes=(0, 0, 0, None, None)))
+
+    def run():
+        return jax.block_until_ready(fn(keys, lr, wd, x, y))
+
+    run()
+    return _median_time(run, repeats)
+
+
+def bench_sequential(configs, split, num_steps, batch_size, repeats):
+    devices = jax.devices()
+    fn = jax.jit(_handwritten_train(num_steps, batch_size))
+    data = [jax.device_put((split.x_train, split.y_train), d) for d in devices]
+    args = []
+    for i, c in enumerate(configs):
+        d = devices[i % len(devices)]
+        args.append(jax.device_put(
+            (jax.random.PRNGKey(i), np.float32(c["learning_rate"]), np.float32(c["weight_decay"])),
+            d) + data[i % len(devices)])
+
+    def run():
+        outs = [fn(*a) for a in args]  # asynchronous dispatch overlaps devices
+        return jax.block_until_ready(outs)
+
+    run()
+    return _median_time(run, max(1, repeats - 1))
+
+
+def bench_optuna(configs, split, num_steps, batch_size):
+    try:
+        import optuna
+    except ImportError:
+        return float("nan")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    model = _Mlp()
+    x = jnp.asarray(split.x_train)
+    y = jnp.asarray(split.y_train)
+
+    def objective(trial):
+        lr = trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)
+        wd = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+        opt = optax.adamw(lr, weight_decay=wd)  # Python floats: baked into each trial's program
+        params = model.init(jax.random.PRNGKey(trial.number), x[:1])["params"]
+        opt_state = opt.init(params)
+
+        @jax.jit
+        def step(p, s, key):
+            idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
+
+            def loss_fn(p):
+                logits = model.apply({"params": p}, x[idx])
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
+
+            grads = jax.grad(loss_fn)(p)
+            updates, s = opt.update(grads, s, p)
+            return optax.apply_updates(p, updates), s
+
+        key = jax.random.PRNGKey(1000 + trial.number)
+        for t in range(num_steps):
+            params, opt_state = step(params, opt_state, jax.random.fold_in(key, t))
+        logits = model.apply({"params": params}, x)
+        return float(jnp.mean(jnp.argmax(logits, -1) == y))
+
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=len(configs))
+    return (time.perf_counter() - start) / len(configs)
+
+
+def bench_sklearn(configs, split, num_steps, batch_size):
+    try:
+        from joblib import Parallel, delayed
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        return float("nan")
+    import warnings
+
+    epochs = max(1, round(num_steps * batch_size / len(split.y_train)))
+
+    def fit(c):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = MLPClassifier(hidden_layer_sizes=HIDDEN, solver="adam",
+                                learning_rate_init=c["learning_rate"], alpha=c["weight_decay"],
+                                batch_size=batch_size, max_iter=epochs, tol=0.0,
+                                n_iter_no_change=10**6, random_state=0)
+            clf.fit(split.x_train, split.y_train)
+        return clf.score(split.x_valid, split.y_valid)
+
+    start = time.perf_counter()
+    Parallel(n_jobs=2)(delayed(fit)(c) for c in configs)
+    return (time.perf_counter() - start) / len(configs)
+
+
+def bench_matmul_peak(size=1024, repeats=20):
+    a = jax.device_put(np.random.default_rng(0).standard_normal((size, size), np.float32),
+                       jax.devices()[0])
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    seconds = _median_time(lambda: jax.block_until_ready(f(a)), repeats)
+    return 2 * size**3 / seconds
+
+
+def training_flops(num_members, num_steps, batch_size, input_dim=64):
+    """FLOPs of forward + backward of the MLP (3x the forward matmuls)."""
+    widths = (input_dim, *HIDDEN, 10)
+    forward = sum(2 * batch_size * a * b for a, b in itertools.pairwise(widths))
+    return 3 * forward * num_steps * num_members
+
+
+def max_member_diff(task, configs, split, num_steps, batch_size):
+    """Largest |member - solo run| over parameters, for the first 4 members."""
+    _, params = jt.train(task, configs, split, num_steps=num_steps, batch_size=batch_size,
+                         steps_per_segment=num_steps // 5, evaluate_test=False,
+                         return_params=True)
+    worst = 0.0
+    for i in range(min(4, len(configs))):
+        _, solo = jt.train(task, [configs[i]], split, num_steps=num_steps, batch_size=batch_size,
+                           steps_per_segment=num_steps // 5, evaluate_test=False,
+                           return_params=True)
+        for a, b in zip(jax.tree_util.tree_leaves(params[i]), jax.tree_util.tree_leaves(solo[0]),
+                        strict=True):
+            worst = max(worst, float(np.max(np.abs(a - b))))
+    return worst
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller run, under 2 minutes")
+    parser.add_argument("--members", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    num_members = args.members or (32 if args.quick else 64)
+    num_steps = args.steps or (200 if args.quick else 500)
+    optuna_trials = 4 if args.quick else 16
+    batch_size = 128
+    repeats = 2 if args.quick else args.repeats
+
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
+    task = jt.classification_task(lambda hp: _Mlp(), num_classes=10, input_shape=(64,))
+    configs = _sample_configs(num_members, seed=0)
+    print(f"devices: {len(jax.devices())} x {jax.devices()[0].platform}; P={num_members}, "
+          f"{num_steps} AdamW steps, batch {batch_size}", flush=True)
+
+    a_s, a_first_s, first = bench_jaxtune(task, configs, split, num_steps, batch_size, repeats)
+    compiles = first.metadata["num_segment_compilations"]
+    print(f"(a) jaxtune        {a_s:8.3f} s warm ({a_first_s:.3f} s with compilation), "
+          f"{a_s / num_members:.4f} s/trial", flush=True)
+    b_s = bench_vmap(configs, split, num_steps, batch_size, repeats)
+    print(f"(b) hand vmap      {b_s:8.3f} s, {b_s / num_members:.4f} s/trial", flush=True)
+    c_s = bench_sequential(configs, split, num_steps, batch_size, repeats)
+    print(f"(c) sequential     {c_s:8.3f} s, {c_s / num_members:.4f} s/trial", flush=True)
+    d_trial = bench_optuna(configs[:optuna_trials], split, num_steps, batch_size)
+    print(f"(d) optuna pattern {d_trial:8.4f} s/trial over {optuna_trials} trials", flush=True)
+    e_trial = bench_sklearn(configs[: max(8, num_members // 4)], split, num_steps, batch_size)
+    print(f"(e) sklearn MLP    {e_trial:8.4f} s/trial (n_jobs=2)", flush=True)
+    peak = bench_matmul_peak()
+    flops = training_flops(num_members, num_steps, batch_size)
+    achieved = flops / a_s
+    print(f"(f) matmul peak    {peak / 1e9:8.1f} GFLOP/s; jaxtune reaches "
+          f"{achieved / 1e9:.1f} GFLOP/s", flush=True)
+    diff = max_member_diff(task, configs[:16], split, num_steps, batch_size)
+
+    per_trial = a_s / num_members
+    print(
+        f"per_trial_s={per_trial:.5f} overhead_vs_vmap={a_s / b_s:.3f} "
+        f"speedup_vs_sequential={c_s / a_s:.2f} speedup_vs_optuna={d_trial / per_trial:.2f} "
+        f"speedup_vs_sklearn={e_trial / per_trial:.2f} frac_peak={achieved / peak:.3f} "
+        f"compiles={compiles} max_member_diff={diff:.3g}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

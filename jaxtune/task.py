@@ -1,0 +1,254 @@
+"""The Task contract: the pure functions one member runs, and ready-made tasks.
+
+A :class:`Task` is three pure functions of explicit parameters, keys and hyperparameters::
+
+    init(key, hp) -> params
+    loss(params, batch, key, hp) -> (scalar, aux)
+    evaluate(params, data, hp) -> {metric_name: scalar}
+
+``batch`` and ``data`` are ``{"x": ..., "y": ...}`` dictionaries. ``hp`` maps hyperparameter
+names to scalars: *dynamic* ones are traced ``float32`` arrays (one member's slice of a
+``[num_members]`` array), *static* ones are plain Python values fixed for the static group.
+The functions are written for one member; the engine lifts them with ``jax.vmap``.
+
+A user's own model plugs in by writing these three functions (or by handing a Flax module
+factory to :func:`classification_task` / :func:`regression_task`). Two tasks compare equal when
+their ``identity`` is equal, which is what lets the engine reuse a compiled program across calls:
+ready-made tasks get an identity from their arguments, a hand-written task from its functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtune import losses, models
+
+Params = Any
+Batch = Mapping[str, jax.Array]
+HParams = Mapping[str, Any]
+ModelFactory = Callable[[HParams], nn.Module]
+
+MODELS = ("mlp", "cnn", "linear")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """The pure functions a member runs.
+
+    Attributes:
+      init: ``init(key, hp) -> params``.
+      loss: ``loss(params, batch, key, hp) -> (scalar, aux)``; ``aux`` is a dict of scalars.
+      evaluate: ``evaluate(params, data, hp) -> {metric: scalar}``; metric names are unprefixed
+        (``"accuracy"``), the engine records them as ``"valid_accuracy"``, ``"test_accuracy"``.
+      name: a label used in results and messages.
+      identity: a hashable value that identifies the task for compilation caching. ``None``
+        means "the three functions themselves".
+      metric_modes: for each metric ``evaluate`` returns, ``"max"`` or ``"min"``.
+
+    Example:
+      >>> def init(key, hp):
+      ...     return {"w": jnp.zeros(())}
+      >>> def loss(params, batch, key, hp):
+      ...     err = params["w"] * batch["x"][:, 0] - batch["y"]
+      ...     return jnp.mean(err**2), {}
+      >>> def evaluate(params, data, hp):
+      ...     return {"mse": loss(params, data, None, hp)[0]}
+      >>> task = Task(init, loss, evaluate, name="slope", metric_modes={"mse": "min"})
+    """
+
+    init: Callable[[jax.Array, HParams], Params]
+    loss: Callable[[Params, Batch, jax.Array, HParams], tuple[jax.Array, Mapping[str, Any]]]
+    evaluate: Callable[[Params, Batch, HParams], Mapping[str, jax.Array]]
+    name: str = "task"
+    identity: Any = None
+    metric_modes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def _key(self) -> Any:
+        if self.identity is not None:
+            return ("identity", self.identity)
+        return ("functions", self.init, self.loss, self.evaluate)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Task) and self._key() == other._key()
+
+
+def _hidden_sizes(hp: HParams, default_width: int, default_depth: int) -> tuple[int, ...]:
+    if "hidden_sizes" in hp:
+        return tuple(int(w) for w in hp["hidden_sizes"])
+    width = int(hp.get("width", default_width))
+    depth = int(hp.get("depth", default_depth))
+    return (width,) * depth
+
+
+def _model_factory(
+    model: str | ModelFactory, num_outputs: int, input_shape: Sequence[int]
+) -> ModelFactory:
+    """Returns ``hp -> nn.Module`` for a model name or passes a user's factory through."""
+    if callable(model):
+        return model
+    if model == "mlp":
+        return lambda hp: models.MLP(_hidden_sizes(hp, 128, 2), num_outputs)
+    if model == "cnn":
+        if len(input_shape) == 1:
+            side = round(input_shape[0] ** 0.5)
+            if side * side != input_shape[0]:
+                raise ValueError(
+                    f"model='cnn' needs square images; got {input_shape[0]} features. "
+                    "Pass a custom model factory for non-square inputs."
+                )
+            image_shape: tuple[int, ...] = (side, side)
+        else:
+            image_shape = tuple(input_shape[:2])
+        return lambda hp: models.CNN(
+            features=(int(hp.get("channels", 16)), 2 * int(hp.get("channels", 16))),
+            num_outputs=num_outputs,
+            image_shape=image_shape,
+            dense_size=int(hp.get("width", 64)),
+        )
+    if model in ("linear", "logistic"):
+        return lambda hp: models.Linear(num_outputs)
+    raise ValueError(
+        f"model={model!r} is not a known model; use one of {MODELS} or pass a function "
+        "hp -> flax.linen.Module."
+    )
+
+
+def _penalty(params: Params, hp: HParams) -> jax.Array:
+    """L1 and L2 penalties on weight matrices, strengths read from ``hp['l1']``, ``hp['l2']``."""
+    total = jnp.zeros((), jnp.float32)
+    if "l1" in hp:
+        total = total + jnp.asarray(hp["l1"], jnp.float32) * losses.l1_penalty(params)
+    if "l2" in hp:
+        total = total + jnp.asarray(hp["l2"], jnp.float32) * losses.l2_penalty(params)
+    return total
+
+
+def _apply(
+    factory: ModelFactory, params: Params, x: jax.Array, key: jax.Array | None, hp: HParams
+) -> jax.Array:
+    module = factory(hp)
+    if key is None or "dropout" not in hp:
+        return module.apply({"params": params}, x, deterministic=True)
+    return module.apply(
+        {"params": params},
+        x,
+        dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
+        deterministic=False,
+        rngs={"dropout": key},
+    )
+
+
+def _init_fn(factory: ModelFactory, input_shape: Sequence[int]):
+    def init(key: jax.Array, hp: HParams) -> Params:
+        dummy = jnp.zeros((1, *input_shape), jnp.float32)
+        return factory(hp).init({"params": key}, dummy, deterministic=True)["params"]
+
+    return init
+
+
+def classification_task(
+    model: str | ModelFactory = "mlp",
+    *,
+    num_classes: int,
+    input_shape: Sequence[int],
+) -> Task:
+    """A classification task: cross-entropy plus optional L1/L2 penalties.
+
+    With ``num_classes == 2`` the model has one output and the loss is the sigmoid binary
+    cross-entropy, so that logistic regression here is the same objective as scikit-learn's
+    ``LogisticRegression`` (with ``l2 = 1 / (C * num_train_rows)``).
+
+    The training loss is ``mean cross-entropy + l1 * sum|W| + l2 * 0.5 * sum W**2`` over weight
+    matrices; hyperparameters read from ``hp``: ``dropout``, ``l1``, ``l2`` (dynamic) and, for
+    the built-in models, ``width``, ``depth``, ``hidden_sizes``, ``channels`` (static).
+
+    Args:
+      model: ``"mlp"``, ``"cnn"``, ``"linear"`` (logistic regression), or a function
+        ``hp -> flax.linen.Module`` whose ``__call__(x, *, dropout_rate, deterministic)``
+        returns logits ``[batch, num_outputs]``.
+      num_classes: number of classes (>= 2).
+      input_shape: shape of one example, without the batch axis.
+
+    Returns:
+      A :class:`Task` whose ``evaluate`` reports ``accuracy`` and ``loss`` (unpenalized).
+    """
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
+    input_shape = tuple(int(d) for d in input_shape)
+    binary = num_classes == 2
+    factory = _model_factory(model, 1 if binary else num_classes, input_shape)
+
+    def data_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+        if binary:
+            return losses.sigmoid_binary_cross_entropy(logits[..., 0], y)
+        return losses.softmax_cross_entropy(logits, y)
+
+    def loss(params, batch, key, hp):
+        logits = _apply(factory, params, batch["x"], key, hp)
+        data = data_loss(logits, batch["y"])
+        return data + _penalty(params, hp), {"data_loss": data}
+
+    def evaluate(params, data, hp):
+        logits = _apply(factory, params, data["x"], None, hp)
+        if binary:
+            acc = losses.binary_accuracy(logits[..., 0], data["y"])
+        else:
+            acc = losses.accuracy(logits, data["y"])
+        return {"accuracy": acc, "loss": data_loss(logits, data["y"])}
+
+    return Task(
+        init=_init_fn(factory, input_shape),
+        loss=loss,
+        evaluate=evaluate,
+        name=f"classification[{model if isinstance(model, str) else 'custom'}]",
+        identity=("classification", model, num_classes, input_shape),
+        metric_modes={"accuracy": "max", "loss": "min"},
+    )
+
+
+def regression_task(
+    model: str | ModelFactory = "linear",
+    *,
+    input_shape: Sequence[int],
+) -> Task:
+    """A regression task: mean squared error plus optional L1/L2 penalties.
+
+    Args:
+      model: ``"linear"``, ``"mlp"``, or a function ``hp -> flax.linen.Module`` returning
+        predictions ``[batch, 1]``.
+      input_shape: shape of one example, without the batch axis.
+
+    Returns:
+      A :class:`Task` whose ``evaluate`` reports ``mse`` and ``loss`` (both the unpenalized
+      mean squared error).
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    factory = _model_factory(model, 1, input_shape)
+
+    def loss(params, batch, key, hp):
+        pred = _apply(factory, params, batch["x"], key, hp)[..., 0]
+        data = losses.mse(pred, batch["y"])
+        return data + _penalty(params, hp), {"data_loss": data}
+
+    def evaluate(params, data, hp):
+        pred = _apply(factory, params, data["x"], None, hp)[..., 0]
+        err = losses.mse(pred, data["y"])
+        return {"mse": err, "loss": err}
+
+    return Task(
+        init=_init_fn(factory, input_shape),
+        loss=loss,
+        evaluate=evaluate,
+        name=f"regression[{model if isinstance(model, str) else 'custom'}]",
+        identity=("regression", model, input_shape),
+        metric_modes={"mse": "min", "loss": "min"},
+    )

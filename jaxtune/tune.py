@@ -1,0 +1,169 @@
+"""The loop between a search strategy and the engine.
+
+Each round, the strategy proposes a batch of configurations (``ask``); every configuration is
+trained with every seed as one vectorized population (``engine.train``); the per-config score
+(the mean of the metric over seeds, negated when the metric is maximized) goes back to the
+strategy (``tell``). Diverged members score ``+inf``, so a failed configuration is never best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxtune import data as data_lib
+from jaxtune import engine
+from jaxtune.results import Results
+from jaxtune.space import Space
+from jaxtune.strategies import Strategy, random_search
+from jaxtune.task import Task
+
+
+def _metric_mode(task: Task, metric: str, mode: str | None) -> str:
+    prefix, _, name = metric.partition("_")
+    if prefix not in ("valid", "test", "train") or not name:
+        raise ValueError(
+            f"metric={metric!r} must look like 'valid_<name>' (e.g. 'valid_accuracy'); "
+            f"the task reports {sorted(task.metric_modes) or 'its evaluate() names'}."
+        )
+    if task.metric_modes and prefix != "train" and name not in task.metric_modes:
+        raise ValueError(
+            f"metric={metric!r}: the task does not report {name!r}; choose one of "
+            f"{[f'valid_{m}' for m in sorted(task.metric_modes)]}."
+        )
+    if mode is None:
+        mode = task.metric_modes.get(name, "min" if prefix == "train" else "max")
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode={mode!r} must be 'max' or 'min'.")
+    return mode
+
+
+def scores_from_results(
+    results: Results, num_configs: int, num_seeds: int, metric: str, mode: str
+) -> np.ndarray:
+    """Per-config losses for ``tell``: mean over seeds, negated for ``max``, ``+inf`` if failed.
+
+    Rows must be ordered config-major (all seeds of config 0, then config 1, ...).
+
+    Returns:
+      ``np.ndarray [num_configs]`` float64, lower is better.
+    """
+    values = np.full((num_configs, num_seeds), np.inf)
+    for index, row in enumerate(results):
+        value = row.metrics.get(metric, np.nan)
+        if row.status == "completed" and np.isfinite(value):
+            values[index // num_seeds, index % num_seeds] = -value if mode == "max" else value
+    return values.mean(axis=1)
+
+
+def tune(
+    task: Task,
+    split: data_lib.Split,
+    space: Space,
+    strategy: Strategy | None = None,
+    *,
+    num_configs: int,
+    num_steps: int,
+    population_size: int | None = None,
+    seeds: Sequence[int] = (0,),
+    batch_size: int | None = 128,
+    steps_per_segment: int = 50,
+    metric: str = "valid_accuracy",
+    mode: str | None = None,
+    seed: int = 0,
+    devices: Sequence[jax.Device] | None = None,
+    on_segment: Callable[[engine.SegmentReport], None] | None = None,
+    on_round: Callable[[Results], None] | None = None,
+    engine_options: Mapping[str, Any] | None = None,
+) -> Results:
+    """Runs a search: ask a batch, train it as one population, tell the scores, repeat.
+
+    Args:
+      task: what each member trains.
+      split: the data (train / validation / test).
+      space: the search space; its static parameters define static groups.
+      strategy: a :class:`~jaxtune.strategies.Strategy` (default: random search).
+      num_configs: total configurations to evaluate (the budget).
+      num_steps: training steps per member.
+      population_size: configurations per round (default: all at once, which is right for
+        grid and random search; model-based strategies want several rounds).
+      seeds: member seeds; every configuration is trained once per seed.
+      batch_size: minibatch rows (``None``: full batch). A static ``batch_size`` in the space
+        overrides it per static group.
+      steps_per_segment: steps per compiled segment (learning-curve resolution).
+      metric: the selection metric, e.g. ``"valid_accuracy"`` or ``"valid_mse"``.
+      mode: ``"max"`` or ``"min"``; default from the task's ``metric_modes``.
+      seed: the sweep seed (strategy key and member keys derive from it).
+      devices: devices of the population mesh (default: all local devices).
+      on_segment: progress callback, see :class:`~jaxtune.engine.SegmentReport`.
+      on_round: called with the Results of each round as soon as it finishes.
+      engine_options: extra keyword arguments for :func:`jaxtune.engine.train`.
+
+    Returns:
+      :class:`~jaxtune.results.Results` of every member, ids in evaluation order.
+
+    Example:
+      >>> import jaxtune as jt
+      >>> split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits")))
+      >>> space = jt.Space({"learning_rate": jt.Float(1e-4, 1e-1, log=True),
+      ...                   "optimizer": jt.Fixed("adam")})
+      >>> task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
+      >>> results = jt.tune(task, split, space, num_configs=8, num_steps=100)  # doctest: +SKIP
+      >>> results.best("valid_accuracy").config  # doctest: +SKIP
+    """
+    engine._check_positive_int("num_configs", num_configs)
+    if population_size is not None:
+        engine._check_positive_int("population_size", population_size)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
+    mode = _metric_mode(task, metric, mode)
+    strategy = strategy if strategy is not None else random_search()
+    round_size = population_size or num_configs
+
+    state = strategy.init(space, jax.random.PRNGKey(seed))
+    batches: list[Results] = []
+    evaluated = 0
+    while evaluated < num_configs:
+        configs, state = strategy.ask(state, min(round_size, num_configs - evaluated))
+        if not configs:
+            break
+        for config in configs:
+            space.validate_config(config)
+        members = [dict(c) for c in configs for _ in seeds]
+        member_seeds = [s for _ in configs for s in seeds]
+        ids = list(range(evaluated * len(seeds), (evaluated + len(configs)) * len(seeds)))
+        results = engine.train(
+            task,
+            members,
+            split,
+            num_steps=num_steps,
+            batch_size=batch_size,
+            steps_per_segment=steps_per_segment,
+            seed=seed,
+            member_seeds=member_seeds,
+            member_ids=ids,
+            static_names=space.static_names,
+            devices=devices,
+            on_segment=on_segment,
+            **dict(engine_options or {}),
+        )
+        scores = scores_from_results(results, len(configs), len(seeds), metric, mode)
+        state = strategy.tell(state, configs, scores)
+        batches.append(results)
+        if on_round is not None:
+            on_round(results)
+        evaluated += len(configs)
+    combined = Results.concat(batches)
+    metadata = dict(combined.metadata)
+    metadata.update(
+        metric=metric,
+        mode=mode,
+        seeds=seeds,
+        space=space.to_dict(),
+        num_compilations=sum(b.metadata.get("num_compilations", 0) for b in batches),
+    )
+    return Results(list(combined), metadata)
