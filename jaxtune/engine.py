@@ -57,15 +57,41 @@ class PopulationState(NamedTuple):
       params: model parameters, leaves ``[P, ...]``.
       opt_state: Optax state, leaves ``[P, ...]``.
       train_key: ``[P, 2]`` uint32, each member's training key (step keys are folded from it).
-      alive: ``[P]`` bool, False once a member diverged (or is an inert padding member).
+      step: ``[P]`` int32, steps each member has taken (members refilled by a scheduler
+        restart from 0).
+      alive: ``[P]`` bool, False once a member diverged, was stopped, or is inert padding.
       diverged_step: ``[P]`` int32, the step at which a member diverged, -1 otherwise.
+      preprocess: ``{"mean": [P, F], "scale": [P, F]}`` when members standardize their inputs
+        with statistics of their own training rows, else ``{}``.
     """
 
     params: Any
     opt_state: Any
     train_key: jax.Array
+    step: jax.Array
     alive: jax.Array
     diverged_step: jax.Array
+    preprocess: Any
+
+
+class MemberRows(NamedTuple):
+    """Which rows of the training data each member trains and is validated on (folds).
+
+    A fold is an index table, not a copy of the data: every member reads the one training
+    array through its own rows. Tables are padded to a common width; counts and weights say
+    which entries are real.
+
+    Attributes:
+      train_rows: ``[P, R]`` int32 row indices into ``split.x_train``.
+      train_counts: ``[P]`` int32, how many of ``train_rows`` are real.
+      valid_rows: ``[P, V]`` int32 row indices of the member's validation rows.
+      valid_weight: ``[P, V]`` float32, 1 for real validation rows and 0 for padding.
+    """
+
+    train_rows: np.ndarray
+    train_counts: np.ndarray
+    valid_rows: np.ndarray
+    valid_weight: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +105,10 @@ class GroupSpec:
       num_steps: training steps per member.
       batch_size: minibatch rows per step, or ``None`` for full-batch gradient descent.
       steps_per_segment: steps per compiled segment (the learning-curve resolution).
+      batch_mode: ``"independent"`` (each member samples its own minibatch) or ``"shared"``
+        (one minibatch per step for every member: common random numbers).
+      member_rows: members read the data through their own row tables (folds).
+      standardize: members standardize inputs with statistics of their own training rows.
     """
 
     task: Task
@@ -87,6 +117,9 @@ class GroupSpec:
     num_steps: int
     batch_size: int | None
     steps_per_segment: int
+    batch_mode: str = "independent"
+    member_rows: bool = False
+    standardize: bool = False
 
     def hp(self, dynamic: Mapping[str, jax.Array]) -> dict[str, Any]:
         """One member's hyperparameters: static Python values and traced dynamic scalars."""
@@ -107,12 +140,13 @@ class SegmentReport(NamedTuple):
       group: the static group's label.
       group_index: index of the group, from 0.
       num_groups: number of static groups in this call.
-      step: steps done in this group.
+      step: segment steps done in this chunk (the largest member step).
       num_steps: steps per member.
-      num_members: real members in the group.
-      num_alive: members still training.
-      num_diverged: members that diverged.
-      metrics: ``{name: np.ndarray [num_members]}`` at this segment.
+      num_members: real member slots in the chunk.
+      num_alive: slots still training.
+      num_diverged: members of the chunk that diverged so far.
+      metrics: ``{name: np.ndarray [num_members]}`` at this segment, one value per slot.
+      member_steps: member-steps done by this segment (for progress and budgets).
     """
 
     group: str
@@ -124,9 +158,35 @@ class SegmentReport(NamedTuple):
     num_alive: int
     num_diverged: int
     metrics: Mapping[str, np.ndarray]
+    member_steps: int = 0
 
 
 # --------------------------------------------------------------------------- member code
+
+
+def _fit_preprocess(spec: GroupSpec, train: Mapping[str, jax.Array], rows, count):
+    """Per-member standardization statistics from the member's own training rows only."""
+    if not spec.standardize:
+        return {}
+    x = train["x"].reshape(train["x"].shape[0], -1)
+    if spec.member_rows:
+        weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)[:, None]
+        x = x[rows]
+    else:
+        weight = jnp.ones((x.shape[0], 1), jnp.float32)
+    total = jnp.sum(weight)
+    mean = jnp.sum(x * weight, axis=0) / total
+    var = jnp.sum(((x - mean) ** 2) * weight, axis=0) / total
+    std = jnp.sqrt(var)
+    scale = jnp.where(std > 1e-8, 1.0 / jnp.where(std > 1e-8, std, 1.0), 1.0)
+    return {"mean": mean, "scale": scale}
+
+
+def _apply_preprocess(preprocess, x: jax.Array) -> jax.Array:
+    if not preprocess:
+        return x
+    flat = x.reshape(x.shape[0], -1)
+    return ((flat - preprocess["mean"]) * preprocess["scale"]).reshape(x.shape)
 
 
 def _member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array]):
@@ -136,23 +196,34 @@ def _member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Arra
     return params, opt_state
 
 
-def _member_batch(spec: GroupSpec, key: jax.Array, train: Mapping[str, jax.Array]):
+def _sample_batch(spec: GroupSpec, key, train, rows, count):
+    """One minibatch for one member: indices drawn inside the compiled step."""
     if spec.batch_size is None:
-        return train
-    num_rows = train["y"].shape[0]
-    idx = data_lib.sample_batch_indices(key, num_rows, spec.batch_size)
-    return {name: value[idx] for name, value in train.items()}
+        if not spec.member_rows:
+            return train
+        weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)
+        return {"x": train["x"][rows], "y": train["y"][rows], "weight": weight}
+    if spec.member_rows:
+        idx = data_lib.sample_rows(key, rows, count, spec.batch_size)
+    else:
+        idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
+    return {"x": train["x"][idx], "y": train["y"][idx]}
 
 
 def _tree_select(pred: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
-def _member_step(spec, params, opt_state, train_key, alive, diverged_step, dynamic, step, train):
+def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step, preprocess,
+                 dynamic, rows, count, train, shared_batch):
     hp = spec.hp(dynamic)
     step_key = jax.random.fold_in(train_key, step)
     batch_key, dropout_key = jax.random.split(step_key)
-    batch = _member_batch(spec, batch_key, train)
+    if shared_batch is None:
+        batch = _sample_batch(spec, batch_key, train, rows, count)
+    else:
+        batch = shared_batch
+    batch = {**batch, "x": _apply_preprocess(preprocess, batch["x"])}
     (loss, _), grads = jax.value_and_grad(spec.task.loss, has_aux=True)(
         params, batch, dropout_key, hp
     )
@@ -168,68 +239,240 @@ def _member_step(spec, params, opt_state, train_key, alive, diverged_step, dynam
     newly_diverged = alive & in_range & ~finite
     diverged_step = jnp.where(newly_diverged, step, diverged_step)
     alive = alive & ~newly_diverged
+    step = step + take.astype(step.dtype)
     counted = take.astype(jnp.float32)
-    return params, opt_state, alive, diverged_step, jnp.where(take, loss, 0.0), counted
+    return params, opt_state, step, alive, diverged_step, jnp.where(take, loss, 0.0), counted
 
 
 def _segment(
     spec: GroupSpec,
     state: PopulationState,
     dynamic: Mapping[str, jax.Array],
-    step0: jax.Array,
+    rows: MemberRows | None,
+    shared_key: jax.Array,
+    segment_index: jax.Array,
     train: Mapping[str, jax.Array],
     valid: Mapping[str, jax.Array],
 ) -> tuple[PopulationState, dict[str, jax.Array]]:
-    step_all = jax.vmap(_member_step, in_axes=(None, 0, 0, 0, 0, 0, 0, None, None))
+    train_rows = None if rows is None else rows.train_rows
+    train_counts = None if rows is None else rows.train_counts
+    step_all = jax.vmap(
+        _member_step, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None)
+    )
 
     def body(carry, i):
-        params, opt_state, alive, diverged_step = carry
-        params, opt_state, alive, diverged_step, loss, counted = step_all(
-            spec, params, opt_state, state.train_key, alive, diverged_step, dynamic, step0 + i,
-            train,
+        params, opt_state, step, alive, diverged_step = carry
+        shared_batch = None
+        if spec.batch_mode == "shared":
+            # Common random numbers: one minibatch per step for every member.
+            key = jax.random.fold_in(shared_key, segment_index * spec.steps_per_segment + i)
+            idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
+            shared_batch = {"x": train["x"][idx], "y": train["y"][idx]}
+        params, opt_state, step, alive, diverged_step, loss, counted = step_all(
+            spec, params, opt_state, state.train_key, step, alive, diverged_step,
+            state.preprocess, dynamic, train_rows, train_counts, train, shared_batch,
         )
-        return (params, opt_state, alive, diverged_step), (loss, counted)
+        return (params, opt_state, step, alive, diverged_step), (loss, counted)
 
-    carry = (state.params, state.opt_state, state.alive, state.diverged_step)
+    carry = (state.params, state.opt_state, state.step, state.alive, state.diverged_step)
     carry, (losses, counted) = jax.lax.scan(
         body, carry, jnp.arange(spec.steps_per_segment, dtype=jnp.int32)
     )
-    params, opt_state, alive, diverged_step = carry
+    params, opt_state, step, alive, diverged_step = carry
     steps_taken = jnp.sum(counted, axis=0)
     metrics = {
         "train_loss": jnp.where(
             steps_taken > 0, jnp.sum(losses, axis=0) / jnp.maximum(steps_taken, 1.0), jnp.nan
         )
     }
-    metrics.update(_evaluate_population(spec, params, dynamic, valid, "valid"))
-    new_state = PopulationState(params, opt_state, state.train_key, alive, diverged_step)
+    new_state = state._replace(
+        params=params, opt_state=opt_state, step=step, alive=alive, diverged_step=diverged_step
+    )
+    metrics.update(_evaluate_population(spec, new_state, dynamic, rows, train, valid, "valid"))
     return new_state, metrics
 
 
-def _evaluate_population(spec, params, dynamic, data, prefix):
-    def one(p, d, member_data):
+def _evaluate_population(spec, state, dynamic, rows, train, data, prefix):
+    """Evaluates every member on its own validation rows (folds) or on the shared ``data``."""
+
+    def one(p, d, preprocess, member_data):
+        member_data = {**member_data, "x": _apply_preprocess(preprocess, member_data["x"])}
         return spec.task.evaluate(p, member_data, spec.hp(d))
 
-    # Shared data under vmap turns the first layer into one wide product x @ [W_1 ... W_P],
-    # whose blocking (and so rounding) depends on P. A member axis on the data keeps every
-    # member's product its own: results are then independent of the population's size.
-    num_members = jax.tree_util.tree_leaves(dynamic)[0].shape[0] if dynamic else (
-        jax.tree_util.tree_leaves(params)[0].shape[0]
-    )
-    member_data = jax.tree_util.tree_map(
-        lambda v: jnp.broadcast_to(v, (num_members, *v.shape)), dict(data)
-    )
-    values = jax.vmap(one)(params, dynamic, member_data)
+    num_members = state.step.shape[0]
+    if rows is not None and prefix == "valid":
+        member_data = {
+            "x": train["x"][rows.valid_rows],
+            "y": train["y"][rows.valid_rows],
+            "weight": rows.valid_weight,
+        }
+    else:
+        # Shared data under vmap turns the first layer into one wide product x @ [W_1 ... W_P]
+        # whose blocking (and so rounding) depends on P. A member axis on the data keeps every
+        # member's product its own: results are then independent of the population's size.
+        member_data = jax.tree_util.tree_map(
+            lambda v: jnp.broadcast_to(v, (num_members, *v.shape)), dict(data)
+        )
+    values = jax.vmap(one)(state.params, dynamic, state.preprocess, member_data)
     return {f"{prefix}_{name}": jnp.asarray(v, jnp.float32) for name, v in values.items()}
 
 
-_init_jit = jax.jit(jax.vmap(_member_init, in_axes=(None, 0, 0)), static_argnums=0)
+def _init_population(spec, member_key, dynamic, rows, train, alive):
+    params, opt_state = jax.vmap(_member_init, in_axes=(None, 0, 0))(spec, member_key, dynamic)
+    train_rows = None if rows is None else rows.train_rows
+    train_counts = None if rows is None else rows.train_counts
+    num_members = member_key.shape[0]
+    preprocess = jax.vmap(_fit_preprocess, in_axes=(None, None, 0, 0), axis_size=num_members)(
+        spec, train, train_rows, train_counts
+    )
+    return PopulationState(
+        params=params,
+        opt_state=opt_state,
+        train_key=jax.vmap(lambda k: jax.random.fold_in(k, 1))(member_key),
+        step=jnp.zeros((num_members,), jnp.int32),
+        alive=alive,
+        diverged_step=jnp.full((num_members,), -1, jnp.int32),
+        preprocess=preprocess,
+    )
+
+
+def _update_population(spec, state, dynamic, source, reinit, stop, new_keys, new_dynamic,
+                       rows, train):
+    """Applies a scheduler's decision with fixed shapes: one program, never recompiled.
+
+    ``source[i]`` is the slot whose parameters, optimizer state and step slot ``i`` takes
+    (exploit; ``source[i] == i`` keeps its own); ``reinit`` slots restart from fresh
+    parameters with ``new_keys`` (refill); ``stop`` slots stop training. ``new_dynamic`` are
+    every slot's hyperparameters after the update (explore).
+    """
+    take = lambda x: x[source]  # noqa: E731
+    params = jax.tree_util.tree_map(take, state.params)
+    opt_state = jax.tree_util.tree_map(take, state.opt_state)
+    fresh = _init_population(spec, new_keys, new_dynamic, rows, train, ~stop)
+    params = _tree_select_members(reinit, fresh.params, params)
+    opt_state = _tree_select_members(reinit, fresh.opt_state, opt_state)
+    updated = PopulationState(
+        params=params,
+        opt_state=opt_state,
+        train_key=jnp.where(reinit[:, None], fresh.train_key, state.train_key),
+        step=jnp.where(reinit, 0, state.step[source]),
+        alive=jnp.where(reinit, True, state.alive[source]) & ~stop,
+        diverged_step=jnp.where(reinit, -1, state.diverged_step[source]),
+        preprocess=_tree_select_members(reinit, fresh.preprocess, state.preprocess),
+    )
+    return updated, new_dynamic
+
+
+def _tree_select_members(mask: jax.Array, new: Any, old: Any) -> Any:
+    def select(n, o):
+        return jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree_util.tree_map(select, new, old)
+
+
+_init_jit = jax.jit(_init_population, static_argnums=0)
 _segment_jit = jax.jit(_segment, static_argnums=0)
 _segment_jit_donating = jax.jit(_segment, static_argnums=0, donate_argnums=1)
-_evaluate_jit = jax.jit(_evaluate_population, static_argnums=(0, 4))
+_update_jit = jax.jit(_update_population, static_argnums=0)
+_evaluate_jit = jax.jit(_evaluate_population, static_argnums=(0, 6))
 
 
 # --------------------------------------------------------------------------- host side
+
+
+class SlotView(NamedTuple):
+    """What a scheduler sees after each segment (host numpy arrays, one entry per slot).
+
+    Attributes:
+      segment: segments run so far in this chunk.
+      step: ``[P]`` steps taken by the member in each slot.
+      alive: ``[P]`` slots still training (not diverged, stopped or padding).
+      finished: ``[P]`` slots whose member reached ``num_steps``.
+      metrics: ``{name: [P]}`` metrics of this segment.
+      configs: the config held by each slot.
+      member_ids: the member id held by each slot.
+      num_steps: steps per member.
+      steps_per_segment: steps per segment.
+    """
+
+    segment: int
+    step: np.ndarray
+    alive: np.ndarray
+    finished: np.ndarray
+    metrics: Mapping[str, np.ndarray]
+    configs: Sequence[Mapping[str, Any]]
+    member_ids: Sequence[int]
+    num_steps: int
+    steps_per_segment: int
+
+
+class PopulationUpdate(NamedTuple):
+    """A scheduler's decision, applied on device by one fixed-shape program.
+
+    Attributes:
+      stop: slots whose member stops now (recorded as ``"stopped"``).
+      refill: ``{slot: config}``: the slot's member stops and a new member with this config
+        starts there from fresh parameters (successive halving, Hyperband).
+      exploit: ``{slot: source_slot}``: the slot's member continues from a copy of the source
+        slot's parameters, optimizer state and step (PBT exploit).
+      explore: ``{slot: config}``: the slot's member continues with these hyperparameter values
+        (same static values; PBT explore).
+    """
+
+    stop: Sequence[int] = ()
+    refill: Mapping[int, Mapping[str, Any]] = {}
+    exploit: Mapping[int, int] = {}
+    explore: Mapping[int, Mapping[str, Any]] = {}
+
+
+class Scheduler(NamedTuple):
+    """Acts on a population between segments: ``init(view) -> state``,
+    ``update(state, view) -> (PopulationUpdate | None, state)``.
+
+    Decisions are made on the host from the segment's metrics (a few numbers per member);
+    the engine applies them on device with one compiled gather/re-initialization program per
+    static group, so refilling or copying members never recompiles. States are explicit
+    values, as for strategies.
+    """
+
+    init: Callable[[SlotView], Any]
+    update: Callable[[Any, SlotView], tuple[PopulationUpdate | None, Any]]
+
+
+@dataclasses.dataclass
+class _Member:
+    """Host bookkeeping of one member while its chunk runs."""
+
+    member_id: int
+    config: dict[str, Any]
+    seed: int
+    fold: int | None
+    status: str = "running"
+    diverged_step: int | None = None
+    curve_steps: list[int] = dataclasses.field(default_factory=list)
+    curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    hp_schedule: list[dict[str, Any]] | None = None
+    params: Any = None
+    wall_time_s: float = 0.0
+
+    def record(self, step: int, metrics: Mapping[str, np.ndarray], slot: int) -> None:
+        self.curve_steps.append(int(step))
+        for name, values in metrics.items():
+            self.curves.setdefault(name, []).append(float(values[slot]))
+        self.metrics = {name: float(values[slot]) for name, values in metrics.items()}
+
+    def result(self, group: str) -> MemberResult:
+        status = "completed" if self.status == "running" else self.status
+        return MemberResult(
+            member_id=self.member_id, config=dict(self.config), seed=self.seed, fold=self.fold,
+            static_group=group, status=status, diverged_step=self.diverged_step,
+            metrics=dict(self.metrics), curve_steps=list(self.curve_steps),
+            curves={k: list(v) for k, v in self.curves.items()}, wall_time_s=self.wall_time_s,
+            hp_schedule=self.hp_schedule,
+        )
+
+
 
 
 def config_hash(config: Mapping[str, Any]) -> int:
@@ -459,6 +702,10 @@ def train(
     evaluate_test: bool = True,
     on_segment: Callable[[SegmentReport], None] | None = None,
     return_params: bool = False,
+    member_rows: MemberRows | None = None,
+    standardize: bool = False,
+    batch_mode: str = "independent",
+    scheduler: Scheduler | None = None,
 ) -> Results | tuple[Results, list[Any]]:
     """Trains every configuration as one member of a vectorized population.
 
@@ -490,6 +737,17 @@ def train(
       evaluate_test: also evaluate final parameters on ``split.test``.
       on_segment: called on the host after every segment with a :class:`SegmentReport`.
       return_params: also return every member's final parameters.
+      member_rows: per-member row tables (cross-validation folds), aligned with ``configs``:
+        members train on their ``train_rows`` of ``split.x_train`` and are validated on their
+        ``valid_rows`` of it (weighted means over real rows).
+      standardize: members standardize their inputs with the mean and standard deviation of
+        their own training rows (fitted on device, per fold: nothing leaks from held-out rows).
+      batch_mode: ``"independent"`` (default: each member samples its own minibatches) or
+        ``"shared"`` (one minibatch per step for all members: common random numbers, less
+        variance between members, and the first layer becomes one wide product).
+      scheduler: a :class:`Scheduler` acting between segments (halving, Hyperband, PBT).
+        Members it stops are recorded as ``"stopped"``; members it starts get new ids after
+        the largest of ``member_ids``.
 
     Returns:
       :class:`~jaxtune.results.Results` with one row per member, in the order of ``configs``.
@@ -533,6 +791,30 @@ def train(
             )
     if len(set(member_ids)) != num_members:
         raise ValueError("member_ids must be unique.")
+    if batch_mode not in ("independent", "shared"):
+        raise ValueError(f"batch_mode={batch_mode!r} must be 'independent' or 'shared'.")
+    if member_rows is not None:
+        member_rows = MemberRows(*(np.asarray(a) for a in member_rows))
+        for field, array in zip(MemberRows._fields, member_rows, strict=True):
+            if array.shape[0] != num_members:
+                raise ValueError(
+                    f"member_rows.{field} has {array.shape[0]} rows for {num_members} configs; "
+                    "give one row per config."
+                )
+        num_rows = len(split.y_train)
+        for field in ("train_rows", "valid_rows"):
+            table = getattr(member_rows, field)
+            if table.size and (table.min() < 0 or table.max() >= num_rows):
+                raise ValueError(
+                    f"member_rows.{field} indexes rows outside 0..{num_rows - 1} of x_train."
+                )
+        if np.any(member_rows.train_counts < 1):
+            raise ValueError("member_rows.train_counts must be >= 1 for every member.")
+        if batch_mode == "shared":
+            raise ValueError(
+                "batch_mode='shared' cannot be combined with member_rows (folds): each fold "
+                "samples from its own rows. Use batch_mode='independent'."
+            )
     data_lib.check_arrays(split.x_train, split.y_train, split.kind)
     data_lib.check_arrays(split.x_valid, split.y_valid, split.kind)
     evaluate_test = evaluate_test and split.x_test is not None and len(split.y_test) > 0
@@ -564,6 +846,8 @@ def train(
                     "rows; lower it or use batch_size=None for full-batch training."
                 )
         optim.validate_optimizer(static_hp, dynamic_names, group_steps)
+        if batch_mode == "shared" and group_batch is None:
+            raise ValueError("batch_mode='shared' needs a batch_size (not full-batch training).")
         spec = GroupSpec(
             task=task,
             static_hp=tuple(sorted(static_hp.items())),
@@ -571,6 +855,9 @@ def train(
             num_steps=group_steps,
             batch_size=None if group_batch is None else int(group_batch),
             steps_per_segment=min(steps_per_segment, group_steps),
+            batch_mode=batch_mode,
+            member_rows=member_rows is not None,
+            standardize=standardize,
         )
         specs.append((spec, indices))
 
@@ -611,30 +898,38 @@ def train(
         if evaluate_test
         else None
     )
-    keys = member_keys(seed, member_seeds, configs, folds)
-
-    rows: list[MemberResult | None] = [None] * num_members
-    final_params: list[Any] = [None] * num_members
+    ids = iter(range(max(member_ids) + 1, 2**62))
+    results_rows: list[MemberResult] = []
+    final_params: list[Any] = []
     with _CompileCounter() as counter:
         for group_index, ((spec, indices), chunk) in enumerate(zip(specs, chunk_sizes,
                                                                      strict=True)):
             for start in range(0, len(indices), chunk):
                 chunk_indices = indices[start : start + chunk]
                 size = _chunk_population_size(len(chunk_indices), chunk, pad_to, layout)
-                group_rows, group_params = _run_chunk(
-                    spec, layout, [configs[i] for i in chunk_indices], keys[chunk_indices],
-                    size, train_data, valid_data, test_data, group_index, len(specs),
-                    on_segment, return_params,
+                members = [
+                    _Member(member_ids[i], dict(configs[i]), member_seeds[i], folds[i])
+                    for i in chunk_indices
+                ]
+                chunk_rows = None
+                if member_rows is not None:
+                    chunk_rows = MemberRows(*(a[chunk_indices] for a in member_rows))
+                finished = _run_chunk(
+                    spec, layout, members, size, seed, chunk_rows,
+                    (train_data, valid_data, test_data), group_index, len(specs),
+                    on_segment, return_params, scheduler, lambda: next(ids),
                 )
-                for j, i in enumerate(chunk_indices):
-                    if return_params:
-                        final_params[i] = jax.tree_util.tree_map(
-                            lambda x, j=j: x[j], group_params
-                        )
-                for i, row in zip(chunk_indices, group_rows, strict=True):
-                    rows[i] = dataclasses.replace(
-                        row, member_id=member_ids[i], seed=member_seeds[i], fold=folds[i]
-                    )
+                for member in finished:
+                    results_rows.append(member.result(spec.label))
+                    final_params.append(member.params)
+    order = {member_id: i for i, member_id in enumerate(member_ids)}
+    ranked = sorted(
+        range(len(results_rows)),
+        key=lambda i: (order.get(results_rows[i].member_id, num_members),
+                       results_rows[i].member_id),
+    )
+    results_rows = [results_rows[i] for i in ranked]
+    final_params = [final_params[i] for i in ranked]
     metadata = {
         "num_compilations": counter.count,
         "num_segment_compilations": counter.by_function.get("jit(_segment)", 0),
@@ -644,7 +939,7 @@ def train(
         "task": task.name,
         "metric_modes": dict(task.metric_modes),
     }
-    results = Results([r for r in rows if r is not None], metadata)
+    results = Results(results_rows, metadata)
     return (results, final_params) if return_params else results
 
 
@@ -660,89 +955,172 @@ def _chunk_population_size(num_real: int, chunk: int, pad_to: int | None, layout
 def _run_chunk(
     spec: GroupSpec,
     layout: _Layout,
-    configs: Sequence[Mapping[str, Any]],
-    keys: np.ndarray,
+    members: list[_Member],
     population_size: int,
-    train_data: Mapping[str, jax.Array],
-    valid_data: Mapping[str, jax.Array],
-    test_data: Mapping[str, jax.Array] | None,
+    seed: int,
+    rows_np: MemberRows | None,
+    data: tuple[Any, Any, Any],
     group_index: int,
     num_groups: int,
     on_segment: Callable[[SegmentReport], None] | None,
-    return_params: bool = False,
-) -> tuple[list[MemberResult], Any]:
+    return_params: bool,
+    scheduler: Scheduler | None,
+    next_member_id: Callable[[], int],
+) -> list[_Member]:
+    """Trains one chunk of a static group; returns every member it ran, in start order."""
     start_time = time.perf_counter()
-    num_real = len(configs)
-    dynamic_np = {
-        k: _pad(v, population_size) for k, v in _stack_dynamic(configs, spec.dynamic_names).items()
-    }
-    keys_np = _pad(keys, population_size)
-    alive_np = np.arange(population_size) < num_real  # padding members are inert from the start
-    dynamic = jax.device_put(dynamic_np, layout.population)
-    member_key = jax.device_put(keys_np, layout.population)
+    train_data, valid_data, test_data = data
+    num_real = len(members)
+    slots: list[_Member | None] = [*members, *([None] * (population_size - num_real))]
+    finished_members: list[_Member] = []
 
-    params, opt_state = _init_jit(spec, member_key, dynamic)
-    train_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(member_key)
-    state = PopulationState(
-        params=params,
-        opt_state=opt_state,
-        train_key=train_keys,
-        alive=jax.device_put(alive_np, layout.population),
-        diverged_step=jax.device_put(np.full(population_size, -1, np.int32), layout.population),
-    )
+    def slot_arrays(slot_members):
+        configs = [m.config if m is not None else members[0].config for m in slot_members]
+        seeds = [m.seed if m is not None else members[0].seed for m in slot_members]
+        folds = [m.fold if m is not None else members[0].fold for m in slot_members]
+        keys = member_keys(seed, seeds, configs, folds)
+        dynamic = _stack_dynamic(configs, spec.dynamic_names)
+        return jax.device_put(keys, layout.population), jax.device_put(dynamic, layout.population)
+
+    member_key, dynamic = slot_arrays(slots)
+    rows = None
+    if rows_np is not None:
+        rows = jax.device_put(
+            MemberRows(*(_pad(np.asarray(a), population_size) for a in rows_np)),
+            layout.population,
+        )
+    alive = jax.device_put(np.arange(population_size) < num_real, layout.population)
+    state = _init_jit(spec, member_key, dynamic, rows, train_data, alive)
+    shared_key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
     segment = _segment_jit_donating if layout.donate else _segment_jit
-    curve_steps: list[int] = []
-    curves: dict[str, list[np.ndarray]] = {}
-    step = 0
-    while step < spec.num_steps:
-        state, metrics = segment(spec, state, dynamic, jnp.int32(step), train_data, valid_data)
-        step = min(step + spec.steps_per_segment, spec.num_steps)
-        host_metrics = {k: np.asarray(v)[:num_real] for k, v in jax.device_get(metrics).items()}
-        curve_steps.append(step)
-        for name, values in host_metrics.items():
-            curves.setdefault(name, []).append(values)
+    scheduler_state = None
+    segment_index = 0
+    num_diverged = 0
+    previous_steps = np.zeros(population_size, np.int64)
+    host_step = previous_steps.copy()
+    host_alive = np.arange(population_size) < num_real
+    while np.any(host_alive & (host_step < spec.num_steps)):
+        state, metrics = segment(
+            spec, state, dynamic, rows, shared_key, jnp.int32(segment_index), train_data,
+            valid_data,
+        )
+        segment_index += 1
+        host_metrics, host_step, host_alive, host_diverged = jax.device_get(
+            (metrics, state.step, state.alive, state.diverged_step)
+        )
+        host_step = np.asarray(host_step, np.int64)
+        for slot, member in enumerate(slots):
+            if member is None or member.status != "running":
+                continue
+            member.record(host_step[slot], host_metrics, slot)
+            if host_diverged[slot] >= 0:
+                member.status, member.diverged_step = "diverged", int(host_diverged[slot])
+                num_diverged += 1
+            elif host_step[slot] >= spec.num_steps:
+                member.status = "completed"
+        member_steps = int(np.sum(host_step - previous_steps))
+        previous_steps = host_step.copy()
         if on_segment is not None:
-            alive = np.asarray(state.alive)[:num_real]
             on_segment(
                 SegmentReport(
-                    group=spec.label,
-                    group_index=group_index,
-                    num_groups=num_groups,
-                    step=step,
-                    num_steps=spec.num_steps,
-                    num_members=num_real,
-                    num_alive=int(alive.sum()),
-                    num_diverged=int((np.asarray(state.diverged_step)[:num_real] >= 0).sum()),
-                    metrics=host_metrics,
+                    group=spec.label, group_index=group_index, num_groups=num_groups,
+                    step=int(host_step[:num_real].max()), num_steps=spec.num_steps,
+                    num_members=num_real, num_alive=int(host_alive[:num_real].sum()),
+                    num_diverged=num_diverged,
+                    metrics={k: v[:num_real] for k, v in host_metrics.items()},
+                    member_steps=member_steps,
                 )
             )
-    final = {name: values[-1] for name, values in curves.items()}
-    if test_data is not None:
-        test_metrics = _evaluate_jit(spec, state.params, dynamic, test_data, "test")
-        final.update({k: np.asarray(v)[:num_real] for k, v in test_metrics.items()})
-    diverged_step = np.asarray(state.diverged_step)[:num_real]
-    wall_time_s = (time.perf_counter() - start_time) / max(num_real, 1)
-
-    rows = []
-    for m, config in enumerate(configs):
-        diverged = bool(diverged_step[m] >= 0)
-        rows.append(
-            MemberResult(
-                member_id=m,
-                config=dict(config),
-                seed=0,
-                fold=None,
-                static_group=spec.label,
-                status="diverged" if diverged else "completed",
-                diverged_step=int(diverged_step[m]) if diverged else None,
-                metrics={k: float(v[m]) for k, v in final.items()},
-                curve_steps=list(curve_steps),
-                curves={k: [float(v[m]) for v in vs] for k, vs in curves.items()},
-                wall_time_s=wall_time_s,
-            )
+        if scheduler is None:
+            continue
+        view = SlotView(
+            segment=segment_index,
+            step=host_step[:num_real],
+            alive=np.asarray(host_alive[:num_real]),
+            finished=host_step[:num_real] >= spec.num_steps,
+            metrics={k: v[:num_real] for k, v in host_metrics.items()},
+            configs=[m.config for m in slots[:num_real]],
+            member_ids=[m.member_id for m in slots[:num_real]],
+            num_steps=spec.num_steps,
+            steps_per_segment=spec.steps_per_segment,
         )
-    params = jax.device_get(state.params) if return_params else None
-    return rows, params
+        if scheduler_state is None:
+            scheduler_state = scheduler.init(view)
+        decision, scheduler_state = scheduler.update(scheduler_state, view)
+        if decision is None or not (
+            decision.stop or decision.refill or decision.exploit or decision.explore
+        ):
+            continue
+        state, dynamic, host_alive, host_step = _apply_decision(
+            spec, layout, decision, state, dynamic, rows, train_data, slots, num_real,
+            finished_members, slot_arrays, next_member_id, host_step,
+        )
+        previous_steps = host_step.copy()
+
+    for member in slots[:num_real]:
+        finished_members.append(member)
+    if test_data is not None:
+        test_metrics = jax.device_get(
+            _evaluate_jit(spec, state, dynamic, None, train_data, test_data, "test")
+        )
+        for slot, member in enumerate(slots[:num_real]):
+            member.metrics.update({k: float(v[slot]) for k, v in test_metrics.items()})
+    if return_params:
+        params = jax.device_get(state.params)
+        for slot, member in enumerate(slots[:num_real]):
+            member.params = jax.tree_util.tree_map(lambda x, s=slot: x[s], params)
+    wall_time_s = (time.perf_counter() - start_time) / max(len(finished_members), 1)
+    for member in finished_members:
+        member.wall_time_s = wall_time_s
+    return finished_members
+
+
+def _apply_decision(spec, layout, decision, state, dynamic, rows, train_data, slots, num_real,
+                    finished_members, slot_arrays, next_member_id, host_step):
+    population_size = len(slots)
+    for slot in [*decision.stop, *decision.refill, *decision.exploit, *decision.explore]:
+        if not 0 <= int(slot) < num_real:
+            raise ValueError(f"scheduler named slot {slot}; valid slots are 0..{num_real - 1}.")
+    source = np.arange(population_size, dtype=np.int32)
+    reinit = np.zeros(population_size, bool)
+    stop = np.zeros(population_size, bool)
+    for slot in decision.stop:
+        stop[slot] = True
+        member = slots[slot]
+        if member.status == "running":
+            member.status = "stopped"
+    for slot, config in decision.refill.items():
+        reinit[slot] = True
+        old = slots[slot]
+        if old.status == "running":
+            old.status = "stopped"
+        finished_members.append(old)
+        slots[slot] = _Member(next_member_id(), dict(config), old.seed, old.fold)
+    for slot, src in decision.exploit.items():
+        source[slot] = src
+        member, donor = slots[slot], slots[src]
+        member.status = "running" if donor.status in ("running", "completed") else member.status
+        member.hp_schedule = list(member.hp_schedule or [])
+        member.hp_schedule.append(
+            {"step": int(host_step[src]), "copied_from": donor.member_id,
+             "config": dict(donor.config)}
+        )
+        member.config = dict(donor.config)
+    for slot, config in decision.explore.items():
+        member = slots[slot]
+        member.config = dict(config)
+        member.hp_schedule = list(member.hp_schedule or [])
+        member.hp_schedule.append({"step": int(host_step[source[slot]]), "config": dict(config)})
+    new_keys, new_dynamic = slot_arrays(slots)
+    state, dynamic = _update_jit(
+        spec, state, dynamic,
+        jax.device_put(source, layout.population),
+        jax.device_put(reinit, layout.population),
+        jax.device_put(stop, layout.population),
+        new_keys, new_dynamic, rows, train_data,
+    )
+    host_alive, host_step = jax.device_get((state.alive, state.step))
+    return state, dynamic, np.asarray(host_alive), np.asarray(host_step, np.int64)
 
 
 def _check_positive_int(field: str, value: Any) -> None:

@@ -6,7 +6,9 @@ A :class:`Task` is three pure functions of explicit parameters, keys and hyperpa
     loss(params, batch, key, hp) -> (scalar, aux)
     evaluate(params, data, hp) -> {metric_name: scalar}
 
-``batch`` and ``data`` are ``{"x": ..., "y": ...}`` dictionaries. ``hp`` maps hyperparameter
+``batch`` and ``data`` are ``{"x": ..., "y": ...}`` dictionaries; they may also carry
+``"weight"`` ``[rows]`` (1 for real rows, 0 for padding of cross-validation folds), and a task's
+means should be weighted by it (the ready-made tasks do). ``hp`` maps hyperparameter
 names to scalars: *dynamic* ones are traced ``float32`` arrays (one member's slice of a
 ``[num_members]`` array), *static* ones are plain Python values fixed for the static group.
 The functions are written for one member; the engine lifts them with ``jax.vmap``.
@@ -26,6 +28,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxtune import losses, models
 
@@ -147,6 +150,14 @@ def _apply(
     )
 
 
+def _mean(per_example: jax.Array, data: Mapping[str, jax.Array]) -> jax.Array:
+    """Mean over examples, weighted by ``data["weight"]`` when present (fold padding is 0)."""
+    if "weight" not in data:
+        return jnp.mean(per_example)
+    weight = jnp.asarray(data["weight"], jnp.float32)
+    return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
 def _init_fn(factory: ModelFactory, input_shape: Sequence[int]):
     def init(key: jax.Array, hp: HParams) -> Params:
         dummy = jnp.zeros((1, *input_shape), jnp.float32)
@@ -187,23 +198,26 @@ def classification_task(
     binary = num_classes == 2
     factory = _model_factory(model, 1 if binary else num_classes, input_shape)
 
-    def data_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+    def per_example_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
         if binary:
-            return losses.sigmoid_binary_cross_entropy(logits[..., 0], y)
-        return losses.softmax_cross_entropy(logits, y)
+            return optax.sigmoid_binary_cross_entropy(logits[..., 0], y.astype(logits.dtype))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+    def per_example_correct(logits: jax.Array, y: jax.Array) -> jax.Array:
+        predicted = (logits[..., 0] > 0).astype(y.dtype) if binary else jnp.argmax(logits, -1)
+        return (predicted == y).astype(jnp.float32)
 
     def loss(params, batch, key, hp):
         logits = _apply(factory, params, batch["x"], key, hp)
-        data = data_loss(logits, batch["y"])
+        data = _mean(per_example_loss(logits, batch["y"]), batch)
         return data + _penalty(params, hp), {"data_loss": data}
 
     def evaluate(params, data, hp):
         logits = _apply(factory, params, data["x"], None, hp)
-        if binary:
-            acc = losses.binary_accuracy(logits[..., 0], data["y"])
-        else:
-            acc = losses.accuracy(logits, data["y"])
-        return {"accuracy": acc, "loss": data_loss(logits, data["y"])}
+        return {
+            "accuracy": _mean(per_example_correct(logits, data["y"]), data),
+            "loss": _mean(per_example_loss(logits, data["y"]), data),
+        }
 
     return Task(
         init=_init_fn(factory, input_shape),
@@ -236,12 +250,12 @@ def regression_task(
 
     def loss(params, batch, key, hp):
         pred = _apply(factory, params, batch["x"], key, hp)[..., 0]
-        data = losses.mse(pred, batch["y"])
+        data = _mean((pred - batch["y"]) ** 2, batch)
         return data + _penalty(params, hp), {"data_loss": data}
 
     def evaluate(params, data, hp):
         pred = _apply(factory, params, data["x"], None, hp)[..., 0]
-        err = losses.mse(pred, data["y"])
+        err = _mean((pred - data["y"]) ** 2, data)
         return {"mse": err, "loss": err}
 
     return Task(
