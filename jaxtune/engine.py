@@ -660,6 +660,35 @@ class _Layout:
     def num_devices(self) -> int:
         return self.mesh.devices.size
 
+    def put(self, tree: Any, sharding: NamedSharding | None = None) -> Any:
+        """Host numpy -> global arrays. Every process holds the same host values (they are
+        derived deterministically from the sweep), so each fills its addressable shards; this
+        works the same on one process and on many (``jax.distributed``)."""
+        sharding = sharding or self.population
+
+        def one(value):
+            value = np.asarray(value)
+            return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+        return jax.tree_util.tree_map(one, tree)
+
+    def replicate(self, tree: Any) -> Any:
+        """Host numpy -> arrays replicated on every device of the mesh."""
+        return self.put(tree, self.replicated)
+
+
+def _to_host(tree: Any) -> Any:
+    """Global arrays -> host numpy on every process (an all-gather when several processes)."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree_util.tree_map(one, tree)
+
 
 class _CompileCounter:
     """Counts XLA backend compilations while active (jax.monitoring events), by function."""
@@ -885,19 +914,9 @@ def train(
             size = min(size, max_members_per_chunk)
         chunk_sizes.append(size)
 
-    train_data = jax.device_put(
-        {"x": np.asarray(split.x_train), "y": np.asarray(split.y_train)}, layout.replicated
-    )
-    valid_data = jax.device_put(
-        {"x": np.asarray(split.x_valid), "y": np.asarray(split.y_valid)}, layout.replicated
-    )
-    test_data = (
-        jax.device_put(
-            {"x": np.asarray(split.x_test), "y": np.asarray(split.y_test)}, layout.replicated
-        )
-        if evaluate_test
-        else None
-    )
+    train_data = layout.replicate({"x": split.x_train, "y": split.y_train})
+    valid_data = layout.replicate({"x": split.x_valid, "y": split.y_valid})
+    test_data = layout.replicate({"x": split.x_test, "y": split.y_test}) if evaluate_test else None
     ids = iter(range(max(member_ids) + 1, 2**62))
     results_rows: list[MemberResult] = []
     final_params: list[Any] = []
@@ -980,16 +999,13 @@ def _run_chunk(
         folds = [m.fold if m is not None else members[0].fold for m in slot_members]
         keys = member_keys(seed, seeds, configs, folds)
         dynamic = _stack_dynamic(configs, spec.dynamic_names)
-        return jax.device_put(keys, layout.population), jax.device_put(dynamic, layout.population)
+        return layout.put(keys), layout.put(dynamic)
 
     member_key, dynamic = slot_arrays(slots)
     rows = None
     if rows_np is not None:
-        rows = jax.device_put(
-            MemberRows(*(_pad(np.asarray(a), population_size) for a in rows_np)),
-            layout.population,
-        )
-    alive = jax.device_put(np.arange(population_size) < num_real, layout.population)
+        rows = layout.put(MemberRows(*(_pad(np.asarray(a), population_size) for a in rows_np)))
+    alive = layout.put(np.arange(population_size) < num_real)
     state = _init_jit(spec, member_key, dynamic, rows, train_data, alive)
     shared_key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
     segment = _segment_jit_donating if layout.donate else _segment_jit
@@ -1005,7 +1021,7 @@ def _run_chunk(
             valid_data,
         )
         segment_index += 1
-        host_metrics, host_step, host_alive, host_diverged = jax.device_get(
+        host_metrics, host_step, host_alive, host_diverged = _to_host(
             (metrics, state.step, state.alive, state.diverged_step)
         )
         host_step = np.asarray(host_step, np.int64)
@@ -1060,13 +1076,13 @@ def _run_chunk(
     for member in slots[:num_real]:
         finished_members.append(member)
     if test_data is not None:
-        test_metrics = jax.device_get(
+        test_metrics = _to_host(
             _evaluate_jit(spec, state, dynamic, None, train_data, test_data, "test")
         )
         for slot, member in enumerate(slots[:num_real]):
             member.metrics.update({k: float(v[slot]) for k, v in test_metrics.items()})
     if return_params:
-        params = jax.device_get(state.params)
+        params = _to_host(state.params)
         for slot, member in enumerate(slots[:num_real]):
             member.params = jax.tree_util.tree_map(lambda x, s=slot: x[s], params)
     wall_time_s = (time.perf_counter() - start_time) / max(len(finished_members), 1)
@@ -1114,12 +1130,12 @@ def _apply_decision(spec, layout, decision, state, dynamic, rows, train_data, sl
     new_keys, new_dynamic = slot_arrays(slots)
     state, dynamic = _update_jit(
         spec, state, dynamic,
-        jax.device_put(source, layout.population),
-        jax.device_put(reinit, layout.population),
-        jax.device_put(stop, layout.population),
+        layout.put(source),
+        layout.put(reinit),
+        layout.put(stop),
         new_keys, new_dynamic, rows, train_data,
     )
-    host_alive, host_step = jax.device_get((state.alive, state.step))
+    host_alive, host_step = _to_host((state.alive, state.step))
     return state, dynamic, np.asarray(host_alive), np.asarray(host_step, np.int64)
 
 
