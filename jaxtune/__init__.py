@@ -46,7 +46,7 @@ from jaxtune.results import MemberResult, Results
 from jaxtune.space import Choice, Fixed, Float, Int, Space
 from jaxtune.strategies import Strategy, grid_search, random_search
 from jaxtune.task import Task, classification_task, regression_task
-from jaxtune.tune import tune
+from jaxtune.tuning import tune
 
 __version__ = "0.1.0"
 

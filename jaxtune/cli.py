@@ -90,7 +90,7 @@ def _strategy(name: str, grid_points: int):
 def run_sweep(args: argparse.Namespace) -> int:
     """Runs ``jaxtune sweep``; returns the exit status."""
     use_cpu_cores()
-    from jaxtune import data, task, tune
+    from jaxtune import data, task, tuning
     from jaxtune.progress import ProgressBar
     from jaxtune.space import Space
 
@@ -112,7 +112,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     else:
         the_task = task.regression_task(args.model, input_shape=dataset.x.shape[1:])
         metric = args.metric or "valid_mse"
-    mode = tune._metric_mode(the_task, metric, None)
+    mode = tuning.metric_mode(the_task, metric, None)
     num_configs = args.num_configs
     if args.strategy == "grid":
         num_configs = min(num_configs, len(space.grid(args.grid_points)))
@@ -120,7 +120,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         num_configs * len(args.seeds) * args.num_steps, metric=metric, mode=mode,
         enabled=not args.quiet,
     )
-    results = tune.tune(
+    results = tuning.tune(
         the_task, split, space, strategy,
         num_configs=num_configs,
         num_steps=args.num_steps,

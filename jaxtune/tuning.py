@@ -22,7 +22,13 @@ from jaxtune.strategies import Strategy, random_search
 from jaxtune.task import Task
 
 
-def _metric_mode(task: Task, metric: str, mode: str | None) -> str:
+def metric_mode(task: Task, metric: str, mode: str | None) -> str:
+    """Validates ``metric`` against the task and returns its mode (``"max"`` or ``"min"``).
+
+    Raises:
+      ValueError: a metric without a ``valid_``/``test_``/``train_`` prefix, one the task does
+        not report, or a mode other than ``"max"``/``"min"``.
+    """
     prefix, _, name = metric.partition("_")
     if prefix not in ("valid", "test", "train") or not name:
         raise ValueError(
@@ -120,7 +126,7 @@ def tune(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
-    mode = _metric_mode(task, metric, mode)
+    mode = metric_mode(task, metric, mode)
     strategy = strategy if strategy is not None else random_search()
     round_size = population_size or num_configs
 
