@@ -3,22 +3,135 @@
     jaxtune sweep --dataset digits --model mlp --space space.json --strategy random \\
                   --num-configs 64 --num-steps 500 --out runs/digits
     jaxtune show runs/digits
-    jaxtune plot runs/digits
+    jaxtune plot runs/digits --format svg
 
 Errors in the input (a malformed space file, an unknown dataset, model or strategy, a negative
-budget) print one line, ``jaxtune: error: ...``, and exit with status 2.
+budget, a missing or corrupt results folder) print one line, ``jaxtune: error: ...``, naming the
+offending field, and exit with status 2; so do argparse's usage errors. Set ``JAXTUNE_DEBUG=1``
+to get the full traceback instead. Anything else (a bug) is not caught and shows its traceback.
+
+Strategies come from :data:`STRATEGIES`, a registry of name -> :class:`StrategyEntry`; a new
+strategy plugs in by adding an entry (its factory is only called, and its module only imported,
+when the strategy is chosen).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
+import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-STRATEGIES = ("grid", "random")
+if TYPE_CHECKING:
+    from jaxtune.results import Results
+    from jaxtune.strategies import Strategy
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "STRATEGIES",
+    "StrategyEntry",
+    "main",
+    "run_sweep",
+    "use_cpu_cores",
+    "write_figures",
+]
+
+#: Dataset names ``--dataset`` accepts (``jaxtune.data.DATASETS``).
+DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "linear")
+#: Model names ``--model`` accepts (``jaxtune.task.MODELS``).
+MODELS = ("mlp", "cnn", "linear")
+#: Environment variable: when set (to anything but ``""``/``0``/``false``/``no``), input
+#: errors are re-raised with their traceback instead of printed as one line.
+DEBUG_ENV = "JAXTUNE_DEBUG"
+
+
+class CliError(ValueError):
+    """Bad command-line input: printed as one ``jaxtune: error:`` line, exit status 2."""
+
+
+class StrategyEntry(NamedTuple):
+    """One ``--strategy`` choice.
+
+    Attributes:
+      factory: ``args -> Strategy``; receives the parsed command line, so a strategy can read
+        its own flags. Import the strategy's module inside the factory, so that a strategy whose
+        module is missing or broken fails only when chosen.
+      help: one line for ``--help`` and docs/cli.md.
+      default_rounds: rounds of ``ask``/``tell`` when ``--population-size`` is not given (1: the
+        whole budget at once, right for strategies that do not learn from scores).
+    """
+
+    factory: Callable[[argparse.Namespace], Strategy]
+    help: str
+    default_rounds: int = 1
+
+
+def _strategy_function(attribute: str, module: str) -> Callable[..., Strategy]:
+    """``jaxtune.strategies.<attribute>``, else ``<module>.<attribute>``, imported lazily.
+
+    Raises:
+      ImportError: neither holds it, or the strategy's module fails to import (the message says
+        which strategy and why).
+    """
+    package = importlib.import_module("jaxtune.strategies")
+    if hasattr(package, attribute):
+        return getattr(package, attribute)
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name not in (module, None):  # the module exists but needs something missing
+            raise ImportError(
+                f"--strategy: {module} needs the package {error.name!r}, which is not "
+                f"installed ({error})"
+            ) from error
+        raise ImportError(
+            f"--strategy: jaxtune.strategies.{attribute} is not available in this installation "
+            f"of jaxtune ({module} not found)"
+        ) from error
+    except ImportError as error:
+        raise ImportError(f"--strategy: importing {module} failed: {error}") from error
+    if not hasattr(found, attribute):
+        raise ImportError(f"--strategy: {module} has no {attribute}")
+    return getattr(found, attribute)
+
+
+def _grid(args: argparse.Namespace) -> Strategy:
+    from jaxtune.strategies import grid_search
+
+    return grid_search(num_float_points=args.grid_points)
+
+
+def _random(args: argparse.Namespace) -> Strategy:
+    from jaxtune.strategies import random_search
+
+    return random_search()
+
+
+def _sobol(args: argparse.Namespace) -> Strategy:
+    return _strategy_function("sobol_search", "jaxtune.strategies.sobol")()
+
+
+def _bayes(args: argparse.Namespace) -> Strategy:
+    return _strategy_function("bayes_search", "jaxtune.strategies.bayes")()
+
+
+#: ``--strategy`` name -> :class:`StrategyEntry`. Add entries here to offer more strategies.
+STRATEGIES: dict[str, StrategyEntry] = {
+    "grid": StrategyEntry(_grid, "cartesian grid; --grid-points points per float/int axis"),
+    "random": StrategyEntry(_random, "uniform in the unit cube (log-uniform for log params)"),
+    "sobol": StrategyEntry(_sobol, "scrambled Sobol quasi-random points"),
+    "bayes": StrategyEntry(
+        _bayes, "Bayesian optimization; 4 rounds unless --population-size", default_rounds=4
+    ),
+}
 
 
 def use_cpu_cores(num_devices: int | None = None) -> None:
@@ -40,91 +153,192 @@ def use_cpu_cores(num_devices: int | None = None) -> None:
         jax.config.update("jax_num_cpu_devices", int(count))
 
 
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``jaxtune: error:`` line, like the others."""
+
+    def error(self, message: str) -> Any:  # argparse declares NoReturn
+        raise CliError(f"{message} (see `{self.prog} --help`)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxtune", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="jaxtune", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,show,plot}")
 
     sweep = sub.add_parser("sweep", help="run a sweep and write results to --out")
-    sweep.add_argument("--dataset", required=True, help="digits, breast_cancer, wine, diabetes, "
-                       "linear")
-    sweep.add_argument("--model", default="mlp", help="mlp, cnn or linear")
-    sweep.add_argument("--space", required=True, help="search-space file (JSON or YAML)")
-    sweep.add_argument("--strategy", default="random", help="|".join(STRATEGIES))
-    sweep.add_argument("--num-configs", type=int, default=16)
-    sweep.add_argument("--population-size", type=int, default=None,
-                       help="configs per round (default: all at once)")
-    sweep.add_argument("--num-steps", type=int, default=500)
+    sweep.add_argument("--dataset", required=True, choices=DATASETS)
+    sweep.add_argument("--model", default="mlp", choices=MODELS)
+    sweep.add_argument("--space", required=True, help="search-space file (.json, .yaml, .yml)")
+    sweep.add_argument(
+        "--strategy",
+        default="random",
+        choices=tuple(STRATEGIES),
+        help="; ".join(f"{name}: {entry.help}" for name, entry in STRATEGIES.items()),
+    )
+    sweep.add_argument("--num-configs", type=int, default=16, help="configurations to evaluate")
+    sweep.add_argument(
+        "--population-size",
+        type=int,
+        default=None,
+        help="configs per ask/tell round (default: all at once; bayes: a quarter)",
+    )
+    sweep.add_argument("--num-steps", type=int, default=500, help="training steps per member")
     sweep.add_argument("--batch-size", type=int, default=128, help="0 for full batch")
     sweep.add_argument("--steps-per-segment", type=int, default=50)
-    sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
-    sweep.add_argument("--seed", type=int, default=0, help="sweep seed")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="member seeds")
+    sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
     sweep.add_argument("--metric", default=None, help="default valid_accuracy or valid_mse")
     sweep.add_argument("--grid-points", type=int, default=5, help="points per float axis (grid)")
     sweep.add_argument("--out", required=True, help="output directory")
     sweep.add_argument("--top", type=int, default=10, help="rows of the printed table")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--no-plot", action="store_true", help="skip the figures")
+    sweep.add_argument("--format", default="png", choices=("png", "svg", "pdf"),
+                       help="figure format")
 
     show = sub.add_parser("show", help="print a saved sweep's results table")
-    show.add_argument("directory")
-    show.add_argument("--top", type=int, default=10)
-    show.add_argument("--metric", default=None)
+    show.add_argument("directory", help="a folder written by `jaxtune sweep`")
+    show.add_argument("--top", type=int, default=10, help="rows of the table")
+    show.add_argument("--metric", default=None, help="rank by this metric (default: the sweep's)")
 
     plot = sub.add_parser("plot", help="write figures for a saved sweep")
-    plot.add_argument("directory")
-    plot.add_argument("--metric", default=None)
-    plot.add_argument("--format", default="png", choices=("png", "svg"))
+    plot.add_argument("directory", help="a folder written by `jaxtune sweep`")
+    plot.add_argument("--metric", default=None, help="the metric (default: the sweep's)")
+    plot.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
+    plot.add_argument("--out", default=None, help="where to write (default: the directory)")
     return parser
 
 
-def _strategy(name: str, grid_points: int):
-    from jaxtune import strategies
+# --------------------------------------------------------------------------------------------
+# Checks on the host, before anything is imported, traced or trained
 
-    if name == "grid":
-        return strategies.grid_search(num_float_points=grid_points)
-    if name == "random":
-        return strategies.random_search()
-    raise ValueError(f"--strategy {name!r} is not known; use one of {', '.join(STRATEGIES)}.")
+
+def _check_positive(args: argparse.Namespace, *fields: str) -> None:
+    for field in fields:
+        value = getattr(args, field)
+        if value is not None and value <= 0:
+            raise CliError(f"--{field.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def _check_space_file(path: str) -> None:
+    file = Path(path)
+    if not file.exists():
+        raise CliError(f"--space: no such file {path!r}")
+    if not file.is_file():
+        raise CliError(f"--space: {path!r} is not a file")
+
+
+def _check_out(path: str, flag: str) -> None:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{flag}: {path!r} exists and is not a directory")
+
+
+def _check_plotting(no_plot_hint: bool) -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        hint = " or pass --no-plot" if no_plot_hint else ""
+        raise ImportError(f"figures need matplotlib: `pip install jaxtune[plot]`{hint}")
+
+
+def _load_results(directory: str) -> Results:
+    from jaxtune.results import RESULTS_JSON, Results
+
+    path = Path(directory)
+    if not path.exists():
+        raise CliError(f"directory: {directory!r} does not exist")
+    if path.is_dir() and not (path / RESULTS_JSON).is_file():
+        raise CliError(
+            f"directory: {directory!r} has no {RESULTS_JSON}; give a folder written by "
+            "`jaxtune sweep --out`"
+        )
+    try:
+        return Results.load(path)
+    except ValueError as error:
+        raise CliError(f"directory: {error}") from error
+
+
+def _metric_for(results: Results, metric: str | None) -> tuple[str, str]:
+    """The metric to rank by (``--metric`` or the sweep's) and its mode."""
+    chosen = metric or results.metadata.get("metric")
+    if chosen is None:
+        chosen = "valid_accuracy" if "valid_accuracy" in results.metric_names else "valid_mse"
+    if chosen not in results.metric_names:
+        raise CliError(
+            f"--metric {chosen!r} is not in the results; available metrics: "
+            f"{', '.join(results.metric_names) or 'none (no rows)'}"
+        )
+    mode = results.metadata.get("mode") if chosen == results.metadata.get("metric") else None
+    if mode not in ("max", "min"):
+        # Losses and errors are minimized, everything else (accuracy, r2...) maximized.
+        mode = "min" if any(word in chosen for word in ("loss", "mse", "error")) else "max"
+    return chosen, mode
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    """Runs ``jaxtune sweep``; returns the exit status."""
-    use_cpu_cores()
-    from jaxtune import data, task, tuning
+    """Runs ``jaxtune sweep``; returns the exit status.
+
+    Every check of the input (budgets, files, strategy, dataset, model, metric) runs before the
+    CPU is split into devices and before anything is compiled.
+    """
+    _check_positive(
+        args, "num_configs", "num_steps", "steps_per_segment", "population_size", "grid_points"
+    )
+    if args.batch_size < 0:
+        raise CliError(f"--batch-size must be >= 0 (0 = full batch), got {args.batch_size}")
+    if args.top < 0:
+        raise CliError(f"--top must be >= 0, got {args.top}")
+    _check_space_file(args.space)
+    _check_out(args.out, "--out")
+    if not args.no_plot:
+        _check_plotting(no_plot_hint=True)
+
+    from jaxtune import data, task
     from jaxtune.progress import ProgressBar
     from jaxtune.space import Space
+    from jaxtune.tune import _metric_mode, tune
 
-    for field in ("num_configs", "num_steps", "steps_per_segment"):
-        if getattr(args, field) <= 0:
-            raise ValueError(f"--{field.replace('_', '-')} must be positive, got "
-                             f"{getattr(args, field)}.")
-    if args.batch_size < 0:
-        raise ValueError(f"--batch-size must be >= 0 (0 = full batch), got {args.batch_size}.")
     space = Space.from_file(args.space)
-    strategy = _strategy(args.strategy, args.grid_points)
+    entry = STRATEGIES[args.strategy]
+    strategy = entry.factory(args)
     dataset = data.load_dataset(args.dataset)
-    split = data.standardize(data.train_valid_test_split(dataset, seed=args.seed))
+    input_shape = dataset.x.shape[1:]
     if dataset.kind == "classification":
         the_task = task.classification_task(
-            args.model, num_classes=dataset.num_classes, input_shape=dataset.x.shape[1:]
+            args.model, num_classes=dataset.num_classes, input_shape=input_shape
         )
         metric = args.metric or "valid_accuracy"
     else:
-        the_task = task.regression_task(args.model, input_shape=dataset.x.shape[1:])
+        the_task = task.regression_task(args.model, input_shape=input_shape)
         metric = args.metric or "valid_mse"
-    mode = tuning.metric_mode(the_task, metric, None)
+    try:
+        mode = _metric_mode(the_task, metric, None)
+    except ValueError as error:
+        raise CliError(f"--metric: {error}") from error
     num_configs = args.num_configs
     if args.strategy == "grid":
         num_configs = min(num_configs, len(space.grid(args.grid_points)))
+    population_size = args.population_size
+    if population_size is None and entry.default_rounds > 1:
+        population_size = max(1, math.ceil(num_configs / entry.default_rounds))
+
+    use_cpu_cores()  # first JAX computation below: the split of the data
+    split = data.standardize(data.train_valid_test_split(dataset, seed=args.seed))
     progress = ProgressBar(
         num_configs * len(args.seeds) * args.num_steps, metric=metric, mode=mode,
         enabled=not args.quiet,
     )
-    results = tuning.tune(
+    results = tune(
         the_task, split, space, strategy,
         num_configs=num_configs,
         num_steps=args.num_steps,
-        population_size=args.population_size,
+        population_size=population_size,
         seeds=args.seeds,
         batch_size=args.batch_size or None,
         steps_per_segment=args.steps_per_segment,
@@ -138,48 +352,113 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(results.table(k=args.top, metric=metric, mode=mode))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
     if not args.no_plot:
-        for path in write_figures(results, out, metric, mode, "png"):
+        for path in write_figures(results, out, metric, mode, args.format):
             print(f"wrote {path}")
     return 0
 
 
-def write_figures(results, out: Path, metric: str, mode: str, fmt: str) -> list[Path]:
-    """Writes the standard figures of a sweep into ``out``; returns their paths."""
+def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str) -> list[Path]:
+    """Writes the standard figures of a sweep into ``out``; returns their paths.
+
+    Args:
+      results: the sweep.
+      out: the folder (created if needed).
+      metric: the metric to show.
+      mode: ``"max"`` or ``"min"``.
+      fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
+
+    Returns:
+      The paths written (today one: ``summary.<fmt>``).
+    """
     from jaxtune import plot
 
-    return [plot.summary_figure(results, out / f"summary.{fmt}", metric=metric)]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return [plot.summary_figure(results, out / f"summary.{fmt}", metric=metric, mode=mode)]
 
 
 def _show(args: argparse.Namespace) -> int:
-    from jaxtune.results import Results
-
-    results = Results.load(args.directory)
-    metric = args.metric or results.metadata.get("metric", "valid_accuracy")
-    mode = results.metadata.get("mode", "max")
+    if args.top < 0:
+        raise CliError(f"--top must be >= 0, got {args.top}")
+    results = _load_results(args.directory)
+    metric, mode = _metric_for(results, args.metric)
     print(results.table(k=args.top, metric=metric, mode=mode))
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from jaxtune.results import Results
-
-    results = Results.load(args.directory)
-    metric = args.metric or results.metadata.get("metric", "valid_accuracy")
-    mode = results.metadata.get("mode", "max")
-    for path in write_figures(results, Path(args.directory), metric, mode, args.format):
+    out = args.out if args.out is not None else args.directory
+    _check_out(out, "--out")
+    _check_plotting(no_plot_hint=False)
+    results = _load_results(args.directory)
+    metric, mode = _metric_for(results, args.metric)
+    for path in write_figures(results, Path(out), metric, mode, args.format):
         print(f"wrote {path}")
     return 0
 
 
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sweep": run_sweep,
+    "show": _show,
+    "plot": _plot,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input (never a bare ``Exception``).
+
+    ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError`` and ``PermissionError``
+    are the ``OSError`` subclasses a wrong path gives; other ``OSError`` (a full disk) are not
+    the user's input and keep their traceback.
+    """
+    errors: list[type[BaseException]] = [
+        ValueError,  # includes CliError and json.JSONDecodeError
+        TypeError,
+        json.JSONDecodeError,
+        FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ImportError,
+    ]
+    yaml_spec = importlib.util.find_spec("yaml")
+    if yaml_spec is not None:
+        import yaml
+
+        errors.append(yaml.YAMLError)
+    return tuple(errors)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-line messages, e.g. YAML's, are joined)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``jaxtune`` console command."""
-    args = _parser().parse_args(argv)
-    commands = {"sweep": run_sweep, "show": _show, "plot": _plot}
+    """Entry point of the ``jaxtune`` console command.
+
+    Args:
+      argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+      The exit status: 0 on success, 2 for bad input (one ``jaxtune: error:`` line on stderr).
+    """
     try:
-        return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"jaxtune: error: {message}", file=sys.stderr)
+        args = _parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except _input_errors() as error:
+        if _debug():
+            raise
+        print(f"jaxtune: error: {_one_line(error)}", file=sys.stderr)
         return 2
 
 
