@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,14 @@ def _categorical_positions(values: Sequence[Any]) -> tuple[np.ndarray, list[str]
     return np.asarray(positions, float), labels
 
 
+def _space_log(results: Results, hparam: str) -> bool | None:
+    """The ``log`` flag the sweep's space gave ``hparam`` (``results.metadata["space"]``)."""
+    spec = (results.metadata.get("space") or {}).get(hparam)
+    if isinstance(spec, Mapping) and spec.get("type") in ("float", "int"):
+        return bool(spec.get("log", False))
+    return None
+
+
 def metric_vs_hparam(
     results: Results,
     hparam: str,
@@ -236,6 +244,8 @@ def metric_vs_hparam(
     labels: list[str] = []
     if numeric:
         x = np.asarray(raw, float)
+        if log is None:
+            log = _space_log(results, hparam)
         if log is None:
             log = _is_log_spread(raw)
         elif log and np.any(x <= 0):

@@ -158,3 +158,13 @@ def test_missing_matplotlib(results, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install jaxtune\[plot\]"):
         plot.learning_curves(results)
+
+
+def test_space_in_metadata_decides_the_axis():
+    base = make_results()
+    space = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1.0, "log": False}}
+    linear = Results(list(base), {**base.metadata, "space": space})
+    assert plot.metric_vs_hparam(linear, "learning_rate").get_xscale() == "linear"
+    space["learning_rate"]["log"] = True
+    logged = Results(list(base), {**base.metadata, "space": space})
+    assert plot.metric_vs_hparam(logged, "learning_rate").get_xscale() == "log"
