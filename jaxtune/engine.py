@@ -370,10 +370,22 @@ def _tree_select_members(mask: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(select, new, old)
 
 
-_init_jit = jax.jit(_init_population, static_argnums=0)
-_segment_jit = jax.jit(_segment, static_argnums=0)
-_segment_jit_donating = jax.jit(_segment, static_argnums=0, donate_argnums=1)
-_update_jit = jax.jit(_update_population, static_argnums=0)
+def _pinned(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(spec, *args)`` -> ``pinned(spec, sharding, *args)`` whose outputs are sharded on the
+    population axis. Without it, leaves built from constants (zeros of a fresh optimizer state,
+    step counters) come out replicated, and the next call compiles again for that layout."""
+
+    def pinned(spec, sharding, *args):
+        return jax.lax.with_sharding_constraint(fn(spec, *args), sharding)
+
+    pinned.__name__ = fn.__name__
+    return pinned
+
+
+_init_jit = jax.jit(_pinned(_init_population), static_argnums=(0, 1))
+_segment_jit = jax.jit(_pinned(_segment), static_argnums=(0, 1))
+_segment_jit_donating = jax.jit(_pinned(_segment), static_argnums=(0, 1), donate_argnums=2)
+_update_jit = jax.jit(_pinned(_update_population), static_argnums=(0, 1))
 _evaluate_jit = jax.jit(_evaluate_population, static_argnums=(0, 6))
 
 
@@ -1006,7 +1018,7 @@ def _run_chunk(
     if rows_np is not None:
         rows = layout.put(MemberRows(*(_pad(np.asarray(a), population_size) for a in rows_np)))
     alive = layout.put(np.arange(population_size) < num_real)
-    state = _init_jit(spec, member_key, dynamic, rows, train_data, alive)
+    state = _init_jit(spec, layout.population, member_key, dynamic, rows, train_data, alive)
     shared_key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
     segment = _segment_jit_donating if layout.donate else _segment_jit
     scheduler_state = None
@@ -1017,7 +1029,7 @@ def _run_chunk(
     host_alive = np.arange(population_size) < num_real
     while np.any(host_alive & (host_step < spec.num_steps)):
         state, metrics = segment(
-            spec, state, dynamic, rows, shared_key, jnp.int32(segment_index), train_data,
+            spec, layout.population, state, dynamic, rows, shared_key, jnp.int32(segment_index), train_data,
             valid_data,
         )
         segment_index += 1
@@ -1097,6 +1109,9 @@ def _apply_decision(spec, layout, decision, state, dynamic, rows, train_data, sl
     for slot in [*decision.stop, *decision.refill, *decision.exploit, *decision.explore]:
         if not 0 <= int(slot) < num_real:
             raise ValueError(f"scheduler named slot {slot}; valid slots are 0..{num_real - 1}.")
+    for what, configs in (("refill", decision.refill), ("explore", decision.explore)):
+        for slot, config in configs.items():
+            _check_in_group(spec, what, slot, config)
     source = np.arange(population_size, dtype=np.int32)
     reinit = np.zeros(population_size, bool)
     stop = np.zeros(population_size, bool)
@@ -1116,7 +1131,7 @@ def _apply_decision(spec, layout, decision, state, dynamic, rows, train_data, sl
         source[slot] = src
         member, donor = slots[slot], slots[src]
         member.status = "running" if donor.status in ("running", "completed") else member.status
-        member.hp_schedule = list(member.hp_schedule or [])
+        member.hp_schedule = _schedule_with_start(member)
         member.hp_schedule.append(
             {"step": int(host_step[src]), "copied_from": donor.member_id,
              "config": dict(donor.config)}
@@ -1124,12 +1139,12 @@ def _apply_decision(spec, layout, decision, state, dynamic, rows, train_data, sl
         member.config = dict(donor.config)
     for slot, config in decision.explore.items():
         member = slots[slot]
+        member.hp_schedule = _schedule_with_start(member)
         member.config = dict(config)
-        member.hp_schedule = list(member.hp_schedule or [])
         member.hp_schedule.append({"step": int(host_step[source[slot]]), "config": dict(config)})
     new_keys, new_dynamic = slot_arrays(slots)
     state, dynamic = _update_jit(
-        spec, state, dynamic,
+        spec, layout.population, state, dynamic,
         layout.put(source),
         layout.put(reinit),
         layout.put(stop),
@@ -1137,6 +1152,32 @@ def _apply_decision(spec, layout, decision, state, dynamic, rows, train_data, sl
     )
     host_alive, host_step = _to_host((state.alive, state.step))
     return state, dynamic, np.asarray(host_alive), np.asarray(host_step, np.int64)
+
+
+def _schedule_with_start(member: _Member) -> list[dict[str, Any]]:
+    """The member's hp schedule, opened with ``{"step": 0, "config": <its first config>}``.
+
+    The first config (with the seed and fold) is what the member's key derives from, so a
+    replay of the member needs it even after exploit/explore replaced ``member.config``.
+    """
+    if member.hp_schedule:
+        return list(member.hp_schedule)
+    return [{"step": 0, "config": dict(member.config)}]
+
+
+def _check_in_group(spec: GroupSpec, what: str, slot: int, config: Mapping[str, Any]) -> None:
+    """A scheduler's new config must keep the slot's static group: same names, same static
+    values (the compiled program has them baked in; a change would be silently ignored)."""
+    names = {name for name, _ in spec.static_hp} | set(spec.dynamic_names)
+    changed = [
+        name for name, value in spec.static_hp if _hashable(config.get(name, ...)) != value
+    ]
+    if set(config) != names or changed:
+        raise ValueError(
+            f"scheduler {what}[{slot}] = {dict(config)!r} leaves the static group "
+            f"{spec.label!r} (names must be {sorted(names)}; static values differ for "
+            f"{changed}); a scheduler may only change dynamic values."
+        )
 
 
 def _check_positive_int(field: str, value: Any) -> None:

@@ -298,3 +298,28 @@ def test_progress_reports_every_segment(digits_split):
                  on_segment=reports.append)
     assert [r.step for r in reports] == [10, 20, 30]
     assert all(r.metrics["valid_accuracy"].shape == (2,) for r in reports)
+
+
+_TWO_DEVICE_SCRIPT = """
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+import jaxtune as jt
+split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+task = jt.classification_task("mlp", num_classes=3, input_shape=(13,))
+configs = [{"learning_rate": 0.01 * (i + 1), "optimizer": "adamw", "width": 8, "depth": 1}
+           for i in range(5)]
+results = jt.train(task, configs, split, num_steps=30, steps_per_segment=10, batch_size=8)
+assert results.metadata["num_devices"] == 2, results.metadata
+print("segment_compilations", results.metadata["num_segment_compilations"])
+"""
+
+
+def test_sharded_population_compiles_its_segment_once():
+    # Leaves built from constants (fresh optimizer state, step counters) must come out of init
+    # with the population sharding, or the second segment call compiles again.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICE_SCRIPT], capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert "segment_compilations 1" in out.stdout, out.stdout + out.stderr

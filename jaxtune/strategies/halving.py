@@ -1,0 +1,593 @@
+"""Successive halving (ASHA) and Hyperband as engine schedulers acting between segments.
+
+Successive halving (Jamieson & Talwalkar, 2016, "Non-stochastic best arm identification and
+hyperparameter optimization") trains many configurations for a few steps and gives more steps
+only to the best ones. Hyperband (Li et al., 2017, "Hyperband: a novel bandit-based approach to
+hyperparameter optimization") runs several successive-halving *brackets* that trade the number
+of configurations against the steps each gets at first. ASHA (Li et al., 2018, "A system for
+massively parallel hyperparameter tuning") makes the promotions asynchronous so that no worker
+waits for a rung to fill up.
+
+In jaxtune a worker is a **slot** of the population: the population keeps its size (and so its
+compiled program) for the whole run, and a scheduler only changes which member a slot holds.
+
+* **Rungs.** A bracket with first rung ``r`` has rungs ``r, r * eta, r * eta**2, ...`` below
+  ``num_steps``, each rounded up to a multiple of ``steps_per_segment`` (decisions happen at
+  segment boundaries), and a last rung at ``num_steps``.
+* **Promotion** (ASHA). When a member reaches rung ``k`` its score joins every score recorded
+  at rung ``k`` so far (of this bracket); it is promoted to rung ``k + 1`` when it ranks in the
+  top ``floor(n_k / eta)`` of those ``n_k`` scores. Members reaching a rung in the same segment
+  are recorded together before any is ranked, so the first wave of a bracket is exactly one
+  round of synchronous successive halving.
+* **Refill.** A member that is not promoted (or that diverged) stops (status ``"stopped"`` /
+  ``"diverged"``) and its slot immediately starts a new member at step 0 with a new
+  configuration drawn from a :class:`~jaxtune.strategies.Strategy` held in the scheduler state
+  (:class:`~jaxtune.engine.PopulationUpdate` ``refill``): the engine re-initializes the slot in
+  the same fixed-shape program, so nothing recompiles. A member that completes ``num_steps``
+  keeps its slot (its final parameters and test metrics stay available), and the slot idles.
+* **Budget.** ``max_member_steps`` caps the member-steps (one member taking one optimizer step)
+  the scheduler lets the population spend, counted from the first step of the initial members.
+  A promotion or a refill is granted only if the steps it commits (up to the next rung) still
+  fit; otherwise the member stops at its rung. Every member therefore stops at a rung and the
+  total never exceeds the cap.
+* **Hyperband.** The brackets share one population: its slots are partitioned between them in
+  proportion to Hyperband's initial bracket sizes ``n_s = ceil((s_max + 1) / (s + 1) * eta**s)``
+  and each bracket gets an equal share of the budget (as in Li et al., 2017, where every bracket
+  costs about the same). All brackets run at once in one compiled program; running them as
+  successive ``engine.train`` calls would change the population size per bracket (another
+  program, or padding) and leave the devices idle while the last, small brackets finish.
+
+The strategy proposes configurations of the slot's static group only (the static parameters of
+the space are fixed to the group's values), because a slot cannot change its compiled program.
+It is told each member's score at the first rung of its bracket (one fidelity per bracket, so a
+model-based strategy compares like with like; diverged members score ``+inf``).
+
+Example::
+
+    scheduler = successive_halving(space, min_steps=10, eta=3, max_member_steps=3000,
+                                   metric="valid_accuracy", mode="max",
+                                   key=jax.random.PRNGKey(0))
+    results = engine.train(task, first_configs, split, num_steps=90, steps_per_segment=10,
+                           static_names=space.static_names, scheduler=scheduler)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxtune import engine
+from jaxtune.data import Split
+from jaxtune.results import Results
+from jaxtune.space import Fixed, Space
+from jaxtune.strategies.base import Strategy
+from jaxtune.strategies.random import random_search
+from jaxtune.task import Task
+
+__all__ = [
+    "HalvingState",
+    "hyperband",
+    "hyperband_brackets",
+    "rung_steps",
+    "run_halving",
+    "successive_halving",
+]
+
+Config = dict[str, Any]
+
+#: Slot states of :class:`HalvingState`.
+RUNNING, DONE, IDLE = 0, 1, 2
+
+
+class HalvingState(NamedTuple):
+    """State of a halving scheduler (host values; one entry per slot ``[num_slots]``).
+
+    Attributes:
+      strategy_state: state of the strategy proposing new configurations.
+      rungs: per bracket, its rung steps ascending, the last one ``num_steps``.
+      slot_bracket: ``[num_slots]`` int, the bracket each slot belongs to.
+      slot_rung: ``[num_slots]`` int, index of the rung the slot's member trains towards.
+      slot_state: ``[num_slots]`` int, ``RUNNING`` (0), ``DONE`` (1: completed ``num_steps``)
+        or ``IDLE`` (2: stopped or diverged and not refilled).
+      last_step: ``[num_slots]`` int, the slot member's step at the previous update.
+      rung_scores: per bracket, per rung, the losses recorded there (``np.ndarray``).
+      budget: ``[num_brackets]`` float, member-steps each bracket may spend (``inf``: no cap).
+      retired_steps: ``[num_brackets]`` int, steps of members that left their slot.
+      spent: ``[num_brackets]`` int, member-steps taken so far.
+      num_started: members started so far (initial ones included).
+    """
+
+    strategy_state: Any
+    rungs: tuple[tuple[int, ...], ...]
+    slot_bracket: np.ndarray
+    slot_rung: np.ndarray
+    slot_state: np.ndarray
+    last_step: np.ndarray
+    rung_scores: tuple[tuple[np.ndarray, ...], ...]
+    budget: np.ndarray
+    retired_steps: np.ndarray
+    spent: np.ndarray
+    num_started: int
+
+    @property
+    def member_steps(self) -> int:
+        """Member-steps the population has taken so far (all brackets)."""
+        return int(np.sum(self.spent))
+
+
+def rung_steps(min_steps: int, eta: int, num_steps: int, steps_per_segment: int = 1) -> tuple[
+    int, ...
+]:
+    """The rungs of one bracket: ``min_steps * eta**k`` below ``num_steps``, then ``num_steps``.
+
+    Each rung is rounded up to a multiple of ``steps_per_segment`` (the engine decides only at
+    segment boundaries); rungs that collide after rounding are merged.
+
+    Args:
+      min_steps: steps of the first rung (>= 1).
+      eta: reduction factor (>= 2).
+      num_steps: steps of a member that completes.
+      steps_per_segment: steps per engine segment.
+
+    Returns:
+      The rung steps, ascending, ending with ``num_steps``.
+
+    Example:
+      >>> rung_steps(10, 3, 100, steps_per_segment=10)
+      (10, 30, 90, 100)
+    """
+    _check_int("min_steps", min_steps, 1)
+    _check_int("eta", eta, 2)
+    _check_int("num_steps", num_steps, 1)
+    _check_int("steps_per_segment", steps_per_segment, 1)
+    rungs: list[int] = []
+    r = int(min_steps)
+    while r < num_steps:
+        aligned = -(-r // steps_per_segment) * steps_per_segment
+        if aligned >= num_steps:
+            break
+        if not rungs or aligned > rungs[-1]:
+            rungs.append(aligned)
+        r *= eta
+    rungs.append(int(num_steps))
+    return tuple(rungs)
+
+
+def hyperband_brackets(
+    min_steps: int, eta: int, num_steps: int, num_brackets: int | None = None
+) -> list[tuple[int, int]]:
+    """Hyperband's brackets: ``(first_rung_steps, initial_size)`` from most to least aggressive.
+
+    With ``s_max = floor(log_eta(num_steps / min_steps))``, bracket ``s`` (``s = s_max, ..., 0``)
+    starts ``n_s = ceil((s_max + 1) / (s + 1) * eta**s)`` configurations at
+    ``num_steps * eta**-s`` steps (Li et al., 2017, Algorithm 1); here its first rung is
+    ``min_steps * eta**(s_max - s)`` so the rungs of every bracket lie on one grid.
+
+    Args:
+      min_steps: first rung of the most aggressive bracket.
+      eta: reduction factor.
+      num_steps: steps of a member that completes.
+      num_brackets: keep only the most aggressive brackets (default: all ``s_max + 1``).
+
+    Returns:
+      ``[(first_rung_steps, n_s), ...]``.
+    """
+    _check_int("min_steps", min_steps, 1)
+    _check_int("eta", eta, 2)
+    if min_steps >= num_steps:
+        raise ValueError(
+            f"min_steps={min_steps} must be smaller than num_steps={num_steps} for early "
+            "stopping to happen; lower min_steps."
+        )
+    s_max = 0
+    while min_steps * eta ** (s_max + 1) <= num_steps:
+        s_max += 1
+    brackets = []
+    for b in range(s_max + 1):
+        s = s_max - b
+        size = math.ceil((s_max + 1) / (s + 1) * eta**s)
+        brackets.append((int(min_steps * eta**b), int(size)))
+    if num_brackets is not None:
+        _check_int("num_brackets", num_brackets, 1)
+        brackets = brackets[:num_brackets]
+    return brackets
+
+
+def successive_halving(
+    space: Space,
+    strategy: Strategy | None = None,
+    *,
+    min_steps: int,
+    eta: int = 3,
+    max_member_steps: int | None = None,
+    metric: str = "valid_loss",
+    mode: str = "min",
+    key: jax.Array,
+) -> engine.Scheduler:
+    """Asynchronous successive halving (ASHA) as an engine scheduler.
+
+    One bracket: rungs at ``min_steps * eta**k`` (see :func:`rung_steps`); at each rung a
+    member continues when it is in the top ``1 / eta`` of every score recorded at that rung so
+    far, otherwise its slot is refilled with a new configuration from ``strategy`` (Jamieson &
+    Talwalkar, 2016; Li et al., 2018). See the module docstring for the slot model and budget.
+
+    Args:
+      space: the search space (static parameters stay those of the slot's static group).
+      strategy: proposes refill configurations (default: random search).
+      min_steps: steps of the first rung.
+      eta: reduction factor (>= 2): one in ``eta`` members is promoted at each rung.
+      max_member_steps: cap on member-steps spent by the population (per static group);
+        ``None`` runs until every slot holds a completed member.
+      metric: the metric the engine reports that ranks members, e.g. ``"valid_accuracy"``.
+      mode: ``"max"`` or ``"min"`` for ``metric``.
+      key: JAX PRNG key of the strategy (folded with the static group).
+
+    Returns:
+      An :class:`~jaxtune.engine.Scheduler` for ``engine.train(..., scheduler=...)``.
+    """
+    _check_int("min_steps", min_steps, 1)
+    _check_int("eta", eta, 2)
+    return _halving_scheduler(
+        space, strategy, eta=eta, max_member_steps=max_member_steps, metric=metric, mode=mode,
+        key=key, brackets=lambda num_steps: [(int(min_steps), 1)],
+    )
+
+
+def hyperband(
+    space: Space,
+    strategy: Strategy | None = None,
+    *,
+    min_steps: int,
+    eta: int = 3,
+    max_member_steps: int | None = None,
+    num_brackets: int | None = None,
+    metric: str = "valid_loss",
+    mode: str = "min",
+    key: jax.Array,
+) -> engine.Scheduler:
+    """Hyperband (Li et al., 2017) with asynchronous brackets (Li et al., 2018), one population.
+
+    The brackets of :func:`hyperband_brackets` run side by side in one population: slots are
+    partitioned between them in proportion to their initial sizes ``n_s`` (at least one slot
+    each), each slot runs ASHA with its bracket's rungs, and each bracket may spend an equal
+    share of ``max_member_steps``.
+
+    Args:
+      space: the search space.
+      strategy: proposes refill configurations (default: random search).
+      min_steps: first rung of the most aggressive bracket.
+      eta: reduction factor (>= 2).
+      max_member_steps: cap on member-steps (per static group), split equally between brackets.
+      num_brackets: use only the most aggressive brackets (default: all).
+      metric: the metric that ranks members.
+      mode: ``"max"`` or ``"min"``.
+      key: JAX PRNG key of the strategy.
+
+    Returns:
+      An :class:`~jaxtune.engine.Scheduler`.
+
+    Raises:
+      ValueError: (when training starts) fewer slots than brackets.
+    """
+    _check_int("min_steps", min_steps, 1)
+    _check_int("eta", eta, 2)
+    if num_brackets is not None:
+        _check_int("num_brackets", num_brackets, 1)
+    return _halving_scheduler(
+        space, strategy, eta=eta, max_member_steps=max_member_steps, metric=metric, mode=mode,
+        key=key,
+        brackets=lambda num_steps: hyperband_brackets(min_steps, eta, num_steps, num_brackets),
+    )
+
+
+def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, key, brackets):
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be a jaxtune Space, got {type(space).__name__}.")
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode={mode!r} must be 'max' or 'min'.")
+    if max_member_steps is not None:
+        _check_int("max_member_steps", max_member_steps, 1)
+    strategy = strategy if strategy is not None else random_search()
+
+    def init(view: engine.SlotView) -> HalvingState:
+        if metric not in view.metrics:
+            raise ValueError(
+                f"metric={metric!r} is not reported by the task; choose one of "
+                f"{sorted(view.metrics)}."
+            )
+        num_slots = len(view.step)
+        specs = brackets(view.num_steps)
+        if num_slots < len(specs):
+            raise ValueError(
+                f"{len(specs)} brackets need at least as many slots but the population has "
+                f"{num_slots}; raise population_size or lower num_brackets."
+            )
+        rungs = tuple(
+            rung_steps(first, eta, view.num_steps, view.steps_per_segment) for first, _ in specs
+        )
+        if len(rungs[0]) < 2:
+            raise ValueError(
+                f"min_steps rounded up to a segment boundary ({view.steps_per_segment} steps) "
+                f"is not below num_steps={view.num_steps}: nothing would be stopped early. "
+                "Lower min_steps or steps_per_segment."
+            )
+        slot_bracket = _partition(num_slots, [size for _, size in specs])
+        num_brackets = len(specs)
+        budget = np.full(num_brackets, np.inf)
+        if max_member_steps is not None:
+            budget[:] = max_member_steps / num_brackets
+        first_cost = np.bincount(
+            slot_bracket, weights=[rungs[b][0] for b in slot_bracket], minlength=num_brackets
+        )
+        if np.any(first_cost > budget):
+            raise ValueError(
+                f"max_member_steps={max_member_steps} cannot take every initial member to its "
+                f"first rung ({int(first_cost.sum())} member-steps); raise it or start fewer "
+                "members."
+            )
+        group_space = _group_space(space, view.configs[0])
+        static = {n: view.configs[0][n] for n in space.static_names if n in view.configs[0]}
+        strategy_key = jax.random.fold_in(key, engine.config_hash(static))
+        return HalvingState(
+            strategy_state=strategy.init(group_space, strategy_key),
+            rungs=rungs,
+            slot_bracket=slot_bracket,
+            slot_rung=np.zeros(num_slots, np.int64),
+            slot_state=np.full(num_slots, RUNNING, np.int64),
+            last_step=np.zeros(num_slots, np.int64),
+            rung_scores=tuple(tuple(np.zeros(0) for _ in r) for r in rungs),
+            budget=budget,
+            retired_steps=np.zeros(num_brackets, np.int64),
+            spent=np.zeros(num_brackets, np.int64),
+            num_started=num_slots,
+        )
+
+    def update(
+        state: HalvingState, view: engine.SlotView
+    ) -> tuple[engine.PopulationUpdate | None, HalvingState]:
+        step = np.asarray(view.step, np.int64)
+        values = np.asarray(view.metrics[metric], np.float64)
+        losses = -values if mode == "max" else values.copy()
+        losses[~np.isfinite(losses) | ~np.asarray(view.alive)] = np.inf
+        slot_rung = state.slot_rung.copy()
+        slot_state = state.slot_state.copy()
+        retired = state.retired_steps.copy()
+        spent = state.spent.copy()
+        rung_scores = [list(scores) for scores in state.rung_scores]
+        running = slot_state == RUNNING
+        np.add.at(spent, state.slot_bracket[running], (step - state.last_step)[running])
+
+        arrivals: list[int] = []
+        dead: list[int] = []
+        told_configs: list[Config] = []
+        told_scores: list[float] = []
+        for slot in np.flatnonzero(running):
+            bracket, rung = state.slot_bracket[slot], slot_rung[slot]
+            if view.finished[slot]:
+                slot_state[slot] = DONE
+                retired[bracket] += step[slot]
+            elif not view.alive[slot]:
+                dead.append(int(slot))
+                slot_state[slot] = IDLE
+                retired[bracket] += step[slot]
+                if rung == 0:
+                    told_configs.append(dict(view.configs[slot]))
+                    told_scores.append(np.inf)
+            elif step[slot] >= state.rungs[bracket][rung]:
+                arrivals.append(int(slot))
+                rung_scores[bracket][rung] = np.append(rung_scores[bracket][rung], losses[slot])
+                if rung == 0:
+                    told_configs.append(dict(view.configs[slot]))
+                    told_scores.append(losses[slot])
+
+        promoted, not_promoted = [], []
+        for slot in arrivals:
+            scores = rung_scores[state.slot_bracket[slot]][slot_rung[slot]]
+            rank = int(np.sum(scores < losses[slot]))
+            keep = len(scores) // eta
+            (promoted if rank < keep and np.isfinite(losses[slot]) else not_promoted).append(slot)
+
+        def committed(bracket: int) -> float:
+            members = (slot_state == RUNNING) & (state.slot_bracket == bracket)
+            targets = [state.rungs[bracket][slot_rung[s]] for s in np.flatnonzero(members)]
+            return float(retired[bracket] + sum(targets))
+
+        stop: list[int] = []
+        for slot in sorted(promoted, key=lambda s: (losses[s], s)):
+            bracket = state.slot_bracket[slot]
+            rungs = state.rungs[bracket]
+            extra = rungs[slot_rung[slot] + 1] - rungs[slot_rung[slot]]
+            if committed(bracket) + extra <= state.budget[bracket]:
+                slot_rung[slot] += 1
+            else:
+                not_promoted.append(slot)
+        for slot in not_promoted:
+            retired[state.slot_bracket[slot]] += step[slot]
+            slot_state[slot] = IDLE
+        # Slots to refill, granted while the bracket's budget covers the first rung.
+        wanted = []
+        for slot in sorted(not_promoted) + dead:
+            bracket = state.slot_bracket[slot]
+            if committed(bracket) + state.rungs[bracket][0] <= state.budget[bracket]:
+                wanted.append(slot)
+                slot_state[slot] = RUNNING
+                slot_rung[slot] = 0
+
+        strategy_state = state.strategy_state
+        if told_configs:
+            strategy_state = strategy.tell(strategy_state, told_configs, np.asarray(told_scores))
+        refill: dict[int, Config] = {}
+        if wanted:
+            configs, strategy_state = strategy.ask(strategy_state, len(wanted))
+            refill = {slot: dict(c) for slot, c in zip(wanted, configs, strict=False)}
+            for slot in wanted[len(configs):]:  # the strategy ran out of configurations
+                slot_state[slot] = IDLE
+        stop = [s for s in not_promoted if s not in refill]
+        last_step = step.copy()
+        for slot in refill:
+            last_step[slot] = 0
+        new_state = state._replace(
+            strategy_state=strategy_state,
+            slot_rung=slot_rung,
+            slot_state=slot_state,
+            last_step=last_step,
+            rung_scores=tuple(tuple(r) for r in rung_scores),
+            retired_steps=retired,
+            spent=spent,
+            num_started=state.num_started + len(refill),
+        )
+        if not stop and not refill:
+            return None, new_state
+        return engine.PopulationUpdate(stop=sorted(stop), refill=refill), new_state
+
+    return engine.Scheduler(init, update)
+
+
+def _partition(num_slots: int, sizes: Sequence[int]) -> np.ndarray:
+    """Slots per bracket proportional to ``sizes`` (largest remainder, at least one each)."""
+    sizes = np.asarray(sizes, np.float64)
+    num_brackets = len(sizes)
+    share = 1 + (num_slots - num_brackets) * sizes / sizes.sum()
+    counts = np.floor(share).astype(np.int64)
+    for index in np.argsort(-(share - counts), kind="stable")[: num_slots - counts.sum()]:
+        counts[index] += 1
+    return np.repeat(np.arange(num_brackets), counts)
+
+
+def _group_space(space: Space, config: Mapping[str, Any]) -> Space:
+    """``space`` with its static parameters fixed to ``config``'s values (one static group)."""
+    params = {}
+    for name in space.names:
+        param = space[name]
+        if param.static and not isinstance(param, Fixed) and name in config:
+            params[name] = Fixed(config[name])
+        else:
+            params[name] = param
+    return Space(params)
+
+
+def _check_int(field: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}.")
+
+
+def run_halving(
+    task: Task,
+    split: Split,
+    space: Space,
+    strategy: Strategy | None = None,
+    *,
+    population_size: int,
+    num_steps: int,
+    min_steps: int,
+    eta: int = 3,
+    max_member_steps: int | None = None,
+    num_brackets: int | None = 1,
+    metric: str = "valid_accuracy",
+    mode: str | None = None,
+    seed: int = 0,
+    batch_size: int | None = 128,
+    steps_per_segment: int | None = None,
+    engine_options: Mapping[str, Any] | None = None,
+) -> Results:
+    """Tunes with successive halving (ASHA) or Hyperband in one ``engine.train`` call.
+
+    The first ``population_size`` configurations come from ``strategy``; the scheduler refills
+    slots with configurations from a second instance of it (its own key).
+
+    Args:
+      task: what each member trains.
+      split: the data.
+      space: the search space.
+      strategy: proposes configurations (default: random search).
+      population_size: slots trained at once.
+      num_steps: steps of a member that completes (the last rung).
+      min_steps: the first rung (of the most aggressive bracket).
+      eta: reduction factor.
+      max_member_steps: cap on member-steps, divided equally between the static groups of the
+        initial configurations.
+      num_brackets: ``1``: one bracket (successive halving, ASHA); ``None``: Hyperband with
+        every bracket; ``k``: Hyperband with its ``k`` most aggressive brackets.
+      metric: the selection metric.
+      mode: ``"max"`` or ``"min"`` (default from the task).
+      seed: the sweep seed (strategy keys and member keys derive from it).
+      batch_size: minibatch rows (``None``: full batch).
+      steps_per_segment: default ``min_steps`` (then every rung is a segment boundary).
+      engine_options: more keyword arguments for :func:`jaxtune.engine.train`.
+
+    Returns:
+      :class:`~jaxtune.results.Results` of every member started; stopped ones have status
+      ``"stopped"``. ``metadata["member_steps"]`` is the compute spent and
+      ``metadata["scheduler"]`` the settings. Rank completed members with
+      ``results.filter(status="completed").best(metric, mode)``.
+
+    Example:
+      >>> import jaxtune as jt
+      >>> from jaxtune.strategies.halving import run_halving
+      >>> split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits")))
+      >>> task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
+      >>> space = jt.Space({"learning_rate": jt.Float(1e-4, 1.0, log=True),
+      ...                   "optimizer": jt.Fixed("adam"), "width": jt.Fixed(32)})
+      >>> results = run_halving(task, split, space, population_size=27, num_steps=270,
+      ...                       min_steps=10, max_member_steps=20000)  # doctest: +SKIP
+    """
+    from jaxtune.tuning import metric_mode  # tuning imports strategies: import late
+
+    _check_int("population_size", population_size, 1)
+    mode = metric_mode(task, metric, mode)
+    strategy = strategy if strategy is not None else random_search()
+    steps_per_segment = steps_per_segment or min(min_steps, num_steps)
+    base = jax.random.PRNGKey(seed)
+    configs, _ = strategy.ask(strategy.init(space, jax.random.fold_in(base, 0)), population_size)
+    for config in configs:
+        space.validate_config(config)
+    num_groups = len({space.static_key(c) for c in configs})
+    budget = None if max_member_steps is None else max(1, int(max_member_steps) // num_groups)
+    common = dict(
+        eta=eta, max_member_steps=budget, metric=metric, mode=mode,
+        key=jax.random.fold_in(base, 1),
+    )
+    if num_brackets == 1:
+        scheduler = successive_halving(space, strategy, min_steps=min_steps, **common)
+    else:
+        scheduler = hyperband(
+            space, strategy, min_steps=min_steps, num_brackets=num_brackets, **common
+        )
+    spent: list[int] = []
+    observed = _observe_member_steps(scheduler, spent)
+    results = engine.train(
+        task, configs, split, num_steps=num_steps, batch_size=batch_size,
+        steps_per_segment=steps_per_segment, seed=seed, static_names=space.static_names,
+        scheduler=observed, **dict(engine_options or {}),
+    )
+    metadata = dict(results.metadata)
+    metadata.update(
+        metric=metric, mode=mode, space=space.to_dict(), member_steps=int(sum(spent)),
+        scheduler={
+            "kind": "successive_halving" if num_brackets == 1 else "hyperband",
+            "min_steps": min_steps, "eta": eta, "max_member_steps": max_member_steps,
+            "num_brackets": num_brackets,
+            "population_size": population_size, "num_steps": num_steps,
+            "steps_per_segment": steps_per_segment,
+        },
+    )
+    return Results(list(results), metadata)
+
+
+def _observe_member_steps(scheduler: engine.Scheduler, spent: list[int]) -> engine.Scheduler:
+    """Wraps a halving scheduler to report each chunk's member-steps into ``spent``."""
+
+    def init(view):
+        spent.append(0)
+        return scheduler.init(view)
+
+    def update(state, view):
+        decision, state = scheduler.update(state, view)
+        spent[-1] = state.member_steps
+        return decision, state
+
+    return engine.Scheduler(init, update)
