@@ -1029,8 +1029,8 @@ def _run_chunk(
     host_alive = np.arange(population_size) < num_real
     while np.any(host_alive & (host_step < spec.num_steps)):
         state, metrics = segment(
-            spec, layout.population, state, dynamic, rows, shared_key, jnp.int32(segment_index), train_data,
-            valid_data,
+            spec, layout.population, state, dynamic, rows, shared_key, jnp.int32(segment_index),
+            train_data, valid_data,
         )
         segment_index += 1
         host_metrics, host_step, host_alive, host_diverged = _to_host(
