@@ -104,10 +104,11 @@ def _handwritten_train(num_steps, batch_size):
     return train_one
 
 
-def bench_jaxtune(task, configs, split, num_steps, batch_size, repeats):
+def bench_jaxtune(task, configs, split, num_steps, batch_size, repeats, batch_mode="independent"):
     def run():
         return jt.train(task, configs, split, num_steps=num_steps, batch_size=batch_size,
-                        steps_per_segment=num_steps // 5, evaluate_test=False)
+                        steps_per_segment=num_steps // 5, evaluate_test=False,
+                        batch_mode=batch_mode)
 
     start = time.perf_counter()
     first = run()
@@ -278,6 +279,10 @@ def main(argv=None):
     compiles = first.metadata["num_segment_compilations"]
     print(f"(a) jaxtune        {a_s:8.3f} s warm ({a_first_s:.3f} s with compilation), "
           f"{a_s / num_members:.4f} s/trial", flush=True)
+    shared_s, _, _ = bench_jaxtune(task, configs, split, num_steps, batch_size, repeats,
+                                   batch_mode="shared")
+    print(f"(a') jaxtune, one minibatch shared by all members {shared_s:8.3f} s warm "
+          f"({a_s / shared_s:.2f}x the independent-minibatch speed)", flush=True)
     b_s = bench_vmap(configs, split, num_steps, batch_size, repeats)
     print(f"(b) hand vmap      {b_s:8.3f} s, {b_s / num_members:.4f} s/trial", flush=True)
     c_s = bench_sequential(configs, split, num_steps, batch_size, repeats)
