@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m jaxtune.demo --out runs/demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check jaxtune tests benchmarks experiments
+	$(PY) -m ruff check .
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 --durations=15
