@@ -1,0 +1,180 @@
+"""Runs one small sweep in a fresh process and writes what it saw as JSON (used by the tests).
+
+The device count (and, for ``--mode distributed``, the cluster) must be set before JAX starts,
+so the tests launch this file as a subprocess::
+
+    python tests/_distributed_worker.py --mode local --devices 4 --out local.json
+    python tests/_distributed_worker.py --mode distributed --devices 2 \\
+        --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0 --out p0.json
+    python tests/_distributed_worker.py --mode devices --devices 8 --runs default_1,fixed_8 \
+        --out devices.json
+    python tests/_distributed_worker.py --mode batch-modes --devices 2 --out modes.json
+
+``local`` and ``distributed`` train :func:`sweep` on every visible (global) device.
+``devices`` trains the same sweep on the first N devices of one process, with the default layout
+(``default_N``) or with 3 members per device (``fixed_N``: ``pad_to=3 * N``, which is what the
+default layout puts on 2 devices). ``batch-modes`` runs :func:`batch_mode_probe` on 2 devices
+in both modes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# Fresh process: the CPU device count must be fixed before JAX's backend starts.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+NUM_MEMBERS = 6  # not a multiple of 4 or 8: padding members must be added and dropped
+PER_DEVICE = 3  # members per device of the fixed-layout runs (pad_to = 3 * num_devices)
+
+
+def sweep(devices=None, pad_to=None, batch_mode="independent"):
+    """The sweep every mode runs: 6 Adam members of a small MLP on digits, 20 steps."""
+    import numpy as np
+
+    import jaxtune as jt
+    from jaxtune import engine
+
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
+    task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
+    configs = [
+        {"learning_rate": float(lr), "optimizer": "adam", "width": 16, "depth": 1}
+        for lr in np.geomspace(1e-3, 3e-2, NUM_MEMBERS)
+    ]
+    return engine.train(
+        task, configs, split, num_steps=20, batch_size=32, steps_per_segment=10, seed=3,
+        member_seeds=list(range(NUM_MEMBERS)), devices=devices, pad_to=pad_to,
+        batch_mode=batch_mode, return_params=True,
+    )
+
+
+def batch_mode_probe(devices, batch_mode):
+    """Two members with the same config and different seeds, on different devices.
+
+    The model starts from zeros and its loss draws no random numbers, so the only thing a
+    member's seed changes is which minibatches it samples: the two members end equal exactly
+    when they saw the same minibatches.
+    """
+    import jax.numpy as jnp
+
+    import jaxtune as jt
+    from jaxtune import engine
+
+    split = jt.train_valid_test_split(jt.make_linear(num_samples=256, noise=0.5, seed=0),
+                                      stratify=False)
+
+    def init(key, hp):
+        return {"w": jnp.zeros(()), "b": jnp.zeros(())}
+
+    def loss(params, batch, key, hp):
+        return jnp.mean((params["w"] * batch["x"][:, 0] + params["b"] - batch["y"]) ** 2), {}
+
+    def evaluate(params, data, hp):
+        return {"mse": loss(params, data, None, hp)[0]}
+
+    task = jt.Task(init, loss, evaluate, name="probe", metric_modes={"mse": "min"})
+    config = {"learning_rate": 0.05, "optimizer": "sgd"}
+    return engine.train(
+        task, [config, config], split, num_steps=30, batch_size=8, steps_per_segment=10,
+        member_seeds=[0, 1], devices=devices, batch_mode=batch_mode, return_params=True,
+        evaluate_test=False,
+    )
+
+
+def summarize(results_and_params):
+    """Results rows (without wall times) and parameters as JSON-ready values."""
+    import jax
+    import numpy as np
+
+    results, params = results_and_params
+    rows = []
+    for row in results:
+        record = row.to_dict()
+        record.pop("wall_time_s", None)
+        rows.append(record)
+    leaves = [
+        [np.asarray(leaf, np.float64).tolist() for leaf in jax.tree_util.tree_leaves(p)]
+        for p in params
+    ]
+    return {"rows": rows, "params": leaves,
+            "num_devices": results.metadata["num_devices"],
+            "num_chunks": results.metadata.get("num_chunks")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", required=True,
+                        choices=("local", "distributed", "devices", "batch-modes"))
+    parser.add_argument("--devices", type=int, default=1, help="CPU devices of this process")
+    parser.add_argument("--out", required=True, help="this process's JSON report")
+    parser.add_argument("--save", help="directory the writer process saves Results to")
+    parser.add_argument("--runs", default="default_1,default_2,default_4,default_8,fixed_8",
+                        help="--mode devices: LAYOUT_N runs, LAYOUT = default or fixed "
+                        f"({PER_DEVICE} members per device), N = devices")
+    parser.add_argument("--coordinator")
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--process-id", type=int)
+    parser.add_argument("--exit-early", type=int, default=None,
+                        help="exit with this status after joining, before training")
+    parser.add_argument("--hard-exit", action="store_true",
+                        help="with --exit-early: os._exit, as a crash (no shutdown barrier)")
+    parser.add_argument("--timeout-s", type=int, default=20,
+                        help="heartbeat / shutdown timeouts of the cluster")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", args.devices)
+    report = {"argv": sys.argv[1:]}
+    if args.mode == "distributed":
+        from jaxtune import distributed
+
+        joined = distributed.initialize_from_env_or_args(
+            args.coordinator, args.num_processes, args.process_id,
+            initialization_timeout_s=60, heartbeat_timeout_s=args.timeout_s,
+            shutdown_timeout_s=args.timeout_s,
+        )
+        report.update(joined=joined, process_index=jax.process_index(),
+                      process_count=jax.process_count(), writer=distributed.is_writer())
+        if args.exit_early is not None:
+            print(f"process {args.process_id}: exiting early with {args.exit_early}",
+                  flush=True)
+            if args.hard_exit:
+                os._exit(args.exit_early)
+            sys.exit(args.exit_early)
+    start = time.perf_counter()
+    if args.mode in ("local", "distributed"):
+        from jaxtune import distributed
+
+        results, params = sweep()
+        report.update(summarize((results, params)))
+        if args.save and distributed.is_writer():
+            results.save(args.save)
+    elif args.mode == "devices":
+        runs = {}
+        for name in args.runs.split(","):
+            layout, count = name.split("_")
+            pad_to = PER_DEVICE * int(count) if layout == "fixed" else None
+            runs[name] = summarize(sweep(jax.devices()[: int(count)], pad_to=pad_to))
+        report["runs"] = runs
+    else:
+        report["runs"] = {
+            mode: summarize(batch_mode_probe(jax.devices()[:2], mode))
+            for mode in ("independent", "shared")
+        }
+    report["train_s"] = time.perf_counter() - start
+    report["local_devices"] = jax.local_device_count()
+    report["global_devices"] = jax.device_count()
+    with open(args.out, "w") as file:
+        json.dump(report, file)
+    print(f"wrote {args.out} in {report['train_s']:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
