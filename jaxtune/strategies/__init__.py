@@ -17,3 +17,23 @@ __all__ = [
     "random_search",
     "sanitize_scores",
 ]
+
+# Schedulers acting between segments (engine.Scheduler), after the strategies they draw from.
+from jaxtune.strategies.halving import (
+    HalvingState,
+    hyperband,
+    run_halving,
+    successive_halving,
+)
+from jaxtune.strategies.pbt import PBTState, pbt, replay_pbt_member, run_pbt
+
+__all__ += [
+    "HalvingState",
+    "PBTState",
+    "hyperband",
+    "pbt",
+    "replay_pbt_member",
+    "run_halving",
+    "run_pbt",
+    "successive_halving",
+]

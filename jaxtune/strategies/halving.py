@@ -15,27 +15,33 @@ compiled program) for the whole run, and a scheduler only changes which member a
   ``num_steps``, each rounded up to a multiple of ``steps_per_segment`` (decisions happen at
   segment boundaries), and a last rung at ``num_steps``.
 * **Promotion** (ASHA). When a member reaches rung ``k`` its score joins every score recorded
-  at rung ``k`` so far (of this bracket); it is promoted to rung ``k + 1`` when it ranks in the
-  top ``floor(n_k / eta)`` of those ``n_k`` scores. Members reaching a rung in the same segment
-  are recorded together before any is ranked, so the first wave of a bracket is exactly one
-  round of synchronous successive halving.
+  at rung ``k`` of its bracket so far; it is promoted to rung ``k + 1`` when it ranks in the top
+  ``floor(n_k / eta)`` of those ``n_k`` scores. Members reaching a rung in the same segment are
+  recorded together before any is ranked, so the first wave is exactly one round of synchronous
+  successive halving.
 * **Refill.** A member that is not promoted (or that diverged) stops (status ``"stopped"`` /
   ``"diverged"``) and its slot immediately starts a new member at step 0 with a new
   configuration drawn from a :class:`~jaxtune.strategies.Strategy` held in the scheduler state
   (:class:`~jaxtune.engine.PopulationUpdate` ``refill``): the engine re-initializes the slot in
-  the same fixed-shape program, so nothing recompiles. A member that completes ``num_steps``
-  keeps its slot (its final parameters and test metrics stay available), and the slot idles.
+  the same fixed-shape program, so nothing recompiles.
+* **Completed members.** With a budget, the slot of a member that completes ``num_steps`` is
+  refilled too, except the slot of the best completed member so far (the *incumbent*), which
+  keeps its final parameters and gets test metrics at the end; a refilled completed member keeps
+  its validation metrics in Results. Without a budget, completed members keep their slots and
+  the run ends when every slot holds one.
 * **Budget.** ``max_member_steps`` caps the member-steps (one member taking one optimizer step)
-  the scheduler lets the population spend, counted from the first step of the initial members.
-  A promotion or a refill is granted only if the steps it commits (up to the next rung) still
-  fit; otherwise the member stops at its rung. Every member therefore stops at a rung and the
-  total never exceeds the cap.
-* **Hyperband.** The brackets share one population: its slots are partitioned between them in
-  proportion to Hyperband's initial bracket sizes ``n_s = ceil((s_max + 1) / (s + 1) * eta**s)``
-  and each bracket gets an equal share of the budget (as in Li et al., 2017, where every bracket
-  costs about the same). All brackets run at once in one compiled program; running them as
-  successive ``engine.train`` calls would change the population size per bracket (another
-  program, or padding) and leave the devices idle while the last, small brackets finish.
+  the population spends, counted from the first step of the initial members. A promotion is
+  granted only if the steps it commits (up to the next rung) still fit; a new member only if
+  the budget also covers finishing every member already promoted past its first rung (so the
+  end of the budget goes to finishing promising members rather than to new ones). Every
+  member stops at a rung and the total never exceeds the cap.
+* **Hyperband.** The brackets share one population: each new member (initial or refill) joins
+  the bracket that has committed the fewest member-steps, so every bracket spends about the same
+  budget, as in Li et al. (2017), and cheap aggressive brackets get more members than the
+  bracket without early stopping. Each bracket keeps its own rung records; its cap is an equal
+  share of ``max_member_steps``. All brackets run at once in one compiled program; running them
+  as successive ``engine.train`` calls would change the population size per bracket (another
+  program, or padding) and leave devices idle while a bracket's last rungs finish.
 
 The strategy proposes configurations of the slot's static group only (the static parameters of
 the space are fixed to the group's values), because a slot cannot change its compiled program.
@@ -54,7 +60,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -89,16 +95,18 @@ class HalvingState(NamedTuple):
     Attributes:
       strategy_state: state of the strategy proposing new configurations.
       rungs: per bracket, its rung steps ascending, the last one ``num_steps``.
-      slot_bracket: ``[num_slots]`` int, the bracket each slot belongs to.
+      slot_bracket: ``[num_slots]`` int, the bracket of the member each slot holds.
       slot_rung: ``[num_slots]`` int, index of the rung the slot's member trains towards.
       slot_state: ``[num_slots]`` int, ``RUNNING`` (0), ``DONE`` (1: completed ``num_steps``)
         or ``IDLE`` (2: stopped or diverged and not refilled).
       last_step: ``[num_slots]`` int, the slot member's step at the previous update.
       rung_scores: per bracket, per rung, the losses recorded there (``np.ndarray``).
       budget: ``[num_brackets]`` float, member-steps each bracket may spend (``inf``: no cap).
-      retired_steps: ``[num_brackets]`` int, steps of members that left their slot.
+      retired_steps: ``[num_brackets]`` int, steps of members that left training.
       spent: ``[num_brackets]`` int, member-steps taken so far.
-      num_started: members started so far (initial ones included).
+      num_started: ``[num_brackets]`` int, members started in each bracket (initial included).
+      incumbent: slot of the best completed member, ``-1`` before the first completes.
+      incumbent_loss: its loss (``inf`` before).
     """
 
     strategy_state: Any
@@ -111,12 +119,31 @@ class HalvingState(NamedTuple):
     budget: np.ndarray
     retired_steps: np.ndarray
     spent: np.ndarray
-    num_started: int
+    num_started: np.ndarray
+    incumbent: int
+    incumbent_loss: float
 
     @property
     def member_steps(self) -> int:
         """Member-steps the population has taken so far (all brackets)."""
         return int(np.sum(self.spent))
+
+    def committed(self) -> np.ndarray:
+        """``[num_brackets]`` member-steps spent or granted (up to each member's next rung)."""
+        committed = self.retired_steps.astype(np.float64)
+        for slot in np.flatnonzero(self.slot_state == RUNNING):
+            bracket = self.slot_bracket[slot]
+            committed[bracket] += self.rungs[bracket][self.slot_rung[slot]]
+        return committed
+
+    def reserved(self) -> np.ndarray:
+        """``[num_brackets]`` steps still needed to finish every member promoted past rung 0."""
+        reserve = np.zeros(len(self.rungs))
+        for slot in np.flatnonzero((self.slot_state == RUNNING) & (self.slot_rung > 0)):
+            bracket = self.slot_bracket[slot]
+            rungs = self.rungs[bracket]
+            reserve[bracket] += rungs[-1] - rungs[self.slot_rung[slot]]
+        return reserve
 
 
 def rung_steps(min_steps: int, eta: int, num_steps: int, steps_per_segment: int = 1) -> tuple[
@@ -160,12 +187,15 @@ def rung_steps(min_steps: int, eta: int, num_steps: int, steps_per_segment: int 
 def hyperband_brackets(
     min_steps: int, eta: int, num_steps: int, num_brackets: int | None = None
 ) -> list[tuple[int, int]]:
-    """Hyperband's brackets: ``(first_rung_steps, initial_size)`` from most to least aggressive.
+    """Hyperband's brackets: ``(first_rung_steps, n_s)`` from most to least aggressive.
 
     With ``s_max = floor(log_eta(num_steps / min_steps))``, bracket ``s`` (``s = s_max, ..., 0``)
     starts ``n_s = ceil((s_max + 1) / (s + 1) * eta**s)`` configurations at
     ``num_steps * eta**-s`` steps (Li et al., 2017, Algorithm 1); here its first rung is
-    ``min_steps * eta**(s_max - s)`` so the rungs of every bracket lie on one grid.
+    ``min_steps * eta**(s_max - s)`` so the rungs of every bracket lie on one grid. In the
+    asynchronous version the ``n_s`` are not used: members join the least-loaded bracket, which
+    gives each bracket the same budget and so about ``n_s`` members per ``n_s * r_s * (s + 1)``
+    member-steps.
 
     Args:
       min_steps: first rung of the most aggressive bracket.
@@ -251,10 +281,10 @@ def hyperband(
 ) -> engine.Scheduler:
     """Hyperband (Li et al., 2017) with asynchronous brackets (Li et al., 2018), one population.
 
-    The brackets of :func:`hyperband_brackets` run side by side in one population: slots are
-    partitioned between them in proportion to their initial sizes ``n_s`` (at least one slot
-    each), each slot runs ASHA with its bracket's rungs, and each bracket may spend an equal
-    share of ``max_member_steps``.
+    The brackets of :func:`hyperband_brackets` run side by side in one population: each new
+    member joins the bracket that has committed the fewest member-steps and runs ASHA with that
+    bracket's rungs and rung records; each bracket may spend an equal share of
+    ``max_member_steps``.
 
     Args:
       space: the search space.
@@ -269,9 +299,6 @@ def hyperband(
 
     Returns:
       An :class:`~jaxtune.engine.Scheduler`.
-
-    Raises:
-      ValueError: (when training starts) fewer slots than brackets.
     """
     _check_int("min_steps", min_steps, 1)
     _check_int("eta", eta, 2)
@@ -284,6 +311,20 @@ def hyperband(
     )
 
 
+def _least_loaded(state: HalvingState) -> int:
+    """The bracket a new member joins: the least loaded one that can afford it, or -1.
+
+    A bracket's load is what it has committed plus what finishing its promoted members needs;
+    a new member fits when the load plus its first rung stays within the bracket's budget.
+    """
+    load = state.committed() + state.reserved()
+    first = np.array([rungs[0] for rungs in state.rungs], np.float64)
+    fits = load + first <= state.budget
+    if not np.any(fits):
+        return -1
+    return int(np.argmin(np.where(fits, load, np.inf)))
+
+
 def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, key, brackets):
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxtune Space, got {type(space).__name__}.")
@@ -292,6 +333,7 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
     if max_member_steps is not None:
         _check_int("max_member_steps", max_member_steps, 1)
     strategy = strategy if strategy is not None else random_search()
+    refill_completed = max_member_steps is not None
 
     def init(view: engine.SlotView) -> HalvingState:
         if metric not in view.metrics:
@@ -300,14 +342,9 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
                 f"{sorted(view.metrics)}."
             )
         num_slots = len(view.step)
-        specs = brackets(view.num_steps)
-        if num_slots < len(specs):
-            raise ValueError(
-                f"{len(specs)} brackets need at least as many slots but the population has "
-                f"{num_slots}; raise population_size or lower num_brackets."
-            )
         rungs = tuple(
-            rung_steps(first, eta, view.num_steps, view.steps_per_segment) for first, _ in specs
+            rung_steps(first, eta, view.num_steps, view.steps_per_segment)
+            for first, _ in brackets(view.num_steps)
         )
         if len(rungs[0]) < 2:
             raise ValueError(
@@ -315,36 +352,40 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
                 f"is not below num_steps={view.num_steps}: nothing would be stopped early. "
                 "Lower min_steps or steps_per_segment."
             )
-        slot_bracket = _partition(num_slots, [size for _, size in specs])
-        num_brackets = len(specs)
+        num_brackets = len(rungs)
         budget = np.full(num_brackets, np.inf)
         if max_member_steps is not None:
             budget[:] = max_member_steps / num_brackets
-        first_cost = np.bincount(
-            slot_bracket, weights=[rungs[b][0] for b in slot_bracket], minlength=num_brackets
-        )
-        if np.any(first_cost > budget):
-            raise ValueError(
-                f"max_member_steps={max_member_steps} cannot take every initial member to its "
-                f"first rung ({int(first_cost.sum())} member-steps); raise it or start fewer "
-                "members."
-            )
         group_space = _group_space(space, view.configs[0])
         static = {n: view.configs[0][n] for n in space.static_names if n in view.configs[0]}
         strategy_key = jax.random.fold_in(key, engine.config_hash(static))
-        return HalvingState(
+        state = HalvingState(
             strategy_state=strategy.init(group_space, strategy_key),
             rungs=rungs,
-            slot_bracket=slot_bracket,
+            slot_bracket=np.zeros(num_slots, np.int64),
             slot_rung=np.zeros(num_slots, np.int64),
-            slot_state=np.full(num_slots, RUNNING, np.int64),
+            slot_state=np.full(num_slots, IDLE, np.int64),
             last_step=np.zeros(num_slots, np.int64),
             rung_scores=tuple(tuple(np.zeros(0) for _ in r) for r in rungs),
             budget=budget,
             retired_steps=np.zeros(num_brackets, np.int64),
             spent=np.zeros(num_brackets, np.int64),
-            num_started=num_slots,
+            num_started=np.zeros(num_brackets, np.int64),
+            incumbent=-1,
+            incumbent_loss=np.inf,
         )
+        # The initial members join brackets one by one, each the least loaded.
+        for slot in range(num_slots):
+            bracket = _least_loaded(state)
+            if bracket < 0:
+                raise ValueError(
+                    f"max_member_steps={max_member_steps} cannot take the {num_slots} initial "
+                    "members to their first rung; raise it or start fewer members."
+                )
+            state.slot_bracket[slot] = bracket
+            state.slot_state[slot] = RUNNING
+            state.num_started[bracket] += 1
+        return state
 
     def update(
         state: HalvingState, view: engine.SlotView
@@ -352,33 +393,37 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
         step = np.asarray(view.step, np.int64)
         values = np.asarray(view.metrics[metric], np.float64)
         losses = -values if mode == "max" else values.copy()
-        losses[~np.isfinite(losses) | ~np.asarray(view.alive)] = np.inf
-        slot_rung = state.slot_rung.copy()
-        slot_state = state.slot_state.copy()
-        retired = state.retired_steps.copy()
+        losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
+        running = state.slot_state == RUNNING
         spent = state.spent.copy()
-        rung_scores = [list(scores) for scores in state.rung_scores]
-        running = slot_state == RUNNING
         np.add.at(spent, state.slot_bracket[running], (step - state.last_step)[running])
+        state = state._replace(
+            slot_bracket=state.slot_bracket.copy(), slot_rung=state.slot_rung.copy(),
+            slot_state=state.slot_state.copy(), retired_steps=state.retired_steps.copy(),
+            num_started=state.num_started.copy(), spent=spent,
+        )
+        rung_scores = [list(scores) for scores in state.rung_scores]
+        incumbent, incumbent_loss = state.incumbent, state.incumbent_loss
 
         arrivals: list[int] = []
-        dead: list[int] = []
         told_configs: list[Config] = []
         told_scores: list[float] = []
         for slot in np.flatnonzero(running):
-            bracket, rung = state.slot_bracket[slot], slot_rung[slot]
+            slot = int(slot)
+            bracket, rung = state.slot_bracket[slot], state.slot_rung[slot]
             if view.finished[slot]:
-                slot_state[slot] = DONE
-                retired[bracket] += step[slot]
+                state.slot_state[slot] = DONE
+                state.retired_steps[bracket] += step[slot]
+                if losses[slot] < incumbent_loss:
+                    incumbent, incumbent_loss = slot, float(losses[slot])
             elif not view.alive[slot]:
-                dead.append(int(slot))
-                slot_state[slot] = IDLE
-                retired[bracket] += step[slot]
+                state.slot_state[slot] = IDLE
+                state.retired_steps[bracket] += step[slot]
                 if rung == 0:
                     told_configs.append(dict(view.configs[slot]))
                     told_scores.append(np.inf)
             elif step[slot] >= state.rungs[bracket][rung]:
-                arrivals.append(int(slot))
+                arrivals.append(slot)
                 rung_scores[bracket][rung] = np.append(rung_scores[bracket][rung], losses[slot])
                 if rung == 0:
                     told_configs.append(dict(view.configs[slot]))
@@ -386,36 +431,40 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
 
         promoted, not_promoted = [], []
         for slot in arrivals:
-            scores = rung_scores[state.slot_bracket[slot]][slot_rung[slot]]
+            scores = rung_scores[state.slot_bracket[slot]][state.slot_rung[slot]]
             rank = int(np.sum(scores < losses[slot]))
-            keep = len(scores) // eta
-            (promoted if rank < keep and np.isfinite(losses[slot]) else not_promoted).append(slot)
-
-        def committed(bracket: int) -> float:
-            members = (slot_state == RUNNING) & (state.slot_bracket == bracket)
-            targets = [state.rungs[bracket][slot_rung[s]] for s in np.flatnonzero(members)]
-            return float(retired[bracket] + sum(targets))
-
-        stop: list[int] = []
+            keep = rank < len(scores) // eta and np.isfinite(losses[slot])
+            (promoted if keep else not_promoted).append(slot)
         for slot in sorted(promoted, key=lambda s: (losses[s], s)):
             bracket = state.slot_bracket[slot]
             rungs = state.rungs[bracket]
-            extra = rungs[slot_rung[slot] + 1] - rungs[slot_rung[slot]]
-            if committed(bracket) + extra <= state.budget[bracket]:
-                slot_rung[slot] += 1
+            extra = rungs[state.slot_rung[slot] + 1] - rungs[state.slot_rung[slot]]
+            if state.committed()[bracket] + extra <= state.budget[bracket]:
+                state.slot_rung[slot] += 1
             else:
                 not_promoted.append(slot)
         for slot in not_promoted:
-            retired[state.slot_bracket[slot]] += step[slot]
-            slot_state[slot] = IDLE
-        # Slots to refill, granted while the bracket's budget covers the first rung.
-        wanted = []
-        for slot in sorted(not_promoted) + dead:
-            bracket = state.slot_bracket[slot]
-            if committed(bracket) + state.rungs[bracket][0] <= state.budget[bracket]:
-                wanted.append(slot)
-                slot_state[slot] = RUNNING
-                slot_rung[slot] = 0
+            state.retired_steps[state.slot_bracket[slot]] += step[slot]
+            state.slot_state[slot] = IDLE
+
+        # Free slots, those that must stop now first: each new member joins the least loaded
+        # bracket that can still afford it.
+        free = sorted(not_promoted) + [
+            int(s) for s in np.flatnonzero(state.slot_state == IDLE) if s not in not_promoted
+        ]
+        if refill_completed:
+            free += [int(s) for s in np.flatnonzero(state.slot_state == DONE) if s != incumbent]
+        wanted: list[tuple[int, int]] = []
+        previous = {}
+        for slot in free:
+            bracket = _least_loaded(state)
+            if bracket < 0:
+                break
+            previous[slot] = (state.slot_state[slot], state.slot_bracket[slot])
+            state.slot_bracket[slot] = bracket
+            state.slot_rung[slot] = 0
+            state.slot_state[slot] = RUNNING
+            wanted.append((slot, bracket))
 
         strategy_state = state.strategy_state
         if told_configs:
@@ -423,39 +472,27 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
         refill: dict[int, Config] = {}
         if wanted:
             configs, strategy_state = strategy.ask(strategy_state, len(wanted))
-            refill = {slot: dict(c) for slot, c in zip(wanted, configs, strict=False)}
-            for slot in wanted[len(configs):]:  # the strategy ran out of configurations
-                slot_state[slot] = IDLE
-        stop = [s for s in not_promoted if s not in refill]
+            for (slot, bracket), config in zip(wanted, configs, strict=False):
+                refill[slot] = dict(config)
+                state.num_started[bracket] += 1
+            for slot, _ in wanted[len(configs):]:  # the strategy ran out of configurations
+                state.slot_state[slot], state.slot_bracket[slot] = previous[slot]
+        stop = sorted(s for s in not_promoted if s not in refill)
         last_step = step.copy()
         for slot in refill:
             last_step[slot] = 0
-        new_state = state._replace(
+        state = state._replace(
             strategy_state=strategy_state,
-            slot_rung=slot_rung,
-            slot_state=slot_state,
             last_step=last_step,
             rung_scores=tuple(tuple(r) for r in rung_scores),
-            retired_steps=retired,
-            spent=spent,
-            num_started=state.num_started + len(refill),
+            incumbent=incumbent,
+            incumbent_loss=incumbent_loss,
         )
         if not stop and not refill:
-            return None, new_state
-        return engine.PopulationUpdate(stop=sorted(stop), refill=refill), new_state
+            return None, state
+        return engine.PopulationUpdate(stop=stop, refill=refill), state
 
     return engine.Scheduler(init, update)
-
-
-def _partition(num_slots: int, sizes: Sequence[int]) -> np.ndarray:
-    """Slots per bracket proportional to ``sizes`` (largest remainder, at least one each)."""
-    sizes = np.asarray(sizes, np.float64)
-    num_brackets = len(sizes)
-    share = 1 + (num_slots - num_brackets) * sizes / sizes.sum()
-    counts = np.floor(share).astype(np.int64)
-    for index in np.argsort(-(share - counts), kind="stable")[: num_slots - counts.sum()]:
-        counts[index] += 1
-    return np.repeat(np.arange(num_brackets), counts)
 
 
 def _group_space(space: Space, config: Mapping[str, Any]) -> Space:
