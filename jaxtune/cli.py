@@ -51,6 +51,8 @@ MODELS = ("mlp", "cnn", "linear")
 #: Environment variable: when set (to anything but ``""``/``0``/``false``/``no``), input
 #: errors are re-raised with their traceback instead of printed as one line.
 DEBUG_ENV = "JAXTUNE_DEBUG"
+#: ``--batch-size`` when not given (capped at the number of training rows).
+DEFAULT_BATCH_SIZE = 128
 
 
 class CliError(ValueError):
@@ -186,7 +188,13 @@ def _parser() -> argparse.ArgumentParser:
         help="configs per ask/tell round (default: all at once; bayes: a quarter)",
     )
     sweep.add_argument("--num-steps", type=int, default=500, help="training steps per member")
-    sweep.add_argument("--batch-size", type=int, default=128, help="0 for full batch")
+    sweep.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"minibatch rows (default {DEFAULT_BATCH_SIZE}, or the whole training set when "
+        "smaller; 0 for full batch)",
+    )
     sweep.add_argument("--steps-per-segment", type=int, default=50)
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="member seeds")
     sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
@@ -290,7 +298,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     _check_positive(
         args, "num_configs", "num_steps", "steps_per_segment", "population_size", "grid_points"
     )
-    if args.batch_size < 0:
+    if args.batch_size is not None and args.batch_size < 0:
         raise CliError(f"--batch-size must be >= 0 (0 = full batch), got {args.batch_size}")
     if args.top < 0:
         raise CliError(f"--top must be >= 0, got {args.top}")
@@ -302,7 +310,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from jaxtune import data, task
     from jaxtune.progress import ProgressBar
     from jaxtune.space import Space
-    from jaxtune.tune import _metric_mode, tune
+    from jaxtune.tuning import metric_mode, tune
 
     space = Space.from_file(args.space)
     entry = STRATEGIES[args.strategy]
@@ -318,7 +326,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         the_task = task.regression_task(args.model, input_shape=input_shape)
         metric = args.metric or "valid_mse"
     try:
-        mode = _metric_mode(the_task, metric, None)
+        mode = metric_mode(the_task, metric, None)
     except ValueError as error:
         raise CliError(f"--metric: {error}") from error
     num_configs = args.num_configs
@@ -328,8 +336,21 @@ def run_sweep(args: argparse.Namespace) -> int:
     if population_size is None and entry.default_rounds > 1:
         population_size = max(1, math.ceil(num_configs / entry.default_rounds))
 
-    use_cpu_cores()  # first JAX computation below: the split of the data
-    split = data.standardize(data.train_valid_test_split(dataset, seed=args.seed))
+    split = data.standardize(data.train_valid_test_split(dataset, seed=args.seed))  # numpy
+    num_train = len(split.y_train)
+    if args.batch_size is None:
+        batch_size: int | None = min(DEFAULT_BATCH_SIZE, num_train)
+    elif args.batch_size == 0:
+        batch_size = None
+    elif args.batch_size > num_train:
+        raise CliError(
+            f"--batch-size {args.batch_size} is larger than the {num_train} training rows of "
+            f"{args.dataset!r}; lower it, or pass 0 for full-batch training"
+        )
+    else:
+        batch_size = args.batch_size
+
+    use_cpu_cores()  # before the first JAX computation
     progress = ProgressBar(
         num_configs * len(args.seeds) * args.num_steps, metric=metric, mode=mode,
         enabled=not args.quiet,
@@ -340,7 +361,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         num_steps=args.num_steps,
         population_size=population_size,
         seeds=args.seeds,
-        batch_size=args.batch_size or None,
+        batch_size=batch_size,
         steps_per_segment=args.steps_per_segment,
         metric=metric,
         mode=mode,

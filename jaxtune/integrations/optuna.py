@@ -1,0 +1,447 @@
+"""Optuna: export a sweep as a study, and use any Optuna sampler as a jaxtune strategy.
+
+Needs ``optuna`` (``pip install jaxtune[integrations]``); it is imported when a function here is
+called, not when this module is imported.
+
+How jaxtune parameters map to Optuna distributions:
+
+* :class:`~jaxtune.space.Float` -> ``FloatDistribution(low, high, log=log)``;
+* :class:`~jaxtune.space.Int` -> ``IntDistribution(low, high, log=log)``;
+* :class:`~jaxtune.space.Choice` -> ``CategoricalDistribution(values)``. Optuna's categories
+  must be ``None``, ``bool``, ``int``, ``float`` or ``str``; a Choice holding anything else
+  (tuples such as ``hidden_sizes``), or mixing bools with numbers (Optuna would confuse ``True``
+  and ``1``), is offered to Optuna as the JSON text of each value (``"[64, 64]"``) and mapped back;
+* :class:`~jaxtune.space.Fixed` -> not suggested: the strategy sets it directly, the export
+  stores it as a trial user attribute ``"fixed.<name>"``.
+
+Example:
+    >>> import optuna                                               # doctest: +SKIP
+    >>> study = export_to_optuna(results, storage="sqlite:///sweep.db", study_name="digits")
+    >>> # optuna-dashboard sqlite:///sweep.db                        # doctest: +SKIP
+    >>> strategy = optuna_strategy(lambda seed: optuna.samplers.TPESampler(seed=seed))
+    >>> results = jt.tune(task, split, space, strategy, num_configs=64, population_size=16,
+    ...                   num_steps=200)                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from jaxtune.results import Results
+from jaxtune.space import Choice, Fixed, Float, Int, Param, Space
+from jaxtune.strategies.base import Config, Strategy, check_num, sanitize_scores
+
+if TYPE_CHECKING:
+    import jax
+    import optuna
+
+__all__ = ["OptunaState", "export_to_optuna", "optuna_strategy"]
+
+_INSTALL_HINT = "pip install jaxtune[integrations]"
+_CATEGORY_TYPES = (type(None), bool, int, float, str)
+_DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
+
+
+def _optuna() -> Any:
+    """Imports Optuna, or says how to install it."""
+    try:
+        import optuna
+    except ImportError as error:
+        raise ImportError(
+            f"jaxtune.integrations.optuna needs Optuna, which is not installed: {_INSTALL_HINT} "
+            "(or pip install optuna)"
+        ) from error
+    return optuna
+
+
+# --------------------------------------------------------------------------------------------
+# Space <-> Optuna distributions
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_thaw(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _thaw(item) for key, item in value.items()}
+    return value
+
+
+def _label(value: Any) -> str:
+    return json.dumps(_thaw(value), sort_keys=True, default=repr)
+
+
+def _needs_labels(values: Sequence[Any]) -> bool:
+    """Whether Optuna cannot hold these category values as they are."""
+    if not all(type(value) in _CATEGORY_TYPES for value in values):
+        return True
+    has_bool = any(isinstance(value, bool) for value in values)
+    has_number = any(isinstance(value, int | float) and not isinstance(value, bool)
+                     for value in values)
+    return has_bool and has_number
+
+
+class _ParamMap(NamedTuple):
+    """How one searchable parameter travels to Optuna and back."""
+
+    distribution: Any  # optuna.distributions.BaseDistribution
+    values: tuple[Any, ...] | None  # Choice values when offered as labels, else None
+
+    def to_optuna(self, value: Any) -> Any:
+        if self.values is None:
+            return value
+        return _label(value)
+
+    def from_optuna(self, value: Any) -> Any:
+        if self.values is None:
+            return value
+        return self.values[[_label(v) for v in self.values].index(value)]
+
+
+def _param_map(param: Param) -> _ParamMap:
+    distributions = _optuna().distributions
+    if isinstance(param, Float):
+        return _ParamMap(distributions.FloatDistribution(param.low, param.high, log=param.log),
+                         None)
+    if isinstance(param, Int):
+        return _ParamMap(distributions.IntDistribution(param.low, param.high, log=param.log),
+                         None)
+    if isinstance(param, Choice):
+        if _needs_labels(param.values):
+            labels = tuple(_label(value) for value in param.values)
+            return _ParamMap(distributions.CategoricalDistribution(labels), tuple(param.values))
+        return _ParamMap(distributions.CategoricalDistribution(param.values), None)
+    raise TypeError(f"a Fixed parameter is not searched and has no distribution: {param!r}")
+
+
+def _space_maps(space: Space) -> dict[str, _ParamMap]:
+    """Name -> mapping for every searchable (non-Fixed) parameter, in the space's order."""
+    return {name: _param_map(space[name]) for name in space.searchable_names}
+
+
+def _infer_param(values: Sequence[Any]) -> Param:
+    """A parameter that holds every observed value (for sweeps saved without their space)."""
+    unique: dict[str, Any] = {}
+    for value in values:
+        unique.setdefault(_label(value), value)
+    distinct = list(unique.values())
+    if len(distinct) == 1:
+        return Fixed(distinct[0])
+    reals = [v for v in distinct if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(reals) == len(distinct) and all(math.isfinite(v) for v in reals):
+        low, high = min(reals), max(reals)
+        if low == high:  # e.g. 1 and 1.0: equal values of two types
+            return Fixed(distinct[0])
+        if all(isinstance(v, int) for v in reals):
+            return Int(int(low), int(high))
+        return Float(float(low), float(high), log=bool(low > 0 and high / low >= 100))
+    return Choice(distinct)
+
+
+def _contains(name: str, param: Param, values: Sequence[Any]) -> bool:
+    checker = Space({name: param})
+    try:
+        for value in values:
+            checker.validate_config({name: value})
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _params_of(results: Results) -> dict[str, Param]:
+    """One parameter per hyperparameter of ``results``: from its saved space where that space
+    holds every value, else inferred from the values (e.g. a space missing from the metadata,
+    or values changed by a scheduler)."""
+    saved = results.metadata.get("space")
+    space = Space.from_dict(saved) if isinstance(saved, Mapping) else None
+    params: dict[str, Param] = {}
+    for name in results.hp_names:
+        values = [row.config[name] for row in results if name in row.config]
+        param = space[name] if space is not None and name in space else None
+        if param is None or not _contains(name, param, values):
+            param = _infer_param(values)
+        params[name] = param
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def _json_attr(value: Any) -> Any:
+    """A value Optuna's storages can write (they JSON-encode attributes): non-finite -> None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, tuple | list):
+        return [_json_attr(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_attr(item) for key, item in value.items()}
+    return value
+
+
+def export_to_optuna(
+    results: Results,
+    storage: str | Any | None = None,
+    study_name: str | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    load_if_exists: bool = False,
+) -> optuna.Study:
+    """Copies a sweep into an Optuna study: one finished trial per member.
+
+    Each trial gets:
+
+    * ``params`` and ``distributions`` from the member's config and the space saved in
+      ``results.metadata["space"]`` (see the module docstring for the mapping; without a saved
+      space, or for a value outside it, the distribution is inferred from the values seen);
+      Fixed parameters become user attributes ``"fixed.<name>"``;
+    * ``value``: the member's final ``metric``; ``state``: ``COMPLETE``, ``FAIL`` when it
+      diverged or the metric is missing or not finite (no value), ``PRUNED`` when a scheduler
+      stopped it (the value is its final metric);
+    * ``intermediate_values``: the learning curve of ``metric`` at its ``curve_steps``;
+    * user attributes ``member_id``, ``seed``, ``fold``, ``static_group``, ``status``,
+      ``diverged_step``, ``wall_time_s`` and every final metric as ``"metrics.<name>"``.
+
+    The study's user attributes hold ``"jaxtune.metric"`` and ``"jaxtune.space"`` (when saved).
+    Trials are numbered in row order.
+
+    Args:
+      results: the sweep.
+      storage: an Optuna storage or URL, e.g. ``"sqlite:///sweep.db"`` (``optuna-dashboard
+        sqlite:///sweep.db`` then shows it); ``None`` keeps the study in memory.
+      study_name: the study's name (default: Optuna's generated one).
+      metric: the trial value (default: ``results.metadata["metric"]``, else
+        ``"valid_accuracy"``).
+      direction: ``"maximize"``/``"max"`` or ``"minimize"``/``"min"`` (default: the sweep's
+        mode for its metric, else ``"maximize"``).
+      load_if_exists: add to an existing study of that name instead of failing.
+
+    Returns:
+      The ``optuna.Study``.
+
+    Raises:
+      ImportError: Optuna is not installed.
+      ValueError: an unknown metric or direction.
+    """
+    optuna = _optuna()
+    if not isinstance(results, Results):
+        raise TypeError(f"results must be jaxtune Results, got {type(results).__name__}")
+    metric = metric or results.metadata.get("metric", "valid_accuracy")
+    if metric not in results.metric_names:
+        raise ValueError(
+            f"metric {metric!r} is not in the results; available metrics: {results.metric_names}"
+        )
+    if direction is None:
+        same = results.metadata.get("metric") == metric
+        direction = results.metadata.get("mode", "max") if same else "max"
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"direction={direction!r} must be one of {sorted(_DIRECTIONS)}")
+
+    params = _params_of(results)
+    maps = {name: _param_map(p) for name, p in params.items() if not isinstance(p, Fixed)}
+    trials = []
+    for row in results:
+        value = row.metrics.get(metric, math.nan)
+        if row.status == "diverged" or not math.isfinite(value):
+            state, value = optuna.trial.TrialState.FAIL, None
+        elif row.status == "stopped":
+            state = optuna.trial.TrialState.PRUNED
+        else:
+            state = optuna.trial.TrialState.COMPLETE
+        curve = row.curves.get(metric, [])
+        user_attrs = {
+            "member_id": row.member_id,
+            "seed": row.seed,
+            "fold": row.fold,
+            "static_group": row.static_group,
+            "status": row.status,
+            "diverged_step": row.diverged_step,
+            "wall_time_s": _json_attr(row.wall_time_s),
+            **{f"metrics.{k}": _json_attr(v) for k, v in row.metrics.items()},
+            **{
+                f"fixed.{name}": _json_attr(row.config[name])
+                for name, p in params.items()
+                if isinstance(p, Fixed) and name in row.config
+            },
+        }
+        trials.append(
+            optuna.trial.create_trial(
+                state=state,
+                value=value,
+                params={
+                    name: m.to_optuna(row.config[name])
+                    for name, m in maps.items()
+                    if name in row.config
+                },
+                distributions={
+                    name: m.distribution for name, m in maps.items() if name in row.config
+                },
+                user_attrs=user_attrs,
+                intermediate_values={
+                    int(step): float(v) for step, v in zip(row.curve_steps, curve, strict=False)
+                },
+            )
+        )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction=_DIRECTIONS[direction],
+        load_if_exists=load_if_exists,
+    )
+    study.set_user_attr("jaxtune.metric", metric)
+    if "space" in results.metadata:
+        study.set_user_attr("jaxtune.space", _json_attr(dict(results.metadata["space"])))
+    study.add_trials(trials)
+    return study
+
+
+# --------------------------------------------------------------------------------------------
+# Strategy
+
+
+class OptunaState(NamedTuple):
+    """State of :func:`optuna_strategy`. **Not a pure value**: it wraps a mutable study.
+
+    ``ask`` and ``tell`` change ``study`` in place (Optuna's ask/tell API), so an older state
+    is not a snapshot: asking twice from the same state gives different configs, and ``tell``
+    must follow ``ask`` in order. The other fields are replaced, as in every jaxtune strategy.
+
+    Attributes:
+      space: the search space.
+      study: the Optuna study (direction ``"minimize"``: jaxtune scores are losses).
+      maps: name -> how a searchable parameter maps to its Optuna distribution.
+      pending: ``(trial_number, config)`` of every config asked and not yet told, in ask order.
+      num_asked: how many configs have been asked.
+    """
+
+    space: Space
+    study: Any  # optuna.Study
+    maps: Mapping[str, _ParamMap]
+    pending: tuple[tuple[int, Config], ...]
+    num_asked: int
+
+
+def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return _label(dict(a)) == _label(dict(b))
+
+
+def optuna_strategy(
+    sampler: optuna.samplers.BaseSampler | Callable[[int], optuna.samplers.BaseSampler] | None,
+    *,
+    storage: str | Any | None = None,
+    study_name: str | None = None,
+) -> Strategy:
+    """Any Optuna sampler as a jaxtune :class:`~jaxtune.strategies.Strategy`, via ask/tell.
+
+    ``ask(state, num)`` asks Optuna for ``num`` trials in a row (a *batch*; the whole batch is
+    then trained as one population) and ``tell(state, configs, scores)`` tells their losses back,
+    in the same order. A non-finite score (a diverged member) is told as ``TrialState.FAIL``.
+    Samplers that learn from results see a batch only after it is told, so a batch is proposed
+    from the same history; for TPE, ``TPESampler(constant_liar=True)`` spreads a batch out.
+
+    Searchable parameters become Optuna distributions (module docstring); Fixed parameters are
+    not suggested but set in every config directly.
+
+    **Purity**: unlike jaxtune's own strategies, the state wraps a mutable ``optuna.Study``
+    (:class:`OptunaState`): ``ask`` and ``tell`` change it in place, so a state cannot be
+    re-used to ask again, and calls must come in order (ask, then tell those configs, ...).
+    Each ``init`` makes a fresh study and a fresh sampler, so two sweeps do not share one.
+
+    Args:
+      sampler: an Optuna sampler (deep-copied at each ``init``; give it ``seed=`` for repeatable
+        runs), or a function ``seed -> sampler`` called at ``init`` with a seed drawn from the
+        ``init`` key, so the jaxtune sweep seed fixes the proposals; ``None``: Optuna's default
+        (TPE) seeded that way.
+      storage: an Optuna storage or URL for the study (e.g. ``"sqlite:///tune.db"`` to watch it
+        in ``optuna-dashboard`` while it runs); ``None``: in memory.
+      study_name: the study's name when ``storage`` is given (default: Optuna's generated one).
+
+    Returns:
+      A :class:`~jaxtune.strategies.Strategy` whose state is an :class:`OptunaState`.
+
+    Raises:
+      ImportError: Optuna is not installed (raised by ``init``).
+
+    Example:
+      >>> import jax, optuna                                         # doctest: +SKIP
+      >>> from jaxtune.space import Float, Space
+      >>> strategy = optuna_strategy(optuna.samplers.TPESampler(seed=0))
+      >>> state = strategy.init(Space({"x": Float(-2.0, 2.0)}), jax.random.PRNGKey(0))
+      >>> configs, state = strategy.ask(state, 4)
+      >>> state = strategy.tell(state, configs, [c["x"] ** 2 for c in configs])
+    """
+
+    def init(space: Space, key: jax.Array) -> OptunaState:
+        optuna = _optuna()
+        import jax
+
+        if not isinstance(space, Space):
+            raise TypeError(f"init(space, key): space must be a Space, got {type(space).__name__}")
+        seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+        if sampler is None:
+            chosen = optuna.samplers.TPESampler(seed=seed)
+        elif isinstance(sampler, optuna.samplers.BaseSampler):
+            chosen = copy.deepcopy(sampler)
+        elif callable(sampler):
+            chosen = sampler(seed)
+            if not isinstance(chosen, optuna.samplers.BaseSampler):
+                raise TypeError(
+                    f"optuna_strategy(sampler): the function returned {type(chosen).__name__}, "
+                    "not an optuna sampler"
+                )
+        else:
+            raise TypeError(
+                f"optuna_strategy(sampler): expected an optuna sampler or a function seed -> "
+                f"sampler, got {type(sampler).__name__}"
+            )
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, sampler=chosen, direction="minimize"
+        )
+        return OptunaState(space, study, _space_maps(space), (), 0)
+
+    def ask(state: OptunaState, num: int) -> tuple[list[Config], OptunaState]:
+        num = check_num(num)
+        distributions = {name: m.distribution for name, m in state.maps.items()}
+        configs, asked = [], []
+        for _ in range(num):
+            trial = state.study.ask(distributions)
+            config = {}
+            for name, param in state.space.items():
+                if isinstance(param, Fixed):
+                    config[name] = param.value
+                else:
+                    config[name] = state.maps[name].from_optuna(trial.params[name])
+            configs.append(config)
+            asked.append((trial.number, dict(config)))
+        return configs, state._replace(
+            pending=state.pending + tuple(asked), num_asked=state.num_asked + num
+        )
+
+    def tell(state: OptunaState, configs: list[Config], scores: Any) -> OptunaState:
+        optuna = _optuna()
+        scores = sanitize_scores(scores, len(configs))
+        if len(configs) > len(state.pending):
+            raise ValueError(
+                f"tell got {len(configs)} configs but only {len(state.pending)} are pending; "
+                "tell the configs returned by ask, once each."
+            )
+        told = state.pending[: len(configs)]
+        for i, ((_, asked), config) in enumerate(zip(told, configs, strict=True)):
+            if not _same_config(asked, config):
+                raise ValueError(
+                    f"tell: configs[{i}] = {dict(config)!r} is not the config asked next "
+                    f"({asked!r}); tell the configs of ask in the order ask returned them."
+                )
+        for (number, _), score in zip(told, scores, strict=True):
+            if np.isfinite(score):
+                state.study.tell(number, float(score))
+            else:
+                state.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        return state._replace(pending=state.pending[len(configs) :])
+
+    return Strategy(init, ask, tell)
