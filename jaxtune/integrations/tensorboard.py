@@ -23,7 +23,9 @@ records themselves are tensorboardX's (``tensorboardX.summary.hparams``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +60,18 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     if isinstance(value, tuple | list):
         value = [_hparam_value(item) for item in value]
     return json.dumps(value, default=repr)
+
+
+@contextlib.contextmanager
+def _quiet_nan_warnings() -> Any:
+    """Silences tensorboardX's "NaN or Inf found" log line: a diverged member's NaN is data."""
+    logger = logging.getLogger("tensorboardX.x2num")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _run_name(member_id: int) -> str:
@@ -171,7 +185,10 @@ def write_tensorboard(results: Results, logdir: str | os.PathLike[str]) -> Path:
         final_step = row.curve_steps[-1] if row.curve_steps else 0
         metric_dict = {f"final/{name}": value for name, value in row.metrics.items()}
         metric_tags.update(dict.fromkeys(metric_dict))
-        with tensorboardx.SummaryWriter(logdir=str(logdir / _run_name(row.member_id))) as writer:
+        with (
+            tensorboardx.SummaryWriter(logdir=str(logdir / _run_name(row.member_id))) as writer,
+            _quiet_nan_warnings(),
+        ):
             for name, values in row.curves.items():
                 for step, value in zip(row.curve_steps, values, strict=True):
                     writer.add_scalar(name, value, global_step=step)

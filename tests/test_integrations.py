@@ -1,0 +1,380 @@
+"""Tests for jaxtune.integrations: TensorBoard event files and the Optuna bridge.
+
+The TensorBoard files are read back byte by byte (TFRecord framing, tensorboardX's bundled
+protobufs), so the test needs neither TensorBoard nor TensorFlow. The Optuna study is written to
+SQLite in ``tmp_path`` and reloaded with ``optuna.load_study``, as optuna-dashboard would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("optuna")
+pytest.importorskip("tensorboardX")
+
+import optuna
+from tensorboardX.proto.api_pb2 import Status
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+import jaxtune as jt
+from jaxtune.integrations import export_to_optuna, optuna_strategy, write_tensorboard
+from jaxtune.results import MemberResult, Results
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = jt.Space(
+    {
+        "learning_rate": jt.Float(1e-4, 1.0, log=True),
+        "dropout": jt.Float(0.0, 0.5),
+        "depth": jt.Int(1, 8, log=True),
+        "hidden_sizes": jt.Choice([(16,), (32, 32)]),
+        "optimizer": jt.Fixed("adam"),
+    }
+)
+STEPS = [0, 10, 20, 30]
+
+
+def make_results() -> Results:
+    """Five members: three completed, one diverged (NaN metrics), one stopped by a scheduler."""
+    rows = []
+    for i in range(5):
+        status = {3: "diverged", 4: "stopped"}.get(i, "completed")
+        accuracy = 0.5 + 0.1 * i
+        curve = [0.1 + (accuracy - 0.1) * s / STEPS[-1] for s in STEPS]
+        if status == "diverged":
+            accuracy, curve = math.nan, [*curve[:2], math.nan, math.nan]
+        steps = STEPS[:3] if status == "stopped" else STEPS
+        curve = curve[: len(steps)]
+        rows.append(
+            MemberResult(
+                member_id=10 + i,
+                config={
+                    "learning_rate": 10.0 ** (-4 + i),
+                    "dropout": 0.1 * i,
+                    "depth": [1, 2, 4, 8, 3][i],
+                    "hidden_sizes": (16,) if i % 2 else (32, 32),
+                    "optimizer": "adam",
+                },
+                seed=i % 2,
+                fold=None,
+                static_group=f"group{i % 2}",
+                status=status,
+                diverged_step=20 if status == "diverged" else None,
+                metrics={"valid_accuracy": accuracy, "valid_loss": 1.0 - accuracy},
+                curve_steps=steps,
+                curves={"valid_accuracy": curve, "valid_loss": [1.0 - v for v in curve]},
+                wall_time_s=0.25 * i,
+            )
+        )
+    metadata = {"space": SPACE.to_dict(), "metric": "valid_accuracy", "mode": "max"}
+    return Results(rows, metadata)
+
+
+# --------------------------------------------------------------------------------------------
+# TensorBoard
+
+
+def read_events(path: Path) -> list[Event]:
+    """Every Event of a TFRecord file: [uint64 length][uint32 crc][data][uint32 crc] records."""
+    data, events, position = path.read_bytes(), [], 0
+    while position < len(data):
+        (length,) = struct.unpack("<Q", data[position : position + 8])
+        position += 12
+        events.append(Event.FromString(data[position : position + length]))
+        position += length + 4
+    assert position == len(data)
+    return events
+
+
+def read_run(run: Path) -> tuple[dict[str, dict[int, float]], dict[str, HParamsPluginData]]:
+    """Scalars (tag -> step -> value) and hparams plugin records (tag -> data) of one run."""
+    files = sorted(run.glob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    scalars: dict[str, dict[int, float]] = {}
+    plugins: dict[str, HParamsPluginData] = {}
+    for event in read_events(files[0]):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                plugins[value.tag] = HParamsPluginData.FromString(
+                    value.metadata.plugin_data.content
+                )
+            elif value.WhichOneof("value") == "simple_value":
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars, plugins
+
+
+def hparam_values(session) -> dict[str, object]:
+    out = {}
+    for name, value in session.session_start_info.hparams.items():
+        out[name] = getattr(value, value.WhichOneof("kind"))
+    return out
+
+
+def test_tensorboard_one_run_per_member_with_curves_metrics_and_hparams(tmp_path):
+    results = make_results()
+    logdir = write_tensorboard(results, tmp_path / "tb")
+    assert logdir == tmp_path / "tb"
+    runs = sorted(p.name for p in logdir.iterdir() if p.is_dir())
+    assert runs == [f"member_{row.member_id:05d}" for row in results]
+    for row in results:
+        scalars, plugins = read_run(logdir / f"member_{row.member_id:05d}")
+        for name, curve in row.curves.items():
+            assert sorted(scalars[name]) == row.curve_steps
+            np.testing.assert_allclose(
+                [scalars[name][s] for s in row.curve_steps], curve, rtol=1e-6, equal_nan=True
+            )
+        for name, value in row.metrics.items():
+            # final metrics at the member's last curve step, float32 precision
+            assert list(scalars[f"final/{name}"]) == [row.curve_steps[-1]]
+            np.testing.assert_allclose(
+                scalars[f"final/{name}"][row.curve_steps[-1]], value, rtol=1e-6, equal_nan=True
+            )
+        hparams = hparam_values(plugins["_hparams_/session_start_info"])
+        assert hparams["learning_rate"] == pytest.approx(row.config["learning_rate"])
+        assert hparams["dropout"] == pytest.approx(row.config["dropout"])
+        assert hparams["depth"] == row.config["depth"]
+        assert hparams["hidden_sizes"] == str(list(row.config["hidden_sizes"]))
+        assert hparams["optimizer"] == "adam"
+        assert hparams["seed"] == row.seed
+        assert hparams["status"] == row.status
+        assert hparams["static_group"] == row.static_group
+        assert "fold" not in hparams  # no member has a fold
+        end = plugins["_hparams_/session_end_info"].session_end_info.status
+        expected = "STATUS_FAILURE" if row.status == "diverged" else "STATUS_SUCCESS"
+        assert end == Status.Value(expected)
+
+
+def test_tensorboard_root_experiment_lists_domains_and_final_metrics(tmp_path):
+    results = make_results()
+    logdir = write_tensorboard(results, tmp_path)
+    _, plugins = read_run(logdir)
+    experiment = plugins["_hparams_/experiment"].experiment
+    infos = {info.name: info for info in experiment.hparam_infos}
+    assert set(infos) == {*SPACE.names, "seed", "static_group", "status"}
+    lr = infos["learning_rate"].domain_interval
+    assert (lr.min_value, lr.max_value) == pytest.approx((1e-4, 1.0))
+    assert (infos["depth"].domain_interval.min_value, infos["depth"].domain_interval.max_value) == (
+        1.0,
+        8.0,
+    )
+    statuses = sorted(v.string_value for v in infos["status"].domain_discrete.values)
+    assert statuses == ["completed", "diverged", "stopped"]
+    shapes = sorted(v.string_value for v in infos["hidden_sizes"].domain_discrete.values)
+    assert shapes == ["[16]", "[32, 32]"]
+    tags = sorted(m.name.tag for m in experiment.metric_infos)
+    assert tags == ["final/valid_accuracy", "final/valid_loss"]
+
+
+def test_tensorboard_fold_is_an_hparam_when_used(tmp_path):
+    rows = [dataclasses.replace(row, fold=row.member_id % 2) for row in make_results()]
+    logdir = write_tensorboard(Results(rows), tmp_path)
+    _, plugins = read_run(logdir / "member_00011")
+    assert hparam_values(plugins["_hparams_/session_start_info"])["fold"] == 1
+
+
+def test_tensorboard_rejects_non_results(tmp_path):
+    with pytest.raises(TypeError, match="Results"):
+        write_tensorboard([1, 2], tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Optuna export
+
+
+def test_export_to_sqlite_reloads_trials_params_values_and_states(tmp_path):
+    results = make_results()
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    export_to_optuna(results, storage=storage, study_name="sweep")
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.user_attrs["jaxtune.metric"] == "valid_accuracy"
+    assert study.user_attrs["jaxtune.space"] == SPACE.to_dict()
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == len(results)
+    states = [t.state for t in trials]
+    TrialState = optuna.trial.TrialState
+    assert states == [TrialState.COMPLETE] * 3 + [TrialState.FAIL, TrialState.PRUNED]
+    for trial, row in zip(trials, results, strict=True):
+        dists = trial.distributions
+        assert dists["learning_rate"] == optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)
+        assert dists["dropout"] == optuna.distributions.FloatDistribution(0.0, 0.5)
+        assert dists["depth"] == optuna.distributions.IntDistribution(1, 8, log=True)
+        assert dists["hidden_sizes"] == optuna.distributions.CategoricalDistribution(
+            ["[16]", "[32, 32]"]
+        )
+        assert "optimizer" not in trial.params
+        assert trial.user_attrs["fixed.optimizer"] == "adam"
+        assert trial.params["learning_rate"] == row.config["learning_rate"]
+        assert trial.params["depth"] == row.config["depth"]
+        assert trial.params["hidden_sizes"] == str(list(row.config["hidden_sizes"]))
+        assert trial.user_attrs["member_id"] == row.member_id
+        assert trial.user_attrs["status"] == row.status
+        if row.status == "diverged":
+            assert trial.value is None
+            assert trial.user_attrs["metrics.valid_accuracy"] is None
+            assert trial.user_attrs["diverged_step"] == 20
+        else:
+            assert trial.value == pytest.approx(row.metrics["valid_accuracy"])
+            expected = dict(zip(row.curve_steps, row.curves["valid_accuracy"], strict=True))
+            assert trial.intermediate_values == pytest.approx(expected)
+    assert study.best_trial.user_attrs["member_id"] == 12  # best completed member
+
+
+def test_export_metric_direction_and_errors(tmp_path):
+    results = make_results()
+    study = export_to_optuna(results, metric="valid_loss", direction="min")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.best_trial.user_attrs["member_id"] == 12
+    with pytest.raises(ValueError, match="metric 'valid_nope'"):
+        export_to_optuna(results, metric="valid_nope")
+    with pytest.raises(ValueError, match="direction"):
+        export_to_optuna(results, direction="up")
+    with pytest.raises(TypeError, match="Results"):
+        export_to_optuna(list(results))
+
+
+def test_export_without_saved_space_infers_distributions():
+    results = Results(list(make_results()))  # no metadata
+    study = export_to_optuna(results)
+    trial = study.trials[0]
+    lr = trial.distributions["learning_rate"]
+    assert (lr.low, lr.high, lr.log) == (1e-4, 1.0, True)  # spread >= 100x: log
+    depth = trial.distributions["depth"]
+    assert (depth.low, depth.high) == (1, 8)
+    assert "optimizer" not in trial.distributions  # one value seen: fixed
+    assert trial.user_attrs["fixed.optimizer"] == "adam"
+
+
+# --------------------------------------------------------------------------------------------
+# Optuna samplers as strategies
+
+
+def quadratic(config) -> float:
+    return (config["x"] - 0.5) ** 2 + (config["y"] + 0.3) ** 2
+
+
+@pytest.mark.parametrize("kind", ["tpe", "cmaes"])
+def test_strategy_ask_tell_minimizes_a_quadratic(kind):
+    if kind == "cmaes":
+        pytest.importorskip("cmaes")
+    space = jt.Space({"x": jt.Float(-2.0, 2.0), "y": jt.Float(-2.0, 2.0), "c": jt.Fixed(1)})
+
+    def sampler(seed):
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=0, popsize=6)
+
+    strategy = optuna_strategy(sampler)
+    state = strategy.init(space, jax.random.PRNGKey(0))
+    best_by_round = []
+    for _ in range(8):
+        configs, state = strategy.ask(state, 6)
+        assert len(state.pending) == 6
+        for config in configs:
+            space.validate_config(config)
+            assert config["c"] == 1
+        scores = [quadratic(c) for c in configs]
+        state = strategy.tell(state, configs, scores)
+        assert state.pending == ()
+        best_by_round.append(min(scores))
+    trials = state.study.trials
+    assert len(trials) == state.num_asked == 48
+    assert [t.value for t in trials[-6:]] == pytest.approx(scores)
+    # Learning from the scores: the last rounds beat the random first round.
+    assert min(best_by_round[-3:]) < best_by_round[0]
+    assert min(best_by_round) < 0.05
+    if kind == "cmaes":  # proposals after the first told batch come from CMA-ES itself
+        assert all("cma:generation" in t.system_attrs for t in trials[6:])
+
+
+def test_strategy_same_seed_same_proposals_and_fail_for_inf():
+    space = jt.Space({"x": jt.Float(-2.0, 2.0), "y": jt.Float(-2.0, 2.0)})
+    strategy = optuna_strategy(None)  # default TPE, seeded from the init key
+    runs = []
+    for _ in range(2):
+        state = strategy.init(space, jax.random.PRNGKey(3))
+        configs, state = strategy.ask(state, 3)
+        state = strategy.tell(state, configs, [1.0, math.inf, math.nan])
+        runs.append(configs)
+    assert runs[0] == runs[1]
+    states = [t.state for t in state.study.trials]
+    TrialState = optuna.trial.TrialState
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+
+
+def test_strategy_tell_checks_order_and_count():
+    space = jt.Space({"x": jt.Float(-2.0, 2.0)})
+    strategy = optuna_strategy(optuna.samplers.RandomSampler(seed=0))
+    state = strategy.init(space, jax.random.PRNGKey(0))
+    configs, state = strategy.ask(state, 2)
+    with pytest.raises(ValueError, match="order"):
+        strategy.tell(state, configs[::-1], [0.0, 1.0])
+    with pytest.raises(ValueError, match="pending"):
+        strategy.tell(state, [*configs, configs[0]], [0.0, 1.0, 2.0])
+    with pytest.raises(TypeError, match="sampler"):
+        optuna_strategy("tpe").init(space, jax.random.PRNGKey(0))
+
+
+def test_choice_of_tuples_and_mixed_bools_travel_as_labels():
+    space = jt.Space(
+        {"hidden_sizes": jt.Choice([(16,), (32, 32)]), "flag": jt.Choice([True, 1, "x"])}
+    )
+    strategy = optuna_strategy(optuna.samplers.RandomSampler(seed=0))
+    state = strategy.init(space, jax.random.PRNGKey(0))
+    configs, state = strategy.ask(state, 24)
+    seen = {(c["hidden_sizes"], repr(c["flag"])) for c in configs}
+    for config in configs:
+        space.validate_config(config)
+    assert {h for h, _ in seen} == {(16,), (32, 32)}
+    assert {f for _, f in seen} == {"True", "1", "'x'"}
+
+
+@pytest.mark.parametrize("kind", ["tpe", "cmaes"])
+def test_optuna_sampler_drives_jaxtune_tune(tmp_path, kind):
+    """A few rounds of a real (tiny) sweep; the study's values are the members' scores."""
+    if kind == "cmaes":
+        pytest.importorskip("cmaes")
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    space = jt.Space(
+        {
+            "learning_rate": jt.Float(1e-3, 1.0, log=True),
+            "momentum": jt.Float(0.0, 0.9),
+            "optimizer": jt.Fixed("momentum"),
+        }
+    )
+
+    def sampler(seed):
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=0)
+
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    strategy = optuna_strategy(sampler, storage=storage, study_name="live")
+    results = jt.tune(task, split, space, strategy, num_configs=12, population_size=4,
+                      num_steps=20, steps_per_segment=10, batch_size=None, seed=0)
+    assert len(results) == 12
+    for row in results:
+        space.validate_config(row.config)
+        assert 1e-3 <= row.config["learning_rate"] <= 1.0
+        assert 0.0 <= row.config["momentum"] <= 0.9
+    study = optuna.load_study(study_name="live", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 12
+    for trial, row in zip(trials, results, strict=True):
+        assert trial.params["learning_rate"] == row.config["learning_rate"]
+        if row.status == "completed":
+            assert trial.value == pytest.approx(-row.metrics["valid_accuracy"])
+        else:
+            assert trial.state == optuna.trial.TrialState.FAIL
+    assert study.best_value == pytest.approx(-max(
+        r.metrics["valid_accuracy"] for r in results if r.status == "completed"
+    ))
