@@ -111,6 +111,14 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _is_finite(value: Any) -> bool:
+    """``math.isfinite`` for any real, False for ints too large for a float (``10**400``)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
@@ -130,7 +138,7 @@ def _check_bounds(cls_name: str, low: Any, high: Any) -> tuple[float, float]:
                 f"{cls_name}.{field} must be a number, got {value!r} ({type(value).__name__}); "
                 f"pass a number, e.g. {cls_name}(low=0.0, high=1.0)."
             )
-        if not math.isfinite(float(value)):
+        if not _is_finite(value):
             raise ValueError(f"{cls_name}.{field} = {value!r} is not finite; give finite bounds.")
     if not float(low) < float(high):
         raise ValueError(
@@ -211,7 +219,7 @@ class Float:
                 f"config[{name!r}] = {value!r} ({type(value).__name__}) must be a number "
                 f"for a Float parameter."
             )
-        if not self.low <= float(value) <= self.high:
+        if not _is_finite(value) or not self.low <= float(value) <= self.high:
             raise ValueError(
                 f"config[{name!r}] = {value!r} is outside [{self.low!r}, {self.high!r}]; "
                 "give a value inside the range of the space."
@@ -255,7 +263,7 @@ class Int:
                     f"Int.{field} must be an integer, got {value!r} ({type(value).__name__}); "
                     "pass an int, e.g. Int(low=1, high=8)."
                 )
-            if not math.isfinite(float(value)):
+            if not _is_finite(value):
                 raise ValueError(f"Int.{field} = {value!r} is not finite; give finite bounds.")
             if float(value) != int(value):
                 raise ValueError(
@@ -365,7 +373,7 @@ class Choice:
                 )
         if not self.static:
             for value in values:
-                if not _is_real(value) or not math.isfinite(float(value)):
+                if not _is_real(value) or not _is_finite(value):
                     raise ValueError(
                         f"Choice.values contains {value!r} but a dynamic Choice (static=False) "
                         "needs finite numbers; use static=True for non-numeric candidates."
