@@ -778,6 +778,11 @@ class _Layout:
         return self.put(tree, self.replicated)
 
 
+def _put_like(value: np.ndarray, template: jax.Array) -> jax.Array:
+    """A host array placed as ``template`` is (same sharding, dtype and weak type)."""
+    return jax.make_array_from_callback(value.shape, template.sharding, lambda index: value[index])
+
+
 def _to_host(tree: Any) -> Any:
     """Global arrays -> host numpy on every process (an all-gather when several processes)."""
 
@@ -836,6 +841,8 @@ def train(
     standardize: bool = False,
     batch_mode: str = "independent",
     scheduler: Scheduler | None = None,
+    checkpoint: Any = None,
+    resume: bool = False,
 ) -> Results | tuple[Results, list[Any]]:
     """Trains every configuration as one member of a vectorized population.
 
@@ -878,6 +885,11 @@ def train(
       scheduler: a :class:`Scheduler` acting between segments (halving, Hyperband, PBT).
         Members it stops are recorded as ``"stopped"``; members it starts get new ids after
         the largest of ``member_ids``.
+      checkpoint: a directory (or a :class:`jaxtune.checkpoint.Checkpointer`) to checkpoint
+        into at segment boundaries (docs/checkpointing.md); needs ``orbax-checkpoint``.
+      resume: continue the sweep checkpointed in ``checkpoint`` (from its last saved segment;
+        a directory without a checkpoint yet starts afresh). The Results equal those of an
+        uninterrupted run except ``wall_time_s`` and the compile counts.
 
     Returns:
       :class:`~jaxtune.results.Results` with one row per member, in the order of ``configs``.
@@ -923,6 +935,8 @@ def train(
         raise ValueError("member_ids must be unique.")
     if batch_mode not in ("independent", "shared"):
         raise ValueError(f"batch_mode={batch_mode!r} must be 'independent' or 'shared'.")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
     if member_rows is not None:
         member_rows = MemberRows(*(np.asarray(a) for a in member_rows))
         for field, array in zip(MemberRows._fields, member_rows, strict=True):
@@ -1022,16 +1036,37 @@ def train(
         -(-len(indices) // size) for (_, indices), size in zip(specs, chunk_sizes, strict=True)
     )
 
+    session = None
+    if checkpoint is not None:
+        from jaxtune import checkpoint as checkpoint_lib
+
+        session = checkpoint_lib.open_train_session(
+            checkpoint, resume, _checkpoint_arguments(
+                task, configs, split, static, member_seeds, folds, member_ids, num_steps,
+                batch_size, steps_per_segment, seed, pad_to, chunk_sizes, layout, evaluate_test,
+                return_params, member_rows, standardize, batch_mode, scheduler,
+            ),
+            next_id=max(member_ids) + 1,
+        )
     train_data = layout.replicate({"x": split.x_train, "y": split.y_train})
     valid_data = layout.replicate({"x": split.x_valid, "y": split.y_valid})
     test_data = layout.replicate({"x": split.x_test, "y": split.y_test}) if evaluate_test else None
-    ids = iter(range(max(member_ids) + 1, 2**62))
+    next_id = [max(member_ids) + 1 if session is None else session.next_id]
+
+    def new_member_id() -> int:
+        next_id[0] += 1
+        return next_id[0] - 1
+
     results_rows: list[MemberResult] = []
     final_params: list[Any] = []
+    chunk_index = -1
     with _CompileCounter() as counter:
         for group_index, ((spec, indices), chunk) in enumerate(zip(specs, chunk_sizes,
                                                                      strict=True)):
             for start in range(0, len(indices), chunk):
+                chunk_index += 1
+                if session is not None and chunk_index < session.num_done_chunks:
+                    continue  # finished before the resume: its rows come from the checkpoint
                 chunk_indices = indices[start : start + chunk]
                 size = _chunk_population_size(len(chunk_indices), chunk, pad_to, layout)
                 members = [
@@ -1044,11 +1079,29 @@ def train(
                 finished = _run_chunk(
                     spec, layout, members, size, seed, chunk_rows,
                     (train_data, valid_data, test_data), group_index, len(specs),
-                    on_segment, return_params, scheduler, lambda: next(ids),
+                    on_segment, return_params, scheduler, new_member_id,
+                    None if session is None else (session, chunk_index, next_id),
                 )
-                for member in finished:
-                    results_rows.append(member.result(spec.label))
-                    final_params.append(member.params)
+                rows = [member.result(spec.label) for member in finished]
+                results_rows.extend(rows)
+                final_params.extend(member.params for member in finished)
+                if session is not None:
+                    session.chunk_done(
+                        chunk_index, rows,
+                        [m.params for m in finished] if return_params else None,
+                        next_id[0], final=chunk_index == num_chunks - 1,
+                    )
+    if session is not None and session.num_restored_chunks:
+        # Chunks finished before the resume: their rows (and parameters) from the checkpoint.
+        group_of_chunk = [
+            spec for (spec, indices), chunk in zip(specs, chunk_sizes, strict=True)
+            for _ in range(0, len(indices), chunk)
+        ]
+        restored_rows, restored_params = session.restored_rows_and_params(
+            lambda chunk: _params_treedef(group_of_chunk[chunk])
+        )
+        results_rows = restored_rows + results_rows
+        final_params = (restored_params or [None] * len(restored_rows)) + final_params
     order = {member_id: i for i, member_id in enumerate(member_ids)}
     ranked = sorted(
         range(len(results_rows)),
@@ -1074,6 +1127,35 @@ def train(
     return (results, final_params) if return_params else results
 
 
+def _checkpoint_arguments(task, configs, split, static, member_seeds, folds, member_ids,
+                          num_steps, batch_size, steps_per_segment, seed, pad_to, chunk_sizes,
+                          layout, evaluate_test, return_params, member_rows, standardize,
+                          batch_mode, scheduler) -> dict[str, Any]:
+    """What identifies a train() call for its checkpoint: resuming needs the same values."""
+    from jaxtune import checkpoint as checkpoint_lib
+
+    return {
+        "task": task.name, "configs": [_jsonable(c) for c in configs],
+        "data": checkpoint_lib.split_digest(split), "static_names": sorted(static),
+        "member_seeds": member_seeds, "folds": folds, "member_ids": member_ids,
+        "num_steps": num_steps, "batch_size": batch_size,
+        "steps_per_segment": steps_per_segment, "seed": seed, "pad_to": pad_to,
+        "chunk_sizes": chunk_sizes, "num_devices": layout.num_devices,
+        "evaluate_test": evaluate_test, "return_params": return_params,
+        "member_rows": None if member_rows is None else list(member_rows),
+        "standardize": standardize, "batch_mode": batch_mode,
+        "scheduler": scheduler is not None,
+    }
+
+
+def _params_treedef(spec: GroupSpec) -> Any:
+    """The tree structure of one member's parameters in group ``spec`` (tracing only)."""
+    dyn = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in spec.dynamic_names}
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    params, _ = jax.eval_shape(lambda k, d: _member_init(spec, k, d), key, dyn)
+    return jax.tree_util.tree_structure(params)
+
+
 def _chunk_population_size(num_real: int, chunk: int, pad_to: int | None, layout: _Layout) -> int:
     # Every chunk of a group has the same size, so all chunks share one compiled program.
     size = max(num_real, chunk)
@@ -1097,8 +1179,13 @@ def _run_chunk(
     return_params: bool,
     scheduler: Scheduler | None,
     next_member_id: Callable[[], int],
+    checkpoint: tuple[Any, int, list[int]] | None = None,
 ) -> list[_Member]:
-    """Trains one chunk of a static group; returns every member it ran, in start order."""
+    """Trains one chunk of a static group; returns every member it ran, in start order.
+
+    ``checkpoint`` is ``(session, chunk_index, next_id)``: the chunk continues from the
+    session's saved progress, if any, and saves at segment boundaries when due.
+    """
     start_time = time.perf_counter()
     train_data, valid_data, test_data = data
     num_real = len(members)
@@ -1127,12 +1214,49 @@ def _run_chunk(
     previous_steps = np.zeros(population_size, np.int64)
     host_step = previous_steps.copy()
     host_alive = np.arange(population_size) < num_real
+    views: list[dict[str, Any]] = []  # a scheduler's inputs, replayed on resume
+    saved_segment = 0
+    if checkpoint is not None:
+        from jaxtune import checkpoint as checkpoint_lib
+
+        session, chunk_index, next_id = checkpoint
+        progress = session.chunk_progress(
+            chunk_index, jax.tree_util.tree_leaves(state), spec.dynamic_names
+        )
+        if progress is not None:
+            treedef = jax.tree_util.tree_structure(state)
+            state = jax.tree_util.tree_unflatten(treedef, [
+                _put_like(value, template)
+                for value, template in zip(progress.state_leaves, jax.tree_util.tree_leaves(state),
+                                           strict=True)
+            ])
+            dynamic = layout.put(progress.dynamic)
+            slots[:] = progress.slots
+            finished_members.extend(progress.finished)
+            segment_index = saved_segment = progress.segment_index
+            num_diverged = progress.num_diverged
+            views = progress.views
+            host_step, host_alive = _to_host((state.step, state.alive))
+            host_step = np.asarray(host_step, np.int64)
+            previous_steps = host_step.copy()
+            if scheduler is not None and views:
+                scheduler_state = checkpoint_lib.replay_scheduler(
+                    scheduler, views, host_step.dtype, host_alive.dtype
+                )
     while np.any(host_alive & (host_step < spec.num_steps)):
+        if checkpoint is not None and segment_index > saved_segment and session.store.due():
+            session.save_chunk(
+                chunk_index, _to_host(jax.tree_util.tree_leaves(state)), _to_host(dynamic),
+                slots, finished_members, segment_index, num_diverged, views, next_id[0],
+            )
+            saved_segment = segment_index
         state, metrics = segment(
             spec, layout.population, state, dynamic, rows, shared_key, jnp.int32(segment_index),
             train_data, valid_data,
         )
         segment_index += 1
+        if checkpoint is not None:
+            session.store.segment_done()
         host_metrics, host_step, host_alive, host_diverged = _to_host(
             (metrics, state.step, state.alive, state.diverged_step)
         )
@@ -1172,6 +1296,8 @@ def _run_chunk(
             num_steps=spec.num_steps,
             steps_per_segment=spec.steps_per_segment,
         )
+        if checkpoint is not None:
+            views.append(checkpoint_lib.view_to_json(view))
         if scheduler_state is None:
             scheduler_state = scheduler.init(view)
         decision, scheduler_state = scheduler.update(scheduler_state, view)

@@ -8,6 +8,7 @@ strategy (``tell``). Diverged members score ``+inf``, so a failed configuration 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,20 @@ def scores_from_results(
     return values.mean(axis=1)
 
 
+def _replayed_round(saved: Results, members: Sequence[Mapping[str, Any]],
+                    round_index: int) -> Results:
+    """A stored round's results, checked against the configurations the strategy asks now."""
+    asked = [json.dumps(engine._jsonable(m), sort_keys=True) for m in members]
+    stored = [json.dumps(engine._jsonable(row.config), sort_keys=True) for row in saved]
+    if asked != stored:
+        raise ValueError(
+            f"checkpoint: round {round_index} stored results for other configurations than the "
+            "strategy proposes now; resume with the same strategy and arguments, or use a new "
+            "checkpoint directory"
+        )
+    return saved
+
+
 def tune(
     task: Task,
     split: data_lib.Split,
@@ -84,6 +99,8 @@ def tune(
     on_segment: Callable[[engine.SegmentReport], None] | None = None,
     on_round: Callable[[Results], None] | None = None,
     engine_options: Mapping[str, Any] | None = None,
+    checkpoint: Any = None,
+    resume: bool = False,
 ) -> Results:
     """Runs a search: ask a batch, train it as one population, tell the scores, repeat.
 
@@ -107,6 +124,13 @@ def tune(
       on_segment: progress callback, see :class:`~jaxtune.engine.SegmentReport`.
       on_round: called with the Results of each round as soon as it finishes.
       engine_options: extra keyword arguments for :func:`jaxtune.engine.train`.
+      checkpoint: a directory (or a :class:`jaxtune.checkpoint.Checkpointer`) to checkpoint
+        into: after every round and at segment boundaries within a round
+        (docs/checkpointing.md).
+      resume: continue the search checkpointed in ``checkpoint``: finished rounds are replayed
+        to the strategy from the stored results (it must propose the same configurations), the
+        interrupted round continues from its last saved segment. ``on_round`` is called only
+        for rounds run by this call.
 
     Returns:
       :class:`~jaxtune.results.Results` of every member, ids in evaluation order.
@@ -130,6 +154,31 @@ def tune(
     strategy = strategy if strategy is not None else random_search()
     round_size = population_size or num_configs
 
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
+    store, saved_batches = None, []
+    if checkpoint is not None:
+        from jaxtune import checkpoint as checkpoint_lib
+
+        store = checkpoint_lib.Store(
+            checkpoint_lib.Checkpointer.of(checkpoint), "tune",
+            {
+                "task": task.name, "data": checkpoint_lib.split_digest(split),
+                "space": space.to_dict(), "num_configs": num_configs, "num_steps": num_steps,
+                "population_size": population_size, "seeds": seeds, "batch_size": batch_size,
+                "steps_per_segment": steps_per_segment, "metric": metric, "mode": mode,
+                "seed": seed, "num_devices": len(devices) if devices is not None else None,
+                "engine_options": sorted(dict(engine_options or {})),
+            },
+            resume,
+        )
+        latest = store.latest() if resume else None
+        if latest is not None:
+            saved_batches = [
+                Results.from_dict(document, source=f"checkpoint round {i}")
+                for i, document in enumerate(latest[0]["tune"]["rounds"])
+            ]
+
     state = strategy.init(space, jax.random.PRNGKey(seed))
     batches: list[Results] = []
     evaluated = 0
@@ -142,6 +191,22 @@ def tune(
         members = [dict(c) for c in configs for _ in seeds]
         member_seeds = [s for _ in configs for s in seeds]
         ids = list(range(evaluated * len(seeds), (evaluated + len(configs)) * len(seeds)))
+        round_index = len(batches)
+        if round_index < len(saved_batches):
+            # A round finished before the resume: the strategy is told its stored results.
+            results = _replayed_round(saved_batches[round_index], members, round_index)
+            scores = scores_from_results(results, len(configs), len(seeds), metric, mode)
+            state = strategy.tell(state, configs, scores)
+            batches.append(results)
+            evaluated += len(configs)
+            continue
+        options = dict(engine_options or {})
+        if store is not None:
+            outer = {"tune": {"rounds": [b.to_dict() for b in batches]}}
+            options["checkpoint"] = checkpoint_lib.TrainScope(
+                store, outer, {"round": round_index},
+                restore=resume and round_index == len(saved_batches),
+            )
         results = engine.train(
             task,
             members,
@@ -155,11 +220,13 @@ def tune(
             static_names=space.static_names,
             devices=devices,
             on_segment=on_segment,
-            **dict(engine_options or {}),
+            **options,
         )
         scores = scores_from_results(results, len(configs), len(seeds), metric, mode)
         state = strategy.tell(state, configs, scores)
         batches.append(results)
+        if store is not None:
+            store.save({"tune": {"rounds": [b.to_dict() for b in batches]}, "train": None}, {})
         if on_round is not None:
             on_round(results)
         evaluated += len(configs)

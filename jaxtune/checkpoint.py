@@ -1,0 +1,668 @@
+"""Checkpoint and resume a sweep with Orbax, at segment boundaries, atomically.
+
+A checkpoint directory holds
+
+* ``jaxtune_checkpoint.json``: the *marker*, written once (temporary file, then
+  ``os.replace``) when the sweep starts: the format tag, the kind of call (``"train"`` or
+  ``"tune"``), the sweep's arguments in canonical JSON and their SHA-256 fingerprint, and free
+  metadata (the command line keeps its own arguments there, for ``jaxtune sweep --resume``);
+* Orbax checkpoint steps ``0/``, ``1/``, ... (the last ``max_to_keep``), each with two items:
+  ``document`` (JSON: where the sweep stands, every finished member's record, the running
+  members' records and learning curves, a SHA-256 checksum of every array) and ``arrays`` (the
+  population's parameters, optimizer states, keys, step counters and dynamic hyperparameters,
+  and the final parameters of finished members when they are returned).
+
+Orbax writes a step into a temporary folder and renames it into place once complete, so a
+process killed at any moment (SIGKILL included) leaves the previous complete step. Nothing is
+pickled: a checkpoint is JSON and arrays, checked on load against its format tag, its
+fingerprint and its checksums, so a damaged or foreign checkpoint is a clear ``ValueError``.
+
+What is *not* stored, and why resuming is still exact: the strategy's and the scheduler's
+states. Both are pure functions of what they were told, so resuming replays them: the strategy
+is asked and told again for every finished round (and must propose the same configurations: the
+stored ones are compared), and a scheduler is given again the views of the segments already run
+(stored in the document). Member keys derive from each member's identity and step counter, so
+the restored population continues bit for bit.
+
+Example (``train`` and ``tune`` take ``checkpoint=`` and ``resume=``)::
+
+    ckpt = Checkpointer("runs/ckpt", every_s=30.0)
+    results = jt.tune(task, split, space, num_configs=64, num_steps=500,
+                      checkpoint=ckpt, resume=True)  # continues a killed run, if any
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FORMAT", "MARKER", "Checkpointer", "fingerprint", "read_marker"]
+
+#: The ``"format"`` tag of the marker and of every stored document.
+FORMAT = "jaxtune.checkpoint/1"
+#: The marker file's name inside a checkpoint directory.
+MARKER = "jaxtune_checkpoint.json"
+_FLOAT_TAG = "__float__"
+
+
+def _orbax() -> Any:
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError as error:
+        raise ImportError(
+            "checkpointing needs orbax-checkpoint, which is not installed: "
+            "pip install 'jaxtune[checkpoint]'"
+        ) from error
+    return ocp
+
+
+# --------------------------------------------------------------------------------------------
+# JSON with exact floats (non-finite values tagged) and fingerprints
+
+
+def to_json(value: Any) -> Any:
+    """Plain data -> strict-JSON data. Floats keep every bit (``repr`` round-trips); NaN and
+    infinities become ``{"__float__": "nan"}``; tuples and arrays become lists."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, int | str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return {_FLOAT_TAG: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [to_json(v) for v in value.tolist()]
+    raise TypeError(f"cannot store {type(value).__name__} ({value!r:.60}) in a checkpoint")
+
+
+def from_json(value: Any) -> Any:
+    """Inverse of :func:`to_json` (lists stay lists)."""
+    if isinstance(value, dict):
+        if set(value) == {_FLOAT_TAG}:
+            return float(value[_FLOAT_TAG])
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
+
+
+def array_digest(array: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint(arguments: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a call's arguments (arrays by their digest)."""
+    text = json.dumps(to_json(_digest_arrays(arguments)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_arrays(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"__array_sha256__": array_digest(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _digest_arrays(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_digest_arrays(v) for v in value]
+    return value
+
+
+def split_digest(split: Any) -> str:
+    """One digest of every array of a :class:`~jaxtune.data.Split` (``None`` parts skipped)."""
+    digest = hashlib.sha256()
+    for name in ("x_train", "y_train", "x_valid", "y_valid", "x_test", "y_test"):
+        part = getattr(split, name, None)
+        digest.update(name.encode())
+        if part is not None:
+            digest.update(array_digest(np.asarray(part)).encode())
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def read_marker(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The marker of a checkpoint directory: format, kind, arguments, fingerprint, metadata.
+
+    Raises:
+      FileNotFoundError: the directory does not exist.
+      ValueError: the directory is not a jaxtune checkpoint, or its marker is damaged or of
+        another format version.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {str(directory)!r} does not exist")
+    marker = directory / MARKER
+    if not marker.is_file():
+        raise ValueError(
+            f"{str(directory)!r} is not a jaxtune checkpoint directory (no {MARKER}); give the "
+            "directory a sweep was checkpointed into"
+        )
+    try:
+        document = json.loads(marker.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{marker} is damaged (not JSON: {error}); the checkpoint cannot be "
+                         "used, start the sweep again in a new directory") from error
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise ValueError(
+            f"{marker} has format {found!r}, expected {FORMAT!r}: not a checkpoint this version "
+            "of jaxtune can resume"
+        )
+    for key in ("kind", "arguments", "fingerprint"):
+        if key not in document:
+            raise ValueError(f"{marker} is damaged: no {key!r} entry")
+    return document
+
+
+# --------------------------------------------------------------------------------------------
+# The checkpointer
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpointer:
+    """Where and how often a sweep checkpoints.
+
+    A save happens at a segment boundary (and at the end of every chunk, round and call) when
+    ``every_segments`` segments ran since the last save, or ``every_s`` seconds passed, whichever
+    comes first (``None`` disables that condition). The end of a call always saves.
+
+    Attributes:
+      directory: the checkpoint directory (created if needed; must be empty or a checkpoint of
+        the same sweep).
+      every_segments: save after this many segments (default 1: every segment boundary).
+      every_s: save when this many seconds passed since the last save.
+      max_to_keep: complete checkpoints kept (the older ones are deleted after a save).
+      metadata: free JSON data stored in the marker (the CLI keeps its arguments there).
+    """
+
+    directory: Path
+    every_segments: int | None = 1
+    every_s: float | None = None
+    max_to_keep: int = 2
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", Path(self.directory))
+        if self.every_segments is not None and (
+            isinstance(self.every_segments, bool) or not isinstance(self.every_segments, int)
+            or self.every_segments < 1
+        ):
+            raise ValueError(
+                f"every_segments must be a positive integer or None, got {self.every_segments!r}"
+            )
+        if self.every_s is not None and not (
+            isinstance(self.every_s, int | float) and self.every_s >= 0
+        ):
+            raise ValueError(f"every_s must be a number >= 0 or None, got {self.every_s!r}")
+        if self.every_segments is None and self.every_s is None:
+            raise ValueError("give every_segments or every_s (or both): when should it save?")
+        if not isinstance(self.max_to_keep, int) or self.max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be a positive integer, got {self.max_to_keep!r}")
+
+    @classmethod
+    def of(cls, checkpoint: str | os.PathLike[str] | Checkpointer) -> Checkpointer:
+        """A :class:`Checkpointer` from a path (default policy) or itself."""
+        if isinstance(checkpoint, Checkpointer):
+            return checkpoint
+        if isinstance(checkpoint, str | os.PathLike):
+            return cls(Path(checkpoint))
+        raise TypeError(
+            f"checkpoint must be a directory path or a Checkpointer, got "
+            f"{type(checkpoint).__name__}"
+        )
+
+
+class Store:
+    """An open checkpoint directory: validated marker, Orbax manager, save policy state."""
+
+    def __init__(self, checkpointer: Checkpointer, kind: str, arguments: Mapping[str, Any],
+                 resume: bool) -> None:
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        self.checkpointer = checkpointer
+        self.kind = kind
+        self.arguments = to_json(_digest_arrays(arguments))
+        self.fingerprint = fingerprint(arguments)
+        directory = checkpointer.directory
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"checkpoint: {str(directory)!r} exists and is not a directory")
+        existing = directory.is_dir() and any(directory.iterdir())
+        if existing:
+            marker = read_marker(directory)
+            if not resume:
+                raise ValueError(
+                    f"checkpoint directory {str(directory)!r} already holds a checkpoint; pass "
+                    "resume=True (CLI: --resume) to continue that sweep, or give an empty "
+                    "directory"
+                )
+            self._check_same_sweep(marker)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            marker = {
+                "format": FORMAT, "kind": kind, "fingerprint": self.fingerprint,
+                "arguments": self.arguments, "metadata": to_json(dict(checkpointer.metadata)),
+            }
+            _write_atomic(directory / MARKER, json.dumps(marker, sort_keys=True, indent=1))
+        self.metadata = marker.get("metadata", {})
+        ocp = _orbax()
+        self._ocp = ocp
+        self._manager = ocp.CheckpointManager(
+            directory.resolve(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=checkpointer.max_to_keep, enable_async_checkpointing=False,
+                create=True,
+            ),
+            item_names=("document", "arrays"),
+        )
+        self._segments_since_save = 0
+        self._last_save_s = time.monotonic()
+
+    def _check_same_sweep(self, marker: Mapping[str, Any]) -> None:
+        where = str(self.checkpointer.directory)
+        if marker["kind"] != self.kind:
+            raise ValueError(
+                f"checkpoint {where!r} was written by jaxtune.{marker['kind']}(), not "
+                f"jaxtune.{self.kind}(); resume it with the same call"
+            )
+        if marker["fingerprint"] != self.fingerprint:
+            saved = marker["arguments"] if isinstance(marker["arguments"], dict) else {}
+            differ = sorted(
+                name for name in set(saved) | set(self.arguments)
+                if saved.get(name) != self.arguments.get(name)
+            )
+            raise ValueError(
+                f"checkpoint {where!r} belongs to another sweep: its arguments differ in "
+                f"{differ or ['(fingerprint)']}; resume with the arguments it was started with, "
+                "or use a new checkpoint directory"
+            )
+
+    # ---- policy ----
+
+    def segment_done(self) -> None:
+        """Counts one segment run since the last save."""
+        self._segments_since_save += 1
+
+    def due(self) -> bool:
+        """Whether the policy asks for a save now."""
+        every_segments, every_s = self.checkpointer.every_segments, self.checkpointer.every_s
+        if every_segments is not None and self._segments_since_save >= every_segments:
+            return True
+        return every_s is not None and time.monotonic() - self._last_save_s >= every_s
+
+    # ---- save / load ----
+
+    def save(self, document: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Writes one checkpoint step (atomically: Orbax renames a finished temporary folder)."""
+        arrays = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+        # Orbax refuses an empty tree; the format tag as bytes is always there.
+        arrays["format"] = np.frombuffer(FORMAT.encode(), np.uint8).copy()
+        full = {
+            "format": FORMAT, "fingerprint": self.fingerprint, **to_json(dict(document)),
+            "checksums": {name: array_digest(value) for name, value in arrays.items()},
+        }
+        latest = self._manager.latest_step()
+        step = 0 if latest is None else latest + 1
+        ocp = self._ocp
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                document=ocp.args.JsonSave(full), arrays=ocp.args.PyTreeSave(arrays)
+            ),
+        )
+        self._manager.wait_until_finished()
+        self._segments_since_save = 0
+        self._last_save_s = time.monotonic()
+
+    def latest(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """The newest complete checkpoint ``(document, arrays)``, or ``None`` before the first.
+
+        Raises:
+          ValueError: the newest checkpoint is damaged (unreadable, wrong format or fingerprint,
+            an array whose checksum does not match).
+        """
+        self._manager.reload()
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        where = self.checkpointer.directory / str(step)
+        ocp = self._ocp
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    document=ocp.args.JsonRestore(), arrays=ocp.args.PyTreeRestore()
+                ),
+            )
+            document, arrays = restored.document, restored.arrays
+        # Orbax and TensorStore report damaged files with many exception types (decode errors,
+        # missing files, value errors); all of them mean "this checkpoint cannot be read".
+        except (ValueError, TypeError, KeyError, OSError, RuntimeError, AttributeError) as error:
+            raise ValueError(
+                f"checkpoint {str(where)!r} is damaged and cannot be read ({type(error).__name__}:"
+                f" {_first_line(error)}); delete that step folder to fall back to an older one, "
+                "or start again in a new directory"
+            ) from error
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise ValueError(f"checkpoint {str(where)!r} is damaged: its document has no "
+                             f"{FORMAT!r} format tag")
+        if document.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"checkpoint {str(where)!r} belongs to another sweep (fingerprint differs from "
+                f"the directory's {MARKER}); use a new checkpoint directory"
+            )
+        arrays = {name: np.asarray(value) for name, value in dict(arrays or {}).items()}
+        checksums = document.get("checksums", {})
+        if set(checksums) != set(arrays) or any(
+            array_digest(arrays[name]) != digest for name, digest in checksums.items()
+        ):
+            raise ValueError(
+                f"checkpoint {str(where)!r} is damaged: its arrays do not match their checksums;"
+                " delete that step folder to fall back to an older one, or start again"
+            )
+        return from_json(document), arrays
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Engine side: what train() stores and restores
+
+
+def member_to_json(member: Any) -> dict[str, Any]:
+    """A running member's host record (``engine._Member``), without its parameters."""
+    return {
+        "member_id": member.member_id, "config": member.config, "seed": member.seed,
+        "fold": member.fold, "status": member.status, "diverged_step": member.diverged_step,
+        "curve_steps": member.curve_steps, "curves": member.curves, "metrics": member.metrics,
+        "hp_schedule": member.hp_schedule, "wall_time_s": member.wall_time_s,
+    }
+
+
+def member_from_json(record: Mapping[str, Any]) -> Any:
+    from jaxtune import engine
+
+    return engine._Member(
+        member_id=int(record["member_id"]), config=dict(record["config"]),
+        seed=int(record["seed"]), fold=None if record["fold"] is None else int(record["fold"]),
+        status=str(record["status"]), diverged_step=record["diverged_step"],
+        curve_steps=[int(s) for s in record["curve_steps"]],
+        curves={k: [float(v) for v in values] for k, values in record["curves"].items()},
+        metrics={k: float(v) for k, v in record["metrics"].items()},
+        hp_schedule=record["hp_schedule"], wall_time_s=float(record["wall_time_s"]),
+    )
+
+
+def view_to_json(view: Any) -> dict[str, Any]:
+    """A scheduler's ``SlotView`` (metrics kept as exact float32 values)."""
+    return {
+        "segment": view.segment, "step": np.asarray(view.step).tolist(),
+        "alive": np.asarray(view.alive).tolist(), "finished": np.asarray(view.finished).tolist(),
+        "metrics": {k: np.asarray(v, np.float32).tolist() for k, v in view.metrics.items()},
+        "configs": [dict(c) for c in view.configs], "member_ids": list(view.member_ids),
+        "num_steps": view.num_steps, "steps_per_segment": view.steps_per_segment,
+    }
+
+
+def view_from_json(record: Mapping[str, Any], step_dtype: Any, alive_dtype: Any) -> Any:
+    from jaxtune import engine
+
+    return engine.SlotView(
+        segment=int(record["segment"]), step=np.asarray(record["step"], step_dtype),
+        alive=np.asarray(record["alive"], alive_dtype),
+        finished=np.asarray(record["finished"], bool),
+        metrics={k: np.asarray(v, np.float32) for k, v in record["metrics"].items()},
+        configs=[dict(c) for c in record["configs"]], member_ids=list(record["member_ids"]),
+        num_steps=int(record["num_steps"]), steps_per_segment=int(record["steps_per_segment"]),
+    )
+
+
+@dataclasses.dataclass
+class ChunkProgress:
+    """A chunk restored mid-way: host arrays of its population and its members' records."""
+
+    state_leaves: list[np.ndarray]
+    dynamic: dict[str, np.ndarray]
+    slots: list[Any]
+    finished: list[Any]
+    segment_index: int
+    num_diverged: int
+    views: list[dict[str, Any]]
+
+
+class TrainSession:
+    """Checkpointing of one :func:`jaxtune.train` call (on its own, or one round of ``tune``).
+
+    Holds what finished chunks produced (restored or new) and saves the running chunk's
+    progress; the engine calls :meth:`chunk_progress`, :meth:`save_chunk` and
+    :meth:`chunk_done`.
+    """
+
+    def __init__(self, store: Store, arguments: Mapping[str, Any],
+                 outer: Mapping[str, Any] | None, scope: Any, next_id: int,
+                 restore: bool) -> None:
+        self.store = store
+        self.fingerprint = fingerprint(arguments)
+        self.outer = dict(outer or {})
+        self.scope = scope
+        self.done_rows: list[dict[str, Any]] = []
+        self.done_params: list[tuple[int, list[bool]]] = []  # (chunk, has-params per row)
+        self.done_arrays: dict[str, np.ndarray] = {}
+        self.num_done_chunks = self.num_restored_chunks = self._num_restored_rows = 0
+        self.next_id = next_id
+        self._chunk: dict[str, Any] | None = None
+        self._chunk_arrays: dict[str, np.ndarray] = {}
+        if not restore:
+            return
+        latest = store.latest()
+        if latest is None:
+            return
+        document, arrays = latest
+        section = document.get("train")
+        if not isinstance(section, dict) or section.get("scope") != to_json(scope):
+            return  # nothing saved for this call yet (e.g. tune saved only finished rounds)
+        if section.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"checkpoint {str(store.checkpointer.directory)!r} holds a train() call with "
+                "other arguments than this one (configs, seeds, data, steps or chunking differ);"
+                " resume with the original arguments, or use a new checkpoint directory"
+            )
+        self.done_rows = list(section["rows"])
+        self.done_params = [(int(c), list(has)) for c, has in section["params"]]
+        self.done_arrays = {k: v for k, v in arrays.items() if k.startswith("params.")}
+        self.num_done_chunks = self.num_restored_chunks = int(section["num_done_chunks"])
+        self._num_restored_rows = len(self.done_rows)
+        self.next_id = int(section["next_id"])
+        self._chunk = section.get("chunk")
+        self._chunk_arrays = {k: v for k, v in arrays.items() if k.startswith("chunk.")}
+
+    # ---- the running chunk ----
+
+    def chunk_progress(self, chunk_index: int, template_leaves: Sequence[Any],
+                       dynamic_names: Sequence[str]) -> ChunkProgress | None:
+        """The saved progress of chunk ``chunk_index``, checked against a fresh population."""
+        chunk = self._chunk
+        if chunk is None or int(chunk["index"]) != chunk_index:
+            return None
+        leaves = []
+        for i, template in enumerate(template_leaves):
+            value = self._chunk_arrays.get(f"chunk.state.{i:05d}")
+            if value is None or value.shape != tuple(template.shape) or (
+                value.dtype != np.dtype(template.dtype)
+            ):
+                raise ValueError(
+                    f"checkpoint {str(self.store.checkpointer.directory)!r}: the saved "
+                    f"population (leaf {i}) does not match this sweep's model; it was written "
+                    "by another version of the task or jaxtune"
+                )
+            leaves.append(value)
+        if f"chunk.state.{len(template_leaves):05d}" in self._chunk_arrays:
+            raise ValueError(
+                f"checkpoint {str(self.store.checkpointer.directory)!r}: the saved population "
+                "has more arrays than this sweep's model"
+            )
+        dynamic = {name: self._chunk_arrays[f"chunk.dynamic.{name}"] for name in dynamic_names}
+        return ChunkProgress(
+            state_leaves=leaves, dynamic=dynamic,
+            slots=[None if m is None else member_from_json(m) for m in chunk["slots"]],
+            finished=[member_from_json(m) for m in chunk["finished"]],
+            segment_index=int(chunk["segment_index"]), num_diverged=int(chunk["num_diverged"]),
+            views=list(chunk["views"]),
+        )
+
+    def save_chunk(self, chunk_index: int, state_leaves: Sequence[np.ndarray],
+                   dynamic: Mapping[str, np.ndarray], slots: Sequence[Any],
+                   finished: Sequence[Any], segment_index: int, num_diverged: int,
+                   views: Sequence[Mapping[str, Any]], next_id: int) -> None:
+        """Saves the running chunk's progress (with everything finished before it)."""
+        self.next_id = next_id
+        chunk = {
+            "index": chunk_index, "segment_index": segment_index, "num_diverged": num_diverged,
+            "slots": [None if m is None else member_to_json(m) for m in slots],
+            "finished": [member_to_json(m) for m in finished], "views": list(views),
+        }
+        arrays = {f"chunk.state.{i:05d}": np.asarray(v) for i, v in enumerate(state_leaves)}
+        arrays.update({f"chunk.dynamic.{k}": np.asarray(v) for k, v in dynamic.items()})
+        self._save(chunk, arrays)
+
+    def chunk_done(self, chunk_index: int, rows: Sequence[Any], params: Sequence[Any] | None,
+                   next_id: int, final: bool) -> None:
+        """Records a finished chunk's rows (``MemberResult``) and parameters; saves if due."""
+        import jax
+
+        self.done_rows.extend(row.to_dict() for row in rows)
+        self.num_done_chunks = chunk_index + 1
+        self.next_id = next_id
+        if params is not None:
+            has = [p is not None for p in params]
+            present = [p for p in params if p is not None]
+            self.done_params.append((chunk_index, has))
+            if present:
+                for i, leaves in enumerate(zip(*(jax.tree_util.tree_leaves(p) for p in present),
+                                               strict=True)):
+                    self.done_arrays[f"params.{chunk_index}.{i:05d}"] = np.stack(leaves)
+        if final or self.store.due():
+            self._save(None, {})
+
+    def restored_rows_and_params(
+        self, treedef_of: Callable[[int], Any]
+    ) -> tuple[list[Any], list[Any]]:
+        """Rows (``MemberResult``) of the chunks finished before the resume, and their
+        parameters (``[]`` when they were not returned).
+
+        ``treedef_of(chunk)`` is the parameter tree structure of that chunk's group.
+        """
+        from jaxtune.results import MemberResult
+
+        rows = [MemberResult.from_dict(r) for r in self.done_rows[: self._num_restored_rows]]
+        params: list[Any] = []
+        for chunk, has in self.done_params:
+            if chunk >= self.num_restored_chunks:
+                break
+            leaves = []
+            while f"params.{chunk}.{len(leaves):05d}" in self.done_arrays:
+                leaves.append(self.done_arrays[f"params.{chunk}.{len(leaves):05d}"])
+            treedef = treedef_of(chunk) if any(has) else None
+            position = 0
+            for present in has:
+                if present:
+                    member = [leaf[position] for leaf in leaves]
+                    params.append(jax_unflatten(treedef, member))
+                    position += 1
+                else:
+                    params.append(None)
+        if params and len(params) != len(rows):
+            raise ValueError("checkpoint is damaged: finished rows and parameters disagree")
+        return rows, params
+
+    def _save(self, chunk: dict[str, Any] | None, chunk_arrays: Mapping[str, np.ndarray]) -> None:
+        section = {
+            "scope": self.scope, "fingerprint": self.fingerprint, "rows": self.done_rows,
+            "params": self.done_params, "num_done_chunks": self.num_done_chunks,
+            "next_id": self.next_id, "chunk": chunk,
+        }
+        self.store.save({**self.outer, "train": section}, {**self.done_arrays, **chunk_arrays})
+
+
+def jax_unflatten(treedef: Any, leaves: Sequence[Any]) -> Any:
+    import jax
+
+    return jax.tree_util.tree_unflatten(treedef, list(leaves))
+
+
+def replay_scheduler(scheduler: Any, views: Sequence[Mapping[str, Any]], step_dtype: Any,
+                     alive_dtype: Any) -> Any:
+    """The scheduler's state after the stored views: ``init`` on the first, ``update`` on
+    each (the decisions are already in the restored population and are dropped)."""
+    state = None
+    for record in views:
+        view = view_from_json(record, step_dtype, alive_dtype)
+        if state is None:
+            state = scheduler.init(view)
+        _, state = scheduler.update(state, view)
+    return state
+
+
+def open_train_session(
+    checkpoint: str | os.PathLike[str] | Checkpointer | TrainScope,
+    resume: bool,
+    arguments: Mapping[str, Any],
+    next_id: int,
+) -> TrainSession:
+    """The session of one train() call: top-level (opens the directory) or a tune round."""
+    if isinstance(checkpoint, TrainScope):
+        return TrainSession(checkpoint.store, arguments, checkpoint.outer, checkpoint.scope,
+                            next_id, restore=checkpoint.restore)
+    store = Store(Checkpointer.of(checkpoint), "train", arguments, resume)
+    return TrainSession(store, arguments, None, None, next_id, restore=resume)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainScope:
+    """Hands an open :class:`Store` to the train() call of one tune round.
+
+    Attributes:
+      store: the tune call's store.
+      outer: the tune section saved with every checkpoint of the round.
+      scope: which round (a train section of another scope is not this call's).
+      restore: whether to look for this round's saved progress.
+    """
+
+    store: Store
+    outer: Mapping[str, Any]
+    scope: Any
+    restore: bool
+
