@@ -1,31 +1,89 @@
-"""Progress reporting at segment boundaries (host side, never inside traced code)."""
+"""Progress reporting at segment boundaries (host side, never inside traced code).
+
+:class:`ProgressBar` is an ``on_segment`` callback: the engine hands it a
+:class:`~jaxtune.engine.SegmentReport` after every segment, and it shows
+
+* member-steps done out of the sweep's total, as a bar and a percentage;
+* the members of the running chunk still alive, and all members diverged so far;
+* the best value of the selection metric so far (diverged members never count);
+* elapsed time and an ETA (elapsed x remaining / done).
+
+Where it shows it:
+
+* on a terminal (the stream's ``isatty()``) one live line is redrawn, drawn by
+  `rich <https://github.com/Textualize/rich>`_ when it is installed and by a built-in text
+  renderer otherwise;
+* elsewhere (CI logs, files, pipes) it is **quiet** unless asked (``enabled=True``, or
+  ``jaxtune sweep --progress``); then it prints one plain line at each tenth of the work, so a
+  log stays short.
+
+Example:
+  >>> import io
+  >>> from jaxtune.engine import SegmentReport
+  >>> stream = io.StringIO()
+  >>> bar = ProgressBar(400, stream=stream, enabled=True)
+  >>> bar(SegmentReport("width=64", 0, 1, 50, 100, 4, 3, 1, {"valid_accuracy": [0.5, 0.7]}))
+  >>> print(stream.getvalue().strip())  # doctest: +ELLIPSIS
+  [##############--------------]  50.0% 200/400 member-steps | alive 3/4 diverged 1 | ...
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import numpy as np
 
 from jaxtune.engine import SegmentReport
 
+__all__ = ["ProgressBar"]
+
+RENDERERS = ("auto", "rich", "text")
+
+
+def _format_seconds(seconds: float) -> str:
+    """``"42s"``, ``"3m05s"``, ``"1h02m"``; ``"?"`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
 
 class ProgressBar:
-    """A text progress bar fed with :class:`~jaxtune.engine.SegmentReport` values.
-
-    On a terminal it redraws one line; elsewhere (CI logs, files) it prints a line at every
-    tenth of the work, so logs stay short. It shows member-steps done, members alive and
-    diverged, the best metric so far and an ETA.
+    """A progress bar fed with :class:`~jaxtune.engine.SegmentReport` values (``on_segment``).
 
     Args:
-      total_member_steps: the work of the whole sweep, in member-steps.
+      total_member_steps: the work of the whole sweep, in member-steps (configs x seeds x folds
+        x steps). An estimate is fine: the bar stops at 100%.
       metric: the metric whose best value is shown (e.g. ``"valid_accuracy"``).
-      mode: ``"max"`` or ``"min"``.
+      mode: ``"max"`` or ``"min"``: which way is better for ``metric``.
       stream: where to write (default ``sys.stderr``).
-      enabled: ``False`` silences it; ``None`` means "only on a terminal".
-      width: characters of the bar.
+      enabled: ``None`` (default): only when ``stream`` is a terminal; ``True``: always (plain
+        lines at each tenth of the work when ``stream`` is not a terminal); ``False``: never.
+      width: characters of the text bar.
+      renderer: ``"auto"`` (rich when installed, for terminals), ``"rich"`` or ``"text"``.
+      interactive: treat ``stream`` as a terminal (live redraws) or not; default
+        ``stream.isatty()``.
+      clock: seconds, monotonic (default ``time.perf_counter``); the ETA is computed from it.
+
+    Raises:
+      ValueError: a bad ``mode`` or ``renderer``, or ``"rich"`` when rich is not installed.
+
+    Use it as a context manager (or call :meth:`close`) so that the live line is finished
+    even when the sweep ends short of the estimated total::
+
+        with jt.ProgressBar(num_configs * num_steps, metric="valid_accuracy") as bar:
+            results = jt.tune(..., on_segment=bar)
     """
 
     def __init__(
@@ -34,65 +92,169 @@ class ProgressBar:
         metric: str = "valid_accuracy",
         mode: str = "max",
         stream: TextIO | None = None,
-        enabled: bool | None = True,
+        enabled: bool | None = None,
         width: int = 28,
+        renderer: str = "auto",
+        interactive: bool | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"ProgressBar(mode={mode!r}): mode must be 'max' or 'min'.")
+        if renderer not in RENDERERS:
+            raise ValueError(f"ProgressBar(renderer={renderer!r}): use one of {RENDERERS}.")
+        has_rich = importlib.util.find_spec("rich") is not None
+        if renderer == "rich" and not has_rich:
+            raise ValueError(
+                "ProgressBar(renderer='rich'): rich is not installed; `pip install rich` or use "
+                "renderer='text'."
+            )
         self.total = max(int(total_member_steps), 1)
         self.metric = metric
         self.mode = mode
         self.stream = stream if stream is not None else sys.stderr
-        interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled = interactive if enabled is None else enabled
+        if interactive is None:
+            isatty = getattr(self.stream, "isatty", None)
+            interactive = bool(isatty()) if callable(isatty) else False
         self.interactive = interactive
+        self.enabled = interactive if enabled is None else bool(enabled)
+        self.use_rich = interactive and (renderer == "rich" or (renderer == "auto" and has_rich))
         self.width = width
+        self.clock = clock
+        self.start = clock()
         self.done = 0
         self.best = math.nan
-        self.start = time.perf_counter()
+        self.num_alive = 0
+        self.num_members = 0
+        self.num_diverged = 0  # all chunks so far
+        self.group_index = 0
+        self.num_groups = 1
+        self._finished_diverged = 0  # members of earlier chunks that diverged
+        self._chunk: tuple[str, int] | None = None
+        self._chunk_step = 0
         self._last_decile = -1
-        self._group_step: dict[tuple[str, int], int] = {}
-        self._diverged_by_group: dict[tuple[str, int], int] = {}
+        self._rich: Any = None
+        self._closed = False
+
+    # ---------------------------------------------------------------------------- updates
 
     def __call__(self, report: SegmentReport) -> None:
         """Records one segment's report and redraws."""
         key = (report.group, report.group_index)
-        previous = self._group_step.get(key, 0)
-        if report.step < previous:  # a new chunk of the same group starts from step 0
-            previous = 0
-        self.done += (report.step - previous) * report.num_members
-        self._group_step[key] = report.step
-        values = np.asarray(report.metrics.get(self.metric, []), np.float64)
+        # A new chunk (or a new engine call) starts when the key changes or the step goes back.
+        new_chunk = key != self._chunk or report.step <= self._chunk_step
+        previous_step = 0 if new_chunk else self._chunk_step
+        if new_chunk:
+            self._finished_diverged = self.num_diverged
+            self._chunk = key
+        self._chunk_step = report.step
+        if report.member_steps > 0:
+            self.done += int(report.member_steps)
+        else:  # reports without a member-step count: the chunk's steps times its members
+            self.done += (report.step - previous_step) * report.num_members
+        self.num_alive = report.num_alive
+        self.num_members = report.num_members
+        self.num_diverged = self._finished_diverged + report.num_diverged
+        self.group_index = report.group_index
+        self.num_groups = report.num_groups
+        values = np.asarray(report.metrics.get(self.metric, []), np.float64).reshape(-1)
         values = values[np.isfinite(values)]
         if values.size:
-            candidate = values.max() if self.mode == "max" else values.min()
-            if math.isnan(self.best) or (
-                candidate > self.best if self.mode == "max" else candidate < self.best
-            ):
-                self.best = float(candidate)
-        self._diverged_by_group[key] = report.num_diverged
-        self._draw(report)
+            candidate = float(values.max() if self.mode == "max" else values.min())
+            better = candidate > self.best if self.mode == "max" else candidate < self.best
+            if math.isnan(self.best) or better:
+                self.best = candidate
+        self._draw()
 
-    def _draw(self, report: SegmentReport) -> None:
-        if not self.enabled:
-            return
-        fraction = min(self.done / self.total, 1.0)
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else math.nan
-        filled = round(self.width * fraction)
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = (
-            f"[{bar}] {100 * fraction:5.1f}% {self.done}/{self.total} member-steps | "
-            f"group {report.group_index + 1}/{report.num_groups} alive {report.num_alive}/"
-            f"{report.num_members} diverged {sum(self._diverged_by_group.values())} | "
-            f"best {self.metric} {self.best:.4g} | {elapsed:5.1f}s ETA {eta:5.1f}s"
+    @property
+    def fraction(self) -> float:
+        """Share of the estimated work done, in ``[0, 1]``."""
+        return min(self.done / self.total, 1.0)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the bar was made."""
+        return self.clock() - self.start
+
+    @property
+    def eta_s(self) -> float:
+        """Estimated seconds left: elapsed x (1 - fraction) / fraction; NaN before any work."""
+        fraction = self.fraction
+        if fraction <= 0:
+            return math.nan
+        return self.elapsed_s * (1 - fraction) / fraction
+
+    def status(self) -> str:
+        """The fields after the bar: steps, members, best metric, time (one line of text)."""
+        best = "-" if math.isnan(self.best) else f"{self.best:.4g}"
+        groups = f" group {self.group_index + 1}/{self.num_groups}" if self.num_groups > 1 else ""
+        return (
+            f"{self.done}/{self.total} member-steps |{groups} alive {self.num_alive}/"
+            f"{self.num_members} diverged {self.num_diverged} | best {self.metric} {best} | "
+            f"{_format_seconds(self.elapsed_s)} ETA {_format_seconds(self.eta_s)}"
         )
-        if self.interactive:
-            self.stream.write("\r" + line)
-            if fraction >= 1.0:
-                self.stream.write("\n")
+
+    def line(self) -> str:
+        """The whole line of the text renderer."""
+        filled = round(self.width * self.fraction)
+        bar = "#" * filled + "-" * (self.width - filled)
+        return f"[{bar}] {100 * self.fraction:5.1f}% {self.status()}"
+
+    # ---------------------------------------------------------------------------- drawing
+
+    def _draw(self) -> None:
+        if not self.enabled or self._closed:
+            return
+        if self.use_rich:
+            self._draw_rich()
+        elif self.interactive:
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
         else:
-            decile = int(fraction * 10)
+            decile = int(self.fraction * 10)
             if decile == self._last_decile:
                 return
             self._last_decile = decile
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+        if self.fraction >= 1.0:
+            self.close()
+
+    def _draw_rich(self) -> None:
+        if self._rich is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+            console = Console(file=self.stream, force_terminal=True)
+            progress = Progress(
+                BarColumn(bar_width=self.width),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=console,
+                auto_refresh=False,  # redrawn at segment boundaries only: no thread
+            )
+            task = progress.add_task("sweep", total=self.total, status=self.status())
+            self._rich = (progress, task)
+        progress, task = self._rich
+        progress.update(task, completed=min(self.done, self.total), status=self.status())
+        if not progress.live.is_started:
+            progress.start()
+            console = progress.console
+            console.show_cursor(True)  # a bar never closed must not leave the cursor hidden
+        progress.refresh()
+
+    def close(self) -> None:
+        """Finishes the live line (a newline on terminals). Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._rich is not None:
+            self._rich[0].stop()
+        elif self.enabled and self.interactive and self.done > 0:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
