@@ -206,6 +206,17 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-plot", action="store_true", help="skip the figures")
     sweep.add_argument("--format", default="png", choices=("png", "svg", "pdf"),
                        help="figure format")
+    sweep.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                       help="checkpoint the sweep into DIR (empty or new) at segment boundaries; "
+                       "continue a killed sweep with `jaxtune sweep --resume DIR`")
+    sweep.add_argument("--checkpoint-every-s", type=float, default=None, metavar="SECONDS",
+                       help="with --checkpoint-dir: save at the first segment boundary after "
+                       "this many seconds (default 30 unless --checkpoint-every-segments)")
+    sweep.add_argument("--checkpoint-every-segments", type=int, default=None, metavar="N",
+                       help="with --checkpoint-dir: save every N segments")
+    sweep.add_argument("--resume", default=None, metavar="DIR",
+                       help="continue the sweep checkpointed in DIR with its saved arguments "
+                       "(only --quiet and --no-plot may be added)")
 
     show = sub.add_parser("show", help="print a saved sweep's results table")
     show.add_argument("directory", help="a folder written by `jaxtune sweep`")
@@ -295,6 +306,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     Every check of the input (budgets, files, strategy, dataset, model, metric) runs before the
     CPU is split into devices and before anything is compiled.
     """
+    checkpointer, resume = _checkpoint_flags(args)
     _check_positive(
         args, "num_configs", "num_steps", "steps_per_segment", "population_size", "grid_points"
     )
@@ -367,6 +379,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         mode=mode,
         seed=args.seed,
         on_segment=progress,
+        checkpoint=checkpointer,
+        resume=resume,
     )
     out = Path(args.out)
     results.save(out)
@@ -376,6 +390,97 @@ def run_sweep(args: argparse.Namespace) -> int:
         for path in write_figures(results, out, metric, mode, args.format):
             print(f"wrote {path}")
     return 0
+
+
+#: Flags ``jaxtune sweep --resume DIR`` accepts besides DIR (the rest comes from the checkpoint).
+_RESUME_FLAGS = ("--quiet", "--no-plot")
+
+
+def _resume_argv(argv: list[str]) -> list[str]:
+    """``sweep --resume DIR [--quiet] [--no-plot]`` -> the checkpointed sweep's own arguments
+    plus ``--resume DIR``; any other argument list is returned unchanged."""
+    if not argv or argv[0] != "sweep" or not any(
+        a == "--resume" or a.startswith("--resume=") for a in argv
+    ):
+        return argv
+    rest = argv[1:]
+    directory = None
+    for i, arg in enumerate(rest):
+        if arg.startswith("--resume="):
+            directory, rest = arg.partition("=")[2], rest[:i] + rest[i + 1:]
+            break
+        if arg == "--resume":
+            if i + 1 >= len(rest):
+                raise CliError("--resume needs the checkpoint directory: --resume DIR")
+            directory, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+            break
+    extra = [a for a in rest if a not in _RESUME_FLAGS]
+    if extra:
+        raise CliError(
+            f"--resume takes the sweep's saved arguments; give only --resume DIR (and "
+            f"{', '.join(_RESUME_FLAGS)}), not {' '.join(extra)}"
+        )
+    from jaxtune.checkpoint import read_marker
+
+    try:
+        marker = read_marker(directory)
+    except FileNotFoundError as error:
+        raise CliError(f"--resume: {error}") from error
+    except ValueError as error:
+        raise CliError(f"--resume: {error}") from error
+    saved = marker.get("metadata", {}).get("cli")
+    if not isinstance(saved, dict) or not isinstance(saved.get("argv"), list):
+        raise CliError(
+            f"--resume: {directory!r} was not written by `jaxtune sweep --checkpoint-dir`; "
+            "resume it from Python with checkpoint=..., resume=True"
+        )
+    cwd = Path(saved.get("cwd", "."))
+    saved_argv = [str(a) for a in saved["argv"]]
+    for flag in ("--out", "--space"):  # relative paths were relative to the first run's cwd
+        if flag in saved_argv[:-1]:
+            index = saved_argv.index(flag) + 1
+            saved_argv[index] = str(cwd / saved_argv[index])
+    return [*saved_argv, *(a for a in rest if a not in saved_argv), "--resume", directory]
+
+
+def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
+    """The sweep's :class:`~jaxtune.checkpoint.Checkpointer` (or None) and whether to resume."""
+    if args.resume is not None:
+        args.checkpoint_dir = args.resume
+    elif args.checkpoint_dir is None:
+        for flag in ("checkpoint_every_s", "checkpoint_every_segments"):
+            if getattr(args, flag) is not None:
+                raise CliError(f"--{flag.replace('_', '-')} needs --checkpoint-dir DIR")
+        return None, False
+    _check_positive(args, "checkpoint_every_segments")
+    if args.checkpoint_every_s is not None and not args.checkpoint_every_s >= 0:
+        raise CliError(f"--checkpoint-every-s must be >= 0, got {args.checkpoint_every_s}")
+    if getattr(STRATEGIES[args.strategy], "run", None) is not None:
+        raise CliError(
+            f"--checkpoint-dir applies to the ask/tell strategies (grid, random, sobol, bayes), "
+            f"not --strategy {args.strategy}"
+        )
+    if (getattr(args, "num_processes", None) or 1) > 1:
+        raise CliError("--checkpoint-dir is for one process; drop it or --num-processes")
+    directory = Path(args.checkpoint_dir)
+    if directory.exists() and not directory.is_dir():
+        raise CliError(f"--checkpoint-dir: {str(directory)!r} exists and is not a directory")
+    if args.resume is None and directory.is_dir() and any(directory.iterdir()):
+        raise CliError(
+            f"--checkpoint-dir: {str(directory)!r} is not empty; continue its sweep with "
+            f"`jaxtune sweep --resume {directory}`, or give a new directory"
+        )
+    from jaxtune.checkpoint import Checkpointer
+
+    every_s = args.checkpoint_every_s
+    if every_s is None and args.checkpoint_every_segments is None:
+        every_s = 30.0
+    argv = list(getattr(args, "argv", []))
+    checkpointer = Checkpointer(
+        directory, every_segments=args.checkpoint_every_segments, every_s=every_s,
+        metadata={"cli": {"argv": argv, "cwd": os.getcwd()}},
+    )
+    return checkpointer, args.resume is not None
 
 
 def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str) -> list[Path]:
@@ -474,7 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       The exit status: 0 on success, 2 for bad input (one ``jaxtune: error:`` line on stderr).
     """
     try:
+        argv = _resume_argv(list(sys.argv[1:] if argv is None else argv))
         args = _parser().parse_args(argv)
+        args.argv = argv  # kept in a checkpoint's marker, for --resume
         return _COMMANDS[args.command](args)
     except _input_errors() as error:
         if _debug():
