@@ -168,7 +168,11 @@ def tune(
                 "population_size": population_size, "seeds": seeds, "batch_size": batch_size,
                 "steps_per_segment": steps_per_segment, "metric": metric, "mode": mode,
                 "seed": seed, "num_devices": len(devices) if devices is not None else None,
-                "engine_options": sorted(dict(engine_options or {})),
+                "engine_options": {
+                    name: value if isinstance(value, int | float | str | bool | None)
+                    else type(value).__name__
+                    for name, value in dict(engine_options or {}).items()
+                },
             },
             resume,
         )
