@@ -1,0 +1,393 @@
+"""Checkpoint and resume: interrupted sweeps end with the Results of an uninterrupted run.
+
+Every engine run here trains the same shapes (wine, a width-8 MLP, 40 steps in segments of 10,
+populations of 3), so the compiled programs are shared between tests. "Identical" means every
+field of every row except ``wall_time_s`` (a clock reading), and the metadata except the
+compile counts (a resumed process compiles again; a warm one does not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import jaxtune as jt
+from jaxtune import checkpoint as checkpoint_lib
+from jaxtune import cli
+from jaxtune.checkpoint import Checkpointer
+from jaxtune.results import Results
+from jaxtune.strategies.halving import successive_halving
+from jaxtune.strategies.pbt import pbt
+
+TRAIN = dict(num_steps=40, steps_per_segment=10, batch_size=32)
+NOT_COMPARED = ("num_compilations", "num_segment_compilations")
+
+
+class SimulatedCrashError(Exception):
+    """Stands for a crash: raised from ``on_segment`` after a chosen number of segments."""
+
+
+def interrupt_after(num_segments):
+    count = [0]
+
+    def on_segment(report):
+        count[0] += 1
+        if count[0] == num_segments:
+            raise SimulatedCrashError
+
+    return on_segment
+
+
+def counter():
+    count = [0]
+
+    def on_segment(report):
+        count[0] += 1
+
+    return on_segment, count
+
+
+def rows(results):
+    return [{k: v for k, v in row.to_dict().items() if k != "wall_time_s"} for row in results]
+
+
+def metadata(results):
+    return {k: v for k, v in results.metadata.items() if k not in NOT_COMPARED}
+
+
+def assert_same_results(resumed, reference):
+    assert len(resumed) == len(reference)
+    for got, want in zip(rows(resumed), rows(reference), strict=True):
+        assert got == want, got["member_id"]
+    assert metadata(resumed) == metadata(reference)
+
+
+def assert_same_params(resumed, reference):
+    assert len(resumed) == len(reference)
+    for got, want in zip(resumed, reference, strict=True):
+        jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+
+
+@pytest.fixture(scope="module")
+def task(split):
+    return jt.classification_task("mlp", num_classes=3, input_shape=split.x_train.shape[1:])
+
+
+@pytest.fixture(scope="module")
+def space():
+    return jt.Space({
+        "learning_rate": jt.Float(1e-3, 1e-1, log=True),
+        "optimizer": jt.Fixed("adam"),
+        "width": jt.Fixed(8),
+    })
+
+
+@pytest.fixture(scope="module")
+def configs():
+    # Two static groups (optimizer), each run in chunks of 3: four chunks.
+    return [{"learning_rate": lr, "optimizer": opt, "width": 8}
+            for opt in ("adam", "sgd") for lr in (3e-3, 1e-2, 3e-2, 1e-1, 2e-1)]
+
+
+@pytest.fixture(scope="module")
+def reference(task, configs, split):
+    return jt.train(task, configs, split, max_members_per_chunk=3, return_params=True, **TRAIN)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_resumes_to_the_uninterrupted_results(task, configs, split, reference, tmp_path):
+    options = dict(max_members_per_chunk=3, return_params=True, **TRAIN)
+    directory = tmp_path / "ckpt"
+    # 4 chunks x 4 segments: interrupted inside chunk 1, then inside chunk 3.
+    with pytest.raises(SimulatedCrashError):
+        jt.train(task, configs, split, checkpoint=directory, on_segment=interrupt_after(6),
+                 **options)
+    with pytest.raises(SimulatedCrashError):
+        jt.train(task, configs, split, checkpoint=directory, resume=True,
+                 on_segment=interrupt_after(8), **options)
+    on_segment, count = counter()
+    results, params = jt.train(task, configs, split, checkpoint=directory, resume=True,
+                               on_segment=on_segment, **options)
+    # Two finished chunks were skipped and the third continued from its last saved segment.
+    assert count[0] < 16 - 8
+    assert_same_results(results, reference[0])
+    assert_same_params(params, reference[1])
+    # A finished sweep resumes instantly to the same Results (nothing runs).
+    on_segment, count = counter()
+    again = jt.train(task, configs, split, checkpoint=directory, resume=True,
+                     on_segment=on_segment, **options)
+    assert count[0] == 0
+    assert_same_results(again[0], reference[0])
+
+
+def test_resume_on_an_empty_directory_starts_afresh(task, configs, split, reference, tmp_path):
+    results = jt.train(task, configs[:3], split, checkpoint=tmp_path / "new", resume=True,
+                       max_members_per_chunk=3, **TRAIN)
+    assert rows(results) == rows(reference[0][:3])
+
+
+@pytest.mark.parametrize("kind", ["pbt", "halving"])
+def test_scheduler_is_replayed_on_resume(task, space, split, tmp_path, kind):
+    key = jax.random.PRNGKey(0)
+    if kind == "pbt":
+        scheduler = pbt(space, fraction=0.34, key=key, metric="valid_accuracy", mode="max")
+    else:
+        scheduler = successive_halving(space, min_steps=10, eta=2, key=key,
+                                       metric="valid_accuracy", mode="max")
+    configs = space.sample(jax.random.PRNGKey(1), 3)
+    options = dict(static_names=space.static_names, scheduler=scheduler, return_params=True,
+                   **TRAIN)
+    reference, reference_params = jt.train(task, configs, split, **options)
+    assert any(row.hp_schedule for row in reference) or len(reference) > 3  # it acted
+    directory = tmp_path / kind
+    for num_segments in (3, 2):
+        with pytest.raises(SimulatedCrashError):
+            jt.train(task, configs, split, checkpoint=directory, resume=True,
+                     on_segment=interrupt_after(num_segments), **options)
+    results, params = jt.train(task, configs, split, checkpoint=directory, resume=True,
+                               **options)
+    assert_same_results(results, reference)
+    assert_same_params(params, reference_params)
+
+
+def test_checkpoint_policy(task, configs, split, tmp_path, monkeypatch):
+    saves = []
+    original = checkpoint_lib.Store.save
+    monkeypatch.setattr(checkpoint_lib.Store, "save",
+                        lambda self, *a: (saves.append(1), original(self, *a)))
+    options = dict(max_members_per_chunk=3, **TRAIN)
+    # One chunk of 4 segments, saved every 2: after segment 2 and at the end of the call.
+    jt.train(task, configs[:3], split, checkpoint=Checkpointer(tmp_path / "a", every_segments=2),
+             **options)
+    assert len(saves) == 2
+    # Time-based only, never due within this short run: the final save alone.
+    saves.clear()
+    jt.train(task, configs[:3], split,
+             checkpoint=Checkpointer(tmp_path / "b", every_segments=None, every_s=3600.0),
+             **options)
+    assert len(saves) == 1
+    kept = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert kept == ["0", "1", checkpoint_lib.MARKER]
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def test_tune_resumes_rounds_and_the_interrupted_round(task, space, split, tmp_path):
+    options = dict(num_configs=6, population_size=3, **TRAIN)
+    reference = jt.tune(task, split, space, **options)
+    directory = tmp_path / "tune"
+    # 2 rounds x 4 segments: interrupted in round 2, then in round 2 again.
+    for num_segments in (6, 1):
+        with pytest.raises(SimulatedCrashError):
+            jt.tune(task, split, space, checkpoint=directory, resume=True,
+                    on_segment=interrupt_after(num_segments), **options)
+    on_segment, count = counter()
+    results = jt.tune(task, split, space, checkpoint=directory, resume=True,
+                      on_segment=on_segment, **options)
+    assert count[0] < 4  # round 1 replayed from its results, round 2 from a saved segment
+    assert_same_results(results, reference)
+    # Another strategy proposes other configurations: the replay says so.
+    with pytest.raises(ValueError, match="round 0 stored results for other configurations"):
+        jt.tune(task, split, space, jt.grid_search(num_float_points=6), checkpoint=directory,
+                resume=True, **options)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_foreign_and_mismatched_checkpoints(task, configs, split, space, tmp_path):
+    options = dict(max_members_per_chunk=3, **TRAIN)
+    directory = tmp_path / "ckpt"
+    jt.train(task, configs[:3], split, checkpoint=directory, **options)
+    with pytest.raises(ValueError, match="already holds a checkpoint; pass resume=True"):
+        jt.train(task, configs[:3], split, checkpoint=directory, **options)
+    with pytest.raises(ValueError, match=r"another sweep: its arguments differ in \['configs'"):
+        jt.train(task, configs[1:4], split, checkpoint=directory, resume=True, **options)
+    with pytest.raises(ValueError, match=r"differ in \['seed'\]"):
+        jt.train(task, configs[:3], split, checkpoint=directory, resume=True, seed=1, **options)
+    with pytest.raises(ValueError, match=r"written by jaxtune.train\(\), not jaxtune.tune\(\)"):
+        jt.tune(task, split, space, num_configs=3, checkpoint=directory, resume=True, **TRAIN)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a jaxtune checkpoint directory"):
+        jt.train(task, configs[:3], split, checkpoint=foreign, resume=True, **options)
+    (directory / checkpoint_lib.MARKER).write_text('{"format": "other/1"}')
+    with pytest.raises(ValueError, match="has format 'other/1'"):
+        jt.train(task, configs[:3], split, checkpoint=directory, resume=True, **options)
+    (directory / checkpoint_lib.MARKER).write_text("{garbage")
+    with pytest.raises(ValueError, match="is damaged"):
+        jt.train(task, configs[:3], split, checkpoint=directory, resume=True, **options)
+
+
+def _interrupted(task, configs, split, directory):
+    with pytest.raises(SimulatedCrashError):
+        jt.train(task, configs[:3], split, checkpoint=directory, max_members_per_chunk=3,
+                 on_segment=interrupt_after(3), **TRAIN)
+    return directory / max((p.name for p in directory.iterdir() if p.name.isdigit()), key=int)
+
+
+def test_damaged_checkpoints_are_clear_errors(task, configs, split, tmp_path):
+    options = dict(max_members_per_chunk=3, **TRAIN)
+    # A truncated array file.
+    step = _interrupted(task, configs, split, tmp_path / "truncated")
+    files = sorted((f for f in (step / "arrays").rglob("*") if f.is_file()),
+                   key=lambda f: f.stat().st_size)
+    with open(files[-1], "r+b") as file:
+        file.truncate(files[-1].stat().st_size // 2)
+    with pytest.raises(ValueError, match="is damaged"):
+        jt.train(task, configs[:3], split, checkpoint=tmp_path / "truncated", resume=True,
+                 **options)
+    # Garbage in the document.
+    step = _interrupted(task, configs, split, tmp_path / "garbage")
+    documents = [f for f in (step / "document").rglob("*") if f.is_file()]
+    assert documents
+    for document in documents:
+        document.write_bytes(b"\x00garbage{")
+    with pytest.raises(ValueError, match="is damaged"):
+        jt.train(task, configs[:3], split, checkpoint=tmp_path / "garbage", resume=True,
+                 **options)
+
+
+def test_argument_errors(task, configs, split, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="resume=True needs checkpoint"):
+        jt.train(task, configs, split, resume=True, **TRAIN)
+    with pytest.raises(ValueError, match="every_segments must be a positive integer"):
+        Checkpointer(tmp_path, every_segments=0)
+    with pytest.raises(ValueError, match="give every_segments or every_s"):
+        Checkpointer(tmp_path, every_segments=None)
+    with pytest.raises(TypeError, match="checkpoint must be a directory path or a Checkpointer"):
+        jt.train(task, configs[:3], split, checkpoint=3, **TRAIN)
+    monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
+    with pytest.raises(ImportError, match=r"jaxtune\[checkpoint\]"):
+        jt.train(task, configs[:3], split, checkpoint=tmp_path / "x", **TRAIN)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+SPACE = {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+         "optimizer": {"type": "fixed", "value": "adam"}, "width": {"type": "fixed", "value": 8}}
+
+
+def _steps(directory: Path) -> list[int]:
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def _start(argv, env):
+    return subprocess.Popen([sys.executable, "-m", "jaxtune.cli", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume(tmp_path, monkeypatch):
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    # 2 rounds x 30 segments, a checkpoint at every segment boundary.
+    argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--num-configs", "4",
+            "--population-size", "2", "--num-steps", "300", "--steps-per-segment", "10",
+            "--batch-size", "16", "--quiet", "--no-plot"]
+    directory = tmp_path / "ckpt"
+    env = {**os.environ, "JAXTUNE_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
+    monkeypatch.setenv("JAXTUNE_CPU_DEVICES", "1")
+    rng = random.Random()
+    last = -1
+    for attempt in range(2):
+        command = (
+            [*argv, "--out", str(tmp_path / "out"), "--checkpoint-dir", str(directory),
+             "--checkpoint-every-segments", "1"]
+            if attempt == 0 else ["sweep", "--resume", str(directory)]
+        )
+        process = _start(command, env)
+        deadline = time.monotonic() + 300
+        # Kill at a random moment once this process has saved progress of its own.
+        while (not _steps(directory) or _steps(directory)[-1] <= last) and (
+            process.poll() is None and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))
+        process.send_signal(signal.SIGKILL)
+        _, stderr = process.communicate()
+        assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+        assert _steps(directory), "no checkpoint was written before the kill"
+        last = _steps(directory)[-1]
+    assert cli.main(["sweep", "--resume", str(directory)]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "reference")]) == 0
+    resumed = Results.load(tmp_path / "out")
+    reference = Results.load(tmp_path / "reference")
+    assert len(resumed) == 4
+    assert_same_results(resumed, reference)
+
+
+def test_cli_resume_errors(tmp_path, capsys):
+    def one_line(argv, *words):
+        assert cli.main(argv) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jaxtune: error: "), lines
+        for word in words:
+            assert word in lines[0], (word, lines[0])
+
+    one_line(["sweep", "--resume", str(tmp_path / "missing")], "--resume", "does not exist")
+    one_line(["sweep", "--resume", str(tmp_path)], "not a jaxtune checkpoint directory")
+    one_line(["sweep", "--resume"], "--resume needs the checkpoint directory")
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    base = ["sweep", "--dataset", "wine", "--space", str(space_file), "--out",
+            str(tmp_path / "o"), "--quiet", "--no-plot"]
+    one_line([*base, "--checkpoint-every-s", "5"], "--checkpoint-every-s needs --checkpoint-dir")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "file").write_text("x")
+    one_line([*base, "--checkpoint-dir", str(busy)], "--checkpoint-dir", "not empty")
+
+
+def test_results_save_survives_sigkill_mid_write(tmp_path):
+    # A writer saves growing Results in a loop; killed at random moments, the folder always
+    # holds one complete version (write to a temporary file, then rename).
+    script = (
+        "import sys\n"
+        "from jaxtune.results import MemberResult, Results\n"
+        "def version(n):\n"
+        "    rows = [MemberResult(member_id=i, config={'lr': 0.1}, seed=0, fold=None,\n"
+        "            static_group='g', status='completed', diverged_step=None,\n"
+        "            metrics={'valid_loss': float(n)}, curve_steps=list(range(200)),\n"
+        "            curves={'valid_loss': [float(n)] * 200}, wall_time_s=0.0)\n"
+        "            for i in range(200)]\n"
+        "    return Results(rows, {'version': n})\n"
+        "n = 0\n"
+        "while True:\n"
+        "    version(n).save(sys.argv[1]); n += 1\n"
+        "    if n == 1: print('saved', flush=True)\n"
+    )
+    rng = random.Random()
+    for _ in range(2):
+        process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                                   stdout=subprocess.PIPE)
+        assert process.stdout.readline().strip() == b"saved"
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        loaded = Results.load(tmp_path)
+        version = loaded.metadata["version"]
+        assert len(loaded) == 200
+        assert all(row.metrics["valid_loss"] == version for row in loaded)
