@@ -378,10 +378,10 @@ def test_sweep_show_plot_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_sweep_with_plots_end_to_end(tmp_path):
     pytest.importorskip("matplotlib")
-    out, done = e2e_sweep(tmp_path)
+    out, done = e2e_sweep(tmp_path, "--progress")
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out / 'summary.png'}" in done.stdout
-    assert "member-steps" in done.stderr  # the progress bar
+    assert "member-steps" in done.stderr  # the progress bar, forced on although not a terminal
 
 
 @pytest.mark.slow

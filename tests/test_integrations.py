@@ -239,6 +239,13 @@ def test_export_metric_direction_and_errors(tmp_path):
         export_to_optuna(results, direction="up")
     with pytest.raises(TypeError, match="Results"):
         export_to_optuna(list(results))
+    storage = f"sqlite:///{tmp_path / 'one.db'}"
+    export_to_optuna(results, storage=storage, study_name="one")
+    with pytest.raises(ValueError, match="another study_name"):  # would mix min and max
+        export_to_optuna(results, storage=storage, study_name="one", metric="valid_loss",
+                         load_if_exists=True)
+    assert len(export_to_optuna(results, storage=storage, study_name="one",
+                                load_if_exists=True).trials) == 2 * len(results)
 
 
 def test_export_without_saved_space_infers_distributions():
@@ -378,3 +385,79 @@ def test_optuna_sampler_drives_jaxtune_tune(tmp_path, kind):
     assert study.best_value == pytest.approx(-max(
         r.metrics["valid_accuracy"] for r in results if r.status == "completed"
     ))
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: sweep --tensorboard, export-optuna
+
+
+@pytest.fixture
+def cli_sweep(tmp_path, monkeypatch):
+    """A tiny `jaxtune sweep --tensorboard` run in-process; returns (results dir, tb dir)."""
+    from jaxtune import cli
+
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
+    space = tmp_path / "space.json"
+    space.write_text('{"learning_rate": {"type": "float", "low": 0.001, "high": 1.0, "log": true},'
+                     ' "optimizer": "sgd"}')
+    out, tb = tmp_path / "run", tmp_path / "tb"
+    status = cli.main(["sweep", "--dataset", "wine", "--model", "linear", "--space", str(space),
+                       "--num-configs", "3", "--num-steps", "20", "--steps-per-segment", "10",
+                       "--batch-size", "0", "--out", str(out), "--no-plot", "--quiet",
+                       "--tensorboard", str(tb)])
+    assert status == 0
+    return out, tb
+
+
+def test_cli_sweep_tensorboard_and_export_optuna(cli_sweep, capsys, tmp_path):
+    from jaxtune import cli
+
+    out, tb = cli_sweep
+    results = Results.load(out)
+    assert sorted(p.name for p in tb.iterdir() if p.is_dir()) == [
+        f"member_{row.member_id:05d}" for row in results
+    ]
+    scalars, _ = read_run(tb / "member_00000")
+    np.testing.assert_allclose(
+        [scalars["valid_accuracy"][s] for s in results[0].curve_steps],
+        results[0].curves["valid_accuracy"], rtol=1e-6,
+    )
+    storage = f"sqlite:///{tmp_path / 'cli.db'}"
+    capsys.readouterr()
+    assert cli.main(["export-optuna", str(out), "--storage", storage]) == 0
+    assert "exported 3 members" in capsys.readouterr().out
+    study = optuna.load_study(study_name="run", storage=storage)  # named after the folder
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert [t.value for t in study.trials] == pytest.approx(
+        [row.metrics["valid_accuracy"] for row in results]
+    )
+    # the same name again: one line, exit 2, with the way out
+    assert cli.main(["export-optuna", str(out), "--storage", storage]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--load-if-exists" in err[0]
+    assert cli.main(["export-optuna", str(out), "--storage", storage, "--load-if-exists",
+                     "--metric", "valid_loss"]) == 2  # a minimized metric cannot join it
+    assert "valid_loss" in capsys.readouterr().err
+    assert cli.main(["export-optuna", str(out), "--storage", storage, "--load-if-exists"]) == 0
+    assert len(optuna.load_study(study_name="run", storage=storage).trials) == 6
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["export-optuna", "DIR", "--storage", "sweep.db"], ["--storage", "sqlite:///"]),
+        (["export-optuna", "DIR", "--storage", "sqlite:///x.db", "--metric", "valid_nope"],
+         ["--metric", "valid_nope"]),
+        (["export-optuna", "missing", "--storage", "sqlite:///x.db"], ["directory"]),
+    ],
+)
+def test_cli_export_optuna_errors(cli_sweep, capsys, argv, words):
+    from jaxtune import cli
+
+    out, _ = cli_sweep
+    argv = [str(out) if a == "DIR" else a for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxtune: error:"), err
+    for word in words:
+        assert word in err[0]

@@ -293,6 +293,16 @@ def export_to_optuna(
         direction=_DIRECTIONS[direction],
         load_if_exists=load_if_exists,
     )
+    # An existing study (load_if_exists) keeps its direction: values of another metric or sense
+    # would be ranked wrongly next to its trials.
+    wanted = optuna.study.StudyDirection[_DIRECTIONS[direction].upper()]
+    existing_metric = study.user_attrs.get("jaxtune.metric", metric)
+    if study.direction != wanted or existing_metric != metric:
+        raise ValueError(
+            f"study {study.study_name!r} already holds {existing_metric!r} to "
+            f"{study.direction.name.lower()}; exporting {metric!r} to {_DIRECTIONS[direction]} "
+            "would mix values that do not compare: use another study_name"
+        )
     study.set_user_attr("jaxtune.metric", metric)
     if "space" in results.metadata:
         study.set_user_attr("jaxtune.space", _json_attr(dict(results.metadata["space"])))
