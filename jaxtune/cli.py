@@ -259,7 +259,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxtune", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,show,plot}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{sweep,show,plot,export-optuna}"
+    )
 
     sweep = sub.add_parser("sweep", help="run a sweep and write results to --out")
     sweep.add_argument("--dataset", required=True, choices=DATASETS)
@@ -308,6 +310,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="output directory")
     sweep.add_argument("--top", type=int, default=10, help="rows of the printed table")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--progress", action="store_true",
+                       help="show the progress bar even when stderr is not a terminal (one line "
+                       "per tenth of the work); on a terminal it is shown unless --quiet")
+    sweep.add_argument("--tensorboard", default=None, metavar="DIR",
+                       help="also write TensorBoard event files into DIR, one run per member "
+                       "(needs tensorboardX: pip install jaxtune[integrations])")
     sweep.add_argument("--no-plot", action="store_true", help="skip the figures")
     sweep.add_argument("--format", default="png", choices=("png", "svg", "pdf"),
                        help="figure format")
@@ -333,6 +341,20 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--metric", default=None, help="the metric (default: the sweep's)")
     plot.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
     plot.add_argument("--out", default=None, help="where to write (default: the directory)")
+
+    export = sub.add_parser(
+        "export-optuna", help="copy a saved sweep into an Optuna study (one trial per member)"
+    )
+    export.add_argument("directory", help="a folder written by `jaxtune sweep`")
+    export.add_argument("--storage", required=True, metavar="URL",
+                        help="an Optuna storage URL, e.g. sqlite:///sweep.db "
+                        "(then: optuna-dashboard sqlite:///sweep.db)")
+    export.add_argument("--study-name", default=None,
+                        help="the study's name (default: the directory's name)")
+    export.add_argument("--metric", default=None,
+                        help="the trial value (default: the sweep's metric)")
+    export.add_argument("--load-if-exists", action="store_true",
+                        help="add the trials to an existing study of that name")
     return parser
 
 
@@ -462,6 +484,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise CliError(f"--top must be >= 0, got {args.top}")
     _check_space_file(args.space)
     _check_out(args.out, "--out")
+    _check_tensorboard(getattr(args, "tensorboard", None))
     if not args.no_plot:
         _check_plotting(no_plot_hint=True)
 
@@ -517,7 +540,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     budget = num_configs * len(args.seeds) * args.num_steps
     if args.strategy in ("halving", "hyperband"):
         budget = _scheduler_budget(args)
-    progress = ProgressBar(budget, metric=metric, mode=mode, enabled=not args.quiet)
+    progress = ProgressBar(budget, metric=metric, mode=mode, enabled=_progress_enabled(args))
     if entry.run is not None:
         results = entry.run(
             args, the_task, split, space, strategy,
@@ -544,8 +567,14 @@ def run_sweep(args: argparse.Namespace) -> int:
             checkpoint=checkpointer,
             resume=resume,
         )
+    progress.close()  # ends the live line even when the sweep did less than the estimate
     out = Path(args.out)
     results.save(out)
+    if getattr(args, "tensorboard", None):
+        from jaxtune.integrations.tensorboard import write_tensorboard
+
+        print(f"wrote TensorBoard runs into {write_tensorboard(results, args.tensorboard)} "
+              f"(tensorboard --logdir {args.tensorboard})")
     if entry.run is not None and args.strategy != "pbt":
         # Stopped members carry metrics from an early rung: rank the completed ones.
         stopped = len(results.filter(status="stopped"))
@@ -685,6 +714,56 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_enabled(args: argparse.Namespace) -> bool | None:
+    """``--quiet``: never; ``--progress``: always; else only when stderr is a terminal."""
+    if args.quiet:
+        return False
+    return True if getattr(args, "progress", False) else None
+
+
+def _check_tensorboard(directory: str | None) -> None:
+    if directory is None:
+        return
+    _check_out(directory, "--tensorboard")
+    if importlib.util.find_spec("tensorboardX") is None:
+        raise ImportError(
+            "--tensorboard needs tensorboardX: `pip install jaxtune[integrations]` "
+            "(or pip install tensorboardX)"
+        )
+
+
+def _export_optuna(args: argparse.Namespace) -> int:
+    if "://" not in args.storage:
+        raise CliError(
+            f"--storage {args.storage!r} is not a storage URL; give e.g. sqlite:///sweep.db"
+        )
+    if importlib.util.find_spec("optuna") is None:
+        raise ImportError(
+            "export-optuna needs Optuna: `pip install jaxtune[integrations]` (or pip install "
+            "optuna)"
+        )
+    results = _load_results(args.directory)
+    metric, mode = _metric_for(results, args.metric)
+    import optuna
+
+    from jaxtune.integrations.optuna import export_to_optuna
+
+    name = args.study_name or Path(args.directory).resolve().name
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = export_to_optuna(results, storage=args.storage, study_name=name, metric=metric,
+                                 direction=mode, load_if_exists=args.load_if_exists)
+    except optuna.exceptions.DuplicatedStudyError as error:
+        raise CliError(
+            f"--study-name: a study named {name!r} already exists in {args.storage}; pass "
+            "another --study-name, or --load-if-exists to add to it"
+        ) from error
+    print(f"exported {len(results)} members as trials of study {study.study_name!r} "
+          f"({metric}, {'maximize' if mode == 'max' else 'minimize'}) into {args.storage}")
+    print(f"view it with: optuna-dashboard {args.storage}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.directory
     _check_out(out, "--out")
@@ -700,6 +779,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sweep": run_sweep,
     "show": _show,
     "plot": _plot,
+    "export-optuna": _export_optuna,
 }
 
 
