@@ -86,6 +86,7 @@ class StrategyEntry(NamedTuple):
 
 
 
+
 def _strategy_function(attribute: str, module: str) -> Callable[..., Strategy]:
     """``jaxtune.strategies.<attribute>``, else ``<module>.<attribute>``, imported lazily.
 
