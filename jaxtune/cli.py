@@ -85,8 +85,6 @@ class StrategyEntry(NamedTuple):
     run: Callable[..., Results] | None = None
 
 
-
-
 def _strategy_function(attribute: str, module: str) -> Callable[..., Strategy]:
     """``jaxtune.strategies.<attribute>``, else ``<module>.<attribute>``, imported lazily.
 
