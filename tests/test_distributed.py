@@ -1,8 +1,9 @@
 """Several processes via jax.distributed: two local processes of 2 CPU devices each.
 
-Each test launches ``tests/_distributed_worker.py`` as separate processes (the cluster and the
-device count must be fixed before JAX starts), joined through a coordinator on 127.0.0.1 and
-gloo collectives. Every launch has a deadline: a hung peer fails the test, it never hangs CI.
+Each test launches ``tests/_distributed_worker.py`` (or the ``jaxtune`` console command) as
+separate processes (the cluster and the device count must be fixed before JAX starts), joined
+through a coordinator on 127.0.0.1 and gloo collectives. Every launch has a deadline: a hung peer
+fails the test, it never hangs CI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import jaxtune as jt
-from jaxtune import distributed
+from jaxtune import cli, distributed
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 DEADLINE_S = 120
@@ -30,11 +31,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(args, log: Path, env=None) -> subprocess.Popen:
+def _launch(args, log: Path, env=None, command=None) -> subprocess.Popen:
     environment = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+                 distributed.ENV_PROCESS_ID, distributed.ENV_LOCAL_DEVICE_IDS):
+        if name not in (env or {}):
+            environment.pop(name, None)
+    command = command if command is not None else [sys.executable, str(WORKER)]
     with open(log, "w") as out:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=environment)
+        return subprocess.Popen([*command, *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=environment)
 
 
 def _wait_all(processes, logs, deadline_s=DEADLINE_S):
@@ -147,3 +153,115 @@ def test_bad_cluster_settings_name_the_field(monkeypatch, env, kwargs, match):
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=match):
         distributed.initialize_from_env_or_args(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The console command: `jaxtune sweep` in two processes
+
+
+def _jaxtune_command() -> list[str]:
+    """The installed ``jaxtune`` console script beside this Python (else ``-m jaxtune.cli``)."""
+    script = Path(sys.executable).with_name("jaxtune")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "jaxtune.cli"]
+
+
+SWEEP_SPACE = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+               "width": 16, "optimizer": "adam"}
+
+
+def _rows_without_times(directory: Path) -> list[dict]:
+    document = json.loads((directory / "results.json").read_text())
+    for row in document["rows"]:
+        row.pop("wall_time_s")
+    return document["rows"]
+
+
+def test_jaxtune_sweep_in_two_processes_writes_once_what_one_process_computes(tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SWEEP_SPACE))
+    sweep = ["sweep", "--dataset", "wine", "--space", str(space), "--num-configs", "3",
+             "--num-steps", "10", "--steps-per-segment", "5", "--batch-size", "16", "--quiet",
+             "--no-plot"]
+    port = _free_port()
+    one_device = {"JAXTUNE_CPU_DEVICES": "1"}
+    launched = [
+        # Process 0 from flags, process 1 from the JAXTUNE_* variables.
+        (_launch([*sweep, "--out", str(tmp_path / "out0"), "--coordinator-address",
+                  f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "0"],
+                 tmp_path / "p0.log", one_device, _jaxtune_command()), tmp_path / "p0.log"),
+        (_launch([*sweep, "--out", str(tmp_path / "out1")], tmp_path / "p1.log",
+                 {**one_device, distributed.ENV_COORDINATOR: f"127.0.0.1:{port}",
+                  distributed.ENV_NUM_PROCESSES: "2", distributed.ENV_PROCESS_ID: "1"},
+                 _jaxtune_command()), tmp_path / "p1.log"),
+        # The same sweep in one process with the same global device count.
+        (_launch([*sweep, "--out", str(tmp_path / "single")], tmp_path / "single.log",
+                 {"JAXTUNE_CPU_DEVICES": "2"}, _jaxtune_command()), tmp_path / "single.log"),
+    ]
+    # Three JAX processes compile at once on a shared CI machine: a generous deadline, still
+    # finite, so a hung peer fails the test instead of hanging it.
+    codes, _ = _wait_all([p for p, _ in launched], [log for _, log in launched],
+                         deadline_s=300)
+    for (_, log), code in zip(launched, codes, strict=True):
+        assert code == 0, f"{log.name} failed ({code}):\n{_tail(log)}"
+    # Process 0 wrote the files and printed the table; process 1 wrote nothing.
+    assert (tmp_path / "out0" / "results.json").is_file()
+    assert not (tmp_path / "out1").exists()
+    assert "ranked by valid_accuracy" in (tmp_path / "p0.log").read_text()
+    assert "process 1 of 2: 3 members trained" in (tmp_path / "p1.log").read_text()
+    saved, single = jt.Results.load(tmp_path / "out0"), jt.Results.load(tmp_path / "single")
+    assert saved.metadata["num_processes"] == 2 and single.metadata["num_processes"] == 1
+    assert saved.metadata["num_devices"] == single.metadata["num_devices"] == 2
+    # The same bits as one process on two devices (wall times aside).
+    assert _rows_without_times(tmp_path / "out0") == _rows_without_times(tmp_path / "single")
+    assert [row.status for row in saved] == ["completed"] * 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "fields"),
+    [
+        (["--num-processes", "2", "--process-id", "2"], ["--process-id 2", "--num-processes 2"]),
+        (["--process-id", "-1"], ["--process-id"]),
+        (["--num-processes", "0"], ["--num-processes"]),
+        (["--coordinator-address", "10.0.0.1"], ["--coordinator-address", "HOST:PORT"]),
+        (["--batch-mode", "shared", "--batch-size", "0"], ["--batch-mode shared",
+                                                           "--batch-size"]),
+        (["--max-members-per-chunk", "0"], ["--max-members-per-chunk"]),
+    ],
+)
+def test_bad_population_flags_are_one_line_errors(tmp_path, capsys, monkeypatch, flags, fields):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SWEEP_SPACE))
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    status = cli.main(["sweep", "--dataset", "wine", "--space", str(space), "--out",
+                       str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err.splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("jaxtune: error: "), err
+    for field in fields:
+        assert field in err[0], (field, err[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_flags_reach_the_engine(tmp_path, monkeypatch):
+    from jaxtune import engine
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SWEEP_SPACE))
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
+    seen = []
+    real_train = engine.train
+
+    def recording_train(*args, **kwargs):
+        seen.append((kwargs["batch_mode"], kwargs["max_members_per_chunk"]))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train", recording_train)
+    status = cli.main(["sweep", "--dataset", "wine", "--space", str(space), "--num-configs",
+                       "2", "--num-steps", "2", "--steps-per-segment", "2", "--batch-size", "8",
+                       "--batch-mode", "shared", "--max-members-per-chunk", "1", "--quiet",
+                       "--no-plot", "--out", str(tmp_path / "out")])
+    assert status == 0
+    assert seen == [("shared", 1)]
+    results = jt.Results.load(tmp_path / "out")
+    # 2 members, at most 1 at once: two chunks.
+    assert results.metadata["num_chunks"] == 2 and len(results) == 2
