@@ -22,7 +22,10 @@ to get the full traceback instead. Anything else (a bug) is not caught and shows
 
 Strategies come from :data:`STRATEGIES`, a registry of name -> :class:`StrategyEntry`; a new
 strategy plugs in by adding an entry (its factory is only called, and its module only imported,
-when the strategy is chosen).
+when the strategy is chosen). ``grid``, ``random``, ``sobol`` and ``bayes`` run the ask/tell loop
+of :func:`jaxtune.tuning.tune`; ``halving``, ``hyperband`` and ``pbt`` are schedulers acting
+between segments of one population (their entries have a ``run``), spending the budget random
+search would (``--num-configs`` x ``--num-steps`` member-steps) unless ``--max-member-steps``.
 """
 
 from __future__ import annotations
@@ -78,12 +81,18 @@ class StrategyEntry(NamedTuple):
         module is missing or broken fails only when chosen.
       help: one line for ``--help`` and docs/cli.md.
       default_rounds: rounds of ``ask``/``tell`` when ``--population-size`` is not given (1: the
-        whole budget at once, right for strategies that do not learn from scores).
+        whole budget at once, right for strategies that do not learn from scores); for a
+        scheduler, ``--population-size`` defaults to ``ceil(num_configs / default_rounds)``.
+      run: ``None`` for ask/tell strategies (run by :func:`jaxtune.tuning.tune`); for a
+        scheduler, ``run(args, task, split, space, strategy, *, population_size, batch_size,
+        steps_per_segment, metric, mode, on_segment) -> Results``, where ``strategy`` (from
+        ``factory``) proposes the configurations the scheduler starts.
     """
 
     factory: Callable[[argparse.Namespace], Strategy]
     help: str
     default_rounds: int = 1
+    run: Callable[..., Results] | None = None
 
 
 def _strategy_function(attribute: str, module: str) -> Callable[..., Strategy]:
@@ -135,6 +144,68 @@ def _bayes(args: argparse.Namespace) -> Strategy:
     return _strategy_function("bayes_search", "jaxtune.strategies.bayes")()
 
 
+#: Scheduler flags and the strategies that take them (anything else refuses them).
+_SCHEDULER_FLAGS = {
+    "eta": ("halving", "hyperband"),
+    "min_steps": ("halving", "hyperband"),
+    "max_member_steps": ("halving", "hyperband"),
+    "pbt_interval": ("pbt",),
+}
+#: ``--eta`` when not given.
+DEFAULT_ETA = 3
+#: ``--steps-per-segment`` when not given (halving/hyperband: ``--min-steps``).
+DEFAULT_STEPS_PER_SEGMENT = 50
+
+
+def _min_steps(args: argparse.Namespace) -> int:
+    """``--min-steps``, default ``num_steps // eta**3`` (three halvings), at least 1."""
+    if args.min_steps is not None:
+        return int(args.min_steps)
+    return max(1, args.num_steps // (args.eta or DEFAULT_ETA) ** 3)
+
+
+def _scheduler_budget(args: argparse.Namespace) -> int:
+    """Member-steps a halving/hyperband sweep may spend: random search's, unless given."""
+    if args.max_member_steps is not None:
+        return int(args.max_member_steps)
+    return args.num_configs * args.num_steps
+
+
+def _run_halving(args, the_task, split, space, strategy, *, population_size, batch_size,
+                 steps_per_segment, metric, mode, on_segment) -> Results:
+    from jaxtune.strategies.halving import run_halving
+
+    return run_halving(
+        the_task, split, space, strategy,
+        population_size=population_size,
+        num_steps=args.num_steps,
+        min_steps=_min_steps(args),
+        eta=args.eta or DEFAULT_ETA,
+        max_member_steps=_scheduler_budget(args),
+        num_brackets=1 if args.strategy == "halving" else None,
+        metric=metric, mode=mode, seed=args.seed, batch_size=batch_size,
+        steps_per_segment=steps_per_segment,
+        engine_options={"member_seeds": [args.seeds[0]] * population_size,
+                        "on_segment": on_segment},
+    )
+
+
+def _run_pbt(args, the_task, split, space, strategy, *, population_size, batch_size,
+             steps_per_segment, metric, mode, on_segment) -> Results:
+    from jaxtune.strategies.pbt import run_pbt
+
+    return run_pbt(
+        the_task, split, space, strategy,
+        population_size=population_size,
+        num_steps=args.num_steps,
+        interval_segments=args.pbt_interval or 1,
+        metric=metric, mode=mode, seed=args.seed, batch_size=batch_size,
+        steps_per_segment=steps_per_segment,
+        engine_options={"member_seeds": [args.seeds[0]] * population_size,
+                        "on_segment": on_segment},
+    )
+
+
 #: ``--strategy`` name -> :class:`StrategyEntry`. Add entries here to offer more strategies.
 STRATEGIES: dict[str, StrategyEntry] = {
     "grid": StrategyEntry(_grid, "cartesian grid; --grid-points points per float/int axis"),
@@ -142,6 +213,25 @@ STRATEGIES: dict[str, StrategyEntry] = {
     "sobol": StrategyEntry(_sobol, "scrambled Sobol quasi-random points"),
     "bayes": StrategyEntry(
         _bayes, "Bayesian optimization; 4 rounds unless --population-size", default_rounds=4
+    ),
+    "halving": StrategyEntry(
+        _random,
+        "asynchronous successive halving (ASHA): --population-size slots (default a quarter of "
+        "--num-configs), first rung --min-steps, keep 1 in --eta",
+        default_rounds=4,
+        run=_run_halving,
+    ),
+    "hyperband": StrategyEntry(
+        _random,
+        "Hyperband: every bracket of halving side by side in one population (same flags)",
+        default_rounds=4,
+        run=_run_halving,
+    ),
+    "pbt": StrategyEntry(
+        _random,
+        "population-based training: --num-configs members; every --pbt-interval segments the "
+        "worst quarter copy the best and perturb their values",
+        run=_run_pbt,
     ),
 }
 
@@ -178,7 +268,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxtune", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,show,plot}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{sweep,show,plot,export-optuna}"
+    )
 
     sweep = sub.add_parser("sweep", help="run a sweep and write results to --out")
     sweep.add_argument("--dataset", required=True, choices=DATASETS)
@@ -205,7 +297,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"minibatch rows (default {DEFAULT_BATCH_SIZE}, or the whole training set when "
         "smaller; 0 for full batch)",
     )
-    sweep.add_argument("--steps-per-segment", type=int, default=50)
+    sweep.add_argument(
+        "--steps-per-segment",
+        type=int,
+        default=None,
+        help=f"default {DEFAULT_STEPS_PER_SEGMENT}; halving/hyperband: --min-steps",
+    )
     sweep.add_argument(
         "--batch-mode",
         default="independent",
@@ -223,22 +320,27 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
     sweep.add_argument("--metric", default=None, help="default valid_accuracy or valid_mse")
     sweep.add_argument("--grid-points", type=int, default=5, help="points per float axis (grid)")
+    sweep.add_argument("--eta", type=int, default=None,
+                       help=f"halving/hyperband: keep 1 in eta per rung (default {DEFAULT_ETA})")
+    sweep.add_argument("--min-steps", type=int, default=None,
+                       help="halving/hyperband: first rung (default num-steps // eta**3)")
+    sweep.add_argument("--max-member-steps", type=int, default=None,
+                       help="halving/hyperband: budget in member-steps (default num-configs x "
+                       "num-steps, what random search spends)")
+    sweep.add_argument("--pbt-interval", type=int, default=None,
+                       help="pbt: segments between exploit/explore steps (default 1)")
     sweep.add_argument("--out", required=True, help="output directory")
     sweep.add_argument("--top", type=int, default=10, help="rows of the printed table")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--progress", action="store_true",
+                       help="show the progress bar even when stderr is not a terminal (one line "
+                       "per tenth of the work); on a terminal it is shown unless --quiet")
+    sweep.add_argument("--tensorboard", default=None, metavar="DIR",
+                       help="also write TensorBoard event files into DIR, one run per member "
+                       "(needs tensorboardX: pip install jaxtune[integrations])")
     sweep.add_argument("--no-plot", action="store_true", help="skip the figures")
     sweep.add_argument("--format", default="png", choices=("png", "svg", "pdf"),
                        help="figure format")
-    cluster = sweep.add_argument_group(
-        "several processes (jax.distributed; default: JAXTUNE_COORDINATOR, "
-        "JAXTUNE_NUM_PROCESSES, JAXTUNE_PROCESS_ID, else JAX's own cluster detection)"
-    )
-    cluster.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
-                         help="process 0's address, reachable from every process")
-    cluster.add_argument("--num-processes", type=int, default=None,
-                         help="processes in the sweep")
-    cluster.add_argument("--process-id", type=int, default=None,
-                         help="this process's index, 0..num-processes-1 (0 writes the files)")
     sweep.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                        help="checkpoint the sweep into DIR (empty or new) at segment boundaries; "
                        "continue a killed sweep with `jaxtune sweep --resume DIR`")
@@ -250,6 +352,16 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", default=None, metavar="DIR",
                        help="continue the sweep checkpointed in DIR with its saved arguments "
                        "(only --quiet and --no-plot may be added)")
+    cluster = sweep.add_argument_group(
+        "several processes (jax.distributed; default: JAXTUNE_COORDINATOR, "
+        "JAXTUNE_NUM_PROCESSES, JAXTUNE_PROCESS_ID, else JAX's own cluster detection)"
+    )
+    cluster.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                         help="process 0's address, reachable from every process")
+    cluster.add_argument("--num-processes", type=int, default=None,
+                         help="processes in the sweep")
+    cluster.add_argument("--process-id", type=int, default=None,
+                         help="this process's index, 0..num-processes-1 (0 writes the files)")
 
     show = sub.add_parser("show", help="print a saved sweep's results table")
     show.add_argument("directory", help="a folder written by `jaxtune sweep`")
@@ -261,6 +373,20 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--metric", default=None, help="the metric (default: the sweep's)")
     plot.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
     plot.add_argument("--out", default=None, help="where to write (default: the directory)")
+
+    export = sub.add_parser(
+        "export-optuna", help="copy a saved sweep into an Optuna study (one trial per member)"
+    )
+    export.add_argument("directory", help="a folder written by `jaxtune sweep`")
+    export.add_argument("--storage", required=True, metavar="URL",
+                        help="an Optuna storage URL, e.g. sqlite:///sweep.db "
+                        "(then: optuna-dashboard sqlite:///sweep.db)")
+    export.add_argument("--study-name", default=None,
+                        help="the study's name (default: the directory's name)")
+    export.add_argument("--metric", default=None,
+                        help="the trial value (default: the sweep's metric)")
+    export.add_argument("--load-if-exists", action="store_true",
+                        help="add the trials to an existing study of that name")
     return parser
 
 
@@ -273,6 +399,45 @@ def _check_positive(args: argparse.Namespace, *fields: str) -> None:
         value = getattr(args, field)
         if value is not None and value <= 0:
             raise CliError(f"--{field.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def _check_scheduler_flags(args: argparse.Namespace) -> None:
+    """Scheduler flags: given only to the strategies that take them, and in range."""
+    for field, takers in _SCHEDULER_FLAGS.items():
+        if getattr(args, field) is not None and args.strategy not in takers:
+            raise CliError(
+                f"--{field.replace('_', '-')} applies to --strategy {'/'.join(takers)} only, "
+                f"not {args.strategy}; drop it"
+            )
+    if STRATEGIES[args.strategy].run is None:
+        return
+    if len(args.seeds) != 1:
+        raise CliError(
+            f"--seeds: --strategy {args.strategy} trains each configuration once; give one seed, "
+            f"got {len(args.seeds)}"
+        )
+    if args.strategy == "pbt":
+        if args.population_size is not None:
+            raise CliError(
+                "--population-size: --strategy pbt trains all --num-configs members as one "
+                "population; set --num-configs instead"
+            )
+        if args.num_configs < 2:
+            raise CliError(f"--num-configs must be >= 2 for --strategy pbt, got {args.num_configs}")
+        return
+    if args.eta is not None and args.eta < 2:
+        raise CliError(f"--eta must be an integer >= 2, got {args.eta}")
+    min_steps = _min_steps(args)
+    if min_steps >= args.num_steps:
+        raise CliError(
+            f"--min-steps {min_steps} must be smaller than --num-steps {args.num_steps} for "
+            "members to stop early; lower it"
+        )
+    if _scheduler_budget(args) < min_steps:
+        raise CliError(
+            f"--max-member-steps {_scheduler_budget(args)} is less than one member's first rung "
+            f"(--min-steps {min_steps}); raise it"
+        )
 
 
 def _check_space_file(path: str) -> None:
@@ -341,8 +506,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     """
     checkpointer, resume = _checkpoint_flags(args)
     _check_positive(
-        args, "num_configs", "num_steps", "steps_per_segment", "population_size", "grid_points"
+        args, "num_configs", "num_steps", "steps_per_segment", "population_size", "grid_points",
+        "min_steps", "max_member_steps", "pbt_interval",
     )
+    _check_scheduler_flags(args)
     _check_positive(args, "max_members_per_chunk", "num_processes")
     _check_population_flags(args)
     if args.batch_size is not None and args.batch_size < 0:
@@ -351,6 +518,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise CliError(f"--top must be >= 0, got {args.top}")
     _check_space_file(args.space)
     _check_out(args.out, "--out")
+    _check_tensorboard(getattr(args, "tensorboard", None))
     if not args.no_plot:
         _check_plotting(no_plot_hint=True)
 
@@ -382,6 +550,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     population_size = args.population_size
     if population_size is None and entry.default_rounds > 1:
         population_size = max(1, math.ceil(num_configs / entry.default_rounds))
+    if args.strategy == "pbt":
+        population_size = num_configs
+    steps_per_segment = args.steps_per_segment or (
+        _min_steps(args) if args.strategy in ("halving", "hyperband") else DEFAULT_STEPS_PER_SEGMENT
+    )
 
     split = data.standardize(data.train_valid_test_split(dataset, seed=args.seed))  # numpy
     num_train = len(split.y_train)
@@ -406,27 +579,40 @@ def run_sweep(args: argparse.Namespace) -> int:
         args.coordinator_address, args.num_processes, args.process_id
     )
     writer = distributed.is_writer()
-    progress = ProgressBar(
-        num_configs * len(args.seeds) * args.num_steps, metric=metric, mode=mode,
-        enabled=writer and not args.quiet,
-    )
-    results = tune(
-        the_task, split, space, strategy,
-        num_configs=num_configs,
-        num_steps=args.num_steps,
-        population_size=population_size,
-        seeds=args.seeds,
-        batch_size=batch_size,
-        steps_per_segment=args.steps_per_segment,
-        metric=metric,
-        mode=mode,
-        seed=args.seed,
-        on_segment=progress,
-        checkpoint=checkpointer,
-        resume=resume,
-        engine_options={"batch_mode": args.batch_mode,
-                        "max_members_per_chunk": args.max_members_per_chunk},
-    )
+    budget = num_configs * len(args.seeds) * args.num_steps
+    if args.strategy in ("halving", "hyperband"):
+        budget = _scheduler_budget(args)
+    progress = ProgressBar(budget, metric=metric, mode=mode,
+                           enabled=writer and _progress_enabled(args))
+    if entry.run is not None:
+        results = entry.run(
+            args, the_task, split, space, strategy,
+            population_size=population_size,
+            batch_size=batch_size,
+            steps_per_segment=steps_per_segment,
+            metric=metric,
+            mode=mode,
+            on_segment=progress,
+        )
+    else:
+        results = tune(
+            the_task, split, space, strategy,
+            num_configs=num_configs,
+            num_steps=args.num_steps,
+            population_size=population_size,
+            seeds=args.seeds,
+            batch_size=batch_size,
+            steps_per_segment=steps_per_segment,
+            metric=metric,
+            mode=mode,
+            seed=args.seed,
+            on_segment=progress,
+            checkpoint=checkpointer,
+            resume=resume,
+            engine_options={"batch_mode": args.batch_mode,
+                            "max_members_per_chunk": args.max_members_per_chunk},
+        )
+    progress.close()  # ends the live line even when the sweep did less than the estimate
     out = Path(args.out)
     if not writer:  # every process holds every row; one writes, or they would race
         import jax
@@ -435,12 +621,58 @@ def run_sweep(args: argparse.Namespace) -> int:
               f"trained; process 0 writes {out}")
         return 0
     results.save(out)
-    print(results.table(k=args.top, metric=metric, mode=mode))
+    if getattr(args, "tensorboard", None):
+        from jaxtune.integrations.tensorboard import write_tensorboard
+
+        print(f"wrote TensorBoard runs into {write_tensorboard(results, args.tensorboard)} "
+              f"(tensorboard --logdir {args.tensorboard})")
+    if entry.run is not None and args.strategy != "pbt":
+        # Stopped members carry metrics from an early rung: rank the completed ones.
+        stopped = len(results.filter(status="stopped"))
+        completed = results.filter(status="completed")
+        print(f"{len(results)} members started, {stopped} stopped early, "
+              f"{results.metadata.get('member_steps', '?')} member-steps; "
+              + ("completed members:" if len(completed) else
+                 "none completed --num-steps within the budget (raise --max-member-steps):"))
+        shown = completed if len(completed) else results
+        print(shown.table(k=args.top, metric=metric, mode=mode))
+    else:
+        print(results.table(k=args.top, metric=metric, mode=mode))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
     if not args.no_plot:
         for path in write_figures(results, out, metric, mode, args.format):
             print(f"wrote {path}")
     return 0
+
+
+def _check_population_flags(args: argparse.Namespace) -> None:
+    """``--batch-mode``, ``--max-members-per-chunk`` and the cluster flags, checked before
+    anything starts (the JAXTUNE_* variables are checked by
+    :func:`jaxtune.distributed.initialize_from_env_or_args`)."""
+    if STRATEGIES[args.strategy].run is not None and (
+            args.batch_mode != "independent" or args.max_members_per_chunk is not None):
+        raise CliError(
+            f"--batch-mode and --max-members-per-chunk apply to the ask/tell strategies "
+            f"(grid, random, sobol, bayes), not --strategy {args.strategy}; drop them"
+        )
+    if args.batch_mode == "shared" and args.batch_size == 0:
+        raise CliError("--batch-mode shared needs minibatches: give --batch-size > 0, or use "
+                       "--batch-mode independent")
+    if args.process_id is not None and args.process_id < 0:
+        raise CliError(f"--process-id must be >= 0, got {args.process_id}")
+    if (args.process_id is not None and args.num_processes is not None
+            and args.process_id >= args.num_processes):
+        raise CliError(
+            f"--process-id {args.process_id} must be below --num-processes "
+            f"{args.num_processes} (processes are numbered 0..{args.num_processes - 1})"
+        )
+    address = args.coordinator_address
+    if address is not None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise CliError(
+                f"--coordinator-address {address!r} must be HOST:PORT, e.g. 10.0.0.1:1234"
+            )
 
 
 #: Flags ``jaxtune sweep --resume DIR`` accepts besides DIR (the rest comes from the checkpoint).
@@ -534,30 +766,6 @@ def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
     return checkpointer, args.resume is not None
 
 
-def _check_population_flags(args: argparse.Namespace) -> None:
-    """``--batch-mode``, ``--max-members-per-chunk`` and the cluster flags, checked before
-    anything starts (the JAXTUNE_* variables are checked by
-    :func:`jaxtune.distributed.initialize_from_env_or_args`)."""
-    if args.batch_mode == "shared" and args.batch_size == 0:
-        raise CliError("--batch-mode shared needs minibatches: give --batch-size > 0, or use "
-                       "--batch-mode independent")
-    if args.process_id is not None and args.process_id < 0:
-        raise CliError(f"--process-id must be >= 0, got {args.process_id}")
-    if (args.process_id is not None and args.num_processes is not None
-            and args.process_id >= args.num_processes):
-        raise CliError(
-            f"--process-id {args.process_id} must be below --num-processes "
-            f"{args.num_processes} (processes are numbered 0..{args.num_processes - 1})"
-        )
-    address = args.coordinator_address
-    if address is not None:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise CliError(
-                f"--coordinator-address {address!r} must be HOST:PORT, e.g. 10.0.0.1:1234"
-            )
-
-
 def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str) -> list[Path]:
     """Writes the standard figures of a sweep into ``out``; returns their paths.
 
@@ -587,6 +795,56 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_enabled(args: argparse.Namespace) -> bool | None:
+    """``--quiet``: never; ``--progress``: always; else only when stderr is a terminal."""
+    if args.quiet:
+        return False
+    return True if getattr(args, "progress", False) else None
+
+
+def _check_tensorboard(directory: str | None) -> None:
+    if directory is None:
+        return
+    _check_out(directory, "--tensorboard")
+    if importlib.util.find_spec("tensorboardX") is None:
+        raise ImportError(
+            "--tensorboard needs tensorboardX: `pip install jaxtune[integrations]` "
+            "(or pip install tensorboardX)"
+        )
+
+
+def _export_optuna(args: argparse.Namespace) -> int:
+    if "://" not in args.storage:
+        raise CliError(
+            f"--storage {args.storage!r} is not a storage URL; give e.g. sqlite:///sweep.db"
+        )
+    if importlib.util.find_spec("optuna") is None:
+        raise ImportError(
+            "export-optuna needs Optuna: `pip install jaxtune[integrations]` (or pip install "
+            "optuna)"
+        )
+    results = _load_results(args.directory)
+    metric, mode = _metric_for(results, args.metric)
+    import optuna
+
+    from jaxtune.integrations.optuna import export_to_optuna
+
+    name = args.study_name or Path(args.directory).resolve().name
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = export_to_optuna(results, storage=args.storage, study_name=name, metric=metric,
+                                 direction=mode, load_if_exists=args.load_if_exists)
+    except optuna.exceptions.DuplicatedStudyError as error:
+        raise CliError(
+            f"--study-name: a study named {name!r} already exists in {args.storage}; pass "
+            "another --study-name, or --load-if-exists to add to it"
+        ) from error
+    print(f"exported {len(results)} members as trials of study {study.study_name!r} "
+          f"({metric}, {'maximize' if mode == 'max' else 'minimize'}) into {args.storage}")
+    print(f"view it with: optuna-dashboard {args.storage}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.directory
     _check_out(out, "--out")
@@ -602,6 +860,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sweep": run_sweep,
     "show": _show,
     "plot": _plot,
+    "export-optuna": _export_optuna,
 }
 
 
