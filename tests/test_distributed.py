@@ -226,6 +226,7 @@ def test_jaxtune_sweep_in_two_processes_writes_once_what_one_process_computes(tm
         (["--batch-mode", "shared", "--batch-size", "0"], ["--batch-mode shared",
                                                            "--batch-size"]),
         (["--max-members-per-chunk", "0"], ["--max-members-per-chunk"]),
+        (["--batch-mode", "shared", "--strategy", "pbt"], ["--batch-mode", "pbt"]),
     ],
 )
 def test_bad_population_flags_are_one_line_errors(tmp_path, capsys, monkeypatch, flags, fields):
