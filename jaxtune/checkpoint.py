@@ -325,11 +325,16 @@ class Store:
     def save(self, document: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         """Writes one checkpoint step (atomically: Orbax renames a finished temporary folder)."""
         arrays = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
-        # Orbax refuses an empty tree; the format tag as bytes is always there.
+        # Orbax refuses empty trees and zero-size arrays: those are described in the document,
+        # and the format tag as bytes is always there.
+        empty = {name: [value.dtype.str, list(value.shape)]
+                 for name, value in arrays.items() if value.size == 0}
+        arrays = {name: value for name, value in arrays.items() if value.size}
         arrays["format"] = np.frombuffer(FORMAT.encode(), np.uint8).copy()
         full = {
             "format": FORMAT, "fingerprint": self.fingerprint, **to_json(dict(document)),
             "checksums": {name: array_digest(value) for name, value in arrays.items()},
+            "empty_arrays": empty,
         }
         latest = self._manager.latest_step()
         step = 0 if latest is None else latest + 1
@@ -390,6 +395,8 @@ class Store:
                 f"checkpoint {str(where)!r} is damaged: its arrays do not match their checksums;"
                 " delete that step folder to fall back to an older one, or start again"
             )
+        for name, (dtype, shape) in dict(document.get("empty_arrays", {})).items():
+            arrays[name] = np.zeros(shape, np.dtype(dtype))
         return from_json(document), arrays
 
 
@@ -450,6 +457,56 @@ def view_from_json(record: Mapping[str, Any], step_dtype: Any, alive_dtype: Any)
     )
 
 
+def pack_curves(records: Sequence[Mapping[str, Any]], prefix: str
+                ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Moves the learning curves of member records into flat arrays.
+
+    Curves are most of a sweep's host data (a value per metric per segment per member); as
+    arrays they are saved and read at the speed of bytes, not of JSON numbers. Returns the
+    records without ``curve_steps``/``curves`` (with ``curve_names``) and the arrays
+    ``<prefix>.lengths``, ``<prefix>.steps`` and ``<prefix>.values.<name>`` (float64, exact for
+    the float32 metrics and the Python floats they were read into).
+    """
+    names = sorted({name for record in records for name in record["curves"]})
+    lengths = np.asarray([len(r["curve_steps"]) for r in records], np.int64)
+    steps = np.fromiter((s for r in records for s in r["curve_steps"]), np.int64,
+                        count=int(lengths.sum()))
+    arrays = {f"{prefix}.lengths": lengths, f"{prefix}.steps": steps}
+    for name in names:
+        arrays[f"{prefix}.values.{name}"] = np.fromiter(
+            (float(v) for r, n in zip(records, lengths, strict=True)
+             for v in r["curves"].get(name, [math.nan] * n)),
+            np.float64, count=int(lengths.sum()),
+        )
+    stripped = [
+        {**{k: v for k, v in r.items() if k not in ("curve_steps", "curves")},
+         "curve_names": sorted(r["curves"])}
+        for r in records
+    ]
+    return stripped, arrays
+
+
+def unpack_curves(records: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],
+                  prefix: str) -> list[dict[str, Any]]:
+    """Inverse of :func:`pack_curves`."""
+    lengths = arrays.get(f"{prefix}.lengths")
+    if lengths is None or len(lengths) != len(records):
+        raise ValueError(f"checkpoint is damaged: the curves of {prefix!r} are missing")
+    ends = np.cumsum(lengths)
+    steps = arrays[f"{prefix}.steps"].tolist()
+    values = {
+        key.rpartition(".values.")[2]: array.tolist()
+        for key, array in arrays.items() if key.startswith(f"{prefix}.values.")
+    }
+    out = []
+    for record, end, length in zip(records, ends.tolist(), lengths.tolist(), strict=True):
+        start = end - length
+        curves = {name: values[name][start:end] for name in record["curve_names"]}
+        rest = {k: v for k, v in record.items() if k != "curve_names"}
+        out.append({**rest, "curve_steps": steps[start:end], "curves": curves})
+    return out
+
+
 @dataclasses.dataclass
 class ChunkProgress:
     """A chunk restored mid-way: host arrays of its population and its members' records."""
@@ -485,6 +542,7 @@ class TrainSession:
         self.next_id = next_id
         self._chunk: dict[str, Any] | None = None
         self._chunk_arrays: dict[str, np.ndarray] = {}
+        self._packed_rows: tuple[int, list[dict[str, Any]], dict[str, np.ndarray]] | None = None
         if not restore:
             return
         latest = store.latest()
@@ -500,7 +558,7 @@ class TrainSession:
                 "other arguments than this one (configs, seeds, data, steps or chunking differ);"
                 " resume with the original arguments, or use a new checkpoint directory"
             )
-        self.done_rows = list(section["rows"])
+        self.done_rows = unpack_curves(section["rows"], arrays, "rows")
         self.done_params = [(int(c), list(has)) for c, has in section["params"]]
         self.done_arrays = {k: v for k, v in arrays.items() if k.startswith("params.")}
         self.num_done_chunks = self.num_restored_chunks = int(section["num_done_chunks"])
@@ -508,6 +566,8 @@ class TrainSession:
         self.next_id = int(section["next_id"])
         self._chunk = section.get("chunk")
         self._chunk_arrays = {k: v for k, v in arrays.items() if k.startswith("chunk.")}
+        if section.get("chunk") is None and self._chunk_arrays:
+            raise ValueError("checkpoint is damaged: arrays of a chunk without its record")
 
     # ---- the running chunk ----
 
@@ -535,10 +595,11 @@ class TrainSession:
                 "has more arrays than this sweep's model"
             )
         dynamic = {name: self._chunk_arrays[f"chunk.dynamic.{name}"] for name in dynamic_names}
+        members = unpack_curves(chunk["members"], self._chunk_arrays, "chunk.members")
+        slots = [None if i < 0 else member_from_json(members[i]) for i in chunk["slots"]]
         return ChunkProgress(
-            state_leaves=leaves, dynamic=dynamic,
-            slots=[None if m is None else member_from_json(m) for m in chunk["slots"]],
-            finished=[member_from_json(m) for m in chunk["finished"]],
+            state_leaves=leaves, dynamic=dynamic, slots=slots,
+            finished=[member_from_json(m) for m in members[len(chunk["slots"]):]],
             segment_index=int(chunk["segment_index"]), num_diverged=int(chunk["num_diverged"]),
             views=list(chunk["views"]),
         )
@@ -549,12 +610,19 @@ class TrainSession:
                    views: Sequence[Mapping[str, Any]], next_id: int) -> None:
         """Saves the running chunk's progress (with everything finished before it)."""
         self.next_id = next_id
+        # Slots first (padding slots as -1), then the members that left them.
+        records = [member_to_json(m) for m in slots if m is not None]
+        records += [member_to_json(m) for m in finished]
+        members, arrays = pack_curves(records, "chunk.members")
+        positions, count = [], 0
+        for member in slots:
+            positions.append(-1 if member is None else count)
+            count += member is not None
         chunk = {
             "index": chunk_index, "segment_index": segment_index, "num_diverged": num_diverged,
-            "slots": [None if m is None else member_to_json(m) for m in slots],
-            "finished": [member_to_json(m) for m in finished], "views": list(views),
+            "slots": positions, "members": members, "views": list(views),
         }
-        arrays = {f"chunk.state.{i:05d}": np.asarray(v) for i, v in enumerate(state_leaves)}
+        arrays.update({f"chunk.state.{i:05d}": np.asarray(v) for i, v in enumerate(state_leaves)})
         arrays.update({f"chunk.dynamic.{k}": np.asarray(v) for k, v in dynamic.items()})
         self._save(chunk, arrays)
 
@@ -609,12 +677,16 @@ class TrainSession:
         return rows, params
 
     def _save(self, chunk: dict[str, Any] | None, chunk_arrays: Mapping[str, np.ndarray]) -> None:
+        if self._packed_rows is None or self._packed_rows[0] != len(self.done_rows):
+            self._packed_rows = (len(self.done_rows), *pack_curves(self.done_rows, "rows"))
+        _, rows, row_arrays = self._packed_rows
         section = {
-            "scope": self.scope, "fingerprint": self.fingerprint, "rows": self.done_rows,
+            "scope": self.scope, "fingerprint": self.fingerprint, "rows": rows,
             "params": self.done_params, "num_done_chunks": self.num_done_chunks,
             "next_id": self.next_id, "chunk": chunk,
         }
-        self.store.save({**self.outer, "train": section}, {**self.done_arrays, **chunk_arrays})
+        self.store.save({**self.outer, "train": section},
+                        {**self.done_arrays, **row_arrays, **chunk_arrays})
 
 
 def jax_unflatten(treedef: Any, leaves: Sequence[Any]) -> Any:

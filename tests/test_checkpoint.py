@@ -247,12 +247,13 @@ def _interrupted(task, configs, split, directory):
 
 def test_damaged_checkpoints_are_clear_errors(task, configs, split, tmp_path):
     options = dict(max_members_per_chunk=3, **TRAIN)
-    # A truncated array file.
+    # Truncated array data files (TensorStore's OCDBT data under ``d/``).
     step = _interrupted(task, configs, split, tmp_path / "truncated")
-    files = sorted((f for f in (step / "arrays").rglob("*") if f.is_file()),
-                   key=lambda f: f.stat().st_size)
-    with open(files[-1], "r+b") as file:
-        file.truncate(files[-1].stat().st_size // 2)
+    files = [f for f in (step / "arrays").rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert files
+    for data_file in files:
+        with open(data_file, "r+b") as file:
+            file.truncate(data_file.stat().st_size // 2)
     with pytest.raises(ValueError, match="is damaged"):
         jt.train(task, configs[:3], split, checkpoint=tmp_path / "truncated", resume=True,
                  **options)
