@@ -10,7 +10,7 @@ taking one optimizer step):
 * Bayesian optimization (``jaxtune.strategies.bayes_search``, when it exists): the same number
   of configurations in rounds of a quarter of them;
 * Hyperband (asynchronous brackets in one population, first rung ``min_steps`` = 9, eta = 3,
-  so 4 brackets at 243 steps and 5 at 729), refills drawn by random search, capped at the same
+  so 4 brackets at 243 steps), refills drawn by random search, capped at the same
   member-steps, with a population of ``num_configs // 8`` slots (at least 4) and, to show the
   trade-off, of ``num_configs`` slots like random search ("hyperband-wide");
 * PBT: ``num_configs`` members for ``num_steps`` steps, exploit/explore every 3 segments.
@@ -28,8 +28,8 @@ member-steps: Hyperband with fewer slots finishes its first models sooner in mem
 the price of wall time. Curves are medians over seeds (seed ``s`` draws the first
 configurations and the member keys of every method alike).
 
-    python benchmarks/_digits_budget.py            # 5 seeds, 729 steps, 32 configs
-    python benchmarks/_digits_budget.py --quick    # 2 seeds, 243 steps, 16 configs (< 2 min)
+    python benchmarks/_digits_budget.py            # 5 seeds, 32 configs x 243 steps
+    python benchmarks/_digits_budget.py --quick    # 2 seeds, 16 configs x 243 steps
 
 The last line printed is the returned dict as JSON.
 """
@@ -123,14 +123,18 @@ def _budget_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float:
 
 
 def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None = FIGURE,
-                      verbose: bool = True) -> dict[str, Any]:
+                      verbose: bool = True, num_configs: int | None = None,
+                      num_steps: int = 243) -> dict[str, Any]:
     """Runs the comparison; writes the figure; returns the headline figures.
 
     Args:
-      seeds: number of seeds (``quick`` uses at most 2).
-      quick: 243 steps and 16 configurations instead of 729 and 32.
+      seeds: number of seeds.
+      quick: 16 configurations instead of 32 (unless ``num_configs`` is given).
       figure: where to write the figure (``None``: no figure).
       verbose: print one line per method and seed.
+      num_configs: configurations of random search (the budget is ``num_configs *
+        num_steps`` member-steps for every method).
+      num_steps: steps of a fully trained member.
 
     Returns:
       ``{"hyperband_budget_to_random_best": median over seeds of the fraction of random
@@ -141,17 +145,19 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
       of the final best validation accuracies, plus the settings, per-seed values and wall
       times}``.
     """
-    num_steps, num_configs, min_steps = (243, 16, 9) if quick else (729, 32, 9)
+    num_configs = num_configs or (16 if quick else 32)
+    min_steps = 9
     hb_slots = max(4, num_configs // 8)
-    seeds = min(seeds, 2) if quick else seeds
     budget = num_steps * num_configs
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
     task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
     space = _space()
     try:
-        from jaxtune.strategies import bayes_search
+        from jaxtune.strategies.bayes import bayes_search
     except ImportError:
         bayes_search = None
+        if verbose:
+            print("  bayes_search is not available: Bayesian optimization is left out")
     common = dict(num_steps=num_steps, batch_size=BATCH, steps_per_segment=min_steps,
                   static_names=space.static_names, evaluate_test=False)
     curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -182,7 +188,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
             )
             record("bayes", seed, *_sequential_curve(results, num_steps), start)
 
-        for method, slots in (("hyperband", hb_slots), ("hyperband-wide", num_configs)):
+        wide = () if quick else (("hyperband-wide", num_configs),)
+        for method, slots in (("hyperband", hb_slots), *wide):
             start = time.perf_counter()
             log: list[tuple[int, float]] = []
             scheduler = hyperband(space, random_search(), min_steps=min_steps, eta=3,
@@ -205,10 +212,11 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
     def fractions_of(method):
         return [
             _budget_to_reach(hx, hy, ry[-1]) / budget
-            for (hx, hy), (_, ry) in zip(curves[method], curves["random"], strict=True)
+            for (hx, hy), (_, ry) in zip(curves.get(method, []), curves["random"], strict=False)
         ]
 
     fractions, wide_fractions = fractions_of("hyperband"), fractions_of("hyperband-wide")
+    bayes_fractions = fractions_of("bayes")
     grid = np.linspace(0, budget, 400)
     if figure is not None:
         _plot(curves, grid, figure, num_steps, num_configs, seeds)
@@ -222,13 +230,16 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
         "random_best_acc": median(finals["random"]),
         "hyperband_best_acc": median(finals["hyperband"]),
         "hyperband_wide_budget_to_random_best": median(wide_fractions),
-        "hyperband_wide_best_acc": median(finals["hyperband-wide"]),
+        "hyperband_wide_best_acc": median(finals.get("hyperband-wide", [])),
         "bayes_best_acc": median(finals.get("bayes", [])),
+        "bayes_budget_to_random_best": median(bayes_fractions),
         "per_seed": {"hyperband_budget_to_random_best": fractions,
-                     "hyperband_wide_budget_to_random_best": wide_fractions, **finals},
+                     "hyperband_wide_budget_to_random_best": wide_fractions,
+                     "bayes_budget_to_random_best": bayes_fractions, **finals},
         "settings": {"seeds": seeds, "num_steps": num_steps, "num_configs": num_configs,
                      "min_steps": min_steps, "eta": 3, "budget_member_steps": budget,
-                     "hyperband_slots": hb_slots, "hyperband_wide_slots": num_configs,
+                     "hyperband_slots": hb_slots,
+                     "hyperband_wide_slots": num_configs if wide else None,
                      "quick": quick},
         "wall_time_s": {m: round(t, 1) for m, t in timings.items()},
     }
@@ -268,12 +279,13 @@ def _plot(curves, grid, path: Path, num_steps: int, num_configs: int, seeds: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds, smaller budget")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 16 configurations")
+    parser.add_argument("--seeds", type=int, default=None, help="default 5 (quick: 2)")
     parser.add_argument("--figure", type=Path, default=FIGURE)
     args = parser.parse_args()
     start = time.perf_counter()
-    summary = run_digits_budget(seeds=args.seeds, quick=args.quick, figure=args.figure)
+    seeds = args.seeds or (2 if args.quick else 5)
+    summary = run_digits_budget(seeds=seeds, quick=args.quick, figure=args.figure)
     print(f"total {time.perf_counter() - start:.1f} s; figure {args.figure}")
     print(json.dumps(summary))
 

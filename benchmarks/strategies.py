@@ -1,0 +1,351 @@
+"""Search strategies compared: test functions (simple regret) and digits (accuracy vs compute).
+
+Part 1, standard test functions through the same ask/tell loop the tune loop runs
+(``configs, state = ask(state, batch)``; ``state = tell(state, configs, losses)``), with every
+coordinate a :class:`jaxtune.Float` parameter:
+
+* Branin (2-D, ``[-5, 10] x [0, 15]``, minimum 0.397887), Hartmann-6 (``[0, 1]^6``, minimum
+  -3.32237), Rosenbrock-4 (``[-5, 10]^4``, minimum 0) and Levy-10 (``[-10, 10]^10``, minimum 0),
+  as defined in the Virtual Library of Simulation Experiments (Surjanovic & Bingham);
+* random search, scrambled Sobol, Bayesian optimization (``bayes_search``: GP, expected
+  improvement, kriging-believer batches) and, when Optuna is installed, Optuna's TPE sampler
+  through :func:`jaxtune.integrations.optuna.optuna_strategy`;
+* batches of 1 and 8 configs per ``ask``; 100 evaluations; simple regret
+  ``min(f(x_1..x_n)) - f*`` after 50 and 100 evaluations, median and quartiles over seeds.
+
+Part 2, digits with an MLP: best validation accuracy against member-steps for random search,
+Bayesian optimization, Hyperband and PBT at an equal budget (``benchmarks/_digits_budget.py``;
+its figure is ``docs/strategies_budget.png``).
+
+    python benchmarks/strategies.py          # 20 seeds, 4 functions, batches 1 and 8, 100 evals;
+                                             # digits: 5 seeds
+    python benchmarks/strategies.py --quick  # 3 seeds, Branin and Hartmann-6, batch 8, 50 evals;
+                                             # digits: 2 seeds, a smaller budget
+
+The last line is ``bo_vs_random_regret_branin=... bo_vs_random_regret_hartmann6=...
+hyperband_budget_to_random_best=... pbt_best_acc=... random_best_acc=...``:
+``bo_vs_random_regret_<f>`` is random search's median simple regret after 50 evaluations
+(batch 8) over Bayesian optimization's (higher is better), ``hyperband_budget_to_random_best``
+the fraction of random search's member-steps Hyperband needs to reach random search's final best
+validation accuracy (median over seeds), the accuracies medians of the final best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+import jaxtune as jt
+from jaxtune.strategies import Strategy, random_search
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _digits_budget  # a sibling script
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+REGRET_FIGURE = DOCS / "strategies_regret.png"
+NUM_EVALS = 100
+CHECKPOINTS = (50, 100)
+
+
+# --------------------------------------------------------------------------------------------
+# Test functions: x is [n, dim], returns [n]
+
+
+def branin(x: np.ndarray) -> np.ndarray:
+    x1, x2 = x[:, 0], x[:, 1]
+    b, c, t = 5.1 / (4 * np.pi**2), 5 / np.pi, 1 / (8 * np.pi)
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * np.cos(x1) + 10
+
+
+_HARTMANN_A = np.array([
+    [10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
+    [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14],
+])
+_HARTMANN_P = 1e-4 * np.array([
+    [1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+    [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381],
+])
+_HARTMANN_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def hartmann6(x: np.ndarray) -> np.ndarray:
+    inner = np.sum(_HARTMANN_A[None] * (x[:, None, :] - _HARTMANN_P[None]) ** 2, axis=-1)
+    return -np.sum(_HARTMANN_ALPHA * np.exp(-inner), axis=-1)
+
+
+def rosenbrock(x: np.ndarray) -> np.ndarray:
+    return np.sum(100 * (x[:, 1:] - x[:, :-1] ** 2) ** 2 + (1 - x[:, :-1]) ** 2, axis=-1)
+
+
+def levy(x: np.ndarray) -> np.ndarray:
+    w = 1 + (x - 1) / 4
+    head = np.sin(np.pi * w[:, 0]) ** 2
+    middle = np.sum((w[:, :-1] - 1) ** 2 * (1 + 10 * np.sin(np.pi * w[:, :-1] + 1) ** 2), axis=-1)
+    tail = (w[:, -1] - 1) ** 2 * (1 + np.sin(2 * np.pi * w[:, -1]) ** 2)
+    return head + middle + tail
+
+
+class TestFunction(NamedTuple):
+    """A test function: ``f([n, dim]) -> [n]``, its box and its known minimum."""
+
+    f: Callable[[np.ndarray], np.ndarray]
+    bounds: tuple[tuple[float, float], ...]
+    minimum: float
+
+    @property
+    def dim(self) -> int:
+        return len(self.bounds)
+
+    def space(self) -> jt.Space:
+        return jt.Space({f"x{i}": jt.Float(lo, hi) for i, (lo, hi) in enumerate(self.bounds)})
+
+    def __call__(self, configs: list[dict[str, Any]]) -> np.ndarray:
+        x = np.array([[c[f"x{i}"] for i in range(self.dim)] for c in configs], np.float64)
+        return self.f(x.reshape(len(configs), self.dim))
+
+
+FUNCTIONS = {
+    "branin": TestFunction(branin, ((-5.0, 10.0), (0.0, 15.0)), 0.397887357729738),
+    "hartmann6": TestFunction(hartmann6, ((0.0, 1.0),) * 6, -3.32236801141551),
+    "rosenbrock4": TestFunction(rosenbrock, ((-5.0, 10.0),) * 4, 0.0),
+    "levy10": TestFunction(levy, ((-10.0, 10.0),) * 10, 0.0),
+}
+
+
+def _strategies() -> dict[str, Callable[[], Strategy]]:
+    """The ask/tell strategies compared: name -> factory (absent ones are left out)."""
+    from jaxtune.strategies.sobol import sobol_search
+
+    chosen: dict[str, Callable[[], Strategy]] = {
+        "random": random_search, "sobol": sobol_search,
+    }
+    try:
+        from jaxtune.strategies.bayes import bayes_search
+    except ImportError:
+        print("bayes_search is not available: Bayesian optimization is left out", flush=True)
+    else:
+        chosen["bayes"] = bayes_search
+    try:
+        import optuna
+
+        from jaxtune.integrations.optuna import optuna_strategy
+    except ImportError:
+        print("optuna is not installed: TPE is left out", flush=True)
+    else:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        chosen["tpe"] = lambda: optuna_strategy(
+            lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        )
+    return chosen
+
+
+def best_so_far(strategy: Strategy, function: TestFunction, key: jax.Array, num_evals: int,
+                batch: int) -> np.ndarray:
+    """``[num_evals]`` best value after each evaluation, running the ask/tell loop."""
+    state = strategy.init(function.space(), key)
+    values: list[float] = []
+    while len(values) < num_evals:
+        configs, state = strategy.ask(state, min(batch, num_evals - len(values)))
+        if not configs:
+            raise RuntimeError("the strategy proposed nothing before the budget was spent")
+        losses = function(configs)
+        state = strategy.tell(state, configs, losses)
+        values.extend(float(v) for v in losses)
+    return np.minimum.accumulate(np.asarray(values))
+
+
+def run_test_functions(functions: list[str], seeds: int, batches: tuple[int, ...],
+                       num_evals: int = NUM_EVALS, verbose: bool = True,
+                       partial: Path | None = None) -> dict[str, Any]:
+    """Simple regret of every strategy on every function; returns the summary.
+
+    Args:
+      functions: names in :data:`FUNCTIONS`.
+      seeds: seeds ``0 .. seeds - 1`` (the ``init`` key of every strategy).
+      batches: configs per ``ask``; all of one batch size run before the next.
+      num_evals: evaluations per run.
+      verbose: one line per function, strategy and batch size.
+      partial: if given, the summary so far is written there after each line (long runs).
+
+    Returns:
+      ``{"regret": {function: {strategy: {batch: [seeds, num_evals] regret}}}, "summary":
+      {function: {strategy: {batch: {n: [q25, median, q75]}}}}, "wall_time_s": {strategy:
+      seconds}}``.
+    """
+    strategies = _strategies()
+    regret: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+    timings: dict[str, float] = {}
+    for batch in batches:
+        for name in functions:
+            function = FUNCTIONS[name]
+            for label, factory in strategies.items():
+                start = time.perf_counter()
+                runs = [
+                    best_so_far(factory(), function, jax.random.PRNGKey(seed), num_evals, batch)
+                    - function.minimum
+                    for seed in range(seeds)
+                ]
+                elapsed = time.perf_counter() - start
+                timings[label] = timings.get(label, 0.0) + elapsed
+                table = np.maximum(np.stack(runs), 0.0)
+                regret.setdefault(name, {}).setdefault(label, {})[batch] = table
+                if verbose:
+                    at = {n: float(np.median(table[:, n - 1])) for n in CHECKPOINTS
+                          if n <= num_evals}
+                    print(f"  {name:<12} {label:<7} batch {batch}: median regret "
+                          + "  ".join(f"@{n} {v:.3g}" for n, v in at.items())
+                          + f"  ({elapsed:.1f} s)", flush=True)
+                if partial is not None:
+                    partial.write_text(json.dumps(
+                        {"summary": _summarize(regret), "wall_time_s": timings}, indent=1
+                    ))
+    return {"regret": regret, "summary": _summarize(regret),
+            "wall_time_s": {k: round(v, 1) for k, v in timings.items()}}
+
+
+def _summarize(regret) -> dict[str, Any]:
+    """Quartiles of the regret after each checkpoint: ``{f: {strategy: {batch: {n: [q]}}}}``."""
+    return {
+        name: {
+            label: {
+                batch: {n: [float(q) for q in np.quantile(r[:, n - 1], (0.25, 0.5, 0.75))]
+                        for n in CHECKPOINTS if n <= r.shape[1]}
+                for batch, r in by_batch.items()
+            }
+            for label, by_batch in by_label.items()
+        }
+        for name, by_label in regret.items()
+    }
+
+
+def _plot_regret(regret, path: Path, seeds: int) -> None:
+    """One panel per function (columns) and batch size (rows): median and quartiles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(regret)
+    batches = sorted({b for by_label in regret.values() for r in by_label.values() for b in r},
+                     reverse=True)
+    fig, axes = plt.subplots(len(batches), len(names), figsize=(3.1 * len(names),
+                             2.9 * len(batches)), dpi=110, squeeze=False)
+    colors = {"random": "C0", "sobol": "C2", "bayes": "C1", "tpe": "C4"}
+    for row, batch in enumerate(batches):
+        for ax, name in zip(axes[row], names, strict=True):
+            for label, by_batch in regret[name].items():
+                if batch not in by_batch:
+                    continue
+                runs = np.maximum(by_batch[batch], 1e-12)
+                steps = np.arange(1, runs.shape[1] + 1)
+                low, mid, high = np.quantile(runs, (0.25, 0.5, 0.75), axis=0)
+                ax.plot(steps, mid, color=colors.get(label), label=label)
+                ax.fill_between(steps, low, high, color=colors.get(label), alpha=0.15,
+                                linewidth=0)
+            ax.set_yscale("log")
+            ax.set_title(f"{name}, batch {batch}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if row == len(batches) - 1:
+                ax.set_xlabel("evaluations")
+        axes[row][0].set_ylabel("simple regret")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"simple regret: median and quartiles over {seeds} seeds", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _ratio(summary, function: str, batch: int = 8, n: int = 50) -> float | None:
+    """Random's median regret after n evaluations over BO's (None without both)."""
+    by_label = summary.get(function, {})
+    if "bayes" not in by_label or "random" not in by_label or batch not in by_label["random"]:
+        return None
+    bo = by_label["bayes"][batch][n][1]
+    rnd = by_label["random"][batch][n][1]
+    return float(rnd / bo) if bo > 0 else float("inf")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "nan"
+    return f"{value:.4g}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="3 seeds, Branin and Hartmann-6, batch 8; 2 digits seeds (minutes)")
+    parser.add_argument("--seeds", type=int, default=None, help="test-function seeds")
+    parser.add_argument("--digits-seeds", type=int, default=None)
+    parser.add_argument("--skip-digits", action="store_true", help="part 1 only")
+    parser.add_argument("--skip-functions", action="store_true", help="part 2 only")
+    parser.add_argument("--figures", action="store_true",
+                        help="write docs/strategies_*.png (default: only for full runs)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the summary here (part 1 also after each line)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+
+    if args.quick:
+        functions, seeds, batches, num_evals, digits_seeds = ["branin", "hartmann6"], 3, (8,), 50, 2
+    else:
+        functions, seeds, batches, num_evals, digits_seeds = list(FUNCTIONS), 20, (8, 1), 100, 5
+    seeds = args.seeds or seeds
+    digits_seeds = args.digits_seeds or digits_seeds
+    figures = args.figures or not args.quick
+
+    summary: dict[str, Any] = {}
+    ratios: dict[str, float | None] = {}
+    wall: dict[str, float] = {}
+    if not args.skip_functions:
+        print(f"part 1: {', '.join(functions)}; {seeds} seeds; batches {batches}; {num_evals} "
+              "evaluations", flush=True)
+        part1 = run_test_functions(functions, seeds, batches, num_evals, partial=args.json)
+        if figures:
+            _plot_regret(part1["regret"], REGRET_FIGURE, seeds=seeds)
+        summary, wall = part1["summary"], part1["wall_time_s"]
+        print("\nmedian simple regret [q25, q75] after n evaluations")
+        for name, by_label in summary.items():
+            for label, by_batch in by_label.items():
+                for batch, at in by_batch.items():
+                    cells = "   ".join(
+                        f"@{n}: {q[1]:.3g} [{q[0]:.3g}, {q[2]:.3g}]" for n, q in at.items()
+                    )
+                    print(f"  {name:<12} {label:<7} batch {batch}:  {cells}")
+        ratios = {name: _ratio(summary, name) for name in functions}
+        print("random / BO median regret after 50 evaluations, batch 8: "
+              + "  ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()))
+        print(f"part 1 wall time (s): {wall}", flush=True)
+
+    digits: dict[str, Any] = {}
+    if not args.skip_digits:
+        print(f"\npart 2: digits MLP, {digits_seeds} seeds", flush=True)
+        digits = _digits_budget.run_digits_budget(
+            seeds=digits_seeds, quick=args.quick,
+            figure=_digits_budget.FIGURE if figures else None,
+        )
+        print(json.dumps({k: v for k, v in digits.items() if k != "per_seed"}))
+
+    if args.json is not None:
+        args.json.write_text(json.dumps({"summary": summary, "ratios": ratios,
+                                         "wall_time_s": wall, "digits": digits},
+                                        indent=1, default=float))
+    print(f"total {time.perf_counter() - start:.1f} s")
+    print(f"bo_vs_random_regret_branin={_fmt(ratios.get('branin'))} "
+          f"bo_vs_random_regret_hartmann6={_fmt(ratios.get('hartmann6'))} "
+          f"hyperband_budget_to_random_best={_fmt(digits.get('hyperband_budget_to_random_best'))} "
+          f"pbt_best_acc={_fmt(digits.get('pbt_best_acc'))} "
+          f"random_best_acc={_fmt(digits.get('random_best_acc'))}")
+
+
+if __name__ == "__main__":
+    main()
