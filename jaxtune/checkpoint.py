@@ -250,6 +250,15 @@ class Store:
                  resume: bool) -> None:
         if not isinstance(resume, bool):
             raise TypeError(f"resume must be True or False, got {resume!r}")
+        import jax
+
+        if jax.process_count() > 1:
+            # Every process would write the same directory; Orbax's multi-host protocol is not
+            # wired in (yet).
+            raise ValueError(
+                f"checkpoint: checkpointing runs in one process, this sweep has "
+                f"{jax.process_count()}; drop checkpoint= or run in one process"
+            )
         self.checkpointer = checkpointer
         self.kind = kind
         self.arguments = to_json(_digest_arrays(arguments))
