@@ -163,3 +163,18 @@ def test_cli_reference_documents_every_flag():
         assert not missing, f"docs/cli.md, jaxtune {command}: undocumented {missing}"
         stale = sorted(f for f in in_docs[command] - flags if f.startswith("--"))
         assert not stale, f"docs/cli.md, jaxtune {command}: documents flags it lacks: {stale}"
+
+
+# --------------------------------------------------------------------------------------------
+# docs/api.md names every export
+
+
+@pytest.mark.parametrize("module", ["jaxtune", "jaxtune.plot", "jaxtune.integrations"])
+def test_api_reference_names_every_export(module):
+    import importlib
+
+    pytest.importorskip("matplotlib") if module == "jaxtune.plot" else None
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    exported = importlib.import_module(module).__all__
+    missing = [name for name in exported if not re.search(rf"`(?:[\w.]*\.)?{name}\b", text)]
+    assert not missing, f"docs/api.md does not mention these exports of {module}: {missing}"
