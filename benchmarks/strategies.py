@@ -205,10 +205,23 @@ def run_test_functions(functions: list[str], seeds: int, batches: tuple[int, ...
                           + f"  ({elapsed:.1f} s)", flush=True)
                 if partial is not None:
                     partial.write_text(json.dumps(
-                        {"summary": _summarize(regret), "wall_time_s": timings}, indent=1
+                        {"summary": _summarize(regret), "curves": _curves(regret),
+                         "seeds": seeds, "wall_time_s": timings}, indent=1
                     ))
     return {"regret": regret, "summary": _summarize(regret),
             "wall_time_s": {k: round(v, 1) for k, v in timings.items()}}
+
+
+def _curves(regret) -> dict[str, Any]:
+    """Quartiles of the regret after every evaluation: ``{f: {strategy: {batch: [3][n]}}}``."""
+    return {
+        name: {
+            label: {batch: np.quantile(r, (0.25, 0.5, 0.75), axis=0).tolist()
+                    for batch, r in by_batch.items()}
+            for label, by_batch in by_label.items()
+        }
+        for name, by_label in regret.items()
+    }
 
 
 def _summarize(regret) -> dict[str, Any]:
@@ -226,27 +239,34 @@ def _summarize(regret) -> dict[str, Any]:
     }
 
 
-def _plot_regret(regret, path: Path, seeds: int) -> None:
-    """One panel per function (columns) and batch size (rows): median and quartiles."""
+def _plot_regret(curves, path: Path, seeds: int) -> None:
+    """One panel per function (columns) and batch size (rows): median and quartiles.
+
+    Args:
+      curves: ``{function: {strategy: {batch: [q25, median, q75]}}}``, each a list over
+        evaluations (:func:`_curves`; batch keys may be strings when read back from JSON).
+      path: the figure file.
+      seeds: seeds behind the quartiles (for the title).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(regret)
-    batches = sorted({b for by_label in regret.values() for r in by_label.values() for b in r},
-                     reverse=True)
+    names = list(curves)
+    batches = sorted({int(b) for by_label in curves.values() for c in by_label.values()
+                      for b in c}, reverse=True)
     fig, axes = plt.subplots(len(batches), len(names), figsize=(3.1 * len(names),
                              2.9 * len(batches)), dpi=110, squeeze=False)
     colors = {"random": "C0", "sobol": "C2", "bayes": "C1", "tpe": "C4"}
     for row, batch in enumerate(batches):
         for ax, name in zip(axes[row], names, strict=True):
-            for label, by_batch in regret[name].items():
-                if batch not in by_batch:
+            for label, by_batch in curves[name].items():
+                quartiles = by_batch.get(batch, by_batch.get(str(batch)))
+                if quartiles is None:
                     continue
-                runs = np.maximum(by_batch[batch], 1e-12)
-                steps = np.arange(1, runs.shape[1] + 1)
-                low, mid, high = np.quantile(runs, (0.25, 0.5, 0.75), axis=0)
+                low, mid, high = np.maximum(np.asarray(quartiles, float), 1e-12)
+                steps = np.arange(1, len(mid) + 1)
                 ax.plot(steps, mid, color=colors.get(label), label=label)
                 ax.fill_between(steps, low, high, color=colors.get(label), alpha=0.15,
                                 linewidth=0)
@@ -292,8 +312,16 @@ def main() -> None:
                         help="write docs/strategies_*.png (default: only for full runs)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the summary here (part 1 also after each line)")
+    parser.add_argument("--plot-from", type=Path, default=None,
+                        help="only draw docs/strategies_regret.png from a --json file (which "
+                        "a long run writes as it goes) and exit")
     args = parser.parse_args()
     start = time.perf_counter()
+    if args.plot_from is not None:
+        saved = json.loads(args.plot_from.read_text())
+        _plot_regret(saved["curves"], REGRET_FIGURE, seeds=saved["seeds"])
+        print(f"wrote {REGRET_FIGURE}")
+        return
 
     if args.quick:
         functions, seeds, batches, num_evals, digits_seeds = ["branin", "hartmann6"], 3, (8,), 50, 2
@@ -311,7 +339,7 @@ def main() -> None:
               "evaluations", flush=True)
         part1 = run_test_functions(functions, seeds, batches, num_evals, partial=args.json)
         if figures:
-            _plot_regret(part1["regret"], REGRET_FIGURE, seeds=seeds)
+            _plot_regret(_curves(part1["regret"]), REGRET_FIGURE, seeds=seeds)
         summary, wall = part1["summary"], part1["wall_time_s"]
         print("\nmedian simple regret [q25, q75] after n evaluations")
         for name, by_label in summary.items():
