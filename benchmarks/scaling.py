@@ -14,7 +14,7 @@ second, ``P * num_steps / wall``; the steady throughput leaves out the call's fi
 is timed between the first and the last segment boundary).
 
     python benchmarks/scaling.py            # full: 100 steps per member
-    python benchmarks/scaling.py --quick    # 50 steps, one repeat
+    python benchmarks/scaling.py --quick    # 30 steps, one repeat
     python benchmarks/scaling.py --gpu      # the default backend's devices (a GPU), one run
 
 The plot goes to ``docs/scaling.png`` (``--plot``). The last line is machine-readable:
@@ -180,7 +180,7 @@ def _row(report: dict, size: int, mode: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="50 steps, one repeat")
+    parser.add_argument("--quick", action="store_true", help="30 steps, one repeat")
     parser.add_argument("--gpu", action="store_true",
                         help="one run on the default backend's devices instead of CPU counts")
     parser.add_argument("--device-counts", default="1,2", help="CPU device counts (comma list)")
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.sizes = sorted({int(s) for s in str(args.sizes).split(",")})
-    args.num_steps = args.num_steps or (50 if args.quick else 100)
+    args.num_steps = args.num_steps or (30 if args.quick else 100)
     args.repeats = args.repeats or (1 if args.quick else 2)
     if args.num_steps % args.steps_per_segment:
         parser.error("--num-steps must be a multiple of --steps-per-segment")

@@ -19,6 +19,10 @@ Example (each host runs the same script)::
 
 On CPU, cross-process collectives use gloo (TCP); GPUs use NCCL and TPUs their interconnect,
 chosen by JAX.
+
+``jaxtune sweep`` does both steps itself: it joins with ``--coordinator-address``,
+``--num-processes`` and ``--process-id`` (else the variables below, else JAX's detection) and
+only process 0 prints and writes. docs/distributed.md has SLURM and TPU pod examples.
 """
 
 from __future__ import annotations
