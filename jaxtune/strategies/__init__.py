@@ -5,17 +5,23 @@ infinities count as ``+inf``.
 """
 
 from jaxtune.strategies.base import History, Strategy, sanitize_scores
+from jaxtune.strategies.bayes import BayesState, bayes_search
 from jaxtune.strategies.grid import GridState, grid_search
 from jaxtune.strategies.random import RandomState, random_search
+from jaxtune.strategies.sobol import SobolState, sobol_search
 
 __all__ = [
+    "BayesState",
     "GridState",
     "History",
     "RandomState",
+    "SobolState",
     "Strategy",
+    "bayes_search",
     "grid_search",
     "random_search",
     "sanitize_scores",
+    "sobol_search",
 ]
 
 # Schedulers acting between segments (engine.Scheduler), after the strategies they draw from.
