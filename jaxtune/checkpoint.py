@@ -266,7 +266,10 @@ class Store:
         directory = checkpointer.directory
         if directory.exists() and not directory.is_dir():
             raise ValueError(f"checkpoint: {str(directory)!r} exists and is not a directory")
-        existing = directory.is_dir() and any(directory.iterdir())
+        # A marker's temporary file alone means a first run killed before it began.
+        existing = directory.is_dir() and any(
+            not path.name.startswith(f".{MARKER}.") for path in directory.iterdir()
+        )
         if existing:
             marker = read_marker(directory)
             if not resume:
@@ -290,7 +293,7 @@ class Store:
             directory.resolve(),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=checkpointer.max_to_keep, enable_async_checkpointing=False,
-                create=True,
+                create=True, cleanup_tmp_directories=True,  # left by a save that was killed
             ),
             item_names=("document", "arrays"),
         )

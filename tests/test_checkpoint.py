@@ -143,6 +143,19 @@ def test_resume_on_an_empty_directory_starts_afresh(task, configs, split, refere
     assert rows(results) == rows(reference[0][:3])
 
 
+def test_a_save_killed_half_way_is_ignored(task, configs, split, reference, tmp_path):
+    directory = tmp_path / "ckpt"
+    step = _interrupted(task, configs, split, directory)
+    # What a process killed while saving leaves: Orbax's temporary folder of the next step.
+    partial = directory / f"{int(step.name) + 1}.orbax-checkpoint-tmp"
+    (partial / "arrays").mkdir(parents=True)
+    (partial / "arrays" / "half-written").write_bytes(b"\x00" * 10)
+    results = jt.train(task, configs[:3], split, checkpoint=directory, resume=True,
+                       max_members_per_chunk=3, **TRAIN)
+    assert rows(results) == rows(reference[0][:3])
+    assert not partial.exists()
+
+
 @pytest.mark.parametrize("kind", ["pbt", "halving"])
 def test_scheduler_is_replayed_on_resume(task, space, split, tmp_path, kind):
     key = jax.random.PRNGKey(0)
