@@ -173,8 +173,27 @@ def test_cli_reference_documents_every_flag():
 def test_api_reference_names_every_export(module):
     import importlib
 
-    pytest.importorskip("matplotlib") if module == "jaxtune.plot" else None
+    if module == "jaxtune.plot":
+        pytest.importorskip("matplotlib")
     text = (DOCS / "api.md").read_text(encoding="utf-8")
     exported = importlib.import_module(module).__all__
     missing = [name for name in exported if not re.search(rf"`(?:[\w.]*\.)?{name}\b", text)]
     assert not missing, f"docs/api.md does not mention these exports of {module}: {missing}"
+
+
+def test_index_links_every_page():
+    """docs/index.md is the guide's entry page: its table of contents links every page."""
+    text = (DOCS / "index.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(([\w/.-]+\.md)(?:#[\w-]+)?\)", text))
+    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.glob("*.md")} - {"index.md"}
+    assert not pages - linked, f"docs/index.md does not link {sorted(pages - linked)}"
+    assert not linked - pages - {"index.md"}, f"broken links: {sorted(linked - pages)}"
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=relative)
+def test_relative_links_resolve(path):
+    text = path.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s#]+\.md)(?:#[^)]*)?\)", text):
+        if "://" in target:
+            continue
+        assert (path.parent / target).is_file(), f"{relative(path)}: broken link to {target}"
