@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from jaxtune.space import Choice, Fixed, Float, Int, Space
 
 SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
@@ -381,3 +381,61 @@ def test_validate_config_accepts_in_space_values_and_rejects_the_rest(spec, u, v
         if isinstance(param, Float | Int):
             assert param.low <= value <= param.high
         assert np.all((space.encode([config]) >= 0) & (space.encode([config]) <= 1))
+
+
+# --------------------------------------------------------------------------------------------
+# The same through the command line: one line on stderr, exit status 2, never a traceback
+
+
+def run_cli_with_space_file(text: str, suffix: str) -> tuple[int, str]:
+    import contextlib
+    import io
+    import tempfile
+    from pathlib import Path
+
+    from jaxtune import cli
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"space{suffix}"
+        path.write_text(text, encoding="utf-8")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = cli.main(["sweep", "--dataset", "wine", "--space", str(path),
+                               "--out", str(Path(folder) / "out"), "--quiet", "--no-plot"])
+    return status, err.getvalue()
+
+
+def assert_one_line(status: int, err: str, *words: str) -> None:
+    lines = err.splitlines()
+    assert status == 2, err
+    assert len(lines) == 1 and lines[0].startswith("jaxtune: error: "), lines
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=INVALID, name=NAMES)
+def test_cli_invalid_space_file_is_one_line_exit_2(case, name):
+    bad, fields = case
+    status, err = run_cli_with_space_file(json.dumps({name: bad}), ".json")
+    assert_one_line(status, err, "space file", repr(name), *fields)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=40), suffix=st.sampled_from([".json", ".yaml", ".yml"]))
+def test_cli_garbage_space_file_is_one_line_exit_2(text, suffix):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"space{suffix}"
+        path.write_text(text, encoding="utf-8")
+        try:
+            Space.from_file(path)
+        except (ValueError, TypeError):
+            pass
+        else:
+            return  # YAML reads some text as a valid space (``a: 1``); that would start a sweep
+    status, err = run_cli_with_space_file(text, suffix)
+    assert_one_line(status, err, "space")
