@@ -7,8 +7,9 @@ else held per segment would show as growth beyond that: a leaked population stat
 
 Measured (``python -m pytest -s tests/test_memory.py``, 2 shared CPU cores, jax 0.10.2):
 the resident set grows 0.56 to 0.74 MiB per segment after warm-up, of which tracemalloc
-attributes 0.48 MiB to the curves (``_Member.record``) and nothing else above 40 KiB; the bound
-asserted is twice the curves' own size, 1.0 MiB per segment.
+attributes 0.48 MiB to the curves (``_Member.record``) and nothing else above 40 KiB. The bound
+asserted is three times the curves' own size, 1.5 MiB per segment: room for the allocator's
+slack, still half of one leaked population state.
 """
 
 from __future__ import annotations
@@ -62,6 +63,6 @@ def test_4096_members_do_not_grow_host_memory_per_segment():
     slope = np.polyfit(np.arange(len(after)), after, 1)[0]
     print(f"RSS {rss[0] / 2**20:.1f} -> {rss[-1] / 2**20:.1f} MiB; after warm-up "
           f"{slope / 2**20:.3f} MiB per segment (curves: {curves_bytes_per_segment / 2**20:.3f})")
-    assert slope < 2 * curves_bytes_per_segment, slope
+    assert slope < 3 * curves_bytes_per_segment, slope
     # Learning curves really have one point per segment for every member.
     assert all(len(row.curve_steps) == NUM_SEGMENTS for row in results)
