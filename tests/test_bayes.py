@@ -380,3 +380,17 @@ def test_only_fixed_parameters():
     strategy = bayes_search()
     configs, state = strategy.ask(strategy.init(space, KEY), 3)
     assert configs == [{"opt": "adam"}] * 3 and state.num_asked == 3
+
+
+def test_padding_buckets_avoid_recompiling_every_round():
+    """Rounds whose history stays in one power-of-two bucket reuse the compiled programs."""
+    strategy = bayes_search(num_initial=3, **FAST)
+    state = run_search(strategy, SMALL_SPACE, lambda c: c["a"] * c["b"], KEY, [3, 2], None)
+    fit, propose = bayes._fit_jit, bayes._PROPOSERS["kriging_believer"]
+    sizes = fit._cache_size(), propose._cache_size()
+    for num in (1, 3, 4, 2):  # 5 .. 15 observations, batches of 1 .. 4: one bucket
+        configs, state = strategy.ask(state, num)
+        state = strategy.tell(state, configs, [c["a"] * c["b"] for c in configs])
+    assert (fit._cache_size(), propose._cache_size()) == sizes
+    assert bayes._bucket(5) == bayes._bucket(28) == 32 and bayes._bucket(29, 4) == 32
+    assert bayes._bucket(33) == 64 and bayes._bucket(3, 4) == 4 and bayes._bucket(5, 4) == 8
