@@ -779,7 +779,8 @@ class _Layout:
 
 
 def _put_like(value: np.ndarray, template: jax.Array) -> jax.Array:
-    """A host array placed as ``template`` is (same sharding, dtype and weak type)."""
+    """A host array (a restored checkpoint's, dtype checked against ``template``) placed with
+    ``template``'s sharding, so the next segment runs the program already compiled."""
     return jax.make_array_from_callback(value.shape, template.sharding, lambda index: value[index])
 
 

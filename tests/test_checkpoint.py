@@ -125,8 +125,10 @@ def test_train_resumes_to_the_uninterrupted_results(task, configs, split, refere
     on_segment, count = counter()
     results, params = jt.train(task, configs, split, checkpoint=directory, resume=True,
                                on_segment=on_segment, **options)
-    # Two finished chunks were skipped and the third continued from its last saved segment.
+    # Two finished chunks were skipped and the third continued from its last saved segment,
+    # with the programs compiled before: the restored population has the same layout.
     assert count[0] < 16 - 8
+    assert results.metadata["num_segment_compilations"] == 0
     assert_same_results(results, reference[0])
     assert_same_params(params, reference[1])
     # A finished sweep resumes instantly to the same Results (nothing runs).
