@@ -261,6 +261,7 @@ def test_validation_names_the_field():
         "jitter": dict(jitter=float("nan")),
         "fit_learning_rate": dict(fit_learning_rate=0),
         "acquisition_learning_rate": dict(acquisition_learning_rate=float("inf")),
+        "max_observations": dict(max_observations=1),
     }
     for field, kwargs in cases.items():
         with pytest.raises(ValueError, match=field):
@@ -394,3 +395,15 @@ def test_padding_buckets_avoid_recompiling_every_round():
     assert (fit._cache_size(), propose._cache_size()) == sizes
     assert bayes._bucket(5) == bayes._bucket(28) == 32 and bayes._bucket(29, 4) == 32
     assert bayes._bucket(33) == 64 and bayes._bucket(3, 4) == 4 and bayes._bucket(5, 4) == 8
+
+
+def test_large_histories_are_subsampled():
+    scores = np.array([5.0, 1.0, 7.0, 0.5, 9.0, 8.0, 2.0, 6.0])
+    # The best half (indices 3 and 1), then the most recent of the others.
+    np.testing.assert_array_equal(bayes._observations_kept(scores, 4), [1, 3, 6, 7])
+    np.testing.assert_array_equal(bayes._observations_kept(scores, 5), [1, 3, 5, 6, 7])
+    np.testing.assert_array_equal(bayes._observations_kept(scores, 8), np.arange(8))
+    strategy = bayes_search(num_initial=2, max_observations=6, **FAST)
+    state = run_search(strategy, SMALL_SPACE, lambda c: c["a"] + c["b"], KEY, [12], None)
+    configs, _ = strategy.ask(state, 2)
+    assert len(configs) == 2 and all(0 <= c["a"] <= 1 for c in configs)

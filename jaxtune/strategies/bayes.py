@@ -22,7 +22,8 @@ surrogate is a Gaussian process (GP) on that encoding, written in JAX and run in
 * **Shapes**: observations are padded to power-of-two buckets (at least 32 rows) with a mask
   (padded rows are uncorrelated, unit-variance, zero targets, and add exactly nothing to the
   likelihood or the posterior), and the batch size to a power of two, so ``jit`` compiles once
-  per bucket instead of every round.
+  per bucket instead of every round. At most ``max_observations`` told configs are used (the
+  best half and the most recent others), bounding the cubic cost of a fit.
 
 **Acquisitions** (scores are losses, so lower is better): expected improvement below the best
 standardized observation, ``EI = (b - mu) Phi(z) + sigma phi(z)``, ``z = (b - mu) / sigma``
@@ -758,6 +759,18 @@ def fit_gp(
         return GPParams(*(np.asarray(leaf) for leaf in params)), float(value)
 
 
+def _observations_kept(scores: np.ndarray, max_observations: int) -> np.ndarray:
+    """Indices (ascending) of at most ``max_observations`` rows: the best half by score, then
+    the most recent of the others."""
+    num = len(scores)
+    if num <= max_observations:
+        return np.arange(num)
+    best = np.argsort(scores, kind="stable")[: max_observations // 2]
+    others = np.setdiff1d(np.arange(num), best)
+    recent = others[len(others) - (max_observations - len(best)) :]
+    return np.sort(np.concatenate([best, recent]))
+
+
 def _snap_tables(space: Space) -> tuple[np.ndarray, np.ndarray]:
     """Per coordinate, the sorted encodings of its values (Int/Choice with few values)."""
     names = space.searchable_names
@@ -818,6 +831,7 @@ def bayes_search(
     fit_steps: int = 100,
     fit_learning_rate: float = 0.05,
     jitter: float = 1e-8,
+    max_observations: int = 512,
 ) -> Strategy:
     """Bayesian optimization with a GP surrogate in JAX (see the module docstring).
 
@@ -839,6 +853,9 @@ def bayes_search(
       fit_steps: Adam steps per hyperparameter fit.
       fit_learning_rate: Adam step size in log-hyperparameter space.
       jitter: first diagonal jitter of Cholesky factorizations (raised tenfold on failure).
+      max_observations: the most told configs the GP conditions on (its cost grows with the
+        cube of this number): beyond it, the best half by score and the most recent of the
+        others are kept. Configs left out may be proposed again.
 
     Returns:
       A :class:`~jaxtune.strategies.Strategy`.
@@ -881,6 +898,7 @@ def bayes_search(
     )
     fit_learning_rate = _check_positive("fit_learning_rate", fit_learning_rate)
     jitter = _check_positive("jitter", jitter)
+    max_observations = _check_int("max_observations", max_observations, 2)
     propose = _PROPOSERS[batch_scheme]
 
     def init(space: Space, key: jax.Array) -> BayesState:
@@ -900,10 +918,11 @@ def bayes_search(
         space, history = state.space, state.history
         key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.num_asked)
         fit_key, propose_key = jax.random.split(key)
-        y = standardize_scores(history.scores)
+        keep = _observations_kept(history.scores, max_observations)
+        y = standardize_scores(history.scores[keep])
         batch_bucket = _bucket(num, 4)
         rows = _bucket(len(y) + batch_bucket)
-        x_padded, y_padded, mask = _pad(history.encoded, y, rows)
+        x_padded, y_padded, mask = _pad(history.encoded[keep], y, rows)
         centers, snapped = _snap_tables(space)
         with _gp_precision():
             x_padded, y_padded, mask = map(jnp.asarray, (x_padded, y_padded, mask))
