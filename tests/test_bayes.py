@@ -407,3 +407,27 @@ def test_large_histories_are_subsampled():
     state = run_search(strategy, SMALL_SPACE, lambda c: c["a"] + c["b"], KEY, [12], None)
     configs, _ = strategy.ask(state, 2)
     assert len(configs) == 2 and all(0 <= c["a"] <= 1 for c in configs)
+
+
+def test_snapping_lands_on_value_encodings():
+    space = Space(
+        {
+            "x": Float(0.0, 1.0),
+            "depth": Int(1, 6),
+            "width": Int(1, 64, log=True),
+            "act": Choice(["relu", "tanh", "gelu"]),
+            "big": Int(0, 10_000),  # too many values: left continuous, rounded by decode
+        }
+    )
+    centers, snapped = bayes._snap_tables(space)
+    np.testing.assert_array_equal(snapped, [False, True, True, True, False])
+    assert centers.shape == (5, 64)  # widths are padded to powers of two (>= 8)
+    u = np.random.default_rng(0).uniform(size=(200, 5))
+    with jax.enable_x64(True):
+        snapped_u = np.asarray(jax.jit(bayes._snap)(u, centers, snapped))
+    np.testing.assert_array_equal(snapped_u[:, [0, 4]], u[:, [0, 4]])
+    # Snapped coordinates are exact encodings: decoding then encoding gives them back.
+    np.testing.assert_allclose(space.encode(space.decode(snapped_u))[:, 1:4], snapped_u[:, 1:4])
+    # Linear Int and Choice bins have equal widths, so snapping keeps the decoded value.
+    for name in ("depth", "act"):
+        assert [c[name] for c in space.decode(snapped_u)] == [c[name] for c in space.decode(u)]
