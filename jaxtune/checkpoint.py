@@ -542,10 +542,11 @@ class TrainSession:
 
     def __init__(self, store: Store, arguments: Mapping[str, Any],
                  outer: Mapping[str, Any] | None, scope: Any, next_id: int,
-                 restore: bool) -> None:
+                 restore: bool, outer_arrays: Mapping[str, np.ndarray] | None = None) -> None:
         self.store = store
         self.fingerprint = fingerprint(arguments)
         self.outer = dict(outer or {})
+        self.outer_arrays = dict(outer_arrays or {})
         self.scope = scope
         self.done_rows: list[dict[str, Any]] = []
         self.done_params: list[tuple[int, list[bool]]] = []  # (chunk, has-params per row)
@@ -698,7 +699,7 @@ class TrainSession:
             "next_id": self.next_id, "chunk": chunk,
         }
         self.store.save({**self.outer, "train": section},
-                        {**self.done_arrays, **row_arrays, **chunk_arrays})
+                        {**self.outer_arrays, **self.done_arrays, **row_arrays, **chunk_arrays})
 
 
 def jax_unflatten(treedef: Any, leaves: Sequence[Any]) -> Any:
@@ -729,7 +730,8 @@ def open_train_session(
     """The session of one train() call: top-level (opens the directory) or a tune round."""
     if isinstance(checkpoint, TrainScope):
         return TrainSession(checkpoint.store, arguments, checkpoint.outer, checkpoint.scope,
-                            next_id, restore=checkpoint.restore)
+                            next_id, restore=checkpoint.restore,
+                            outer_arrays=checkpoint.outer_arrays)
     store = Store(Checkpointer.of(checkpoint), "train", arguments, resume)
     return TrainSession(store, arguments, None, None, next_id, restore=resume)
 
@@ -743,10 +745,43 @@ class TrainScope:
       outer: the tune section saved with every checkpoint of the round.
       scope: which round (a train section of another scope is not this call's).
       restore: whether to look for this round's saved progress.
+      outer_arrays: arrays saved with ``outer`` (the finished rounds' learning curves).
     """
 
     store: Store
     outer: Mapping[str, Any]
     scope: Any
     restore: bool
+    outer_arrays: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+def pack_rounds(batches: Sequence[Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The tune section for finished rounds (``Results``): rows as JSON, curves as arrays."""
+    rounds, arrays = [], {}
+    for index, batch in enumerate(batches):
+        document = batch.to_dict()
+        rows, curves = pack_curves(document["rows"], f"rounds.{index}")
+        rounds.append({**document, "rows": rows})
+        arrays.update(curves)
+    return {"tune": {"rounds": rounds}}, arrays
+
+
+def unpack_rounds(document: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> list[Any]:
+    """Inverse of :func:`pack_rounds`: the finished rounds' ``Results``.
+
+    Raises:
+      ValueError: the document has no tune section (it was not written by ``tune``) or a
+        round is malformed.
+    """
+    from jaxtune.results import Results
+
+    section = document.get("tune")
+    if not isinstance(section, dict) or not isinstance(section.get("rounds"), list):
+        raise ValueError("checkpoint is damaged: no finished-rounds section for tune()")
+    batches = []
+    for index, saved in enumerate(section["rounds"]):
+        rows = unpack_curves(saved["rows"], arrays, f"rounds.{index}")
+        batches.append(Results.from_dict({**saved, "rows": rows},
+                                         source=f"checkpoint round {index}"))
+    return batches
 

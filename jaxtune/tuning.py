@@ -178,10 +178,7 @@ def tune(
         )
         latest = store.latest() if resume else None
         if latest is not None:
-            saved_batches = [
-                Results.from_dict(document, source=f"checkpoint round {i}")
-                for i, document in enumerate(latest[0]["tune"]["rounds"])
-            ]
+            saved_batches = checkpoint_lib.unpack_rounds(*latest)
 
     state = strategy.init(space, jax.random.PRNGKey(seed))
     batches: list[Results] = []
@@ -206,10 +203,10 @@ def tune(
             continue
         options = dict(engine_options or {})
         if store is not None:
-            outer = {"tune": {"rounds": [b.to_dict() for b in batches]}}
+            outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
             options["checkpoint"] = checkpoint_lib.TrainScope(
                 store, outer, {"round": round_index},
-                restore=resume and round_index == len(saved_batches),
+                restore=resume and round_index == len(saved_batches), outer_arrays=outer_arrays,
             )
         results = engine.train(
             task,
@@ -230,7 +227,8 @@ def tune(
         state = strategy.tell(state, configs, scores)
         batches.append(results)
         if store is not None:
-            store.save({"tune": {"rounds": [b.to_dict() for b in batches]}, "train": None}, {})
+            outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
+            store.save({**outer, "train": None}, outer_arrays)
         if on_round is not None:
             on_round(results)
         evaluated += len(configs)
