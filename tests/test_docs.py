@@ -109,14 +109,13 @@ def test_python_blocks_run(path, tmp_path):
     )
 
 
-def test_fence_parser():
-    text = "a\n```python\nx = 1\n\ny = 2\n```\n```text\n$ ls\n```\n"
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / "jaxtune_fence_test.md"
-    path.write_text(text, encoding="utf-8")
-    try:
-        assert fenced_blocks(path) == [("python", 3, "x = 1\n\ny = 2\n"), ("text", 8, "$ ls\n")]
-    finally:
-        path.unlink()
+def test_fence_parser(tmp_path):
+    path = tmp_path / "page.md"
+    path.write_text("a\n```python\nx = 1\n\ny = 2\n```\n```text\n$ ls\n```\n", encoding="utf-8")
+    assert fenced_blocks(path) == [("python", 3, "x = 1\n\ny = 2\n"), ("text", 8, "$ ls\n")]
+    path.write_text("```python\nx = 1\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="never closed"):
+        fenced_blocks(path)
 
 
 # --------------------------------------------------------------------------------------------
