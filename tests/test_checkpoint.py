@@ -375,6 +375,8 @@ def test_cli_resume_errors(tmp_path, capsys):
     busy.mkdir()
     (busy / "file").write_text("x")
     one_line([*base, "--checkpoint-dir", str(busy)], "--checkpoint-dir", "not empty")
+    one_line([*base, "--strategy", "pbt", "--checkpoint-dir", str(tmp_path / "c")],
+             "--checkpoint-dir applies to the ask/tell strategies", "pbt")
 
 
 def test_results_save_survives_sigkill_mid_write(tmp_path):
