@@ -180,6 +180,20 @@ def test_tensorboard_fold_is_an_hparam_when_used(tmp_path):
     assert hparam_values(plugins["_hparams_/session_start_info"])["fold"] == 1
 
 
+def test_tensorboard_pbt_schedule_as_scalars(tmp_path):
+    schedule = [
+        {"step": 0, "config": {"learning_rate": 0.1, "optimizer": "sgd"}},
+        {"step": 20, "copied_from": 11, "config": {"learning_rate": 0.12, "optimizer": "sgd"}},
+        {"step": 30, "config": {"learning_rate": 0.096, "optimizer": "sgd"}},
+    ]
+    row = dataclasses.replace(make_results()[0], hp_schedule=schedule)
+    logdir = write_tensorboard(Results([row]), tmp_path)
+    scalars, _ = read_run(logdir / f"member_{row.member_id:05d}")
+    assert scalars["hparams/learning_rate"] == pytest.approx({0: 0.1, 20: 0.12, 30: 0.096})
+    assert scalars["pbt/copied_from"] == {20: 11.0}
+    assert "hparams/optimizer" not in scalars  # strings are in the HParams session only
+
+
 def test_tensorboard_rejects_non_results(tmp_path):
     with pytest.raises(TypeError, match="Results"):
         write_tensorboard([1, 2], tmp_path)

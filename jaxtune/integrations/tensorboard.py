@@ -74,6 +74,21 @@ def _quiet_nan_warnings() -> Any:
         logger.setLevel(level)
 
 
+def _schedule_scalars(schedule: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, int, float]]:
+    """``(tag, step, value)`` for each numeric value of a PBT schedule (``hparams/<name>``) and
+    each copy (``pbt/copied_from``: the donor's member id)."""
+    scalars = []
+    for entry in schedule or ():
+        step = int(entry.get("step", 0))
+        values = entry.get("config", {k: v for k, v in entry.items() if k != "step"})
+        for name, value in values.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                scalars.append((f"hparams/{name}", step, float(value)))
+        if entry.get("copied_from") is not None:
+            scalars.append(("pbt/copied_from", step, float(entry["copied_from"])))
+    return scalars
+
+
 def _run_name(member_id: int) -> str:
     return f"member_{member_id:05d}"
 
@@ -143,7 +158,9 @@ def write_tensorboard(results: Results, logdir: str | os.PathLike[str]) -> Path:
 
     For each member (run ``member_<id>``, ids zero-padded to 5 digits): every learning curve as
     scalars at its ``curve_steps`` (tag: the curve's name), every final metric as
-    ``"final/<metric>"`` at the last curve step (step 0 without curves), and an HParams session
+    ``"final/<metric>"`` at the last curve step (step 0 without curves), the values a scheduler
+    set during training (PBT's ``hp_schedule``) as ``"hparams/<name>"`` at the steps they were
+    set, with ``"pbt/copied_from"`` (the donor's member id) at each copy, and an HParams session
     with the member's config plus ``seed``, ``fold`` (when used), ``static_group`` and
     ``status``; a diverged member's session ends with status failure. Non-finite values are
     written as they are (TensorBoard shows NaN as a gap). The root of ``logdir`` gets the
@@ -194,6 +211,8 @@ def write_tensorboard(results: Results, logdir: str | os.PathLike[str]) -> Path:
                     writer.add_scalar(name, value, global_step=step)
             for tag, value in metric_dict.items():
                 writer.add_scalar(tag, value, global_step=final_step)
+            for tag, step, value in _schedule_scalars(row.hp_schedule):
+                writer.add_scalar(tag, value, global_step=step)
             _, session_start, _ = hparams_summaries(hparam_dict, metric_dict)
             writer.file_writer.add_summary(session_start)
             writer.file_writer.add_summary(_session_end(row.status))
