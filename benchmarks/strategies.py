@@ -261,15 +261,20 @@ def _plot_regret(curves, path: Path, seeds: int) -> None:
     colors = {"random": "C0", "sobol": "C2", "bayes": "C1", "tpe": "C4"}
     for row, batch in enumerate(batches):
         for ax, name in zip(axes[row], names, strict=True):
+            drawn = False
             for label, by_batch in curves[name].items():
                 quartiles = by_batch.get(batch, by_batch.get(str(batch)))
                 if quartiles is None:
                     continue
+                drawn = True
                 low, mid, high = np.maximum(np.asarray(quartiles, float), 1e-12)
                 steps = np.arange(1, len(mid) + 1)
                 ax.plot(steps, mid, color=colors.get(label), label=label)
                 ax.fill_between(steps, low, high, color=colors.get(label), alpha=0.15,
                                 linewidth=0)
+            if not drawn:  # not measured (a partial run)
+                ax.axis("off")
+                continue
             ax.set_yscale("log")
             ax.set_title(f"{name}, batch {batch}", fontsize=9)
             ax.grid(alpha=0.3)
@@ -306,6 +311,10 @@ def main() -> None:
                         help="3 seeds, Branin and Hartmann-6, batch 8; 2 digits seeds (minutes)")
     parser.add_argument("--seeds", type=int, default=None, help="test-function seeds")
     parser.add_argument("--digits-seeds", type=int, default=None)
+    parser.add_argument("--functions", nargs="+", choices=tuple(FUNCTIONS), default=None,
+                        help="test functions (default: all; quick: branin hartmann6)")
+    parser.add_argument("--batches", type=int, nargs="+", default=None,
+                        help="configs per ask (default: 8 1; quick: 8)")
     parser.add_argument("--skip-digits", action="store_true", help="part 1 only")
     parser.add_argument("--skip-functions", action="store_true", help="part 2 only")
     parser.add_argument("--figures", action="store_true",
@@ -328,6 +337,8 @@ def main() -> None:
     else:
         functions, seeds, batches, num_evals, digits_seeds = list(FUNCTIONS), 20, (8, 1), 100, 5
     seeds = args.seeds or seeds
+    functions = args.functions or functions
+    batches = tuple(args.batches or batches)
     digits_seeds = args.digits_seeds or digits_seeds
     figures = args.figures or not args.quick
 
