@@ -777,13 +777,26 @@ def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str)
       fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
 
     Returns:
-      The paths written (today one: ``summary.<fmt>``).
+      The paths written: ``summary.<fmt>`` (learning curves and the metric against each dynamic
+      hyperparameter, log axes where the space is log), ``parallel_coordinates.<fmt>`` (when
+      the sweep has hyperparameters), ``best_so_far.<fmt>`` (the best metric among the first
+      *n* members: a strategy's progress) and ``learning_curves.<fmt>`` (when ``metric`` has
+      curves).
     """
     from jaxtune import plot
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot.summary_figure(results, out / f"summary.{fmt}", metric=metric, mode=mode)]
+    paths = [plot.summary_figure(results, out / f"summary.{fmt}", metric=metric, mode=mode)]
+    if results.hp_names:
+        paths.append(plot.save_figure(plot.parallel_coordinates(results, metric, mode=mode),
+                                      out / f"parallel_coordinates.{fmt}"))
+    paths.append(plot.save_figure(plot.best_so_far(results, metric, mode=mode),
+                                  out / f"best_so_far.{fmt}"))
+    if any(metric in row.curves for row in results):
+        paths.append(plot.save_figure(plot.learning_curves(results, metric, mode=mode),
+                                      out / f"learning_curves.{fmt}"))
+    return paths
 
 
 def _show(args: argparse.Namespace) -> int:

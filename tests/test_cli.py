@@ -324,9 +324,11 @@ def test_plot_svg_in_process(saved, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "figures"
     assert cli.main(["plot", str(saved), "--format", "svg", "--out", str(out)]) == 0
-    svg = out / "summary.svg"
-    assert svg.is_file() and "<svg" in svg.read_text(encoding="utf-8")[:2000]
-    assert str(svg) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    for name in ("summary", "parallel_coordinates", "best_so_far"):
+        svg = out / f"{name}.svg"
+        assert svg.is_file() and "<svg" in svg.read_text(encoding="utf-8")[:2000]
+        assert str(svg) in printed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,8 +381,9 @@ def test_sweep_show_plot_end_to_end(tmp_path):
 def test_sweep_with_plots_end_to_end(tmp_path):
     pytest.importorskip("matplotlib")
     out, done = e2e_sweep(tmp_path, "--progress")
-    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"wrote {out / 'summary.png'}" in done.stdout
+    for name in ("summary", "parallel_coordinates", "best_so_far", "learning_curves"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"wrote {out / name}.png" in done.stdout
     assert "member-steps" in done.stderr  # the progress bar, forced on although not a terminal
 
 
