@@ -22,8 +22,11 @@ from hypothesis import strategies as st
 
 from jaxtune.space import Choice, Fixed, Float, Int, Space
 
+# derandomize: every run (CI included) tries the same examples, so a result is reproducible and
+# CI cannot fail at random; drop it (or raise max_examples) locally to search further.
 SETTINGS = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
 )
 
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
@@ -414,7 +417,7 @@ def assert_one_line(status: int, err: str, *words: str) -> None:
         assert word in lines[0], (word, lines[0])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(case=INVALID, name=NAMES)
 def test_cli_invalid_space_file_is_one_line_exit_2(case, name):
     bad, fields = case
@@ -422,7 +425,7 @@ def test_cli_invalid_space_file_is_one_line_exit_2(case, name):
     assert_one_line(status, err, "space file", repr(name), *fields)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(text=st.text(max_size=40), suffix=st.sampled_from([".json", ".yaml", ".yml"]))
 def test_cli_garbage_space_file_is_one_line_exit_2(text, suffix):
     import tempfile
