@@ -180,3 +180,21 @@ def test_counts_a_real_sweep():
     curves = [max(r.curves["valid_accuracy"]) for r in results if r.status == "completed"]
     assert bar.best == pytest.approx(max(best, *curves), abs=1e-6)
     assert stream.getvalue().splitlines()[-1].startswith("[" + "#" * 28 + "] 100.0%")
+
+
+def test_cli_progress_flags():
+    """`--quiet` silences the bar, `--progress` forces it, neither: only on a terminal."""
+    import argparse
+
+    from jaxtune import cli
+
+    def enabled(**flags):
+        return cli._progress_enabled(argparse.Namespace(**flags))
+
+    assert enabled(quiet=True, progress=True) is False
+    assert enabled(quiet=False, progress=True) is True
+    assert enabled(quiet=False, progress=False) is None
+    assert enabled(quiet=False) is None  # arguments saved by a sweep before --progress existed
+    args = cli._parser().parse_args(["sweep", "--dataset", "wine", "--space", "s.json",
+                                     "--out", "o", "--progress"])
+    assert args.progress and not args.quiet
