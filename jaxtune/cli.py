@@ -144,6 +144,34 @@ def _bayes(args: argparse.Namespace) -> Strategy:
     return _strategy_function("bayes_search", "jaxtune.strategies.bayes")()
 
 
+def _optuna_sampler(name: str) -> Callable[[argparse.Namespace], Strategy]:
+    """``--strategy optuna-tpe`` / ``optuna-cmaes``: an Optuna sampler seeded from --seed."""
+
+    def factory(args: argparse.Namespace) -> Strategy:
+        if importlib.util.find_spec("optuna") is None:
+            raise ImportError(
+                f"--strategy optuna-{name} needs Optuna: `pip install jaxtune[integrations]`"
+            )
+        if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
+            raise ImportError(
+                "--strategy optuna-cmaes needs cmaes: `pip install jaxtune[integrations]`"
+            )
+        import optuna
+
+        from jaxtune.integrations.optuna import optuna_strategy
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if name == "tpe":
+            return optuna_strategy(
+                lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+            )
+        return optuna_strategy(
+            lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        )
+
+    return factory
+
+
 #: Scheduler flags and the strategies that take them (anything else refuses them).
 _SCHEDULER_FLAGS = {
     "eta": ("halving", "hyperband"),
@@ -232,6 +260,18 @@ STRATEGIES: dict[str, StrategyEntry] = {
         "population-based training: --num-configs members; every --pbt-interval segments the "
         "worst quarter copy the best and perturb their values",
         run=_run_pbt,
+    ),
+    "optuna-tpe": StrategyEntry(
+        _optuna_sampler("tpe"),
+        "Optuna's TPE sampler through ask/tell (needs jaxtune[integrations]); 4 rounds unless "
+        "--population-size",
+        default_rounds=4,
+    ),
+    "optuna-cmaes": StrategyEntry(
+        _optuna_sampler("cmaes"),
+        "Optuna's CMA-ES sampler (numeric parameters; needs jaxtune[integrations]); 4 rounds "
+        "unless --population-size",
+        default_rounds=4,
     ),
 }
 

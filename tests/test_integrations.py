@@ -475,3 +475,28 @@ def test_cli_export_optuna_errors(cli_sweep, capsys, argv, words):
     assert len(err) == 1 and err[0].startswith("jaxtune: error:"), err
     for word in words:
         assert word in err[0]
+
+
+@pytest.mark.parametrize("name", ["optuna-tpe", "optuna-cmaes"])
+def test_cli_optuna_strategies(tmp_path, monkeypatch, capsys, name):
+    from jaxtune import cli
+
+    if name == "optuna-cmaes":
+        pytest.importorskip("cmaes")
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
+    space = tmp_path / "space.json"
+    space.write_text('{"learning_rate": {"type": "float", "low": 0.001, "high": 1.0, "log": true},'
+                     ' "momentum": {"type": "float", "low": 0.0, "high": 0.9},'
+                     ' "optimizer": "momentum"}')
+    out = tmp_path / "run"
+    status = cli.main(["sweep", "--dataset", "wine", "--model", "linear", "--space", str(space),
+                       "--strategy", name, "--num-configs", "8", "--num-steps", "20",
+                       "--steps-per-segment", "10", "--batch-size", "0", "--out", str(out),
+                       "--no-plot", "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    results = Results.load(out)
+    assert len(results) == 8
+    checker = jt.Space.from_file(space)
+    for row in results:
+        checker.validate_config(row.config)
+    assert len({row.config["learning_rate"] for row in results}) == 8
