@@ -371,7 +371,7 @@ def test_bayes_beats_random_search_on_branin():
         state = run_search(random_search(), BRANIN_SPACE, branin, jax.random.PRNGKey(seed), 1, 30)
         random_best.append(state.history.scores.min())
     median = float(np.median(random_best))
-    # Measured: BO 0.417 and 0.412, random median 0.96 (global minimum 0.398).
+    # Measured: BO 0.398 and 0.470, random median 0.96 (global minimum 0.398).
     assert max(bo_best) < 0.6 * median, (bo_best, median)
     assert max(bo_best) - BRANIN_MIN < 0.2, bo_best
 
