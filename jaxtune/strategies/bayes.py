@@ -726,7 +726,7 @@ def fit_gp(
     key: jax.Array,
     *,
     num_restarts: int = 4,
-    num_steps: int = 60,
+    num_steps: int = 100,
     learning_rate: float = 0.1,
     jitter: float = 1e-8,
 ) -> tuple[GPParams, float]:
@@ -828,7 +828,7 @@ def bayes_search(
     acquisition_steps: int = 50,
     acquisition_learning_rate: float = 0.02,
     fit_restarts: int = 4,
-    fit_steps: int = 60,
+    fit_steps: int = 100,
     fit_learning_rate: float = 0.1,
     jitter: float = 1e-8,
     max_observations: int = 512,
