@@ -839,6 +839,11 @@ def bayes_search(
     batch on device; ``ask`` is a pure function of the state (its randomness is
     ``fold_in(key, num_asked)``), and ``tell`` appends to ``state.history``.
 
+    Cost on a CPU (measured: 100 observations, 8 configs per ask, 2-D and 5-D spaces, default
+    settings): about 0.9 s per ask, most of it the hyperparameter fit; the first ask in each
+    padding bucket also compiles, 4 to 9 s. The GP's cost grows with the cube of the number of
+    observations (see ``max_observations``).
+
     Args:
       acquisition: ``"ei"`` (expected improvement) or ``"ucb"`` (confidence bound).
       num_initial: configs taken from the scrambled Sobol design before the GP is used.
