@@ -29,7 +29,7 @@ MANUAL = {"learning_rate": 1e-3, "l2": 1e-4, "dropout": 0.0}  # Adam's default s
 
 def _strategies(num_float_points: int, round_size: int) -> dict:
     import jaxtune as jt
-    from jaxtune.strategies.bayes import bayes_search
+    from jaxtune.strategies import bayes_search
 
     return {
         "grid": jt.grid_search(num_float_points=num_float_points),

@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dropout": jt.Float(0.0, 0.5),
         "batch_size": jt.Choice(batch_sizes),
         "width": jt.Choice(widths),
-        "depth": jt.Fixed(2),
+        "depth": jt.Fixed(1 if smoke else 2),
         "optimizer": jt.Fixed("adamw"),
     })
     strategy = jt.random_search()
@@ -220,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"per-fold standardization), {len(split.y_test)} test rows never in a fold. Random "
         f"search over {num_configs} configs: learning rate log-uniform in [1e-4, 3e-2], weight "
         f"decay log-uniform in [1e-6, 1e-2], dropout in [0, 0.5], batch size in {batch_sizes}, "
-        f"width in {widths} (two hidden layers), AdamW, {num_steps} steps.",
+        f"width in {widths} ({1 if smoke else 2} hidden layer{'' if smoke else 's'}), "
+        f"AdamW, {num_steps} steps.",
         summary, f"The {show} best configs by mean CV accuracy:", table,
     ]
 
