@@ -431,3 +431,13 @@ def test_snapping_lands_on_value_encodings():
     # Linear Int and Choice bins have equal widths, so snapping keeps the decoded value.
     for name in ("depth", "act"):
         assert [c[name] for c in space.decode(snapped_u)] == [c[name] for c in space.decode(u)]
+
+
+def test_thompson_batches_larger_than_its_candidate_count_stay_distinct():
+    strategy = bayes_search(
+        batch_scheme="thompson", num_initial=6, **dict(FAST, num_restarts=8, num_ascent=8)
+    )
+    state = run_search(strategy, SMALL_SPACE, lambda c: (c["a"] - 0.3) ** 2, KEY, [6], None)
+    configs, _ = strategy.ask(state, 12)  # 12 > num_restarts = 8 candidates
+    encoded = SMALL_SPACE.encode(configs)
+    assert len({tuple(row) for row in encoded}) == 12 and np.all(np.isfinite(encoded))

@@ -565,19 +565,25 @@ def _propose_thompson(
     num_ascent: int,
     num_steps: int,
 ) -> jax.Array:
-    """Thompson sampling: minimizers of joint posterior samples over shared candidates."""
+    """Thompson sampling: minimizers of joint posterior samples over shared candidates.
+
+    ``max(num_restarts, 2 * batch_bucket)`` candidates, so that large batches stay distinct.
+    """
     del num_observed, beta, learning_rate, acquisition, num_ascent, num_steps
+    num_candidates = max(num_restarts, 2 * batch_bucket)
     posterior = _condition(params, x, y, mask, jitter)
     start_key, sample_key = jax.random.split(key)
-    candidates = _snap(_starts(start_key, x, y, mask, num_restarts), centers, snapped)
+    candidates = _snap(_starts(start_key, x, y, mask, num_candidates), centers, snapped)
     mean, _ = _predict(posterior, candidates)
     cross = _cross(posterior, candidates)
     v = posterior.factor_inv @ cross.T
-    lengthscales = jnp.exp(params.log_lengthscales)
-    cov = matern52(candidates, candidates, lengthscales, jnp.exp(params.log_signal_var)) - v.T @ v
-    ones = jnp.ones(num_restarts, x.dtype)
-    factor = _safe_cholesky(cov, ones, jitter + 1e-9)
-    draws = jax.random.normal(sample_key, (num_restarts, batch_bucket), x.dtype)
+    signal_var = jnp.exp(params.log_signal_var)
+    cov = matern52(candidates, candidates, jnp.exp(params.log_lengthscales), signal_var) - v.T @ v
+    # Candidates near observations make the covariance nearly singular: start at a larger
+    # jitter (relative to the signal variance) than for the data's own factor.
+    ones = jnp.ones(num_candidates, x.dtype)
+    factor = _safe_cholesky(cov, ones, jitter + 1e-6 * signal_var)
+    draws = jax.random.normal(sample_key, (num_candidates, batch_bucket), x.dtype)
     samples = mean[:, None] + factor @ draws  # [candidates, batch]
     excluded = _is_duplicate(candidates, x, mask)
     proposals = jnp.zeros((batch_bucket, x.shape[1]), x.dtype)
@@ -848,7 +854,10 @@ def bayes_search(
       acquisition: ``"ei"`` (expected improvement) or ``"ucb"`` (confidence bound).
       num_initial: configs taken from the scrambled Sobol design before the GP is used.
       beta: exploration weight of UCB, ``-mu + sqrt(beta) sigma`` (unused by EI).
-      batch_scheme: ``"kriging_believer"`` or ``"thompson"`` (see the module docstring).
+      batch_scheme: ``"kriging_believer"`` or ``"thompson"`` (see the module docstring). The
+        believer optimizes the acquisition once per config, conditioning on all earlier ones:
+        best for batches up to a few dozen. Thompson sampling draws the whole batch at once
+        from ``max(num_restarts, 2 q)`` candidates: use it for batches of hundreds.
       num_restarts: acquisition starts scored per proposal, half uniform in the cube and half
         near the best observations (Thompson: the candidate points).
       num_ascent: the best starts improved by gradient ascent (at most ``num_restarts``).
