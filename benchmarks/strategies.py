@@ -375,9 +375,10 @@ def main() -> None:
         print(json.dumps({k: v for k, v in digits.items() if k != "per_seed"}))
 
     if args.json is not None:
-        args.json.write_text(json.dumps({"summary": summary, "ratios": ratios,
-                                         "wall_time_s": wall, "digits": digits},
-                                        indent=1, default=float))
+        curves = _curves(part1["regret"]) if not args.skip_functions else {}
+        args.json.write_text(json.dumps({"summary": summary, "curves": curves, "seeds": seeds,
+                                         "ratios": ratios, "wall_time_s": wall,
+                                         "digits": digits}, indent=1, default=float))
     print(f"total {time.perf_counter() - start:.1f} s")
     print(f"bo_vs_random_regret_branin={_fmt(ratios.get('branin'))} "
           f"bo_vs_random_regret_hartmann6={_fmt(ratios.get('hartmann6'))} "
