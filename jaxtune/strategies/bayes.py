@@ -22,8 +22,8 @@ surrogate is a Gaussian process (GP) on that encoding, written in JAX and run in
 * **Shapes**: observations are padded to power-of-two buckets (at least 32 rows) with a mask
   (padded rows are uncorrelated, unit-variance, zero targets, and add exactly nothing to the
   likelihood or the posterior), and the batch size to a power of two, so ``jit`` compiles once
-  per bucket instead of every round. At most ``max_observations`` told configs are used (the
-  best half and the most recent others), bounding the cubic cost of a fit.
+  per bucket instead of every round. At most ``max_observations`` told configs (default 128)
+  are used (the best half and the most recent others), bounding the cubic cost of a fit.
 
 **Acquisitions** (scores are losses, so lower is better): expected improvement below the best
 standardized observation, ``EI = (b - mu) Phi(z) + sigma phi(z)``, ``z = (b - mu) / sigma``
@@ -105,6 +105,8 @@ MAX_JITTER_TRIES = 6
 MAX_SNAPPED_VALUES = 256
 #: Smallest padded number of observations.
 MIN_BUCKET = 32
+#: Padded sizes up to this use one BLAS thread (faster for small matrices).
+MAX_SINGLE_THREAD_ROWS = 256
 
 # Weak log-normal priors (mean, std of the logarithm) added to the marginal likelihood: the
 # length-scale prior centre grows like sqrt(dim) as typical distances in the cube do.
@@ -611,14 +613,14 @@ _PROPOSERS = {
 
 
 @contextlib.contextmanager
-def _gp_precision() -> Iterator[None]:
+def _gp_precision(rows: int = 0) -> Iterator[None]:
     """float64 for the GP (scoped: the caller's precision is unchanged), one BLAS thread.
 
     On CPU the float64 Cholesky and triangular solves call LAPACK; OpenBLAS's threads on
-    these small matrices are slower than one thread, and far slower when the cores are shared
+    small matrices are slower than one thread, and far slower when the cores are shared
     (40 ms instead of 0.8 ms for a 128 x 128 factor, measured on a loaded 2-core machine).
-    The thread limit needs ``threadpoolctl`` (installed with scikit-learn) and is skipped
-    without it.
+    Matrices of more than :data:`MAX_SINGLE_THREAD_ROWS` rows keep BLAS's threads. The thread
+    limit needs ``threadpoolctl`` (installed with scikit-learn) and is skipped without it.
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(jax.enable_x64(True))
@@ -627,7 +629,8 @@ def _gp_precision() -> Iterator[None]:
         except ImportError:  # only slower, never different
             pass
         else:
-            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+            if rows <= MAX_SINGLE_THREAD_ROWS:
+                stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         yield
 
 
@@ -692,7 +695,7 @@ def gp_log_marginal_likelihood(params: GPParams, x: Any, y: Any, *, jitter: floa
       The log likelihood, a Python float (NaN when the factorization fails).
     """
     x, y = _check_data(x, y)
-    with _gp_precision():
+    with _gp_precision(_bucket(len(y))):
         padded = _pad(x, y, _bucket(len(y)))
         return float(_lml_jit(_as_params(params), *map(jnp.asarray, padded), jitter))
 
@@ -715,7 +718,7 @@ def gp_posterior(
       ``(mean [m], var [m])`` float64 numpy arrays.
     """
     x, y = _check_data(x, y)
-    with _gp_precision():
+    with _gp_precision(_bucket(len(y))):
         padded = _pad(x, y, _bucket(len(y)))
         mean, var = _posterior_jit(
             _as_params(params),
@@ -752,7 +755,7 @@ def fit_gp(
       likelihood plus log prior (up to a constant).
     """
     x, y = _check_data(x, y)
-    with _gp_precision():
+    with _gp_precision(_bucket(len(y))):
         padded = _pad(x, y, _bucket(len(y)))
         params, value = _fit_jit(
             *map(jnp.asarray, padded),
@@ -837,7 +840,7 @@ def bayes_search(
     fit_steps: int = 100,
     fit_learning_rate: float = 0.1,
     jitter: float = 1e-8,
-    max_observations: int = 512,
+    max_observations: int = 128,
 ) -> Strategy:
     """Bayesian optimization with a GP surrogate in JAX (see the module docstring).
 
@@ -935,15 +938,16 @@ def bayes_search(
         keep = _observations_kept(history.scores, max_observations)
         y = standardize_scores(history.scores[keep])
         batch_bucket = _bucket(num, 4)
-        rows = _bucket(len(y) + batch_bucket)
+        # The fit needs no room for the batch's fantasy rows, the proposal does.
+        fit_rows, rows = _bucket(len(y)), _bucket(len(y) + batch_bucket)
         x_padded, y_padded, mask = _pad(history.encoded[keep], y, rows)
         centers, snapped = _snap_tables(space)
-        with _gp_precision():
+        with _gp_precision(rows):
             x_padded, y_padded, mask = map(jnp.asarray, (x_padded, y_padded, mask))
             params, _ = _fit_jit(
-                x_padded,
-                y_padded,
-                mask,
+                x_padded[:fit_rows],
+                y_padded[:fit_rows],
+                mask[:fit_rows],
                 fit_key,
                 jnp.asarray(jitter, jnp.float64),
                 jnp.asarray(fit_learning_rate, jnp.float64),
