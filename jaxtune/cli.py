@@ -200,7 +200,8 @@ def _scheduler_budget(args: argparse.Namespace) -> int:
 
 
 def _run_halving(args, the_task, split, space, strategy, *, population_size, batch_size,
-                 steps_per_segment, metric, mode, on_segment) -> Results:
+                 steps_per_segment, metric, mode, on_segment, checkpoint=None,
+                 resume=False) -> Results:
     from jaxtune.strategies.halving import run_halving
 
     return run_halving(
@@ -214,12 +215,13 @@ def _run_halving(args, the_task, split, space, strategy, *, population_size, bat
         metric=metric, mode=mode, seed=args.seed, batch_size=batch_size,
         steps_per_segment=steps_per_segment,
         engine_options={"member_seeds": [args.seeds[0]] * population_size,
-                        "on_segment": on_segment},
+                        "on_segment": on_segment, "checkpoint": checkpoint, "resume": resume},
     )
 
 
 def _run_pbt(args, the_task, split, space, strategy, *, population_size, batch_size,
-             steps_per_segment, metric, mode, on_segment) -> Results:
+             steps_per_segment, metric, mode, on_segment, checkpoint=None,
+                 resume=False) -> Results:
     from jaxtune.strategies.pbt import run_pbt
 
     return run_pbt(
@@ -230,7 +232,7 @@ def _run_pbt(args, the_task, split, space, strategy, *, population_size, batch_s
         metric=metric, mode=mode, seed=args.seed, batch_size=batch_size,
         steps_per_segment=steps_per_segment,
         engine_options={"member_seeds": [args.seeds[0]] * population_size,
-                        "on_segment": on_segment},
+                        "on_segment": on_segment, "checkpoint": checkpoint, "resume": resume},
     )
 
 
@@ -633,6 +635,8 @@ def run_sweep(args: argparse.Namespace) -> int:
             metric=metric,
             mode=mode,
             on_segment=progress,
+            checkpoint=checkpointer,
+            resume=resume,
         )
     else:
         results = tune(
@@ -778,11 +782,6 @@ def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
     _check_positive(args, "checkpoint_every_segments")
     if args.checkpoint_every_s is not None and not args.checkpoint_every_s >= 0:
         raise CliError(f"--checkpoint-every-s must be >= 0, got {args.checkpoint_every_s}")
-    if getattr(STRATEGIES[args.strategy], "run", None) is not None:
-        raise CliError(
-            f"--checkpoint-dir applies to the ask/tell strategies (grid, random, sobol, bayes), "
-            f"not --strategy {args.strategy}"
-        )
     if (getattr(args, "num_processes", None) or 1) > 1:
         raise CliError("--checkpoint-dir is for one process; drop it or --num-processes")
     directory = Path(args.checkpoint_dir)

@@ -355,6 +355,53 @@ def test_sigkill_at_random_points_then_resume(tmp_path, monkeypatch):
     assert_same_results(resumed, reference)
 
 
+@pytest.mark.parametrize("strategy", ["pbt", "halving"])
+def test_cli_scheduler_sweep_resumes(tmp_path, monkeypatch, strategy):
+    """PBT and halving sweeps checkpoint through the CLI too: crash twice, resume, same rows."""
+    from jaxtune.progress import ProgressBar
+
+    monkeypatch.setenv("JAXTUNE_CPU_DEVICES", "1")
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--strategy", strategy,
+            "--num-configs", "4", "--num-steps", "40", "--steps-per-segment", "10",
+            "--batch-size", "16", "--quiet", "--no-plot"]
+    if strategy == "halving":
+        argv += ["--min-steps", "10", "--eta", "2"]
+    original = ProgressBar.__call__
+    calls = [0]
+
+    def counting(self, report):
+        original(self, report)
+        calls[0] += 1
+
+    monkeypatch.setattr(ProgressBar, "__call__", counting)
+    assert cli.main([*argv, "--out", str(tmp_path / "reference")]) == 0
+    uninterrupted_segments, calls[0] = calls[0], 0
+    directory = tmp_path / "ckpt"
+    for attempt, crash_at in enumerate((2, 3)):
+        seen = [0]
+
+        def crashing(self, report, seen=seen, crash_at=crash_at):
+            original(self, report)
+            seen[0] += 1
+            if seen[0] == crash_at:
+                raise SimulatedCrashError
+
+        monkeypatch.setattr(ProgressBar, "__call__", crashing)
+        command = (
+            [*argv, "--out", str(tmp_path / "out"), "--checkpoint-dir", str(directory),
+             "--checkpoint-every-segments", "1"]
+            if attempt == 0 else ["sweep", "--resume", str(directory)]
+        )
+        with pytest.raises(SimulatedCrashError):
+            cli.main(command)
+    monkeypatch.setattr(ProgressBar, "__call__", counting)
+    assert cli.main(["sweep", "--resume", str(directory)]) == 0
+    assert 0 < calls[0] < uninterrupted_segments  # it continued; it did not start again
+    assert_same_results(Results.load(tmp_path / "out"), Results.load(tmp_path / "reference"))
+
+
 def test_cli_resume_errors(tmp_path, capsys):
     def one_line(argv, *words):
         assert cli.main(argv) == 2
@@ -375,8 +422,8 @@ def test_cli_resume_errors(tmp_path, capsys):
     busy.mkdir()
     (busy / "file").write_text("x")
     one_line([*base, "--checkpoint-dir", str(busy)], "--checkpoint-dir", "not empty")
-    one_line([*base, "--strategy", "pbt", "--checkpoint-dir", str(tmp_path / "c")],
-             "--checkpoint-dir applies to the ask/tell strategies", "pbt")
+    one_line([*base, "--strategy", "pbt", "--checkpoint-every-segments", "2"],
+             "--checkpoint-every-segments needs --checkpoint-dir")
 
 
 def test_results_save_survives_sigkill_mid_write(tmp_path):

@@ -264,7 +264,9 @@ def run_pbt(
         return_params=True, **train_options, **options,
     )
     metadata = dict(results.metadata)
-    stored = {k: v for k, v in options.items() if isinstance(v, bool | int | float | str)}
+    # Settings a replay needs; how this call was run (checkpointing) is not one of them.
+    stored = {k: v for k, v in options.items()
+              if isinstance(v, bool | int | float | str) and k != "resume"}
     metadata.update(
         metric=metric, mode=mode, space=space.to_dict(),
         pbt={
