@@ -5,9 +5,10 @@ An MLP (64-64-10) trained by SGD with momentum 0.9 (where the schedule matters m
 Each schedule gets the same number of random configs over the peak learning rate and its own
 parameters (inverse time: ``lr_decay``; exponential: ``decay_rate`` with ``transition_steps``
 = the run length, i.e. the final-to-initial ratio; cosine and warmup-cosine: the final fraction
-``alpha``; warmup: 10% of the steps). A schedule is one static group, so its whole search is one
-compiled population; picks are by validation accuracy (mean over two seeds), scored on the test
-rows.
+``alpha``; warmup: 10% of the steps). The peak learning rates are drawn once and shared by every
+schedule (common random numbers for a paired comparison); each schedule's own parameters are
+drawn separately. A schedule is one static group, so its whole search is one compiled
+population; picks are by validation accuracy (mean over two seeds), scored on the test rows.
 
     python experiments/lr_schedules.py            # default budget (a few minutes)
     python experiments/lr_schedules.py --smoke    # tiny budget
@@ -56,6 +57,42 @@ def schedule_space(schedule: str, num_steps: int):
     return jt.Space(entries)
 
 
+def schedule_configs(schedule: str, num_steps: int, num_configs: int, seed: int) -> list[dict]:
+    """``num_configs`` random configs of one schedule, with the same peak rates for every schedule.
+
+    The learning rates are one draw from ``[1e-3, 1]`` (log-uniform) with a key that depends only
+    on ``seed``, so config ``i`` of every schedule has the same peak rate; the schedule's own
+    parameters come from a second, independent key. (Sampling each schedule's whole space would
+    not share the rates: spaces of different dimension map the same key to different points.)
+    """
+    import jax
+
+    import jaxtune as jt
+
+    rate_key, param_key = jax.random.split(jax.random.PRNGKey(seed))
+    rates = jt.Space({"learning_rate": jt.Float(1e-3, 1.0, log=True)}).sample(rate_key,
+                                                                              num_configs)
+    configs = schedule_space(schedule, num_steps).sample(param_key, num_configs)
+    return [{**config, "learning_rate": rate["learning_rate"]}
+            for config, rate in zip(configs, rates, strict=True)]
+
+
+def listed(configs: Sequence[dict]):
+    """A strategy that proposes ``configs`` in order (the search itself happened beforehand)."""
+    import jaxtune as jt
+
+    def init(space, key):
+        return 0
+
+    def ask(state, num):
+        return [dict(c) for c in configs[state:state + num]], state + min(num, len(configs) - state)
+
+    def tell(state, asked, scores):
+        return state
+
+    return jt.Strategy(init, ask, tell)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the experiment; returns the exit status."""
     p = _common.parser(__doc__.split("\n\n")[0].replace("\n", " "))
@@ -63,10 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-steps", type=int, default=600)
     p.add_argument("--schedules", default=None,
                    help="comma-separated subset of " + ",".join(SCHEDULE_PARAMS)
-                        + " (default: all; --smoke: warmup_cosine)")
+                        + " (default: all)")
     args = p.parse_args(argv)
-    default = "warmup_cosine" if args.smoke else ",".join(SCHEDULE_PARAMS)
-    schedules = [s.strip() for s in (args.schedules or default).split(",") if s.strip()]
+    schedules = [s.strip() for s in (args.schedules or ",".join(SCHEDULE_PARAMS)).split(",")
+                 if s.strip()]
     unknown = sorted(set(schedules) - set(SCHEDULE_PARAMS))
     if unknown or not schedules:
         p.error(f"--schedules: unknown {unknown}; choose from {','.join(SCHEDULE_PARAMS)}")
@@ -85,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     picks = {}
     for schedule in schedules:
         space = schedule_space(schedule, num_steps)
-        results = jt.tune(task, split, space, jt.random_search(), num_configs=num_configs,
+        configs = schedule_configs(schedule, num_steps, num_configs, args.seed)
+        results = jt.tune(task, split, space, listed(configs), num_configs=num_configs,
                           num_steps=num_steps, seeds=seeds, batch_size=64,
                           steps_per_segment=steps_per_segment, seed=args.seed)
         groups = results.aggregate("valid_accuracy", "max")
@@ -113,8 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Data: digits, 1797 rows split 60/20/20, standardized on the training rows. MLP "
         f"64-64-10, SGD with momentum 0.9, batch 64, {num_steps} steps. Each schedule: "
         f"{num_configs} random configs x {len(seeds)} seeds, peak learning rate log-uniform in "
-        f"[1e-3, 1]; lr_decay log-uniform in [1e-4, 0.1]; exponential decay_rate (final/initial "
-        f"ratio) log-uniform in [1e-3, 1]; alpha uniform in [0, 0.3]; warmup "
+        f"[1e-3, 1], the same {num_configs} rates for every schedule (drawn once); lr_decay "
+        f"log-uniform in [1e-4, 0.1]; exponential decay_rate (final/initial ratio) log-uniform "
+        f"in [1e-3, 1]; alpha uniform in [0, 0.3]; warmup "
         f"{max(num_steps // 10, 1)} steps. Picks by validation accuracy (mean over seeds).",
         table,
     ]

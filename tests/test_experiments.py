@@ -175,11 +175,25 @@ def test_lr_schedules_tunes_each_schedule(experiments, tmp_path):
     config = {**space.sample(__import__("jax").random.PRNGKey(0), 1)[0]}
     rates = np.asarray(jt.make_schedule(config, 100)(np.arange(100)))
     assert rates[0] == 0.0 and rates[10] == pytest.approx(config["learning_rate"], rel=1e-6)
+    # Common random numbers: config i of every schedule has the same peak rate, although the
+    # spaces differ in dimension; the schedule parameters vary and stay inside their spaces.
+    drawn = {name: module.schedule_configs(name, 100, 6, 0) for name in module.SCHEDULE_PARAMS}
+    rates = [c["learning_rate"] for c in drawn["constant"]]
+    assert len(set(rates)) == 6 and all(1e-3 <= r <= 1.0 for r in rates)
+    for name, configs in drawn.items():
+        assert [c["learning_rate"] for c in configs] == rates
+        for config in configs:
+            module.schedule_space(name, 100).validate_config(config)
+    assert len({c["lr_decay"] for c in drawn["inverse_time"]}) == 6
     _, (table,) = _run(module, "lr_schedules", tmp_path)
-    (row,) = table
-    assert row["schedule"] == "warmup_cosine" and row["tuned schedule parameters"].startswith(
-        "alpha")
-    assert 0.0 <= float(row["test accuracy"]) <= 1.0
+    assert [r["schedule"] for r in table] == list(module.SCHEDULE_PARAMS)
+    smoke_rates = [c["learning_rate"] for c in module.schedule_configs("constant", 30, 3, 0)]
+    for row in table:
+        assert any(float(row["tuned peak lr"]) == pytest.approx(r, rel=1e-3)
+                   for r in smoke_rates)
+        assert row["tuned schedule parameters"].startswith(
+            module.SCHEDULE_PARAMS[row["schedule"]] or "-")
+        assert 0.0 <= float(row["test accuracy"]) <= 1.0
     with pytest.raises(SystemExit):
         module.main(["--smoke", "--out", str(tmp_path), "--schedules", "linear"])
 
