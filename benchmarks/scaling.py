@@ -1,7 +1,8 @@
 """Scaling benchmark: per-member time and throughput as the population grows.
 
 Workload: digits, MLP 64-128-128-10, batch 128, AdamW (learning rate log-uniform [1e-4, 1e-1],
-weight decay log-uniform [1e-6, 1e-2]), P in {1, 4, 16, 64, 256, 1024} members, trained with
+weight decay log-uniform [1e-6, 1e-2]), P in {1, 4, 16, 64, 256, 1024} members (with ``--gpu``
+also 2048 and 4096), trained with
 jaxtune's engine (``jt.train``) in both minibatch modes (``independent``: every member samples its
 own minibatches; ``shared``: one minibatch per step for all members).
 
@@ -15,13 +16,14 @@ is timed between the first and the last segment boundary).
 
     python benchmarks/scaling.py            # full: 100 steps per member
     python benchmarks/scaling.py --quick    # 30 steps, one repeat
-    python benchmarks/scaling.py --gpu      # the default backend's devices (a GPU), one run
+    python benchmarks/scaling.py --gpu      # the default backend's devices (a GPU), P to 4096
 
 The plot goes to ``docs/scaling.png`` (``--plot``). The last line is machine-readable:
 ``p1_ms=<> p1024_ms=<> throughput_gain_1024=<> devices=<n>``, for the largest device count in
-``independent`` mode, between the smallest and the largest P (``p*_ms``: milliseconds of wall
-time per member for ``--num-steps`` steps; the gain is member-steps per second at P=1024 over
-that at P=1).
+``independent`` mode, between the smallest P and P=1024 (the largest P when 1024 is not
+measured; ``p*_ms``: milliseconds of wall time per member for ``--num-steps`` steps; the gain is
+member-steps per second at P=1024 over that at P=1). Larger populations (2048, 4096) get their
+own line just above it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import time
 from pathlib import Path
 
 SIZES = (1, 4, 16, 64, 256, 1024)
+GPU_SIZES = (*SIZES, 2048, 4096)
+REFERENCE_SIZE = 1024  # the P of the required last line
 MODES = ("independent", "shared")
 HIDDEN = (128, 128)
 BATCH_SIZE = 128
@@ -184,9 +188,10 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", action="store_true",
                         help="one run on the default backend's devices instead of CPU counts")
     parser.add_argument("--device-counts", default="1,2", help="CPU device counts (comma list)")
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
-                        help="population sizes (comma list); the last line compares the "
-                        "smallest and the largest")
+    parser.add_argument("--sizes", default=None,
+                        help="population sizes (comma list; default "
+                        f"{','.join(map(str, SIZES))}, with --gpu {','.join(map(str, GPU_SIZES))}"
+                        "); the last line compares the smallest with 1024")
     parser.add_argument("--num-steps", type=int, default=None, help="timed steps per member")
     parser.add_argument("--steps-per-segment", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=None)
@@ -194,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write every figure here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = ",".join(map(str, GPU_SIZES if args.gpu else SIZES))
     args.sizes = sorted({int(s) for s in str(args.sizes).split(",")})
     args.num_steps = args.num_steps or (30 if args.quick else 100)
     args.repeats = args.repeats or (1 if args.quick else 2)
@@ -249,12 +256,29 @@ def main(argv=None) -> int:
         _plot(reports, args.num_steps, Path(args.plot), title)
         print(f"wrote {args.plot}")
 
-    head, low, high = reports[-1], args.sizes[0], args.sizes[-1]
-    small, big = _row(head, low, "independent"), _row(head, high, "independent")
-    gain = big["member_steps_per_s"] / small["member_steps_per_s"]
-    print(f"p{low}_ms={small['member_ms']:.3f} p{high}_ms={big['member_ms']:.3f} "
-          f"throughput_gain_{high}={gain:.1f} devices={head['num_devices']}")
+    print(_last_line(reports[-1], args.sizes))
     return 0
+
+
+def _last_line(head: dict, sizes: list[int]) -> str:
+    """The machine-readable summary: P=1024 against the smallest P, and before it one line for
+    every larger P measured (``--gpu``: 2048 and 4096)."""
+    low = sizes[0]
+    reference = REFERENCE_SIZE if REFERENCE_SIZE in sizes else sizes[-1]
+    small = _row(head, low, "independent")
+
+    def fields(size):
+        row = _row(head, size, "independent")
+        gain = row["member_steps_per_s"] / small["member_steps_per_s"]
+        return f"p{size}_ms={row['member_ms']:.3f} throughput_gain_{size}={gain:.1f}"
+
+    larger = [fields(size) for size in sizes if size > reference]
+    lines = [" ".join(larger)] if larger else []
+    row = _row(head, reference, "independent")
+    gain = row["member_steps_per_s"] / small["member_steps_per_s"]
+    lines.append(f"p{low}_ms={small['member_ms']:.3f} p{reference}_ms={row['member_ms']:.3f} "
+                 f"throughput_gain_{reference}={gain:.1f} devices={head['num_devices']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,20 @@ so the tests launch this file as a subprocess::
     python tests/_distributed_worker.py --mode local --devices 4 --out local.json
     python tests/_distributed_worker.py --mode distributed --devices 2 \\
         --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0 --out p0.json
-    python tests/_distributed_worker.py --mode devices --devices 8 --runs default_1,fixed_8 \
+    python tests/_distributed_worker.py --mode devices --devices 8 --runs default_1,pinned_8 \
         --out devices.json
     python tests/_distributed_worker.py --mode batch-modes --devices 2 --out modes.json
 
 ``local`` and ``distributed`` train :func:`sweep` on every visible (global) device.
 ``devices`` trains the same sweep on the first N devices of one process, with the default layout
-(``default_N``) or with 3 members per device (``fixed_N``: ``pad_to=3 * N``, which is what the
-default layout puts on 2 devices). ``batch-modes`` runs :func:`batch_mode_probe` on 2 devices
-in both modes.
+(``default_N``), with 3 members per device (``fixed_N``: ``pad_to=3 * N``, which is what the
+default layout puts on 2 devices), with the layout pinned by ``members_per_device=2``
+(``pinned_N``: chunks of 2 x N slots) or in chunks capped by ``max_members_per_chunk=2 * N + 1``
+(``chunked_N``: rounded down to 2 x N). ``batch-modes`` runs :func:`batch_mode_probe` on 2
+devices in both modes.
+
+The process's CPU device count comes from ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+(``--devices N``), set here before JAX is imported.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 NUM_MEMBERS = 6  # not a multiple of 4 or 8: padding members must be added and dropped
 PER_DEVICE = 3  # members per device of the fixed-layout runs (pad_to = 3 * num_devices)
+PINNED_PER_DEVICE = 2  # members_per_device of the pinned runs: 3, 2, 1 and 1 chunks on 1/2/4/8
 
 
-def sweep(devices=None, pad_to=None, batch_mode="independent"):
+def sweep(devices=None, pad_to=None, batch_mode="independent", members_per_device=None,
+          max_members_per_chunk=None, on_segment=None):
     """The sweep every mode runs: 6 Adam members of a small MLP on digits, 20 steps."""
     import numpy as np
 
@@ -49,7 +56,8 @@ def sweep(devices=None, pad_to=None, batch_mode="independent"):
     return engine.train(
         task, configs, split, num_steps=20, batch_size=32, steps_per_segment=10, seed=3,
         member_seeds=list(range(NUM_MEMBERS)), devices=devices, pad_to=pad_to,
-        batch_mode=batch_mode, return_params=True,
+        batch_mode=batch_mode, return_params=True, members_per_device=members_per_device,
+        max_members_per_chunk=max_members_per_chunk, on_segment=on_segment,
     )
 
 
@@ -114,8 +122,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="this process's JSON report")
     parser.add_argument("--save", help="directory the writer process saves Results to")
     parser.add_argument("--runs", default="default_1,default_2,default_4,default_8,fixed_8",
-                        help="--mode devices: LAYOUT_N runs, LAYOUT = default or fixed "
-                        f"({PER_DEVICE} members per device), N = devices")
+                        help="--mode devices: LAYOUT_N runs, LAYOUT = default, fixed "
+                        f"(pad_to={PER_DEVICE} x N), pinned "
+                        f"(members_per_device={PINNED_PER_DEVICE}) or chunked "
+                        "(max_members_per_chunk=2 x N + 1), N = devices")
     parser.add_argument("--coordinator")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
@@ -123,13 +133,18 @@ def main(argv=None) -> int:
                         help="exit with this status after joining, before training")
     parser.add_argument("--hard-exit", action="store_true",
                         help="with --exit-early: os._exit, as a crash (no shutdown barrier)")
+    parser.add_argument("--kill-after-segments", type=int, default=None,
+                        help="SIGKILL this process once it has trained this many segments")
     parser.add_argument("--timeout-s", type=int, default=20,
                         help="heartbeat / shutdown timeouts of the cluster")
     args = parser.parse_args(argv)
 
+    # The device count as the XLA flag, replacing any count inherited from the environment.
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+             if not flag.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(
+        [*flags, f"--xla_force_host_platform_device_count={args.devices}"])
     import jax
-
-    jax.config.update("jax_num_cpu_devices", args.devices)
     report = {"argv": sys.argv[1:]}
     if args.mode == "distributed":
         from jaxtune import distributed
@@ -151,7 +166,20 @@ def main(argv=None) -> int:
     if args.mode in ("local", "distributed"):
         from jaxtune import distributed
 
-        results, params = sweep()
+        on_segment = None
+        if args.kill_after_segments is not None:
+            import signal
+
+            done = []
+
+            def on_segment(report):
+                done.append(report)
+                if len(done) >= args.kill_after_segments:
+                    print(f"process {jax.process_index()}: killed after {len(done)} "
+                          "segment(s)", flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        results, params = sweep(on_segment=on_segment)
         report.update(summarize((results, params)))
         if args.save and distributed.is_writer():
             results.save(args.save)
@@ -160,7 +188,11 @@ def main(argv=None) -> int:
         for name in args.runs.split(","):
             layout, count = name.split("_")
             pad_to = PER_DEVICE * int(count) if layout == "fixed" else None
-            runs[name] = summarize(sweep(jax.devices()[: int(count)], pad_to=pad_to))
+            per_device = PINNED_PER_DEVICE if layout == "pinned" else None
+            cap = 2 * int(count) + 1 if layout == "chunked" else None
+            runs[name] = summarize(sweep(jax.devices()[: int(count)], pad_to=pad_to,
+                                         members_per_device=per_device,
+                                         max_members_per_chunk=cap))
         report["runs"] = runs
     else:
         report["runs"] = {
@@ -170,6 +202,7 @@ def main(argv=None) -> int:
     report["train_s"] = time.perf_counter() - start
     report["local_devices"] = jax.local_device_count()
     report["global_devices"] = jax.device_count()
+    report["xla_flags"] = os.environ["XLA_FLAGS"]
     with open(args.out, "w") as file:
         json.dump(report, file)
     print(f"wrote {args.out} in {report['train_s']:.1f} s", flush=True)

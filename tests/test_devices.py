@@ -1,13 +1,19 @@
 """The same sweep on 1, 2, 4 and 8 devices; shared and independent minibatches; memory chunks.
 
-Multi-device runs happen in a subprocess (``tests/_distributed_worker.py``): the CPU device
-count must be set before JAX starts. What is asserted is what holds (docs/distributed.md):
+Multi-device runs happen in a subprocess (``tests/_distributed_worker.py``) started with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``: the CPU device count must be set before
+JAX starts. What is asserted is what holds (docs/distributed.md):
 
-* every member's parameters, metrics and curves are **bit-identical** whenever each device
-  holds the same number of members (here 3 per device on 2 and on 8 devices);
+* with the layout pinned by ``members_per_device=2`` (chunks of 2 x N slots), every member's
+  parameters, metrics and curves are **bit-identical** on 2, 4 and 8 devices, and on 1 device
+  they agree to float rounding (XLA compiles a one-device program without the SPMD pipeline,
+  which orders its algebraic rewrites differently);
+* on several devices, bits do not depend on how many members (2 or more) a device holds, so a
+  chunked run equals the unchunked one exactly; on one device they do not depend on the
+  population size at all;
 * across device counts with the default layout (6 members: 6 slots on 1 device, 3 per device
-  on 2, 2 on 4, 1 on 8) they agree to float rounding: the per-device program differs (XLA
-  simplifies and fuses a ``[1, ...]``, ``[3, ...]`` or unpartitioned population differently).
+  on 2, 2 on 4, 1 on 8) they agree to float rounding: a ``[1, ...]`` per-device slice and the
+  one-device program are simplified and fused differently.
 """
 
 from __future__ import annotations
@@ -40,7 +46,16 @@ def _run_worker(tmp_path, mode, devices, *extra):
         capture_output=True, text=True, timeout=150, env=env,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(out.read_text())["runs"]
+    report = json.loads(out.read_text())
+    # The device count came from the XLA flag the issue names, not from a JAX option.
+    assert f"--xla_force_host_platform_device_count={devices}" in report["xla_flags"]
+    assert report["global_devices"] == devices
+    return report["runs"]
+
+
+def _assert_identical(run, reference, name):
+    assert run["rows"] == reference["rows"], name  # metrics, curves, statuses, configs
+    assert run["params"] == reference["params"], name
 
 
 def _assert_close(run, reference):
@@ -74,13 +89,37 @@ def test_same_members_on_1_2_4_8_devices(tmp_path):
     assert [runs[f"default_{n}"]["num_devices"] for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
 
 
-def test_bit_identical_with_the_same_members_per_device(tmp_path):
-    # 6 members on 2 devices: 3 per device; on 8 devices with pad_to=24: 3 per device too.
-    runs = _run_worker(tmp_path, "devices", 8, "--runs", "default_2,fixed_8")
+@pytest.mark.slow
+def test_pinned_layout_is_identical_on_1_2_4_8_devices(tmp_path):
+    # members_per_device=2, 6 members: 3 chunks on 1 device, 2 on 2 (the second padded), 1 on
+    # 4 (padded to 8) and 1 on 8 (padded to 16); every device trains a [2, ...] slice.
+    runs = _run_worker(tmp_path, "devices", 8, "--runs",
+                       "pinned_1,pinned_2,pinned_4,pinned_8,default_1")
+    assert [runs[f"pinned_{n}"]["num_chunks"] for n in (1, 2, 4, 8)] == [3, 2, 1, 1]
+    assert [runs[f"pinned_{n}"]["num_devices"] for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
+    for n in (1, 2, 4, 8):
+        rows = runs[f"pinned_{n}"]["rows"]
+        assert [row["member_id"] for row in rows] == list(range(NUM_MEMBERS))
+        assert [row["status"] for row in rows] == ["completed"] * NUM_MEMBERS
+    for n in (4, 8):
+        _assert_identical(runs[f"pinned_{n}"], runs["pinned_2"], f"pinned_{n}")
+    # One device: the program is compiled without SPMD partitioning (measured difference to
+    # the partitioned program 2.4e-7 on the parameters); population size changes no bit there.
+    _assert_close(runs["pinned_1"], runs["pinned_2"])
+    _assert_identical(runs["pinned_1"], runs["default_1"], "pinned_1 vs one chunk")
+
+
+@pytest.mark.slow
+def test_chunks_and_device_counts_give_the_same_bits(tmp_path):
+    # 6 members on 2 devices: one chunk of 3 per device; chunked_2 caps chunks at 2 x 2 + 1 = 5
+    # members, rounded down to 4 (a multiple of the 2 devices): chunks of 4 and 2 (padded to 4);
+    # fixed_8 pads to 24 slots on 8 devices (3 per device).
+    runs = _run_worker(tmp_path, "devices", 8, "--runs", "default_2,chunked_2,fixed_8")
+    assert runs["default_2"]["num_chunks"] == 1 and runs["chunked_2"]["num_chunks"] == 2
     assert runs["fixed_8"]["num_devices"] == 8
     assert [row["member_id"] for row in runs["fixed_8"]["rows"]] == list(range(NUM_MEMBERS))
-    assert runs["fixed_8"]["rows"] == runs["default_2"]["rows"]  # metrics and curves
-    assert runs["fixed_8"]["params"] == runs["default_2"]["params"]
+    _assert_identical(runs["chunked_2"], runs["default_2"], "chunked_2")
+    _assert_identical(runs["fixed_8"], runs["default_2"], "fixed_8")
 
 
 def test_shared_batches_are_the_same_for_every_member(tmp_path):
@@ -107,11 +146,11 @@ def test_memory_budget_splits_a_population_into_chunks(digits_split):
                for lr in np.geomspace(1e-3, 3e-2, 5)]
     kwargs = dict(num_steps=20, batch_size=16, steps_per_segment=10, evaluate_test=False,
                   return_params=True)
-    whole, _ = engine.train(task, configs, digits_split, **kwargs)
+    whole, whole_params = engine.train(task, configs, digits_split, **kwargs)
     assert whole.metadata["num_chunks"] == 1
     (per_member,) = whole.metadata["member_memory_bytes"].values()
     # A chunk gets 80% of the budget, less the replicated data: room for 2 members here.
-    data_bytes = digits_split.x_train.nbytes + digits_split.x_valid.nbytes
+    data_bytes = engine._replicated_data_bytes(digits_split, evaluate_test=False)
     budget = int((data_bytes + 2.5 * per_member) / 0.8)
     chunked, chunked_params = engine.train(task, configs, digits_split,
                                            memory_budget_bytes=budget, **kwargs)
@@ -127,6 +166,95 @@ def test_memory_budget_splits_a_population_into_chunks(digits_split):
             for a, b in zip(jax.tree_util.tree_leaves(chunked_params[start + offset]),
                             jax.tree_util.tree_leaves(pair_params[offset]), strict=True):
                 np.testing.assert_array_equal(a, b)
+    # And what the unchunked run gives: on one device a member's bits do not depend on the
+    # population size (docs/distributed.md), so the comparison is exact.
+    _assert_same_members(chunked, chunked_params, whole, whole_params)
+
+
+def _assert_same_members(results, params, reference, reference_params):
+    assert [row.member_id for row in results] == [row.member_id for row in reference]
+    for row, ref in zip(results, reference, strict=True):
+        assert row.metrics == ref.metrics and row.curves == ref.curves, row.member_id
+        assert row.status == ref.status and row.curve_steps == ref.curve_steps
+    for mine, theirs in zip(params, reference_params, strict=True):
+        for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(theirs),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_max_members_per_chunk_and_members_per_device_in_python(digits_split):
+    task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
+    configs = [{"learning_rate": float(lr), "optimizer": "adam", "width": 16, "depth": 1}
+               for lr in np.geomspace(1e-3, 3e-2, 5)]
+    kwargs = dict(num_steps=10, batch_size=16, steps_per_segment=5, evaluate_test=False,
+                  return_params=True)
+    whole, whole_params = jt.train(task, configs, digits_split, **kwargs)
+    capped, capped_params = jt.train(task, configs, digits_split, max_members_per_chunk=2,
+                                     **kwargs)
+    assert capped.metadata["num_chunks"] == 3  # 2 + 2 + 1
+    _assert_same_members(capped, capped_params, whole, whole_params)
+    pinned, pinned_params = jt.train(task, configs, digits_split, members_per_device=4,
+                                     **kwargs)
+    assert pinned.metadata["num_chunks"] == 2  # 4 + (1 and 3 padding slots)
+    assert pinned.metadata["members_per_device"] == 4
+    _assert_same_members(pinned, pinned_params, whole, whole_params)
+
+
+class _FakeLayout:
+    """Only the device count: what the chunking arithmetic reads from a layout."""
+
+    def __init__(self, num_devices):
+        self.num_devices = num_devices
+
+
+def test_chunk_cap_is_a_multiple_of_the_device_count():
+    cap = engine._chunk_cap
+    assert cap(_FakeLayout(4), 10, None, None) == 8  # rounded down, never padded past 10
+    assert cap(_FakeLayout(4), 4, None, None) == 4
+    assert cap(_FakeLayout(1), 3, None, None) == 3
+    assert cap(_FakeLayout(4), None, None, None) is None
+    assert cap(_FakeLayout(8), None, 2, None) == 16  # pinned: 2 per device
+    with pytest.raises(ValueError, match=r"max_members_per_chunk=3 is below the 4 devices"):
+        cap(_FakeLayout(4), 3, None, None)
+    with pytest.raises(ValueError, match=r"drop pad_to=8"):
+        cap(_FakeLayout(2), None, 2, 8)
+    with pytest.raises(ValueError, match=r"drop max_members_per_chunk=4"):
+        cap(_FakeLayout(2), 4, 2, None)
+    for field, args in (("members_per_device", (None, 0, None)),
+                        ("max_members_per_chunk", (0, None, None)),
+                        ("pad_to", (None, None, -1))):
+        with pytest.raises(ValueError, match=f"{field} must be a positive integer"):
+            cap(_FakeLayout(2), *args)
+
+
+def test_memory_counts_all_replicated_data_and_blames_the_right_thing(digits_split):
+    task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
+    configs = [{"learning_rate": 1e-2, "optimizer": "adam", "width": 16, "depth": 1}] * 3
+    split = digits_split
+    arrays = [split.x_train, split.y_train, split.x_valid, split.y_valid]
+    assert engine._replicated_data_bytes(split, False) == sum(a.nbytes for a in arrays)
+    assert engine._replicated_data_bytes(split, True) == sum(
+        a.nbytes for a in [*arrays, split.x_test, split.y_test])
+    kwargs = dict(num_steps=2, batch_size=16, steps_per_segment=2)
+    # Room for the inputs but not for the labels and test set: the data is what does not fit.
+    inputs_only = split.x_train.nbytes + split.x_valid.nbytes
+    with pytest.raises(ValueError, match=r"the data alone .* evaluate_test=False"):
+        jt.train(task, configs, split, memory_budget_bytes=int((inputs_only + 2000) / 0.8),
+                 **kwargs)
+    data_bytes = engine._replicated_data_bytes(split, True)
+    with pytest.raises(ValueError, match=r"one member of group .* needs about .* MiB but only"):
+        jt.train(task, configs, split, memory_budget_bytes=int((data_bytes + 1000) / 0.8),
+                 **kwargs)
+    probe = jt.train(task, configs[:1], split, **kwargs)
+    (per_member,) = probe.metadata["member_memory_bytes"].values()
+    with pytest.raises(ValueError, match=r"members_per_device=3 does not fit: about 2"):
+        jt.train(task, configs, split, members_per_device=3,
+                 memory_budget_bytes=int((data_bytes + 2.5 * per_member) / 0.8), **kwargs)
+    # A budget with room for 2.2 members next to all the data: chunks of 2 (3 members, 2 chunks).
+    budget = int((data_bytes + 2.2 * per_member) / 0.8)
+    with_test = jt.train(task, configs, split, memory_budget_bytes=budget, **kwargs)
+    assert with_test.metadata["num_chunks"] == 2
 
 
 def test_memory_estimate_grows_with_the_model():
