@@ -834,6 +834,7 @@ def train(
     devices: Sequence[jax.Device] | None = None,
     pad_to: int | None = None,
     max_members_per_chunk: int | None = None,
+    members_per_device: int | None = None,
     memory_budget_bytes: int | None = None,
     evaluate_test: bool = True,
     on_segment: Callable[[SegmentReport], None] | None = None,
@@ -864,12 +865,21 @@ def train(
       static_names: which names are static. Default: a :class:`~jaxtune.space.Space` has
         already said so for configs it made; for hand-written configs every non-float value is
         static and every float is dynamic.
-      devices: devices of the population mesh (default: all local devices).
+      devices: devices of the population mesh (default: ``jax.devices()``, every device of
+        every process; with one process, its local devices).
       pad_to: pad every population chunk to this many members (inert copies that never reach
         Results). Replaying one member with ``pad_to`` equal to the original population size
         and the same devices reproduces it bit for bit.
       max_members_per_chunk: cap on members trained at once; larger groups run in chunks of
-        this size (the same compiled program). Default: as many as fit in memory.
+        this size (the same compiled program). Rounded down to a multiple of the device count
+        (so padding never takes a chunk past the cap); must be at least the device count.
+        Default: as many as fit in memory.
+      members_per_device: pin the per-device layout: every chunk holds exactly
+        ``members_per_device * num_devices`` slots (the last one padded with inert copies), so
+        each device always trains a ``[members_per_device, ...]`` slice. Every member then runs
+        the same per-device program whatever the device count, and its parameters, metrics and
+        curves are bit-identical on 1, 2, 4 or 8 devices (docs/distributed.md). Exclusive with
+        ``pad_to`` and ``max_members_per_chunk``; must fit the memory budget.
       memory_budget_bytes: device memory jaxtune may use (default: the device's limit, or host
         memory on CPU).
       evaluate_test: also evaluate final parameters on ``split.test``.
@@ -967,6 +977,7 @@ def train(
         data_lib.check_arrays(split.x_test, split.y_test, split.kind)
 
     layout = _Layout.build(devices)
+    chunk_cap = _chunk_cap(layout, max_members_per_chunk, members_per_device, pad_to)
     groups = _split_groups(configs, static)
     num_train_rows = len(split.y_train)
     specs: list[tuple[GroupSpec, list[int]]] = []
@@ -1008,7 +1019,6 @@ def train(
 
     # Memory: decide chunk sizes before compiling anything.
     budget = memory_budget_bytes or _device_memory_bytes(list(layout.mesh.devices.flat))
-    budget_per_device = budget * 0.8
     chunk_sizes = []
     member_bytes: dict[str, int] = {}
     for spec, indices in specs:
@@ -1020,19 +1030,11 @@ def train(
             input_dtype=split.x_train.dtype, label_dtype=split.y_train.dtype,
         )
         member_bytes[spec.label] = per_member
-        data_bytes = split.x_train.nbytes + split.x_valid.nbytes
-        fit = int((budget_per_device - data_bytes) // max(per_member, 1)) * layout.num_devices
-        if fit < layout.num_devices:
-            raise ValueError(
-                f"one member of group {spec.label} needs about {per_member / 2**20:.1f} MiB but "
-                f"the memory budget is {budget / 2**20:.1f} MiB per device; use a smaller model "
-                "or batch_size, or raise memory_budget_bytes."
-            )
-        size = min(len(indices), fit)
-        if max_members_per_chunk is not None:
-            _check_positive_int("max_members_per_chunk", max_members_per_chunk)
-            size = min(size, max_members_per_chunk)
-        chunk_sizes.append(size)
+        chunk_sizes.append(_chunk_size(
+            spec.label, len(indices), per_member, budget, _replicated_data_bytes(split,
+                                                                                 evaluate_test),
+            layout, chunk_cap, members_per_device,
+        ))
     num_chunks = sum(
         -(-len(indices) // size) for (_, indices), size in zip(specs, chunk_sizes, strict=True)
     )
@@ -1118,6 +1120,7 @@ def train(
         "num_devices": layout.num_devices,
         "num_processes": jax.process_count(),
         "num_chunks": num_chunks,
+        "members_per_device": members_per_device,
         "member_memory_bytes": member_bytes,
         "memory_budget_bytes": int(budget),
         "seed": seed,
@@ -1157,11 +1160,88 @@ def _params_treedef(spec: GroupSpec) -> Any:
     return jax.tree_util.tree_structure(params)
 
 
+def _chunk_cap(layout: _Layout, max_members_per_chunk: int | None,
+               members_per_device: int | None, pad_to: int | None) -> int | None:
+    """Checks the chunking options (host only) and returns the cap on members per chunk.
+
+    The cap is ``max_members_per_chunk`` rounded down to a multiple of the device count, so that
+    padding a chunk to the device count never takes it past the cap; with ``members_per_device``
+    it is exactly ``members_per_device * num_devices``.
+    """
+    num_devices = layout.num_devices
+    if pad_to is not None:
+        _check_positive_int("pad_to", pad_to)
+    if members_per_device is not None:
+        _check_positive_int("members_per_device", members_per_device)
+        for field, value in (("pad_to", pad_to), ("max_members_per_chunk",
+                                                  max_members_per_chunk)):
+            if value is not None:
+                raise ValueError(
+                    f"members_per_device={members_per_device} fixes every chunk at "
+                    f"members_per_device x {num_devices} devices = "
+                    f"{members_per_device * num_devices} slots; drop {field}={value!r} "
+                    "(or drop members_per_device)."
+                )
+        return members_per_device * num_devices
+    if max_members_per_chunk is None:
+        return None
+    _check_positive_int("max_members_per_chunk", max_members_per_chunk)
+    if max_members_per_chunk < num_devices:
+        raise ValueError(
+            f"max_members_per_chunk={max_members_per_chunk} is below the {num_devices} devices "
+            "of the mesh (a chunk holds at least one member per device); raise it to "
+            f"{num_devices} or more, or pass fewer devices."
+        )
+    return max_members_per_chunk // num_devices * num_devices
+
+
+def _replicated_data_bytes(split: data_lib.Split, evaluate_test: bool) -> int:
+    """Bytes of the data every device holds a copy of: train, validation and (if evaluated)
+    test inputs and labels."""
+    arrays = [split.x_train, split.y_train, split.x_valid, split.y_valid]
+    if evaluate_test:
+        arrays += [split.x_test, split.y_test]
+    return sum(np.asarray(a).nbytes for a in arrays)
+
+
+def _chunk_size(label: str, num_members: int, per_member: int, budget: float, data_bytes: int,
+                layout: _Layout, cap: int | None, members_per_device: int | None) -> int:
+    """Members of one static group trained at once: as many as fit in 80% of the per-device
+    ``budget`` next to the replicated data, at most ``cap``; exactly ``cap`` when the layout is
+    pinned by ``members_per_device``."""
+    num_devices = layout.num_devices
+    room = budget * 0.8 - data_bytes
+    if room <= 0:
+        raise ValueError(
+            f"the data alone (train, validation and test sets, {data_bytes / 2**20:.1f} MiB, "
+            f"one copy per device) exceeds 80% of the memory budget of {budget / 2**20:.1f} MiB "
+            "per device; raise memory_budget_bytes, use a smaller dataset, or pass "
+            "evaluate_test=False to leave the test set off the devices."
+        )
+    per_device = int(room // max(per_member, 1))
+    if per_device < 1:
+        raise ValueError(
+            f"one member of group {label} needs about {per_member / 2**20:.1f} MiB but only "
+            f"{room / 2**20:.1f} MiB per device is left (80% of the {budget / 2**20:.1f} MiB "
+            f"budget less {data_bytes / 2**20:.1f} MiB of data); use a smaller model or "
+            "batch_size, or raise memory_budget_bytes."
+        )
+    if members_per_device is not None:
+        if per_device < members_per_device:
+            raise ValueError(
+                f"members_per_device={members_per_device} does not fit: about {per_device} "
+                f"member(s) of group {label} ({per_member / 2**20:.1f} MiB each) fit per device "
+                f"in the memory budget; lower members_per_device or raise memory_budget_bytes."
+            )
+        return members_per_device * num_devices
+    size = min(num_members, per_device * num_devices)
+    return size if cap is None else min(size, cap)
+
+
 def _chunk_population_size(num_real: int, chunk: int, pad_to: int | None, layout: _Layout) -> int:
     # Every chunk of a group has the same size, so all chunks share one compiled program.
     size = max(num_real, chunk)
     if pad_to is not None:
-        _check_positive_int("pad_to", pad_to)
         size = max(size, pad_to)
     return -(-size // layout.num_devices) * layout.num_devices
 
