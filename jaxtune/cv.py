@@ -806,7 +806,9 @@ class ModelSelection(NamedTuple):
       results: every member of the sweep; ``extra["candidate"]`` names its family.
       candidates: one dict per candidate, in the given order: ``name``, ``num_configs``,
         ``config`` (its best config by mean), ``mean``, ``std``, ``sem``, ``count``,
-        ``members``, ``test_mean`` (NaN without a test set).
+        ``members``, ``test_mean`` (NaN without a test set), ``failed``. A candidate whose
+        every config has a diverged or non-finite member is ``failed``: ``config`` is None,
+        the statistics are NaN, ``members`` are all its members, and it is never chosen.
       chosen: the chosen candidate's name.
       rule: the rule that chose it.
       metric: the selection metric.
@@ -855,6 +857,10 @@ def select_model(
 
     Returns:
       :class:`ModelSelection`.
+
+    Raises:
+      ValueError: for an unknown rule or empty candidates, before training; after training,
+        when every candidate failed (see :attr:`ModelSelection.candidates`).
     """
     if rule not in _RULES:
         raise ValueError(f"rule={rule!r} must be one of {_RULES}.")
@@ -878,13 +884,27 @@ def select_model(
     summaries = []
     for name in names:
         part = results.filter(predicate=lambda r, name=name: r.extra["candidate"] == name)
+        if not _any_finite_group(part, metric, mode):
+            # Every config of this candidate failed: it is reported, never chosen.
+            summaries.append({
+                "name": name, "num_configs": len(candidates[name]), "config": None,
+                "mean": math.nan, "std": math.nan, "sem": math.nan, "count": len(part),
+                "members": [r.member_id for r in part], "test_mean": math.nan,
+                "failed": True,
+            })
+            continue
         pick = part.best_config(metric, mode, rule="best_mean")
         summaries.append({
             "name": name, "num_configs": len(candidates[name]), "config": pick["config"],
             "mean": pick["mean"], "std": pick["std"], "sem": pick["sem"],
             "count": pick["count"], "members": pick["members"],
-            "test_mean": _test_means(results, pick["members"], metric),
+            "test_mean": _test_means(results, pick["members"], metric), "failed": False,
         })
+    if all(s["failed"] for s in summaries):
+        raise ValueError(
+            f"every config of every candidate has a diverged or non-finite {metric!r} member; "
+            "no candidate can be chosen (lower the learning rates or check the data)."
+        )
     sign = 1.0 if mode == "max" else -1.0
     best = max(summaries, key=lambda s: sign * s["mean"] if math.isfinite(s["mean"]) else -math.inf)
     chosen = best
@@ -896,6 +916,11 @@ def select_model(
     return ModelSelection(results, summaries, chosen["name"], rule, metric, text)
 
 
+def _any_finite_group(results: Results, metric: str, mode: str) -> bool:
+    """Whether some config of ``results`` has no failed member (so one can be chosen)."""
+    return any(g["num_failed"] == 0 for g in results.aggregate(metric, mode))
+
+
 def _selection_table(summaries, best_name, chosen_name, rule, metric) -> str:
     has_test = any(math.isfinite(s["test_mean"]) for s in summaries)
     header = ["candidate", "configs", "best config", f"mean {metric}", "std", "sem", "members"]
@@ -903,15 +928,16 @@ def _selection_table(summaries, best_name, chosen_name, rule, metric) -> str:
         header.append("test " + metric.partition("_")[2])
     header.append("chosen")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    names = _varying([s["config"] for s in summaries] + [{}])
+    names = _varying([s["config"] for s in summaries if s["config"] is not None] + [{}])
     for s in summaries:
-        shown = [n for n in names if n in s["config"] and n != "model"]
-        mark = []
+        shown = [n for n in names if n in (s["config"] or {}) and n != "model"]
+        mark = ["every config failed"] if s["config"] is None else []
         if s["name"] == best_name:
             mark.append("best mean")
         if s["name"] == chosen_name:
             mark.append(f"chosen ({rule})")
-        cells = [s["name"], str(s["num_configs"]), _config_text(s["config"], shown),
+        config_text = "-" if s["config"] is None else _config_text(s["config"], shown)
+        cells = [s["name"], str(s["num_configs"]), config_text,
                  _format(s["mean"]), _format(s["std"]), _format(s["sem"]), str(s["count"])]
         if has_test:
             cells.append(_format(s["test_mean"]))
@@ -935,8 +961,12 @@ class NestedResult(NamedTuple):
         training rows (one member per outer fold and seed); their ``valid_*`` metrics are the
         scores on the outer fold's held-out rows, ``fold`` is the outer fold.
       selections: per outer fold, the dict of :func:`best_config` on its inner results, with
-        ``outer_fold`` and ``outer_score`` (mean over seeds of the refit's score) added.
-      mean: the nested estimate: mean of the outer scores over outer folds and seeds.
+        ``outer_fold``, ``config_index``, ``failed`` and ``outer_score`` (mean over seeds of
+        the refit's score) added. In an outer fold where every config has a diverged or
+        non-finite inner member, ``failed`` is True, ``config`` and ``config_index`` are None,
+        the statistics and ``outer_score`` are NaN, and that fold has no refit.
+      mean: the nested estimate: mean of the outer scores over outer folds and seeds; NaN
+        (as ``std`` and ``sem``) when some outer fold failed or a refit diverged.
       std: their sample standard deviation.
       sem: ``std / sqrt(count)``.
       rule: the inner selection rule.
@@ -1102,17 +1132,30 @@ def nested_cross_validate(
     selections = []
     for o in range(outer.num_folds):
         part = inner_results.filter(predicate=lambda r, o=o: r.extra["outer_fold"] == o)
+        if not _any_finite_group(part, metric, mode):
+            # Every config failed in this outer fold: nothing to refit, the fold scores NaN.
+            selections.append({
+                "rule": rule, "metric": metric, "mode": mode, "config": None,
+                "mean": math.nan, "std": math.nan, "sem": math.nan, "count": len(part),
+                "members": [r.member_id for r in part], "best_mean": math.nan,
+                "best_sem": math.nan, "threshold": None, "num_candidates": 0,
+                "outer_fold": o, "config_index": None, "failed": True,
+            })
+            continue
         choice = part.best_config(metric, mode, rule=rule, complexity=complexity)
         index = part.rows[[r.member_id for r in part].index(choice["members"][0])].extra[
             "config_index"]
-        selections.append({**choice, "outer_fold": o, "config_index": index})
-    refit = [(o, s) for o in range(outer.num_folds) for s in seeds]
-    outer_results = engine.train(
-        task, [configs[selections[o]["config_index"]] for o, _ in refit], split,
-        member_seeds=[s for _, s in refit], folds=[o for o, _ in refit],
-        member_rows=outer.member_rows([o for o, _ in refit]),
-        evaluate_test=evaluate_test, **common,
-    )
+        selections.append({**choice, "outer_fold": o, "config_index": index, "failed": False})
+    refit = [(o, s) for o in range(outer.num_folds) if not selections[o]["failed"]
+             for s in seeds]
+    outer_results = Results([], {})
+    if refit:
+        outer_results = engine.train(
+            task, [configs[selections[o]["config_index"]] for o, _ in refit], split,
+            member_seeds=[s for _, s in refit], folds=[o for o, _ in refit],
+            member_rows=outer.member_rows([o for o, _ in refit]),
+            evaluate_test=evaluate_test, **common,
+        )
     outer_results = Results(
         [dataclasses.replace(r, extra={**r.extra, "outer_fold": refit[k][0],
                                        "config_index": selections[refit[k][0]]["config_index"]})
@@ -1121,11 +1164,14 @@ def nested_cross_validate(
     )
     scores = np.array([r.score(metric) for r in outer_results], np.float64)
     for o, selection in enumerate(selections):
-        selection["outer_score"] = float(np.mean(scores[[k for k, (oo, _) in enumerate(refit)
-                                                         if oo == o]]))
-    mean = float(np.mean(scores))
-    std = float(np.std(scores, ddof=1)) if scores.size > 1 else math.nan
-    sem = std / math.sqrt(scores.size) if scores.size > 1 else math.nan
+        mine = [k for k, (oo, _) in enumerate(refit) if oo == o]
+        selection["outer_score"] = float(np.mean(scores[mine])) if mine else math.nan
+    if any(s["failed"] for s in selections) or not np.all(np.isfinite(scores)):
+        mean = std = sem = math.nan  # the procedure failed in some outer fold
+    else:
+        mean = float(np.mean(scores))
+        std = float(np.std(scores, ddof=1)) if scores.size > 1 else math.nan
+        sem = std / math.sqrt(scores.size) if scores.size > 1 else math.nan
     text = _nested_table(selections, configs, metric, mean, std, sem)
     return NestedResult(inner_results, outer_results, selections, mean, std, sem, rule, metric,
                         text)
@@ -1138,7 +1184,9 @@ def _nested_table(selections, configs, metric, mean, std, sem) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in selections:
         lines.append("| " + " | ".join([
-            str(s["outer_fold"]), _config_text(s["config"], names), _format(s["mean"]),
+            str(s["outer_fold"]),
+            "every config failed" if s["config"] is None else _config_text(s["config"], names),
+            _format(s["mean"]),
             _format(s["sem"]), _format(s["outer_score"]),
         ]) + " |")
     optimistic = float(np.mean([s["mean"] for s in selections]))

@@ -176,6 +176,106 @@ def test_split_test_rows_stay_out_of_the_folds():
                           num_steps=1)
 
 
+def _param_task(num_features: int) -> jt.Task:
+    """A linear regression task whose evaluation also reports its parameters as metrics."""
+
+    def init(key, hp):
+        return {"w": 0.1 * jnp.arange(1.0, num_features + 1.0)[:, None], "b": jnp.zeros(())}
+
+    def loss(params, batch, key, hp):
+        err = (batch["x"] @ params["w"])[:, 0] + params["b"] - batch["y"]
+        weight = batch.get("weight", jnp.ones_like(err))
+        return jnp.sum(weight * err**2) / jnp.sum(weight), {}
+
+    def evaluate(params, data, hp):
+        out = {f"w{j}": params["w"][j, 0] for j in range(num_features)}
+        return {"mse": loss(params, data, None, hp)[0], "b": params["b"], **out}
+
+    modes = {"mse": "min", "b": "min", **{f"w{j}": "min" for j in range(num_features)}}
+    return jt.Task(init, loss, evaluate, name="params", metric_modes=modes)
+
+
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_training_never_reads_the_held_out_rows(batch_size):
+    """Poisoning x and y on fold 0's held-out rows leaves fold 0's training untouched."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 2)).astype(np.float32)
+    y = (x @ np.array([2.0, -1.0]) + 0.1 * rng.normal(size=60)).astype(np.float32)
+    x_test = rng.normal(size=(10, 2)).astype(np.float32)
+    y_test = (x_test @ np.array([2.0, -1.0])).astype(np.float32)
+    folds = cv.kfold(60, 3, seed=0)
+    task = _param_task(2)
+    names = ["train_loss", "w0", "w1", "b", "test_mse"]
+
+    def run(x_all, y_all):
+        split = jt.Split(x_all[:30], y_all[:30], x_all[30:], y_all[30:], x_test, y_test,
+                         "regression", None, "poison")
+        results = cv.cross_validate(
+            task, split, [{"learning_rate": 0.05, "optimizer": "sgd"}], folds=folds,
+            num_steps=20, batch_size=batch_size, steps_per_segment=10, metric="valid_mse")
+        assert [r.fold for r in results] == [0, 1, 2]
+        # w and b are reported by evaluate: the fitted parameters themselves.
+        return [{n: r.metrics[n if n.startswith(("train", "test")) else "valid_" + n]
+                 for n in names} | {"valid_mse": r.metrics["valid_mse"],
+                                    "curve": np.asarray(r.curves["train_loss"])}
+                for r in results]
+
+    clean = run(x, y)
+    held_out = folds.valid_indices(0)
+    x_bad, y_bad = x.copy(), y.copy()
+    x_bad[held_out] = 1e3
+    y_bad[held_out] = -1e3
+    dirty = run(x_bad, y_bad)
+    for name in names:
+        assert dirty[0][name] == clean[0][name], name  # bit for bit
+    np.testing.assert_array_equal(dirty[0]["curve"], clean[0]["curve"])
+    assert dirty[0]["valid_mse"] > 1e5 * clean[0]["valid_mse"]  # the poison is evaluated
+    for f in (1, 2):  # folds that train on those rows do change
+        assert dirty[f]["w0"] != clean[f]["w0"]
+
+
+def _rows_task() -> jt.Task:
+    """``loss = -w * batch rows``: after ``T`` SGD steps at rate ``lr``, ``w = T * lr * rows``.
+    Evaluation reports ``w`` and the number of (real) rows it is evaluated on."""
+
+    def init(key, hp):
+        return {"w": jnp.zeros(())}
+
+    def loss(params, batch, key, hp):
+        return -params["w"] * batch["y"].shape[0], {}
+
+    def evaluate(params, data, hp):
+        return {"w": params["w"], "rows": jnp.sum(data.get("weight", jnp.ones_like(data["y"])))}
+
+    return jt.Task(init, loss, evaluate, name="rows", metric_modes={"w": "max", "rows": "max"})
+
+
+def test_each_static_batch_size_trains_with_its_own_batch():
+    split = jt.train_valid_test_split(jt.make_linear(num_samples=100, seed=0), seed=0)
+    space = jt.Space({"batch_size": jt.Choice([4, 16]), "learning_rate": jt.Float(0.5, 1.0),
+                      "optimizer": jt.Fixed("sgd")})
+    task = _rows_task()
+    results = jt.tune(task, split, space, jt.grid_search(num_float_points=1), num_configs=2,
+                      num_steps=3, steps_per_segment=3, metric="valid_w", batch_size=8)
+    assert results.metadata["num_static_groups"] == 2
+    assert sorted(r.config["batch_size"] for r in results) == [4, 16]
+    for row in results:
+        # 3 steps at lr 0.75: w = 3 * 0.75 * batch rows, not the call's batch_size=8.
+        assert row.metrics["valid_w"] == pytest.approx(2.25 * row.config["batch_size"])
+        solo = jt.train(task, [row.config], split, num_steps=3, steps_per_segment=3,
+                        batch_size=32, static_names=space.static_names)
+        assert solo[0].metrics["valid_w"] == row.metrics["valid_w"]
+
+    # The same through cross-validation, on a single holdout fold of the 80 CV rows.
+    folds = cv.holdout(80, 0.25, seed=1)
+    configs = [{"batch_size": b, "learning_rate": 0.5, "optimizer": "sgd"} for b in (4, 16)]
+    held = cv.cross_validate(task, split, configs, folds=folds, num_steps=2, batch_size=8,
+                             steps_per_segment=2, metric="valid_w", space=space)
+    assert [r.fold for r in held] == [0, 0] and held.metadata["num_folds"] == 1
+    assert [r.metrics["valid_w"] for r in held] == [4.0, 16.0]
+    assert [r.metrics["valid_rows"] for r in held] == [20.0, 20.0]  # holdout's 20 rows
+
+
 # ------------------------------------------------------------------------------ agreement
 
 
@@ -325,6 +425,57 @@ def test_select_model_compares_model_families_in_one_sweep():
     assert one_se.results.metadata["num_segment_compilations"] == 0  # same programs again
 
 
+def _switch_regression_task() -> jt.Task:
+    factory = cv.model_switch({"linear": "linear", "mlp": "mlp"}, num_outputs=1,
+                              input_shape=(1,))
+    return jt.regression_task(factory, input_shape=(1,))
+
+
+STABLE = {"model": "linear", "learning_rate": 0.1, "optimizer": "sgd"}
+UNSTABLE = {"model": "mlp", "width": 8, "depth": 1, "learning_rate": 1e4, "optimizer": "sgd"}
+
+
+def test_select_model_reports_a_failed_candidate_and_keeps_the_others():
+    data = jt.make_linear(num_samples=60, seed=0)
+    task = _switch_regression_task()
+    kwargs = dict(num_steps=20, batch_size=None, num_folds=3, steps_per_segment=20)
+    for rule in ("best_mean", "one_standard_error"):
+        selection = cv.select_model(task, data, {"linear": [STABLE], "unstable": [UNSTABLE]},
+                                    rule=rule, **kwargs)
+        linear, unstable = selection.candidates
+        assert selection.chosen == "linear" and not linear["failed"]
+        assert np.isfinite(linear["mean"]) and linear["config"] == STABLE
+        assert unstable["failed"] and unstable["config"] is None
+        assert all(np.isnan(unstable[k]) for k in ("mean", "std", "sem", "test_mean"))
+        members = [r for r in selection.results if r.extra["candidate"] == "unstable"]
+        assert sorted(unstable["members"]) == sorted(r.member_id for r in members)
+        assert unstable["count"] == 3 and {r.status for r in members} == {"diverged"}
+        assert "every config failed" in selection.table and f"chosen ({rule})" in selection.table
+    with pytest.raises(ValueError, match="no candidate can be chosen"):
+        cv.select_model(task, data, {"a": [UNSTABLE], "b": [{**UNSTABLE, "width": 4}]},
+                        **kwargs)
+
+
+def test_nested_cv_survives_diverged_configs():
+    data = jt.make_linear(num_samples=60, seed=0)
+    task = _switch_regression_task()
+    kwargs = dict(num_steps=20, batch_size=None, num_outer_folds=2, num_inner_folds=2,
+                  steps_per_segment=20, static_names=["model", "width", "depth", "optimizer"])
+    # One diverging config among the candidates: never picked, the procedure goes on.
+    mixed = cv.nested_cross_validate(task, data, [UNSTABLE, STABLE], **kwargs)
+    assert [s["config_index"] for s in mixed.selections] == [1, 1]
+    assert np.isfinite(mixed.mean) and not any(s["failed"] for s in mixed.selections)
+    assert {r.status for r in mixed.inner if r.extra["config_index"] == 0} == {"diverged"}
+    # Every config diverges: each outer fold is a failed selection with no refit, score NaN.
+    failed = cv.nested_cross_validate(task, data, [UNSTABLE], **kwargs)
+    assert len(failed.outer) == 0 and len(failed.inner) == 4
+    assert all(s["failed"] and s["config"] is None and s["config_index"] is None
+               for s in failed.selections)
+    assert all(np.isnan(s["outer_score"]) for s in failed.selections)
+    assert np.isnan(failed.mean) and np.isnan(failed.sem)
+    assert failed.table.count("every config failed") == 2
+
+
 def test_nested_cv_runs_all_inner_folds_as_one_population():
     configs = [{"learning_rate": lr, "optimizer": "adam"} for lr in (0.003, 0.1)]
     task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
@@ -342,6 +493,61 @@ def test_nested_cv_runs_all_inner_folds_as_one_population():
     assert nested.mean == pytest.approx(np.mean([r.metrics["valid_accuracy"]
                                                  for r in nested.outer]))
     assert nested.table.count("\n") == 5
+
+
+def test_nested_cv_refits_train_and_score_on_the_outer_folds():
+    """The probe task reveals each refit's rows: its fitted standardization (training rows) and,
+    with weights kept at 0, its validation MSE = mean(y^2) over its held-out rows."""
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(36, 2)) * [1.0, 3.0] + [0.5, -4.0]).astype(np.float32)
+    y = rng.normal(size=36).astype(np.float32)
+    config = [{"learning_rate": 1e-9, "optimizer": "sgd"}]
+    nested = cv.nested_cross_validate(_probe_task(2), _probe_split(x, y), config, num_steps=1,
+                                      batch_size=None, num_outer_folds=3, num_inner_folds=2,
+                                      steps_per_segment=1, fold_seed=4, metric="valid_mse")
+    outer, inner = cv.nested_folds(36, 3, 2, seed=4)
+    mean, scale = _fitted_stats(nested.outer, 2)
+    assert [r.fold for r in nested.outer] == [0, 1, 2]
+    for o, row in enumerate(nested.outer):
+        train, held_out = outer.train_indices(o), outer.valid_indices(o)
+        np.testing.assert_allclose(mean[o], x[train].mean(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(scale[o], 1 / x[train].std(0), rtol=1e-4)
+        np.testing.assert_allclose(row.metrics["valid_mse"], np.mean(y[held_out] ** 2),
+                                   rtol=1e-5)
+        assert nested.selections[o]["outer_score"] == row.metrics["valid_mse"]
+    for row in nested.inner:  # inner fold i of outer fold o: the inner table's fold o * 2 + i
+        f = row.extra["outer_fold"] * 2 + row.extra["inner_fold"]
+        assert row.fold == f
+        np.testing.assert_allclose(row.metrics["valid_mse"],
+                                   np.mean(y[inner.valid_indices(f)] ** 2), rtol=1e-5)
+
+
+def test_nested_cv_with_the_one_standard_error_rule():
+    configs = [{"learning_rate": 0.1, "optimizer": "adam", "l2": l2} for l2 in (0.0, 0.01, 0.1)]
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    nested = cv.nested_cross_validate(task, jt.load_dataset("wine"), configs, num_steps=40,
+                                      batch_size=None, num_outer_folds=2, num_inner_folds=3,
+                                      seeds=(0, 1), rule="one_standard_error",
+                                      steps_per_segment=40)
+    assert nested.rule == "one_standard_error" and len(nested.outer) == 2 * 2
+    for o, selection in enumerate(nested.selections):
+        # The rule recomputed from the inner results: the largest l2 within one SE of the best.
+        groups = nested.inner.filter(
+            predicate=lambda r, o=o: r.extra["outer_fold"] == o).aggregate("valid_accuracy")
+        assert all(g["count"] == 2 * 3 for g in groups)
+        threshold = groups[0]["mean"] - groups[0]["sem"]
+        expected = max((g for g in groups if g["mean"] >= threshold),
+                       key=lambda g: g["config"]["l2"])
+        assert selection["rule"] == "one_standard_error"
+        assert selection["config"] == expected["config"]
+        assert selection["threshold"] == pytest.approx(threshold)
+        assert configs[selection["config_index"]] == expected["config"]
+        refits = [r for r in nested.outer if r.extra["outer_fold"] == o]
+        assert [r.config for r in refits] == [expected["config"]] * 2
+        assert selection["outer_score"] == pytest.approx(
+            np.mean([r.metrics["valid_accuracy"] for r in refits]))
+    # Measured: 3 configs within one SE in outer fold 0, so the rule had a choice to make.
+    assert max(s["num_candidates"] for s in nested.selections) > 1
 
 
 # ------------------------------------------------------------------------------ docs
