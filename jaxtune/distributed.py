@@ -37,6 +37,8 @@ ENV_COORDINATOR = "JAXTUNE_COORDINATOR"
 ENV_NUM_PROCESSES = "JAXTUNE_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAXTUNE_PROCESS_ID"
 ENV_LOCAL_DEVICE_IDS = "JAXTUNE_LOCAL_DEVICE_IDS"
+ENV_HEARTBEAT_TIMEOUT_S = "JAXTUNE_HEARTBEAT_TIMEOUT_S"
+DEFAULT_HEARTBEAT_TIMEOUT_S = 100
 
 
 def initialize_from_env_or_args(
@@ -46,7 +48,7 @@ def initialize_from_env_or_args(
     local_device_ids: int | Sequence[int] | None = None,
     *,
     initialization_timeout_s: int = 300,
-    heartbeat_timeout_s: int = 100,
+    heartbeat_timeout_s: int | None = None,
     shutdown_timeout_s: int = 300,
 ) -> bool:
     """Joins a multi-process JAX cluster if one is described; otherwise does nothing.
@@ -71,7 +73,9 @@ def initialize_from_env_or_args(
       local_device_ids: the local accelerators this process drives (default: all visible).
       initialization_timeout_s: seconds to wait for every process to join before failing.
       heartbeat_timeout_s: seconds without a heartbeat after which a peer counts as dead and
-        the others fail (instead of waiting in a collective forever).
+        the others fail (instead of waiting in a collective forever). Default:
+        ``JAXTUNE_HEARTBEAT_TIMEOUT_S``, else 100. The survivors then abort with JAX's
+        message "...another task died..." naming the unhealthy task.
       shutdown_timeout_s: seconds to wait for the others at the exit barrier.
 
     Returns:
@@ -89,6 +93,15 @@ def initialize_from_env_or_args(
         num_processes = _env_int(ENV_NUM_PROCESSES)
     if process_id is None:
         process_id = _env_int(ENV_PROCESS_ID)
+    if heartbeat_timeout_s is None:
+        heartbeat_timeout_s = _env_int(ENV_HEARTBEAT_TIMEOUT_S)
+        if heartbeat_timeout_s is None:
+            heartbeat_timeout_s = DEFAULT_HEARTBEAT_TIMEOUT_S
+    if heartbeat_timeout_s < 1:
+        raise ValueError(
+            f"heartbeat_timeout_s must be a positive number of seconds, got "
+            f"{heartbeat_timeout_s} (argument or {ENV_HEARTBEAT_TIMEOUT_S})."
+        )
     if local_device_ids is None and os.environ.get(ENV_LOCAL_DEVICE_IDS):
         local_device_ids = _parse_ids(os.environ[ENV_LOCAL_DEVICE_IDS])
     given = (coordinator_address, num_processes, process_id, local_device_ids)

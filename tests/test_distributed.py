@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
 import jaxtune as jt
@@ -112,19 +113,39 @@ def test_two_processes_agree_with_one_process_of_four_devices(tmp_path):
     assert saved[0].metrics == first["rows"][0]["metrics"]
 
 
-@pytest.mark.parametrize("hard_exit", [False, True], ids=["sys.exit", "crash"])
-def test_a_dead_peer_fails_the_other_quickly(tmp_path, hard_exit):
+#: What the survivor prints (JAX's coordination service, on stderr) when a peer is gone.
+PEER_DIED = "This most likely indicates that another task died"
+
+
+@pytest.mark.parametrize(
+    ("dying", "how"),
+    [pytest.param(1, ["--exit-early", "3"], id="sys.exit-before-training"),
+     pytest.param(1, ["--exit-early", "3", "--hard-exit"], id="crash-before-training"),
+     # Both processes compile and train a segment first: about 25 s each on a shared machine.
+     pytest.param(1, ["--kill-after-segments", "1"], id="sigkill-mid-training",
+                  marks=pytest.mark.slow),
+     pytest.param(0, ["--kill-after-segments", "1"], id="sigkill-coordinator-mid-training",
+                  marks=pytest.mark.slow)],
+)
+def test_a_dead_peer_fails_the_other_quickly(tmp_path, dying, how):
     port = _free_port()
-    early = ["--exit-early", "3", "--timeout-s", "10"] + (["--hard-exit"] if hard_exit else [])
-    launched = [_cluster(tmp_path, port, 0, ["--timeout-s", "10"]),
-                _cluster(tmp_path, port, 1, early)]
+    launched = [_cluster(tmp_path, port, i, ["--timeout-s", "10", *(how if i == dying else [])])
+                for i in (0, 1)]
     codes, seconds = _wait_all([p for p, _, _ in launched], [log for _, _, log in launched],
                                deadline_s=90)
-    survivor_log = launched[0][2]
-    assert codes[0] != 0, f"process 0 should fail when its peer dies:\n{_tail(survivor_log)}"
-    assert not launched[0][1].exists(), "process 0 must not report results"
+    survivor = 1 - dying
+    survivor_log = launched[survivor][2]
+    assert codes[survivor] != 0, (
+        f"process {survivor} should fail when its peer dies:\n{_tail(survivor_log)}")
+    assert not launched[survivor][1].exists(), f"process {survivor} must not report results"
     assert seconds < 60, f"took {seconds:.0f} s to notice the dead peer"
-    assert "exiting early" in launched[1][2].read_text()
+    dead_log = launched[dying][2].read_text()
+    if "--kill-after-segments" in how:
+        assert codes[dying] == -9 and "killed after 1 segment(s)" in dead_log
+    else:
+        assert "exiting early" in dead_log
+    # The survivor says why it stopped, in words, not only a stack trace.
+    assert PEER_DIED in survivor_log.read_text(), _tail(survivor_log)
 
 
 def test_alone_initialize_does_nothing(monkeypatch):
@@ -142,6 +163,8 @@ def test_alone_initialize_does_nothing(monkeypatch):
     [
         ({distributed.ENV_NUM_PROCESSES: "two"}, {}, "JAXTUNE_NUM_PROCESSES"),
         ({distributed.ENV_LOCAL_DEVICE_IDS: "0;1"}, {}, "JAXTUNE_LOCAL_DEVICE_IDS"),
+        ({distributed.ENV_HEARTBEAT_TIMEOUT_S: "soon"}, {}, "JAXTUNE_HEARTBEAT_TIMEOUT_S"),
+        ({distributed.ENV_HEARTBEAT_TIMEOUT_S: "0"}, {}, "heartbeat_timeout_s .* 0"),
         ({}, dict(coordinator_address="127.0.0.1:1", num_processes=2, process_id=2),
          "process_id=2"),
         ({}, dict(coordinator_address="127.0.0.1:1", num_processes=0, process_id=0),
@@ -153,6 +176,27 @@ def test_bad_cluster_settings_name_the_field(monkeypatch, env, kwargs, match):
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=match):
         distributed.initialize_from_env_or_args(**kwargs)
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, 100), ("7", 7)])
+def test_heartbeat_timeout_comes_from_the_environment(monkeypatch, env, expected):
+    seen = {}
+    monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.jax.distributed, "initialize",
+                        lambda **kwargs: seen.update(kwargs))
+    if env is None:
+        monkeypatch.delenv(distributed.ENV_HEARTBEAT_TIMEOUT_S, raising=False)
+    else:
+        monkeypatch.setenv(distributed.ENV_HEARTBEAT_TIMEOUT_S, env)
+    collectives = jax.config.jax_cpu_collectives_implementation
+    try:
+        assert distributed.initialize_from_env_or_args("127.0.0.1:1", 2, 0)
+        assert seen["heartbeat_timeout_seconds"] == expected
+        assert distributed.initialize_from_env_or_args(
+            "127.0.0.1:1", 2, 0, heartbeat_timeout_s=3)  # the argument wins
+        assert seen["heartbeat_timeout_seconds"] == 3
+    finally:  # initialize chose gloo for the CPU; this process stays alone
+        jax.config.update("jax_cpu_collectives_implementation", collectives)
 
 
 # ---------------------------------------------------------------------------------------------
