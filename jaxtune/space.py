@@ -9,7 +9,8 @@ A :class:`Space` maps names to parameters:
   default, since integers usually set a shape or a loop count (widths, depth, warmup steps).
 * :class:`Choice` ``(values, static=True)``: one of a list of values (numbers, strings, tuples,
   None, ...). A dynamic Choice (``static=False``) must hold finite numbers.
-* :class:`Fixed` ``(value)``: a constant, always static. It is not searched.
+* :class:`Fixed` ``(value, static=True)``: a constant; it is not searched. Static by default;
+  a finite number may be made dynamic with ``static=False``.
 
 **Static** parameters change a shape or a code path: each distinct combination of their values is
 a *static group*, one compiled program. **Dynamic** parameters are values only.
@@ -39,12 +40,13 @@ File / dict schema (:meth:`Space.from_dict`, :meth:`Space.from_file` for ``.json
       "width":         {"type": "choice", "values": [64, 128]},
       "momentum":      {"type": "choice", "values": [0.8, 0.9], "static": false},
       "optimizer":     "adamw",
-      "hidden_sizes":  {"type": "fixed", "value": [64, 64]}
+      "hidden_sizes":  {"type": "fixed", "value": [64, 64]},
+      "b1":            {"type": "fixed", "value": 0.9, "static": false}
     }
 
 Allowed keys: ``float``/``int``: ``type, low, high, log, static``; ``choice``: ``type, values,
-static``; ``fixed``: ``type, value``. A bare scalar, string, bool or None means Fixed; a list or
-dict value must be spelt ``{"type": "fixed", "value": ...}``.
+static``; ``fixed``: ``type, value, static``. A bare scalar, string, bool or None means a static
+Fixed; a list or dict value must be spelt ``{"type": "fixed", "value": ...}``.
 
 Example:
   >>> import jax
@@ -413,22 +415,34 @@ class Choice:
 
 @dataclasses.dataclass(frozen=True)
 class Fixed:
-    """A constant hyperparameter: always static, never searched.
+    """A constant hyperparameter, never searched; static by default.
 
     Attributes:
       value: the constant (lists inside become tuples).
+      static: the value selects a static group (default). ``static=False`` makes it a traced
+        ``float32`` value like a Float's, so sweeps that differ only in this constant (say, two
+        sweeps at different fixed learning rates) share one compiled program; it must then be
+        a finite number (not a bool or string).
     """
 
     value: Any
+    static: bool = True
 
     kind: ClassVar[str] = "fixed"
-    static: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        _check_flag("Fixed", "static", self.static)
         value = _freeze(self.value)
         if _is_nan(value):
             raise ValueError("Fixed.value is NaN, which never equals itself; give a number.")
+        if not self.static and (not _is_real(value) or not _is_finite(value)):
+            raise ValueError(
+                f"Fixed.value = {value!r} ({type(value).__name__}) cannot be dynamic "
+                "(static=False): only finite numbers become traced values. Use static=True "
+                "for strings, bools, None and lists."
+            )
         object.__setattr__(self, "value", value)
+        object.__setattr__(self, "static", bool(self.static))
 
     def _grid(self, num_points: int) -> list[Any]:
         del num_points
@@ -441,6 +455,8 @@ class Fixed:
             )
 
     def _spec(self) -> Any:
+        if not self.static:
+            return {"type": "fixed", "value": self.value, "static": False}
         if self.value is None or isinstance(self.value, str | bool | int | float):
             return self.value
         return {"type": "fixed", "value": _thaw(self.value)}
@@ -457,7 +473,7 @@ _SPEC_KEYS = {
     "float": ("type", "low", "high", "log", "static"),
     "int": ("type", "low", "high", "log", "static"),
     "choice": ("type", "values", "static"),
-    "fixed": ("type", "value"),
+    "fixed": ("type", "value", "static"),
 }
 _REQUIRED_KEYS = {
     "float": ("low", "high"),
@@ -633,7 +649,7 @@ class Space(Mapping[str, Param]):
 
     @property
     def static_names(self) -> tuple[str, ...]:
-        """Names whose values select a static group (static Float/Int/Choice and every Fixed)."""
+        """Names whose values select a static group (every parameter with ``static=True``)."""
         return tuple(name for name, p in self._params.items() if p.static)
 
     @property
@@ -753,14 +769,26 @@ class Space(Mapping[str, Param]):
         """Draws ``num`` configs uniformly in the unit cube (log-uniform for log parameters).
 
         Args:
-          key: a JAX PRNG key; the same key gives the same configs.
+          key: a JAX PRNG key, or an int seed (``sample(0, n)`` is
+            ``sample(jax.random.PRNGKey(0), n)``); the same key gives the same configs.
           num: how many configs (>= 0).
 
         Returns:
           ``num`` configs.
+
+        Raises:
+          TypeError: ``key`` is a bool, float or string.
+          ValueError: ``num`` is not a non-negative int.
         """
         import jax  # only sampling needs JAX; the rest of the space is numpy
 
+        if isinstance(key, bool | np.bool_ | float | np.floating | str | bytes):
+            raise TypeError(
+                f"key = {key!r} ({type(key).__name__}) must be a JAX PRNG key or an int seed, "
+                "e.g. space.sample(jax.random.PRNGKey(0), 8) or space.sample(0, 8)."
+            )
+        if isinstance(key, numbers.Integral):
+            key = jax.random.PRNGKey(int(key))
         if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 0:
             raise ValueError(f"num = {num!r} must be a non-negative int.")
         u = jax.random.uniform(key, (int(num), self.dim))

@@ -491,9 +491,9 @@ def test_to_dict_is_json_ready():
         ({"lr": {"type": "float", "low": 0.1}}, ValueError, r"'lr'.*'high'"),
         ({"w": {"type": "choice"}}, ValueError, r"'w'.*'values'"),
         (
-            {"w": {"type": "fixed", "value": 1, "static": False}},
+            {"w": {"type": "fixed", "value": 1, "log": False}},
             ValueError,
-            r"'w'.*'static'.*allowed keys: type, value",
+            r"'w'.*'log'.*allowed keys: type, value, static",
         ),
         ({"lr": {"type": "float", "low": 1.0, "high": 0.1}}, ValueError, r"'lr'.*low"),
         ({"lr": {"type": "float", "low": "a", "high": 0.1}}, TypeError, r"'lr'.*Float.low"),
@@ -626,3 +626,61 @@ def test_property_round_trip(specs, seed):
     assert np.all((encoded >= 0) & (encoded <= 1))
     assert_configs_match(space, space.decode(encoded), configs)
     assert_configs_match(space, space.decode(space.encode(space.decode(encoded))), configs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dynamic Fixed and int seeds
+
+
+def test_fixed_can_be_dynamic():
+    space = Space({"learning_rate": Fixed(0.01, static=False), "b1": Fixed(1, static=False),
+                   "optimizer": Fixed("adam"), "width": Choice([8, 16])})
+    assert space.dynamic_names == ("learning_rate", "b1")
+    assert space.static_names == ("optimizer", "width")
+    assert space.searchable_names == ("width",)  # a Fixed is never searched, dynamic or not
+    configs = space.decode(np.array([[0.2], [0.9]]))
+    assert [c["learning_rate"] for c in configs] == [0.01, 0.01]
+    assert space.static_key(configs[0]) == (("optimizer", "adam"), ("width", 8))
+    assert Fixed(0.5) == Fixed(0.5, static=True) != Fixed(0.5, static=False)
+    assert Fixed("adam").static
+
+
+@pytest.mark.parametrize("value", ["adam", True, None, [1, 2], math.inf])
+def test_dynamic_fixed_needs_a_finite_number(value):
+    with pytest.raises(ValueError, match=r"Fixed\.value.*static=True"):
+        Fixed(value, static=False)
+
+
+def test_fixed_static_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"Fixed\.static must be a bool"):
+        Fixed(0.1, static="no")
+
+
+def test_dynamic_fixed_in_the_file_schema(tmp_path):
+    spec = {"learning_rate": {"type": "fixed", "value": 0.01, "static": False},
+            "optimizer": "sgd", "width": {"type": "fixed", "value": 8, "static": True}}
+    space = Space.from_dict(spec)
+    assert space["learning_rate"] == Fixed(0.01, static=False)
+    assert space["width"] == Fixed(8)
+    assert space.to_dict()["learning_rate"] == {"type": "fixed", "value": 0.01, "static": False}
+    assert space.to_dict()["width"] == 8  # static constants keep their short form
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space.to_dict()))
+    assert Space.from_file(path) == space
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / "space.yaml"
+    path.write_text("learning_rate: {type: fixed, value: 1e-2, static: false}\noptimizer: sgd\n")
+    assert Space.from_file(path)["learning_rate"] == Fixed(0.01, static=False)
+    assert yaml  # imported only to skip without PyYAML
+    with pytest.raises(ValueError, match=r"'optimizer'.*static=True"):
+        Space.from_dict({"optimizer": {"type": "fixed", "value": "sgd", "static": False}})
+
+
+def test_sample_accepts_an_int_seed():
+    space = Space({"learning_rate": Float(1e-4, 1e-1, log=True), "width": Choice([64, 128])})
+    assert space.sample(3, 5) == space.sample(jax.random.PRNGKey(3), 5)
+    assert space.sample(np.int64(3), 5) == space.sample(3, 5)
+    assert space.sample(3, 5) != space.sample(4, 5)
+    for bad in (True, 0.5, "0"):
+        with pytest.raises(TypeError, match="PRNG key or an int seed"):
+            space.sample(bad, 2)
