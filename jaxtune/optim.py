@@ -68,6 +68,8 @@ __all__ = [
     "OPTIMIZER_HPARAMS",
     "SCHEDULES",
     "STATIC_HPARAMS",
+    "VALUE_RANGES",
+    "check_value_ranges",
     "make_optimizer",
     "make_schedule",
     "validate_optimizer",
@@ -115,6 +117,66 @@ OPTIMIZER_HPARAMS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "step": ("learning_rate", "decay_rate", "step_size"),
     }
 )
+
+#: Valid values of the dynamic names: ``name -> (low, low_inclusive, high, high_inclusive)``.
+#: A value outside makes no sense for the optimizer (a negative learning rate ascends, Adam's
+#: bias correction divides by ``1 - b2 ** t``, which is 0 for ``b2 = 1``); the engine rejects
+#: it on the host with :func:`check_value_ranges`.
+VALUE_RANGES: Mapping[str, tuple[float, bool, float, bool]] = MappingProxyType(
+    {
+        "learning_rate": (0.0, False, math.inf, False),
+        "weight_decay": (0.0, True, math.inf, False),
+        "momentum": (0.0, True, 1.0, False),
+        "b1": (0.0, True, 1.0, False),
+        "b2": (0.0, True, 1.0, False),
+        "eps": (0.0, False, math.inf, False),
+        "lr_decay": (0.0, True, math.inf, False),
+        "decay_rate": (0.0, False, 1.0, True),
+        "alpha": (0.0, True, 1.0, True),
+    }
+)
+
+
+def _interval(low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> str:
+    return f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+
+
+def check_value_ranges(
+    config: Mapping[str, Any],
+    ranges: Mapping[str, tuple[float, bool, float, bool]] = VALUE_RANGES,
+    where: str = "config",
+) -> None:
+    """Checks that the known numeric hyperparameters of ``config`` lie in their valid ranges.
+
+    Names not in ``ranges`` and non-numeric values are left alone (their type is checked
+    elsewhere).
+
+    Args:
+        config: name -> value (one configuration).
+        ranges: ``name -> (low, low_inclusive, high, high_inclusive)``; default
+            :data:`VALUE_RANGES`.
+        where: how to name ``config`` in messages, e.g. ``"configs[3]"``.
+
+    Raises:
+        ValueError: naming the field, the value, the valid interval and the fix.
+
+    Example:
+        >>> check_value_ranges({"learning_rate": 0.1, "momentum": 0.9})
+    """
+    for name, (low, low_inclusive, high, high_inclusive) in ranges.items():
+        value = config.get(name)
+        if not _is_real(value):
+            continue
+        value = float(value)
+        above = value >= low if low_inclusive else value > low
+        below = value <= high if high_inclusive else value < high
+        if not (above and below):
+            interval = _interval(low, low_inclusive, high, high_inclusive)
+            raise ValueError(
+                f"{where}[{name!r}] = {value!r} is outside {interval}, the values {name} can "
+                f"take; give a value in {interval} (in a Space, bound the range to it)."
+            )
+
 
 _DEFAULT_OPTIMIZER = "sgd"
 _DEFAULT_SCHEDULE = "constant"

@@ -22,14 +22,18 @@ ready-made tasks get an identity from their arguments, a hand-written task from 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxtune import data as data_lib
 from jaxtune import losses, models
 
 Params = Any
@@ -38,6 +42,18 @@ HParams = Mapping[str, Any]
 ModelFactory = Callable[[HParams], nn.Module]
 
 MODELS = ("mlp", "cnn", "linear")
+KINDS = data_lib.KINDS
+
+#: Valid values of the dynamic names the ready-made tasks read, in the format of
+#: :data:`jaxtune.optim.VALUE_RANGES`: a dropout rate is a probability below 1, and a negative
+#: penalty would reward large weights.
+VALUE_RANGES: Mapping[str, tuple[float, bool, float, bool]] = MappingProxyType(
+    {
+        "dropout": (0.0, True, 1.0, False),
+        "l1": (0.0, True, math.inf, False),
+        "l2": (0.0, True, math.inf, False),
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,6 +69,18 @@ class Task:
       identity: a hashable value that identifies the task for compilation caching. ``None``
         means "the three functions themselves".
       metric_modes: for each metric ``evaluate`` returns, ``"max"`` or ``"min"``.
+      input_shape: shape of one example without the batch axis, e.g. ``(64,)``, or ``None``
+        (not declared). When given, :func:`jaxtune.train` checks the data's feature shape
+        against it before compiling.
+      num_classes: for a classification task, the number of classes (>= 2), or ``None``. When
+        given, :func:`jaxtune.train` checks that labels are integers in ``[0, num_classes)``
+        and that the split agrees.
+      kind: ``"classification"``, ``"regression"`` or ``None`` (not declared). When given,
+        :func:`jaxtune.train` checks it against the split's ``kind``.
+
+    The ready-made tasks set ``input_shape``, ``num_classes`` and ``kind``; a hand-written task
+    may leave them ``None``, and a mismatch with the data is then caught while the engine
+    traces the task's functions abstractly (still before compiling).
 
     Example:
       >>> def init(key, hp):
@@ -71,6 +99,45 @@ class Task:
     name: str = "task"
     identity: Any = None
     metric_modes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("init", "loss", "evaluate"):
+            if not callable(getattr(self, field)):
+                raise TypeError(
+                    f"Task.{field} must be a function, got {getattr(self, field)!r}; see the "
+                    "Task contract in jaxtune.task."
+                )
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(
+                f"Task.kind={self.kind!r} must be one of {KINDS} or None (not declared)."
+            )
+        if self.input_shape is not None:
+            shape = self.input_shape
+            if isinstance(shape, int | str) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+            ):
+                raise ValueError(
+                    f"Task.input_shape={shape!r} must be a tuple of positive ints (one example's "
+                    "shape without the batch axis, e.g. (64,)) or None."
+                )
+            object.__setattr__(self, "input_shape", tuple(int(d) for d in shape))
+        if self.num_classes is not None:
+            if self.kind == "regression":
+                raise ValueError(
+                    "Task.num_classes must be None for kind='regression'; "
+                    "use kind='classification' for labels."
+                )
+            if (
+                isinstance(self.num_classes, bool)
+                or not isinstance(self.num_classes, int)
+                or self.num_classes < 2
+            ):
+                raise ValueError(
+                    f"Task.num_classes={self.num_classes!r} must be an int >= 2 or None."
+                )
 
     def _key(self) -> Any:
         if self.identity is not None:
@@ -82,6 +149,62 @@ class Task:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Task) and self._key() == other._key()
+
+
+def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = True) -> None:
+    """Checks on the host that ``split`` is valid data and matches what ``task`` declares.
+
+    Runs :func:`jaxtune.data.check_arrays` on the training, validation and (with
+    ``include_test``) test rows, with the task's ``num_classes`` (or else the split's), then
+    compares the task's declared ``kind``, ``num_classes`` and ``input_shape`` with the data.
+    Fields a task leaves ``None`` are not compared.
+
+    Args:
+      task: the task.
+      split: the data.
+      include_test: also check ``split.x_test``/``split.y_test``.
+
+    Raises:
+      ValueError, TypeError: naming the field (``split.x_valid``, ``task.input_shape``...)
+        and the fix: invalid arrays, a kind or class count that differs between task and
+        split, labels outside ``[0, num_classes)``, non-integer labels for a classification
+        task, or features whose shape differs from ``task.input_shape``.
+    """
+    if task.kind is not None and task.kind != split.kind:
+        raise ValueError(
+            f"task {task.name!r} is a {task.kind} task but split {split.name!r} holds "
+            f"{split.kind} data; use a {split.kind} task for this split (e.g. "
+            f"jaxtune.{split.kind}_task) or a {task.kind} dataset."
+        )
+    num_classes = None
+    if split.kind == "classification":
+        if (task.num_classes is not None and split.num_classes is not None
+                and task.num_classes != split.num_classes):
+            raise ValueError(
+                f"task.num_classes={task.num_classes} but split {split.name!r} has "
+                f"num_classes={split.num_classes}; build the task with "
+                f"num_classes={split.num_classes}."
+            )
+        num_classes = task.num_classes or split.num_classes
+    parts = ["train", "valid"] + (["test"] if include_test else [])
+    for part in parts:
+        x, y = getattr(split, f"x_{part}"), getattr(split, f"y_{part}")
+        try:
+            data_lib.check_arrays(x, y, split.kind, num_classes)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"split.x_{part}/y_{part}: {error}") from error
+        x, y = np.asarray(x), np.asarray(y)
+        if task.input_shape is not None and tuple(x.shape[1:]) != task.input_shape:
+            raise ValueError(
+                f"split.x_{part} has examples of shape {tuple(x.shape[1:])} but "
+                f"task.input_shape={task.input_shape}; build the task with "
+                f"input_shape={tuple(x.shape[1:])} (or reshape the data)."
+            )
+        if task.kind == "classification" and not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(
+                f"split.y_{part} has dtype {y.dtype} but task {task.name!r} needs integer class "
+                f"labels; convert them with y.astype(np.int32)."
+            )
 
 
 def _hidden_sizes(hp: HParams, default_width: int, default_depth: int) -> tuple[int, ...]:
@@ -226,6 +349,9 @@ def classification_task(
         name=f"classification[{model if isinstance(model, str) else 'custom'}]",
         identity=("classification", model, num_classes, input_shape),
         metric_modes={"accuracy": "max", "loss": "min"},
+        input_shape=input_shape,
+        num_classes=num_classes,
+        kind="classification",
     )
 
 
@@ -265,4 +391,6 @@ def regression_task(
         name=f"regression[{model if isinstance(model, str) else 'custom'}]",
         identity=("regression", model, input_shape),
         metric_modes={"mse": "min", "loss": "min"},
+        input_shape=input_shape,
+        kind="regression",
     )
