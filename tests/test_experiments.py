@@ -128,6 +128,15 @@ def test_digits_mlp_cv_search_and_the_same_images_as_mnist_files(experiments, tm
     assert 0.3 < best <= 1.0
     assert float(ranked[0]["2-fold CV accuracy"]) == best
     assert "best mean" in ranked[0]["chosen by"]
+    # The refit of the best config is scored once on the test rows: a count of rows out of the
+    # held-out test set (values are printed to 4 significant digits).
+    num_test = len(jt.train_valid_test_split(jt.load_dataset("digits"), 0.0, 0.2,
+                                             seed=0).y_test)
+    refit = float(values["its test accuracy, refit on all CV rows"])
+    assert 0.3 < refit <= 1.0
+    assert abs(refit * num_test - round(refit * num_test)) < 0.02
+    assert float(values["its test accuracy, mean of the fold models"]) == pytest.approx(
+        float(ranked[0]["test acc. (fold models)"]), abs=1e-4)
     assert [float(r["2-fold CV accuracy"]) for r in ranked] == sorted(
         (float(r["2-fold CV accuracy"]) for r in ranked), reverse=True)
 
@@ -157,7 +166,7 @@ def test_binary_classifier_searches_at_equal_budget(experiments, tmp_path):
     by_name = {r["search"]: r for r in table}
     assert by_name["manual (1 config)"]["configs"] == "1"
     searches = [name for name in by_name if not name.startswith("manual")]
-    assert searches[:2] == ["grid", "random"]
+    assert searches == ["grid", "random", "bayesian"]
     for name in searches:
         assert by_name[name]["configs"] == "8"  # 2^3 grid, the same budget for every search
     for row in table:
@@ -201,13 +210,13 @@ def test_lr_schedules_tunes_each_schedule(experiments, tmp_path):
 def test_model_selection_nested_cv_scores_the_whole_procedure(experiments, tmp_path):
     module = experiments("model_selection")
     _, (table, per_fold) = _run(module, "model_selection", tmp_path)
-    assert [r["candidate"] for r in table] == ["logistic", "mlp",
+    assert [r["candidate"] for r in table] == ["logistic", "mlp", "cnn",
                                                "pick family and config by inner CV"]
     # The procedure's outer score in each fold is the outer score of the family it chose.
     scores = [float(r[f"{r['chosen family']} outer score"]) for r in per_fold]
     mean = float(table[-1]["nested CV accuracy (outer mean ± sem)"].split(" ± ")[0])
     assert mean == pytest.approx(np.mean(scores), abs=1e-4)
-    for row in table[:2]:
+    for row in table[:3]:
         outer = float(row["nested CV accuracy (outer mean ± sem)"].split(" ± ")[0])
         column = f"{row['candidate']} outer score"
         assert outer == pytest.approx(np.mean([float(r[column]) for r in per_fold]), abs=1e-4)
