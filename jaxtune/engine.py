@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import flax.errors
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,8 +44,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxtune import data as data_lib
 from jaxtune import optim
+from jaxtune import task as task_lib
 from jaxtune.results import MemberResult, Results
-from jaxtune.task import Task
+from jaxtune.task import Task, check_task_data
 
 POPULATION_AXIS = "population"
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -575,6 +577,8 @@ def _validate_configs(
                 )
             if not math.isfinite(float(value)):
                 raise ValueError(f"configs[{i}][{name!r}] = {value!r} is not finite.")
+        optim.check_value_ranges(config, {**optim.VALUE_RANGES, **task_lib.VALUE_RANGES},
+                                 where=f"configs[{i}]")
 
 
 def _split_groups(
@@ -629,6 +633,10 @@ def _host_memory_bytes() -> int:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+#: What tracing a task on data of the wrong shape raises (JAX's, NumPy's and Flax's errors).
+_TRACE_ERRORS = (TypeError, ValueError, IndexError, flax.errors.FlaxError)
 
 
 def member_memory_bytes(
@@ -911,8 +919,10 @@ def train(
       parameter pytree (numpy arrays).
 
     Raises:
-      ValueError, TypeError: bad configs, data, step counts or optimizer names, before any
-        compilation.
+      ValueError, TypeError: bad configs, data, step counts or optimizer names, hyperparameter
+        values outside their valid ranges (``optim.VALUE_RANGES``, ``task.VALUE_RANGES``), or a
+        task that does not fit the data (declared ``input_shape``/``num_classes``/``kind``, or
+        shapes that fail the abstract trace), all before any compilation.
 
     Example:
       >>> from jaxtune import data, task as task_lib
@@ -970,11 +980,8 @@ def train(
                 "batch_mode='shared' cannot be combined with member_rows (folds): each fold "
                 "samples from its own rows. Use batch_mode='independent'."
             )
-    data_lib.check_arrays(split.x_train, split.y_train, split.kind)
-    data_lib.check_arrays(split.x_valid, split.y_valid, split.kind)
     evaluate_test = evaluate_test and split.x_test is not None and len(split.y_test) > 0
-    if evaluate_test:
-        data_lib.check_arrays(split.x_test, split.y_test, split.kind)
+    check_task_data(task, split, include_test=evaluate_test)
 
     layout = _Layout.build(devices)
     chunk_cap = _chunk_cap(layout, max_members_per_chunk, members_per_device, pad_to)
@@ -1022,13 +1029,25 @@ def train(
     chunk_sizes = []
     member_bytes: dict[str, int] = {}
     for spec, indices in specs:
-        per_member = member_memory_bytes(
-            spec, {n: configs[indices[0]][n] for n in spec.dynamic_names},
-            split.x_train.shape[1:],
-            eval_bytes=split.x_valid.nbytes + split.y_valid.nbytes,
-            eval_rows=len(split.y_valid), train_rows=num_train_rows,
-            input_dtype=split.x_train.dtype, label_dtype=split.y_train.dtype,
-        )
+        try:
+            per_member = member_memory_bytes(
+                spec, {n: configs[indices[0]][n] for n in spec.dynamic_names},
+                split.x_train.shape[1:],
+                eval_bytes=split.x_valid.nbytes + split.y_valid.nbytes,
+                eval_rows=len(split.y_valid), train_rows=num_train_rows,
+                input_dtype=split.x_train.dtype, label_dtype=split.y_train.dtype,
+            )
+        except _TRACE_ERRORS as error:
+            # The first place a task meets the data's shapes (abstractly: nothing compiles).
+            raise ValueError(
+                f"task {task.name!r} does not fit the data of static group {spec.label}: "
+                f"tracing its init/loss/evaluate on x of shape [rows, "
+                f"{', '.join(map(str, split.x_train.shape[1:]))}] ({split.x_train.dtype}) and y "
+                f"[rows] ({split.y_train.dtype}) failed with {type(error).__name__}: {error}\n"
+                "Fix: make task.init build parameters for one example of that shape and "
+                "task.loss/task.evaluate accept such batches (for the ready-made tasks, pass the "
+                "data's input_shape and num_classes)."
+            ) from error
         member_bytes[spec.label] = per_member
         chunk_sizes.append(_chunk_size(
             spec.label, len(indices), per_member, budget, _replicated_data_bytes(split,
