@@ -18,11 +18,21 @@ from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the demo sweep; returns the exit status."""
+    """Runs the demo sweep; returns the exit status.
+
+    Args:
+      argv: command-line arguments (default ``sys.argv[1:]``): ``--out``, ``--num-configs``,
+        ``--num-steps``, ``--steps-per-segment``, ``--seed``.
+
+    Returns:
+      0 on success.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--num-configs", type=int, default=64)
     parser.add_argument("--num-steps", type=int, default=500)
+    parser.add_argument("--steps-per-segment", type=int, default=50,
+                        help="steps between two points of the learning curves")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -57,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_configs=args.num_configs,
         num_steps=args.num_steps,
         batch_size=128,
+        steps_per_segment=args.steps_per_segment,
         seed=args.seed,
         on_segment=progress,
     )
