@@ -1,10 +1,26 @@
-"""Every ```python block of README.md and docs/*.md runs as written, so a broken doc fails CI.
+"""Every code block of README.md and docs/*.md runs as written, so a broken doc fails CI.
 
-The blocks of one file share a namespace and run in order, in a fresh Python process (a doc may
-change JAX's global configuration, e.g. ``jax_explain_cache_misses``) whose working directory is
-a temporary folder (docs may write ``runs/...``). A failure names the file and the line of the
-block. Blocks that must not run are fenced as ```bash, ```text, ```json, ...; the fence check
-below makes sure no Python hides behind ```py or an unlabelled fence.
+The ```python and shell (```bash, ```sh, ```shell, ```console) blocks of one file run in order,
+in a fresh Python process (a doc may change JAX's global configuration, e.g.
+``jax_explain_cache_misses``) whose working directory is a temporary folder (docs may write
+``runs/...``); the Python blocks share a namespace, and the shell blocks run in ``bash -e`` in the
+same folder, so a shell block can use what a Python block above it saved. A failure names the
+file and the line of the block.
+
+Shell blocks run with the venv's ``bin`` first on ``PATH`` (so ``jaxtune`` and ``python`` are
+this checkout's), ``experiments/`` and ``benchmarks/`` linked into the folder, a ``space.json``
+there unless the page writes its own (:data:`SPACE_JSON`), and a compilation cache shared by the
+pages. Budgets are cut before they run (:func:`tiny_budgets`: each flag of :data:`BUDGET_CAPS`
+is lowered to its cap, ``JAXTUNE_CPU_DEVICES=N`` to at most 2, ``jaxtune sweep`` gets
+``--no-plot`` (the pages' ``jaxtune plot`` blocks draw the figures), and ``/tmp/`` becomes a
+folder inside the temporary one), so they test that the commands and flags work, not the
+figures the pages quote.
+
+A shell block that cannot run in CI (installs, ``make``, servers, SLURM or TPU pods, long
+benchmarks) carries ``<!-- not-run: REASON -->`` on the line before its fence; an unmarked one
+runs, so a new command in the docs is tested unless someone writes down why not. Data blocks are
+fenced ```text, ```json, ...; the fence check below makes sure no Python hides behind ```py or an
+unlabelled fence.
 
 docs/cli.md is also checked against the parser: every flag of every subcommand is documented
 under that subcommand's heading, and every documented flag exists.
@@ -25,25 +41,92 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 #: Run by tests/test_cv.py::test_doc_examples_run already (with its own assertions).
 RUN_ELSEWHERE = {"docs/cross_validation.md": "tests/test_cv.py"}
-#: Fence languages that are never executed.
-NOT_RUN = {"bash", "console", "sh", "shell", "text", "json", "yaml", "toml", "ini", "diff",
-           "csv", "math", "mermaid"}
+#: Fence languages of data and output, never executed.
+NOT_RUN = {"text", "json", "yaml", "toml", "ini", "diff", "csv", "math", "mermaid"}
 FENCE = re.compile(r"^```([^\n`]*)$")
+#: Fence languages of shell blocks: each one runs, or is marked with :data:`NOT_RUN_MARKER`.
+SHELL = {"bash", "sh", "shell", "console"}
+#: ``<!-- not-run: REASON -->`` on the line before a shell block's fence: it is not executed.
+NOT_RUN_MARKER = re.compile(r"^<!--\s*not-run:\s*(.*?)\s*-->$")
+#: Budget flags of shell blocks, lowered to these caps before they run (``min(value, cap)``).
+BUDGET_CAPS = {
+    "--num-configs": 4,
+    "--num-steps": 20,
+    "--steps-per-segment": 10,
+    "--population-size": 4,
+    "--min-steps": 5,
+    "--max-member-steps": 200,
+}
+#: The space file of pages that use ``space.json`` without writing one: README's, so that their
+#: sweeps compile the programs README's sweep left in the shared cache.
+SPACE_JSON = {
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    "width": {"type": "choice", "values": [64, 128]},
+    "optimizer": "adamw",
+}
+#: Seconds one shell block may take (tiny budgets take a few).
+SHELL_TIMEOUT_S = 240
 
 RUNNER = r"""
-import json, sys, traceback
+import json, subprocess, sys, traceback
 blocks = json.load(sys.stdin)
 namespace = {"__name__": "__doc__"}
-for first_line, source in blocks:
+for language, first_line, source in blocks:
+    where = f"the {language} block of {sys.argv[1]} starting at line {first_line}"
+    if language != "python":
+        try:
+            completed = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", source],
+                                       capture_output=True, text=True,
+                                       timeout=float(sys.argv[2]))
+        except subprocess.TimeoutExpired:
+            print(f"FAILED: {where} ran past {sys.argv[2]} s:\n{source}", file=sys.stderr)
+            sys.exit(1)
+        if completed.returncode != 0:
+            print(completed.stdout[-3000:], completed.stderr[-5000:], file=sys.stderr)
+            print(f"FAILED: {where} exited {completed.returncode}; as run:\n{source}",
+                  file=sys.stderr)
+            sys.exit(1)
+        continue
     # Pad with newlines so tracebacks give the line number in the Markdown file.
     code = compile("\n" * (first_line - 1) + source, sys.argv[1], "exec")
     try:
         exec(code, namespace)
     except BaseException:
         traceback.print_exc()
-        print(f"FAILED: the block of {sys.argv[1]} starting at line {first_line}", file=sys.stderr)
+        print(f"FAILED: {where}", file=sys.stderr)
         sys.exit(1)
 """
+
+
+def tiny_budgets(code: str, tmp: Path) -> str:
+    """A shell block as the test runs it: each :data:`BUDGET_CAPS` flag lowered to its cap,
+    ``JAXTUNE_CPU_DEVICES`` to at most 2, ``--no-plot`` added to ``jaxtune sweep``, and ``/tmp/``
+    replaced by ``tmp/`` inside the page's temporary folder ``tmp``."""
+
+    def cap(match: re.Match) -> str:
+        flag, value = match.group(1), int(match.group(2))
+        return f"{flag} {min(value, BUDGET_CAPS[flag])}"
+
+    flags = "|".join(re.escape(flag) for flag in BUDGET_CAPS)
+    code = re.sub(rf"({flags})[ =](\d+)\b", cap, code)
+    code = re.sub(r"\bJAXTUNE_CPU_DEVICES=(\d+)",
+                  lambda match: f"JAXTUNE_CPU_DEVICES={min(int(match.group(1)), 2)}", code)
+    code = re.sub(r"\bjaxtune sweep\b", "jaxtune sweep --no-plot", code)
+    return re.sub(r"(?<![\w.])/tmp/", f"{tmp.as_posix()}/tmp/", code)
+
+
+def shell_blocks(path: Path) -> list[tuple[int, str, str | None]]:
+    """``(first code line, code, reason not run or None)`` of every shell block of a page."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks = []
+    for language, first_line, code in fenced_blocks(path):
+        if language not in SHELL:
+            continue
+        before = [line.strip() for line in lines[: first_line - 2] if line.strip()]
+        marker = NOT_RUN_MARKER.match(before[-1]) if before else None
+        blocks.append((first_line, code, marker.group(1) if marker else None))
+    return blocks
 
 
 def doc_files() -> list[Path]:
@@ -71,32 +154,69 @@ def relative(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory) -> Path:
+    """A JAX compilation cache shared by the pages' commands (most compile the same programs)."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
 @pytest.mark.parametrize("path", doc_files(), ids=relative)
 def test_fences_are_labelled(path):
-    """Python is fenced ```python (and runs); everything else names a language that does not."""
+    """Code is fenced ```python or ```bash (and runs); data names a language that does not."""
     for language, line, _ in fenced_blocks(path):
-        assert language == "python" or language in NOT_RUN, (
-            f"{relative(path)}:{line - 1}: fence language {language!r}; use ```python for code "
-            f"that must run, or one of {sorted(NOT_RUN)}"
+        assert language == "python" or language in SHELL | NOT_RUN, (
+            f"{relative(path)}:{line - 1}: fence language {language!r}; use ```python or "
+            f"```bash for code that must run, or one of {sorted(NOT_RUN)} for data"
         )
 
 
 @pytest.mark.parametrize("path", doc_files(), ids=relative)
-def test_python_blocks_run(path, tmp_path):
+def test_shell_blocks_run_or_say_why_not(path):
+    """A shell block that is not run names its reason; an unmarked one runs (below)."""
+    for line, code, reason in shell_blocks(path):
+        assert reason is None or len(reason) >= 10, (
+            f"{relative(path)}:{line - 1}: the not-run marker needs a reason "
+            f"(<!-- not-run: why this block cannot run in CI -->), got {reason!r}"
+        )
+        if reason is None:
+            assert "..." not in code, (
+                f"{relative(path)}:{line - 1}: a shell block with '...' cannot run; write the "
+                "command out, or mark it <!-- not-run: REASON --> on the line before the fence"
+            )
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=relative)
+def test_blocks_run(path, tmp_path, compilation_cache):
     name = relative(path)
-    blocks = [(line, code) for language, line, code in fenced_blocks(path) if language == "python"]
+    skipped = {line for line, _, reason in shell_blocks(path) if reason is not None}
+    blocks = [
+        (language, line, code if language == "python" else tiny_budgets(code, tmp_path))
+        for language, line, code in fenced_blocks(path)
+        if language == "python" or (language in SHELL and line not in skipped)
+    ]
     if name in RUN_ELSEWHERE:
+        assert not any(language != "python" for language, _, _ in blocks), (
+            f"{name}: its shell blocks would not run; mark them not-run or run them here"
+        )
         test_file = ROOT / RUN_ELSEWHERE[name]
         assert path.name in test_file.read_text(encoding="utf-8"), (
             f"{name} is said to run in {RUN_ELSEWHERE[name]}, which does not mention it"
         )
         return
     if not blocks:
-        return  # nothing to run (architecture and benchmark pages hold no Python)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+        return  # nothing to run (e.g. the architecture page)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "JAX_COMPILATION_CACHE_DIR": str(compilation_cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     env.pop("XLA_FLAGS", None)
+    if any(language != "python" for language, _, _ in blocks):
+        for folder in ("experiments", "benchmarks"):
+            (tmp_path / folder).symlink_to(ROOT / folder, target_is_directory=True)
+        (tmp_path / "tmp").mkdir()
+        (tmp_path / "space.json").write_text(json.dumps(SPACE_JSON), encoding="utf-8")
     completed = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(path)],
+        [sys.executable, "-c", RUNNER, str(path), str(SHELL_TIMEOUT_S)],
         input=json.dumps(blocks),
         capture_output=True,
         text=True,
@@ -105,7 +225,7 @@ def test_python_blocks_run(path, tmp_path):
         timeout=600,
     )
     assert completed.returncode == 0, (
-        f"{name}: a python block failed\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
+        f"{name}: a block failed\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
     )
 
 
@@ -116,6 +236,32 @@ def test_fence_parser(tmp_path):
     path.write_text("```python\nx = 1\n", encoding="utf-8")
     with pytest.raises(AssertionError, match="never closed"):
         fenced_blocks(path)
+
+
+def test_shell_block_markers(tmp_path):
+    path = tmp_path / "page.md"
+    path.write_text(
+        "<!-- not-run: needs a SLURM cluster -->\n```bash\nsrun x\n```\n\n"
+        "text\n\n```bash\njaxtune show runs/a\n```\n<!-- not-run: a server -->\n\n"
+        "```sh\ntensorboard\n```\n```python\nx = 1\n```\n",
+        encoding="utf-8",
+    )
+    assert shell_blocks(path) == [
+        (3, "srun x\n", "needs a SLURM cluster"),
+        (9, "jaxtune show runs/a\n", None),
+        (14, "tensorboard\n", "a server"),
+    ]
+
+
+def test_tiny_budgets(tmp_path):
+    code = ("JAXTUNE_CPU_DEVICES=8 jaxtune sweep --num-configs 1024 --num-steps=500 \\\n"
+            "    --steps-per-segment 5 --min-steps 10 --seeds 0 1 --num-steps-x 9 --out /tmp/s\n"
+            "jaxtune show /tmp/s\n")
+    assert tiny_budgets(code, tmp_path) == (
+        "JAXTUNE_CPU_DEVICES=2 jaxtune sweep --no-plot --num-configs 4 --num-steps 20 \\\n"
+        f"    --steps-per-segment 5 --min-steps 5 --seeds 0 1 --num-steps-x 9 --out "
+        f"{tmp_path.as_posix()}/tmp/s\njaxtune show {tmp_path.as_posix()}/tmp/s\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -341,20 +343,21 @@ def test_invalid_top_level(spec, error):
         Space.from_dict(spec)
 
 
+def _docs_space_example() -> dict:
+    """The ```json block under "## The search-space file" of docs/index.md, read from the page."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "index.md").read_text(encoding="utf-8")
+    section = text.split("## The search-space file", 1)[1]
+    block = re.search(r"^```json\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    assert block is not None, "docs/index.md: no ```json block under 'The search-space file'"
+    return json.loads(block.group(1))
+
+
 def test_example_schema_of_the_docs_is_valid():
     """The example of docs/index.md, as a regression anchor for the generators above."""
-    space = Space.from_dict(
-        {
-            "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-            "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-            "depth": {"type": "int", "low": 1, "high": 3},
-            "width": {"type": "choice", "values": [64, 128]},
-            "l2": {"type": "choice", "values": [0.0, 1e-4, 1e-3], "static": False},
-            "optimizer": "adamw",
-            "schedule": {"type": "fixed", "value": "cosine"},
-        }
-    )
-    assert space.dynamic_names == ("learning_rate", "dropout", "l2")
+    space = Space.from_dict(_docs_space_example())
+    assert space.dynamic_names == ("learning_rate", "dropout", "l2", "b2")
+    assert space["b2"] == Fixed(0.99, static=False)
+    assert space["optimizer"] == Fixed("adamw")
     assert space["depth"] == Int(1, 3)
     assert space["width"] == Choice([64, 128])
     assert space["learning_rate"] == Float(1e-4, 1e-1, log=True)
