@@ -26,6 +26,7 @@ from jaxtune import checkpoint as checkpoint_lib
 from jaxtune import cli
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.results import Results
+from jaxtune.strategies.bayes import bayes_search
 from jaxtune.strategies.halving import successive_halving
 from jaxtune.strategies.pbt import pbt
 
@@ -456,3 +457,19 @@ def test_results_save_survives_sigkill_mid_write(tmp_path):
         version = loaded.metadata["version"]
         assert len(loaded) == 200
         assert all(row.metrics["valid_loss"] == version for row in loaded)
+
+
+@pytest.mark.slow
+def test_tune_resumes_a_bayes_search(task, space, split, tmp_path):
+    """Bayesian search is replayed too: its proposals after the resume are the same."""
+    options = dict(num_configs=6, population_size=2, **TRAIN)
+    reference = jt.tune(task, split, space, bayes_search(), **options)
+    directory = tmp_path / "bayes"
+    with pytest.raises(SimulatedCrashError):  # 3 rounds x 4 segments: crash in round 3
+        jt.tune(task, split, space, bayes_search(), checkpoint=directory, resume=True,
+                on_segment=interrupt_after(10), **options)
+    on_segment, count = counter()
+    results = jt.tune(task, split, space, bayes_search(), checkpoint=directory, resume=True,
+                      on_segment=on_segment, **options)
+    assert 0 < count[0] < 4  # rounds 1-2 replayed, round 3 from a saved segment
+    assert_same_results(results, reference)

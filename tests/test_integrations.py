@@ -405,6 +405,71 @@ def test_optuna_sampler_drives_jaxtune_tune(tmp_path, kind):
 # Command line: sweep --tensorboard, export-optuna
 
 
+class _CrashError(Exception):
+    """Stands for a crash mid-sweep (raised from ``on_segment``)."""
+
+
+def test_optuna_strategy_with_storage_resumes_into_its_study(tmp_path):
+    """A sweep crashed mid-round and resumed from its checkpoint continues the stored study:
+    the same rows as an uninterrupted sweep, every trial stored once and told once."""
+    pytest.importorskip("orbax.checkpoint")
+    from jaxtune.checkpoint import Checkpointer
+
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    space = jt.Space({"learning_rate": jt.Float(1e-3, 1.0, log=True),
+                      "momentum": jt.Float(0.0, 0.9), "optimizer": jt.Fixed("momentum")})
+
+    def sampler(seed):
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+
+    options = dict(num_configs=12, population_size=4, num_steps=20, steps_per_segment=10,
+                   batch_size=None, seed=0)
+    reference = jt.tune(task, split, space, optuna_strategy(sampler), **options)
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    directory = tmp_path / "ckpt"
+    segments = [0]
+
+    def crash_in_round_2(report):
+        segments[0] += 1
+        if segments[0] == 3:  # 2 segments per round: the first segment of round 2
+            raise _CrashError
+
+    with pytest.raises(_CrashError):
+        jt.tune(task, split, space, optuna_strategy(sampler, storage=storage, study_name="run"),
+                checkpoint=Checkpointer(directory, every_segments=1),
+                on_segment=crash_in_round_2, **options)
+    trials = optuna.load_study(study_name="run", storage=storage).trials
+    assert [t.state.is_finished() for t in trials] == [True] * 4 + [False] * 4
+    results = jt.tune(task, split, space,
+                      optuna_strategy(sampler, storage=storage, study_name="run"),
+                      checkpoint=directory, resume=True, **options)
+    strip = [{k: v for k, v in r.to_dict().items() if k != "wall_time_s"} for r in results]
+    want = [{k: v for k, v in r.to_dict().items() if k != "wall_time_s"} for r in reference]
+    assert strip == want
+    trials = optuna.load_study(study_name="run", storage=storage).trials
+    assert len(trials) == 12
+    for trial, row in zip(trials, results, strict=True):
+        assert trial.params["learning_rate"] == row.config["learning_rate"]
+        if row.status == "completed":
+            assert trial.value == pytest.approx(-row.metrics["valid_accuracy"])
+        else:
+            assert trial.state == optuna.trial.TrialState.FAIL
+    # Another sweep (another seed) into the same study is refused, not mixed in.
+    with pytest.raises(ValueError, match="another sweep: use another study_name"):
+        jt.tune(task, split, space, optuna_strategy(sampler, storage=storage, study_name="run"),
+                **{**options, "seed": 1})
+
+
+def test_optuna_strategy_refuses_a_maximizing_stored_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'max.db'}"
+    optuna.create_study(storage=storage, study_name="up", direction="maximize")
+    strategy = optuna_strategy(optuna.samplers.RandomSampler(seed=0), storage=storage,
+                               study_name="up")
+    with pytest.raises(ValueError, match="maximizes; jaxtune tells losses to minimize"):
+        strategy.init(SPACE, jax.random.PRNGKey(0))
+
+
 @pytest.fixture
 def cli_sweep(tmp_path, monkeypatch):
     """A tiny `jaxtune sweep --tensorboard` run in-process; returns (results dir, tb dir)."""

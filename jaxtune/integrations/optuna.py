@@ -323,10 +323,13 @@ class OptunaState(NamedTuple):
 
     Attributes:
       space: the search space.
-      study: the Optuna study (direction ``"minimize"``: jaxtune scores are losses).
+      study: the in-memory Optuna study the sampler proposes from (direction ``"minimize"``:
+        jaxtune scores are losses).
       maps: name -> how a searchable parameter maps to its Optuna distribution.
       pending: ``(trial_number, config)`` of every config asked and not yet told, in ask order.
       num_asked: how many configs have been asked.
+      mirror: the study in ``storage`` that mirrors ``study`` trial by trial (``None`` without
+        storage).
     """
 
     space: Space
@@ -334,6 +337,41 @@ class OptunaState(NamedTuple):
     maps: Mapping[str, _ParamMap]
     pending: tuple[tuple[int, Config], ...]
     num_asked: int
+    mirror: Any = None  # optuna.Study in storage, or None
+
+
+def _mirror_trial(mirror: Any, number: int, params: Mapping[str, Any],
+                  distributions: Mapping[str, Any]) -> None:
+    """Makes trial ``number`` of the storage study hold ``params``: it is created (running)
+    when the study has fewer trials, and checked when it exists (a resumed sweep)."""
+    trials = mirror.get_trials(deepcopy=False)
+    if number < len(trials):
+        if trials[number].params != dict(params):
+            raise ValueError(
+                f"optuna_strategy: study {mirror.study_name!r} in storage already holds trial "
+                f"{number} with other params ({trials[number].params!r}, this sweep asks "
+                f"{dict(params)!r}); it belongs to another sweep: use another study_name"
+            )
+        return
+    if number != len(trials):
+        raise ValueError(
+            f"optuna_strategy: study {mirror.study_name!r} in storage has {len(trials)} trials "
+            f"but this sweep asks trial {number}; use another study_name"
+        )
+    mirror.enqueue_trial(dict(params), skip_if_exists=False)
+    mirror.ask(dict(distributions))
+
+
+def _mirror_tell(mirror: Any, number: int, score: float) -> None:
+    """Tells the storage study's trial ``number`` unless it was told before (a resume)."""
+    optuna = _optuna()
+    trial = mirror.get_trials(deepcopy=False)[number]
+    if trial.state.is_finished():
+        return
+    if np.isfinite(score):
+        mirror.tell(trial.number, float(score))
+    else:
+        mirror.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -360,7 +398,16 @@ def optuna_strategy(
     **Purity**: unlike jaxtune's own strategies, the state wraps a mutable ``optuna.Study``
     (:class:`OptunaState`): ``ask`` and ``tell`` change it in place, so a state cannot be
     re-used to ask again, and calls must come in order (ask, then tell those configs, ...).
-    Each ``init`` makes a fresh study and a fresh sampler, so two sweeps do not share one.
+    Each ``init`` makes a fresh in-memory study and a fresh sampler, so two sweeps do not share
+    one.
+
+    **Storage and resume**: with ``storage``, every trial of the in-memory study is mirrored
+    into the stored study (running when asked, finished when told), so ``optuna-dashboard``
+    shows the sweep live. The sampler always proposes from the in-memory study, so a sweep
+    resumed from a checkpoint (``jaxtune.tune(..., resume=True)``, ``jaxtune sweep --resume``)
+    replays the same proposals, and the stored study, found again by ``study_name``, is
+    continued: trials it already holds are checked (same params) and not told twice. A stored
+    study whose trials differ from the sweep's is refused with a ``ValueError``.
 
     Args:
       sampler: an Optuna sampler (deep-copied at each ``init``; give it ``seed=`` for repeatable
@@ -369,13 +416,16 @@ def optuna_strategy(
         (TPE) seeded that way.
       storage: an Optuna storage or URL for the study (e.g. ``"sqlite:///tune.db"`` to watch it
         in ``optuna-dashboard`` while it runs); ``None``: in memory.
-      study_name: the study's name when ``storage`` is given (default: Optuna's generated one).
+      study_name: the study's name when ``storage`` is given (default: Optuna's generated one,
+        which a resumed sweep cannot find again: name the study to resume into it).
 
     Returns:
       A :class:`~jaxtune.strategies.Strategy` whose state is an :class:`OptunaState`.
 
     Raises:
       ImportError: Optuna is not installed (raised by ``init``).
+      ValueError: the stored study named ``study_name`` maximizes, or holds other trials than
+        this sweep asks (raised by ``init`` and ``ask``).
 
     Example:
       >>> import jax, optuna                                         # doctest: +SKIP
@@ -409,10 +459,20 @@ def optuna_strategy(
                 f"optuna_strategy(sampler): expected an optuna sampler or a function seed -> "
                 f"sampler, got {type(sampler).__name__}"
             )
-        study = optuna.create_study(
-            storage=storage, study_name=study_name, sampler=chosen, direction="minimize"
-        )
-        return OptunaState(space, study, _space_maps(space), (), 0)
+        study = optuna.create_study(sampler=chosen, direction="minimize")
+        mirror = None
+        if storage is not None:
+            # The stored study only records; its sampler never proposes (params are enqueued).
+            mirror = optuna.create_study(
+                storage=storage, study_name=study_name, direction="minimize",
+                sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True,
+            )
+            if mirror.direction != optuna.study.StudyDirection.MINIMIZE:
+                raise ValueError(
+                    f"optuna_strategy: study {mirror.study_name!r} in storage maximizes; jaxtune "
+                    "tells losses to minimize: use another study_name"
+                )
+        return OptunaState(space, study, _space_maps(space), (), 0, mirror)
 
     def ask(state: OptunaState, num: int) -> tuple[list[Config], OptunaState]:
         num = check_num(num)
@@ -420,6 +480,8 @@ def optuna_strategy(
         configs, asked = [], []
         for _ in range(num):
             trial = state.study.ask(distributions)
+            if state.mirror is not None:
+                _mirror_trial(state.mirror, trial.number, trial.params, distributions)
             config = {}
             for name, param in state.space.items():
                 if isinstance(param, Fixed):
@@ -452,6 +514,8 @@ def optuna_strategy(
                 state.study.tell(number, float(score))
             else:
                 state.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            if state.mirror is not None:
+                _mirror_tell(state.mirror, number, score)
         return state._replace(pending=state.pending[len(configs) :])
 
     return Strategy(init, ask, tell)
