@@ -121,10 +121,11 @@ OPTIMIZER_HPARAMS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 #: Valid values of the dynamic names: ``name -> (low, low_inclusive, high, high_inclusive)``.
 #: A value outside makes no sense for the optimizer (a negative learning rate ascends, Adam's
 #: bias correction divides by ``1 - b2 ** t``, which is 0 for ``b2 = 1``); the engine rejects
-#: it on the host with :func:`check_value_ranges`.
+#: it on the host with :func:`check_value_ranges`. A learning rate of 0 is allowed: it keeps a
+#: member at its initialization (a baseline, or a probe in tests).
 VALUE_RANGES: Mapping[str, tuple[float, bool, float, bool]] = MappingProxyType(
     {
-        "learning_rate": (0.0, False, math.inf, False),
+        "learning_rate": (0.0, True, math.inf, False),
         "weight_decay": (0.0, True, math.inf, False),
         "momentum": (0.0, True, 1.0, False),
         "b1": (0.0, True, 1.0, False),

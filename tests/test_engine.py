@@ -341,7 +341,7 @@ def test_ready_made_tasks_declare_what_they_expect():
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("learning_rate", -1.0), ("learning_rate", 0.0), ("dropout", 1.5), ("dropout", 1.0),
+    [("learning_rate", -1.0), ("learning_rate", -1e-8), ("dropout", 1.5), ("dropout", 1.0),
      ("weight_decay", -1e-4), ("momentum", 1.0), ("b2", 1.0), ("eps", 0.0), ("l2", -0.1),
      ("l1", -1e-3), ("alpha", 1.5), ("decay_rate", 0.0)],
 )
@@ -358,7 +358,7 @@ def test_out_of_range_hyperparameter_raises_before_compiling(digits_split, name,
 
 
 def test_in_range_edge_values_are_accepted():
-    configs = [{"learning_rate": 1e-6, "dropout": 0.0, "momentum": 0.0, "weight_decay": 0.0,
+    configs = [{"learning_rate": 0.0, "dropout": 0.0, "momentum": 0.0, "weight_decay": 0.0,
                 "l1": 0.0, "l2": 0.0, "alpha": 1.0, "decay_rate": 1.0, "b2": 0.0}]
     engine._validate_configs(configs, engine.infer_static_names(configs))
 
