@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -318,42 +319,81 @@ def _start(argv, env):
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume(tmp_path, monkeypatch):
+    """``jaxtune sweep`` killed (SIGKILL) three times at random moments of the whole run,
+    start-up and compilation included, then resumed: the same Results as an uninterrupted run,
+    and the last resume trains fewer segments than a whole run (it did not start again).
+
+    The kill times come from a seed printed at the start (shown when the test fails); set
+    ``JAXTUNE_KILL_SEED`` to replay them.
+    """
+    from jaxtune.progress import ProgressBar
+
+    seed = int(os.environ.get("JAXTUNE_KILL_SEED") or random.SystemRandom().randrange(2**31))
+    print(f"kill times drawn with JAXTUNE_KILL_SEED={seed}")
+    rng = random.Random(seed)
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps(SPACE))
-    # 2 rounds x 30 segments, a checkpoint at every segment boundary.
+    # 2 rounds x 15 segments; every run below checkpoints at every segment boundary.
     argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--num-configs", "4",
-            "--population-size", "2", "--num-steps", "300", "--steps-per-segment", "10",
-            "--batch-size", "16", "--quiet", "--no-plot"]
-    directory = tmp_path / "ckpt"
+            "--population-size", "2", "--num-steps", "150", "--steps-per-segment", "10",
+            "--batch-size", "16", "--quiet", "--no-plot", "--checkpoint-every-segments", "1"]
+    whole_run_segments = 2 * 15
     env = {**os.environ, "JAXTUNE_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
     monkeypatch.setenv("JAXTUNE_CPU_DEVICES", "1")
-    rng = random.Random()
-    last = -1
-    for attempt in range(2):
-        command = (
-            [*argv, "--out", str(tmp_path / "out"), "--checkpoint-dir", str(directory),
-             "--checkpoint-every-segments", "1"]
-            if attempt == 0 else ["sweep", "--resume", str(directory)]
-        )
+    # The uninterrupted run, timed: kill times are drawn over its whole wall time.
+    started = time.monotonic()
+    reference = subprocess.run(
+        [sys.executable, "-m", "jaxtune.cli", *argv, "--out", str(tmp_path / "reference"),
+         "--checkpoint-dir", str(tmp_path / "reference-ckpt")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    whole_run_s = time.monotonic() - started
+    directory = tmp_path / "ckpt"
+    first = [*argv, "--out", str(tmp_path / "out"), "--checkpoint-dir", str(directory)]
+    kills = []
+    for _ in range(3):
+        marker = directory / checkpoint_lib.MARKER
+        # Killed before its marker was written, a sweep has nothing to resume: start it again.
+        command = ["sweep", "--resume", str(directory)] if marker.is_file() else first
+        delay_s = rng.uniform(0.0, whole_run_s)
+        process = _start(command, env)
+        try:
+            process.wait(timeout=delay_s)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+        _, stderr = process.communicate()
+        kills.append((round(delay_s, 2), process.returncode, _steps(directory)[-1:]))
+        assert process.returncode in (0, -signal.SIGKILL), (seed, kills, stderr.decode()[-2000:])
+        if not marker.is_file() and directory.exists():
+            shutil.rmtree(directory)  # the kill came while the marker was being written
+    if not _steps(directory):
+        # Every kill came before the first checkpoint: one more, once one is saved, so that the
+        # resume below always has progress to continue from.
+        command = ["sweep", "--resume", str(directory)] if (
+            directory / checkpoint_lib.MARKER).is_file() else first
         process = _start(command, env)
         deadline = time.monotonic() + 300
-        # Kill at a random moment once this process has saved progress of its own.
-        while (not _steps(directory) or _steps(directory)[-1] <= last) and (
-            process.poll() is None and time.monotonic() < deadline
-        ):
+        while not _steps(directory) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.5))
         process.send_signal(signal.SIGKILL)
-        _, stderr = process.communicate()
-        assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
-        assert _steps(directory), "no checkpoint was written before the kill"
-        last = _steps(directory)[-1]
-    assert cli.main(["sweep", "--resume", str(directory)]) == 0
-    assert cli.main([*argv, "--out", str(tmp_path / "reference")]) == 0
+        process.communicate()
+        kills.append(("after the first checkpoint", process.returncode, _steps(directory)[-1:]))
+    assert _steps(directory), (seed, kills)
+    calls = [0]
+    original = ProgressBar.__call__
+
+    def counting(self, report):
+        original(self, report)
+        calls[0] += 1
+
+    monkeypatch.setattr(ProgressBar, "__call__", counting)
+    assert cli.main(["sweep", "--resume", str(directory)]) == 0, (seed, kills)
+    # It continued from the saved progress; a resume that started over would train them all.
+    assert calls[0] < whole_run_segments, (seed, kills, calls[0])
     resumed = Results.load(tmp_path / "out")
-    reference = Results.load(tmp_path / "reference")
     assert len(resumed) == 4
-    assert_same_results(resumed, reference)
+    assert_same_results(resumed, Results.load(tmp_path / "reference"))
 
 
 @pytest.mark.parametrize("strategy", ["pbt", "halving"])
