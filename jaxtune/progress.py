@@ -6,7 +6,8 @@
 * member-steps done out of the sweep's total, as a bar and a percentage;
 * the members of the running chunk still alive, and all members diverged so far;
 * the best value of the selection metric so far (diverged members never count);
-* elapsed time and an ETA (elapsed x remaining / done).
+* elapsed time and an ETA (elapsed x remaining / done); on a resume, the work restored from the
+  checkpoint (:meth:`ProgressBar.restored`) counts as done but not in the rate.
 
 Where it shows it:
 
@@ -122,6 +123,7 @@ class ProgressBar:
         self.clock = clock
         self.start = clock()
         self.done = 0
+        self.restored_member_steps = 0  # done before this run (a resume): not in the rate
         self.best = math.nan
         self.num_alive = 0
         self.num_members = 0
@@ -165,6 +167,27 @@ class ProgressBar:
                 self.best = candidate
         self._draw()
 
+    def restored(self, member_steps: int) -> None:
+        """Records work restored from a checkpoint (a resume) and redraws.
+
+        It counts as done, so the bar ends at 100%, but not in the rate the ETA is taken from:
+        it did not take this run's time. ``jaxtune.tune`` calls it on a resume.
+
+        Args:
+          member_steps: the member-steps done before the checkpoint was written (>= 0).
+
+        Raises:
+          ValueError: ``member_steps`` is negative.
+        """
+        member_steps = int(member_steps)
+        if member_steps < 0:
+            raise ValueError(
+                f"ProgressBar.restored(member_steps={member_steps}): must be >= 0"
+            )
+        self.done += member_steps
+        self.restored_member_steps += member_steps
+        self._draw()
+
     @property
     def fraction(self) -> float:
         """Share of the estimated work done, in ``[0, 1]``."""
@@ -177,11 +200,13 @@ class ProgressBar:
 
     @property
     def eta_s(self) -> float:
-        """Estimated seconds left: elapsed x (1 - fraction) / fraction; NaN before any work."""
-        fraction = self.fraction
-        if fraction <= 0:
+        """Estimated seconds left: elapsed x remaining / done in this run (restored work not
+        counted as done in this run); NaN before any work of this run."""
+        done_here = self.done - self.restored_member_steps
+        if done_here <= 0:
             return math.nan
-        return self.elapsed_s * (1 - fraction) / fraction
+        remaining = max(self.total - self.done, 0)
+        return self.elapsed_s * remaining / done_here
 
     def status(self) -> str:
         """The fields after the bar: steps, members, best metric, time (one line of text)."""

@@ -182,6 +182,66 @@ def test_counts_a_real_sweep():
     assert stream.getvalue().splitlines()[-1].startswith("[" + "#" * 28 + "] 100.0%")
 
 
+def test_restored_work_counts_as_done_but_not_in_the_rate():
+    stream, clock = io.StringIO(), Clock()
+    bar = ProgressBar(1000, stream=stream, enabled=True, clock=clock)
+    bar.restored(600)  # a resume: 600 member-steps came from the checkpoint
+    assert bar.done == 600 and bar.fraction == pytest.approx(0.6)
+    assert math.isnan(bar.eta_s)  # nothing done by this run yet: no rate
+    clock.now += 10.0
+    bar(report(20, [0.5, 0.7], member_steps=100))
+    assert bar.done == 700
+    # 100 member-steps in 10 s: the 300 left take 30 s (not 10 x 300 / 700).
+    assert bar.eta_s == pytest.approx(30.0)
+    assert stream.getvalue().splitlines()[-1].endswith("10s ETA 30s")
+    with pytest.raises(ValueError, match="member_steps=-1"):
+        bar.restored(-1)
+
+
+def test_resumed_tune_reaches_100_percent(tmp_path):
+    """A resumed sweep tells the bar the rounds and segments it restored: done == total, and
+    restored + reported == total (nothing counted twice)."""
+    pytest.importorskip("orbax.checkpoint")
+    from jaxtune.checkpoint import Checkpointer
+
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    space = jt.Space({"learning_rate": jt.Float(1e-3, 1.0, log=True),
+                      "optimizer": jt.Fixed("sgd")})
+    options = dict(num_configs=6, population_size=3, seeds=(0, 1), num_steps=30,
+                   steps_per_segment=10, batch_size=None,
+                   engine_options={"max_members_per_chunk": 4})
+    total = 6 * 2 * 30  # 2 rounds of 6 members in chunks of 4 and 2, 3 segments each
+    segments = [0]
+
+    class CrashError(Exception):
+        pass
+
+    def crash(report):
+        segments[0] += 1
+        if segments[0] == 11:  # round 2, second chunk, after its first segment (saved)
+            raise CrashError
+
+    directory = tmp_path / "ckpt"
+    with pytest.raises(CrashError):
+        jt.tune(task, split, space, checkpoint=Checkpointer(directory, every_segments=1),
+                on_segment=crash, **options)
+    bar = ProgressBar(total, stream=io.StringIO(), enabled=True)
+    reported = [0]
+    original = bar.__call__
+
+    def counting(report):
+        reported[0] += report.member_steps
+        original(report)
+
+    counting.restored = bar.restored
+    jt.tune(task, split, space, checkpoint=directory, resume=True, on_segment=counting,
+            **options)
+    assert bar.restored_member_steps == 6 * 30 + 4 * 30 + 2 * 10
+    assert reported[0] == 2 * 20  # the second chunk's last two segments
+    assert bar.done == total and bar.fraction == 1.0
+
+
 def test_cli_progress_flags():
     """`--quiet` silences the bar, `--progress` forces it, neither: only on a terminal."""
     import argparse
