@@ -816,8 +816,9 @@ def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str)
       fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
 
     Returns:
-      The paths written: ``summary.<fmt>`` (learning curves and the metric against each dynamic
-      hyperparameter, log axes where the space is log), ``parallel_coordinates.<fmt>`` (when
+      The paths written: ``summary.<fmt>`` (learning curves and the metric against each
+      hyperparameter that varies, log axes where the space is log, categorical ones as strip
+      plots), ``parallel_coordinates.<fmt>`` (when
       the sweep has hyperparameters), ``best_so_far.<fmt>`` (the best metric among the first
       *n* members: a strategy's progress) and ``learning_curves.<fmt>`` (when ``metric`` has
       curves).

@@ -120,7 +120,8 @@ def learning_curves(
     """Every member's learning curve of ``metric`` against the training step.
 
     Members are thin blue lines, diverged members dashed red, and the best member (by the final
-    ``metric``) a thick orange line. Non-finite points are left out.
+    ``metric``) a thick orange line. Non-finite points are left out; a member with a single
+    point (one evaluation) is drawn as a dot, which a line of one point would not show.
 
     Args:
         results: The sweep.
@@ -161,6 +162,11 @@ def learning_curves(
             diverged, colors=_DIVERGED_COLOR, linewidths=0.9, linestyles="--", alpha=0.8, zorder=2.5
         )
     )
+    # A line through one point draws nothing: single points get a marker of the same style.
+    for points, color in ((normal, _MEMBER_COLOR), (diverged, _DIVERGED_COLOR)):
+        single = [p[0] for p in points if len(p) == 1]
+        if single:
+            ax.scatter(*np.asarray(single).T, s=14, color=color, alpha=0.6, zorder=2.5)
     handles = [
         mpl["Line2D"]([], [], color=_MEMBER_COLOR, lw=0.8, label=f"members ({len(normal)})"),
     ]
@@ -175,6 +181,7 @@ def learning_curves(
             best.curve_steps,
             best.curves[metric],
             color=_BEST_COLOR,
+            marker="o" if len(best.curve_steps) == 1 else None,
             lw=2.5,
             label=f"best (member {best.member_id})",
             zorder=3,
@@ -193,6 +200,17 @@ def _categorical_positions(values: Sequence[Any]) -> tuple[np.ndarray, list[str]
     index = {label: i for i, label in enumerate(labels)}
     positions = [index[v if isinstance(v, str) else repr(v)] for v in values]
     return np.asarray(positions, float), labels
+
+
+def _strip_offsets(positions: np.ndarray, width: float = 0.3) -> np.ndarray:
+    """Offsets in ``[-width / 2, width / 2)`` spreading the members of each category (same
+    position) evenly, by a low-discrepancy sequence over their order: deterministic."""
+    offsets = np.zeros(len(positions))
+    for position in np.unique(positions):
+        where = np.flatnonzero(positions == position)
+        if len(where) > 1:
+            offsets[where] = (np.arange(len(where)) * 0.6180339887498949) % 1.0 - 0.5
+    return offsets * width
 
 
 def _space_log(results: Results, hparam: str) -> bool | None:
@@ -215,7 +233,9 @@ def metric_vs_hparam(
 
     Members with a finite metric are dots and the best is a star; diverged or non-finite members
     are red ``x`` marks along the bottom edge of the axes. Non-numeric values (strings, bools,
-    tuples) are placed as categories.
+    tuples) are placed as categories, as a strip plot: the members of one category are spread
+    over a narrow band around it (a fixed spread, no randomness) so that they do not hide each
+    other.
 
     Args:
         results: The sweep.
@@ -252,6 +272,7 @@ def metric_vs_hparam(
             raise ValueError(f"log=True but {hparam!r} has values <= 0; use log=False")
     else:
         x, labels = _categorical_positions(raw)
+        x = x + _strip_offsets(x)
         log = False
     y = np.asarray([row.score(metric) for row in rows], float)
     ok = np.isfinite(y)
@@ -326,27 +347,14 @@ def best_so_far(
     return ax
 
 
-def _dynamic_hparams(results: Results) -> list[str]:
-    """Numeric hyperparameters that vary; those varying inside a static group first choice.
-
-    Static hyperparameters are constant within a static group by construction, so a name whose
-    value varies inside some group is dynamic. When every group has one member this test says
-    nothing, and every varying numeric hyperparameter is returned.
-    """
-    varying = []
-    for name in results.hp_names:
-        values = [row.config.get(name) for row in results]
-        if all(_is_number(v) for v in values) and len(set(values)) > 1:
-            varying.append(name)
-    groups: dict[str, list[MemberResult]] = {}
-    for row in results:
-        groups.setdefault(row.static_group, []).append(row)
-    dynamic = [
-        name
-        for name in varying
-        if any(len({row.config[name] for row in rows}) > 1 for rows in groups.values())
+def _varying_hparams(results: Results) -> list[str]:
+    """Every hyperparameter whose value differs between members, in ``results.hp_names`` order:
+    numeric or categorical (an optimizer name, a tuple of widths), dynamic or static. Fixed
+    ones (one value) are left out: there is nothing to plot against."""
+    return [
+        name for name in results.hp_names
+        if len({repr(row.config.get(name)) for row in results}) > 1
     ]
-    return dynamic or varying
 
 
 def summary_figure(
@@ -356,14 +364,18 @@ def summary_figure(
     hparams: Sequence[str] | None = None,
     mode: str | None = None,
 ) -> Path:
-    """Writes one figure: learning curves and ``metric`` against each (dynamic) hyperparameter.
+    """Writes one figure: learning curves and ``metric`` against each hyperparameter that varies.
+
+    Numeric hyperparameters get a log x-axis where the space is log (``results.metadata
+    ["space"]``; without a space, where the values span more than two decades); categorical ones
+    (choices of strings, bools, tuples) a strip plot over their categories.
 
     Args:
         results: The sweep.
         path: Output file; ``.png``, ``.svg`` or ``.pdf`` by suffix.
         metric: The metric to show.
-        hparams: Hyperparameters to plot against; default: the numeric ones that vary,
-            preferring dynamic ones (those varying inside a static group).
+        hparams: Hyperparameters to plot against; default: every one that varies between
+            members (numeric or categorical, static or dynamic).
         mode: ``"max"`` or ``"min"``; default inferred from the name.
 
     Returns:
@@ -372,7 +384,7 @@ def summary_figure(
     path = Path(path)
     if path.suffix.lower() not in _FORMATS:
         raise ValueError(f"path: unsupported figure format {path.suffix!r}; use one of {_FORMATS}")
-    hparams = _dynamic_hparams(results) if hparams is None else list(hparams)
+    hparams = _varying_hparams(results) if hparams is None else list(hparams)
     num_panels = 1 + len(hparams)
     num_cols = min(3, num_panels)
     num_rows = math.ceil(num_panels / num_cols)
@@ -391,11 +403,14 @@ def summary_figure(
     return save_figure(figure, path)
 
 
-def _axis_positions(values: Sequence[Any]) -> tuple[np.ndarray, str, str]:
+def _axis_positions(values: Sequence[Any], log: bool | None = None
+                    ) -> tuple[np.ndarray, str, str]:
     """Positions in [0, 1] for one parallel-coordinates axis, and its bottom/top labels.
 
-    Numbers are scaled linearly, or in log10 when positive and spread over more than two
-    decades; anything else is placed as evenly spaced categories. NaN stays NaN.
+    Numbers are scaled in log10 when ``log`` (the space's flag) is true and every value is
+    positive, linearly when it is false; with ``log=None`` (no space), in log10 when positive
+    and spread over more than two decades. Anything else is placed as evenly spaced
+    categories. NaN stays NaN.
     """
     if all(_is_number(v) for v in values):
         x = np.asarray(values, float)
@@ -403,7 +418,9 @@ def _axis_positions(values: Sequence[Any]) -> tuple[np.ndarray, str, str]:
         if finite.size == 0:
             return np.full(len(x), np.nan), "", ""
         low, high = float(finite.min()), float(finite.max())
-        if _is_log_spread(values):
+        if log is None:
+            log = _is_log_spread(values)
+        if log and low > 0:
             scaled = np.log10(np.where(x > 0, x, np.nan))
             lo, hi = math.log10(low), math.log10(high)
         else:
@@ -424,8 +441,9 @@ def parallel_coordinates(
 ) -> Any:
     """One polyline per member across the hyperparameter axes and the metric, colored by metric.
 
-    Each axis is scaled to [0, 1] (log where the values are positive and span more than two
-    decades; categories evenly spaced) and labeled with its range. Colors run from dark (worse)
+    Each axis is scaled to [0, 1] (log where the space is log, ``results.metadata["space"]``;
+    without a space, where the values are positive and span more than two decades; categories
+    evenly spaced) and labeled with its range. Colors run from dark (worse)
     to bright (better) whatever the mode. Diverged or non-finite members are grey dashed lines
     that stop before the metric axis.
 
@@ -443,14 +461,15 @@ def parallel_coordinates(
     if metric not in results.metric_names:
         raise ValueError(f"unknown metric {metric!r}; available metrics: {results.metric_names}")
     mode = mode or _infer_mode(metric)
-    hparams = _dynamic_hparams(results) if hparams is None else list(hparams)
+    hparams = _varying_hparams(results) if hparams is None else list(hparams)
     unknown = [name for name in hparams if name not in results.hp_names]
     if unknown:
         raise ValueError(f"unknown hyperparameters {unknown}; have {results.hp_names}")
     rows = list(results)
     columns, bottoms, tops = [], [], []
     for name in hparams:
-        positions, bottom, top = _axis_positions([row.config.get(name) for row in rows])
+        positions, bottom, top = _axis_positions([row.config.get(name) for row in rows],
+                                                 log=_space_log(results, name))
         columns.append(positions)
         bottoms.append(bottom)
         tops.append(top)

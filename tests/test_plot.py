@@ -1,5 +1,6 @@
 """Tests for jaxtune.plot: every figure renders to PNG and SVG; axis scales follow the data."""
 
+import dataclasses
 import math
 import sys
 
@@ -103,9 +104,64 @@ def test_summary_figure(results, tmp_path, suffix):
         plot.summary_figure(results, tmp_path / "summary.jpg2")
 
 
-def test_summary_figure_defaults_to_dynamic_hparams(results):
-    # width is constant inside each static group (static); learning_rate/dropout vary inside.
-    assert plot._dynamic_hparams(results) == ["dropout", "learning_rate"]
+def test_summary_figure_plots_every_varying_hparam(results, tmp_path, monkeypatch):
+    """Static (width), categorical (optimizer) and dynamic hyperparameters all get a panel;
+    a fixed one (a single value) does not."""
+    fixed = Results([dataclasses.replace(r, config={**r.config, "schedule": "cosine"})
+                     for r in results])
+    assert plot._varying_hparams(fixed) == ["dropout", "learning_rate", "optimizer", "width"]
+    figure_axes = []
+    original = plot.metric_vs_hparam
+
+    def recording(results, hparam, *args, **kwargs):
+        figure_axes.append(hparam)
+        return original(results, hparam, *args, **kwargs)
+
+    monkeypatch.setattr(plot, "metric_vs_hparam", recording)
+    assert_written(plot.summary_figure(fixed, tmp_path / "all.png"))
+    assert figure_axes == ["dropout", "learning_rate", "optimizer", "width"]
+    ax = plot.parallel_coordinates(fixed)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "dropout", "learning_rate", "optimizer", "width", "valid_accuracy"]
+
+
+def test_categorical_hparam_is_a_strip_plot(results):
+    ax = plot.metric_vs_hparam(results, "optimizer")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["adam", "sgd"]
+    x = ax.collections[0].get_offsets()[:, 0]  # the finite members
+    assert np.all(np.abs(x - np.round(x)) <= 0.15 + 1e-9)  # each within its category's band
+    assert len(np.unique(x)) == len(x)  # spread out: no two members on one spot
+
+
+def test_parallel_coordinates_follow_the_space_log_flag():
+    base = make_results()
+
+    def learning_rate_axis(log):
+        space = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1.0, "log": log}}
+        ax = plot.parallel_coordinates(Results(list(base), {"space": space}),
+                                       hparams=["learning_rate"])
+        segments = ax.collections[0].get_segments()
+        return np.asarray([segment[0][1] for segment in segments])  # y on the first axis
+
+    every = np.asarray([r.config["learning_rate"] for r in base])  # the axis's range
+    low, high = every.min(), every.max()
+    rates = np.asarray([r.config["learning_rate"] for r in base if r.status == "completed"])
+    logged, linear = learning_rate_axis(True), learning_rate_axis(False)
+    np.testing.assert_allclose(logged, np.log10(rates / low) / np.log10(high / low), atol=1e-9)
+    np.testing.assert_allclose(linear, (rates - low) / (high - low), atol=1e-9)
+
+
+def test_learning_curves_of_single_points_are_visible():
+    """A sweep evaluated once (one point per member) shows a dot per member and for the best."""
+    rows = [dataclasses.replace(r, curve_steps=[100], curves={"valid_accuracy": [r.curves[
+        "valid_accuracy"][-1]]}) for r in make_results()]
+    ax = plot.learning_curves(Results(rows), "valid_accuracy")
+    from matplotlib.collections import PathCollection
+
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in dots) == len(rows) - 1  # the diverged one is NaN
+    (best,) = ax.lines
+    assert best.get_marker() == "o"
 
 
 def test_log_axis_for_log_spread_hparam(results):
