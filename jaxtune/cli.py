@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -278,6 +279,12 @@ STRATEGIES: dict[str, StrategyEntry] = {
 }
 
 
+def _cpu_device_count() -> int:
+    """The CPU devices :func:`use_cpu_cores` makes by default: ``JAXTUNE_CPU_DEVICES`` or the
+    core count."""
+    return int(os.environ.get("JAXTUNE_CPU_DEVICES", 0)) or os.cpu_count() or 1
+
+
 def use_cpu_cores(num_devices: int | None = None) -> None:
     """Splits the host CPU into one XLA device per core, before JAX starts its backend.
 
@@ -291,7 +298,7 @@ def use_cpu_cores(num_devices: int | None = None) -> None:
     """
     import jax
 
-    count = num_devices or int(os.environ.get("JAXTUNE_CPU_DEVICES", 0)) or os.cpu_count() or 1
+    count = num_devices or _cpu_device_count()
     # Once the backend is up the setting is refused; keep the devices it has.
     with contextlib.suppress(RuntimeError):
         jax.config.update("jax_num_cpu_devices", int(count))
@@ -547,6 +554,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     CPU is split into devices and before anything is compiled.
     """
     checkpointer, resume = _checkpoint_flags(args)
+    # A resumed sweep's own space and CPU device count, from its checkpoint (None for a first
+    # run, or a checkpoint written before they were kept there).
+    resumed = getattr(args, "resumed", None) or {}
     _check_positive(
         args, "num_configs", "num_steps", "steps_per_segment", "population_size", "grid_points",
         "min_steps", "max_member_steps", "pbt_interval",
@@ -558,7 +568,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise CliError(f"--batch-size must be >= 0 (0 = full batch), got {args.batch_size}")
     if args.top < 0:
         raise CliError(f"--top must be >= 0, got {args.top}")
-    _check_space_file(args.space)
+    if "space" not in resumed:  # a resume reads the space from its checkpoint, not the file
+        _check_space_file(args.space)
     _check_out(args.out, "--out")
     _check_tensorboard(getattr(args, "tensorboard", None))
     if not args.no_plot:
@@ -569,7 +580,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     from jaxtune.space import Space
     from jaxtune.tuning import metric_mode, tune
 
-    space = Space.from_file(args.space)
+    space = Space.from_dict(resumed["space"]) if "space" in resumed else Space.from_file(
+        args.space)
+    cpu_devices = int(resumed.get("cpu_devices") or _cpu_device_count())
+    if checkpointer is not None and not resume:
+        # What --resume needs, kept in the marker: paths made absolute (it may run from another
+        # folder), the space itself (the file may change or be gone) and the CPU device count
+        # (part of the sweep's identity; another machine has another core count).
+        cwd = os.getcwd()
+        checkpointer = dataclasses.replace(checkpointer, metadata={"cli": {
+            "argv": _absolute_paths(list(getattr(args, "argv", [])), cwd), "cwd": cwd,
+            "space": space.to_dict(), "cpu_devices": cpu_devices,
+        }})
     entry = STRATEGIES[args.strategy]
     strategy = entry.factory(args)
     dataset = data.load_dataset(args.dataset)
@@ -612,7 +634,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     else:
         batch_size = args.batch_size
 
-    use_cpu_cores()  # before the first JAX computation
+    use_cpu_cores(cpu_devices)  # before the first JAX computation
     from jaxtune import distributed
 
     # Joins the cluster (flags, then JAXTUNE_* variables, then JAX's auto-detection) before
@@ -721,15 +743,33 @@ def _check_population_flags(args: argparse.Namespace) -> None:
 
 #: Flags ``jaxtune sweep --resume DIR`` accepts besides DIR (the rest comes from the checkpoint).
 _RESUME_FLAGS = ("--quiet", "--no-plot")
+#: ``jaxtune sweep`` flags whose value is a path (made absolute in a checkpoint's marker).
+_PATH_FLAGS = ("--out", "--space", "--tensorboard", "--checkpoint-dir")
 
 
-def _resume_argv(argv: list[str]) -> list[str]:
+def _absolute_paths(argv: list[str], cwd: str | os.PathLike[str]) -> list[str]:
+    """``argv`` with the value of every :data:`_PATH_FLAGS` flag (``--flag X`` or
+    ``--flag=X``) taken relative to ``cwd``; absolute values are kept."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if flag not in _PATH_FLAGS:
+            continue
+        if equals:
+            argv[i] = f"{flag}={Path(cwd) / value}"
+        elif i + 1 < len(argv):
+            argv[i + 1] = str(Path(cwd) / argv[i + 1])
+    return argv
+
+
+def _resume_argv(argv: list[str]) -> tuple[list[str], dict[str, Any] | None]:
     """``sweep --resume DIR [--quiet] [--no-plot]`` -> the checkpointed sweep's own arguments
-    plus ``--resume DIR``; any other argument list is returned unchanged."""
+    plus ``--resume DIR``, and what its marker keeps for the resume (``space``, ``cpu_devices``;
+    see :func:`run_sweep`); any other argument list is returned unchanged, with ``None``."""
     if not argv or argv[0] != "sweep" or not any(
         a == "--resume" or a.startswith("--resume=") for a in argv
     ):
-        return argv
+        return argv, None
     rest = argv[1:]
     directory = None
     for i, arg in enumerate(rest):
@@ -761,13 +801,10 @@ def _resume_argv(argv: list[str]) -> list[str]:
             f"--resume: {directory!r} was not written by `jaxtune sweep --checkpoint-dir`; "
             "resume it from Python with checkpoint=..., resume=True"
         )
-    cwd = Path(saved.get("cwd", "."))
-    saved_argv = [str(a) for a in saved["argv"]]
-    for flag in ("--out", "--space"):  # relative paths were relative to the first run's cwd
-        if flag in saved_argv[:-1]:
-            index = saved_argv.index(flag) + 1
-            saved_argv[index] = str(cwd / saved_argv[index])
-    return [*saved_argv, *(a for a in rest if a not in saved_argv), "--resume", directory]
+    # Relative paths were relative to the first run's folder (older markers kept them so).
+    saved_argv = _absolute_paths([str(a) for a in saved["argv"]], saved.get("cwd", "."))
+    return ([*saved_argv, *(a for a in rest if a not in saved_argv), "--resume", directory],
+            saved)
 
 
 def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -797,10 +834,9 @@ def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
     every_s = args.checkpoint_every_s
     if every_s is None and args.checkpoint_every_segments is None:
         every_s = 30.0
-    argv = list(getattr(args, "argv", []))
+    # Its metadata (what --resume needs) is set by run_sweep once the space is read.
     checkpointer = Checkpointer(
         directory, every_segments=args.checkpoint_every_segments, every_s=every_s,
-        metadata={"cli": {"argv": argv, "cwd": os.getcwd()}},
     )
     return checkpointer, args.resume is not None
 
@@ -966,9 +1002,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       The exit status: 0 on success, 2 for bad input (one ``jaxtune: error:`` line on stderr).
     """
     try:
-        argv = _resume_argv(list(sys.argv[1:] if argv is None else argv))
+        argv, resumed = _resume_argv(list(sys.argv[1:] if argv is None else argv))
         args = _parser().parse_args(argv)
         args.argv = argv  # kept in a checkpoint's marker, for --resume
+        args.resumed = resumed
         return _COMMANDS[args.command](args)
     except _input_errors() as error:
         if _debug():

@@ -400,3 +400,60 @@ def test_bad_input_through_the_console_command(tmp_path):
 def test_batch_larger_than_training_set(space_file, tmp_path, capsys):
     argv = sweep_args(space_file, tmp_path / "out", "--batch-size", "500")
     assert_one_line_error(capsys, argv, "--batch-size", "500", "training rows")
+
+
+class _CrashError(Exception):
+    """Stands for a crash mid-sweep."""
+
+
+def test_resume_from_another_folder_takes_everything_from_the_checkpoint(tmp_path, monkeypatch):
+    """--resume uses the checkpoint's absolute paths (``--out=X`` and ``--tensorboard`` too), its
+    space (the file may be gone) and its CPU device count (not this machine's)."""
+    pytest.importorskip("orbax.checkpoint")
+    pytest.importorskip("tensorboardX")
+    from jaxtune.checkpoint import MARKER
+    from jaxtune.progress import ProgressBar
+
+    first = tmp_path / "first"
+    first.mkdir()
+    write(first / "space.json", json.dumps(SPACE))
+    devices = []
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: devices.append(num_devices))
+    monkeypatch.setenv("JAXTUNE_CPU_DEVICES", "3")
+    monkeypatch.chdir(first)
+    argv = ["sweep", "--dataset", "wine", "--space", "space.json", "--out=out", "--tensorboard",
+            "tb", "--num-configs", "2", "--num-steps", "20", "--steps-per-segment", "10",
+            "--quiet", "--no-plot", "--checkpoint-dir", "ckpt", "--checkpoint-every-segments", "1"]
+    original = ProgressBar.__call__
+
+    def crash(self, report):
+        original(self, report)
+        raise _CrashError
+
+    monkeypatch.setattr(ProgressBar, "__call__", crash)
+    with pytest.raises(_CrashError):
+        cli.main(argv)
+    saved = json.loads((first / "ckpt" / MARKER).read_text())["metadata"]["cli"]
+    assert saved["cpu_devices"] == 3
+    assert f"--out={first / 'out'}" in saved["argv"]
+    assert str(first / "tb") in saved["argv"] and str(first / "space.json") in saved["argv"]
+    assert saved["space"]["learning_rate"]["log"] is True
+    (first / "space.json").unlink()  # the resume must not need it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("JAXTUNE_CPU_DEVICES", "5")  # another machine
+    monkeypatch.setattr(ProgressBar, "__call__", original)
+    assert cli.main(["sweep", "--resume", str(first / "ckpt"), "--quiet"]) == 0
+    assert devices == [3, 3]
+    assert len(Results.load(first / "out")) == 2
+    assert any((first / "tb").iterdir())
+    assert not any(elsewhere.iterdir())  # nothing written relative to the new folder
+
+
+def test_absolute_paths_of_both_flag_forms():
+    argv = ["sweep", "--out=o", "--space", "s.json", "--tensorboard", "/abs/tb", "--metric",
+            "valid_loss", "--checkpoint-dir=c"]
+    assert cli._absolute_paths(argv, "/work") == [
+        "sweep", "--out=/work/o", "--space", "/work/s.json", "--tensorboard", "/abs/tb",
+        "--metric", "valid_loss", "--checkpoint-dir=/work/c"]
