@@ -558,6 +558,14 @@ def infer_static_names(configs: Sequence[Mapping[str, Any]]) -> frozenset[str]:
     return frozenset(static)
 
 
+#: Names that select code or set a shape or loop count wherever jaxtune reads them (the
+#: optimizer's structure, the minibatch size, the built-in models' layers): a dynamic value
+#: would be ignored or fail inside the trace, so they must be static.
+STRUCTURAL_NAMES: frozenset[str] = frozenset(
+    {*optim.STATIC_HPARAMS, "batch_size", "model", "width", "depth", "hidden_sizes", "channels"}
+)
+
+
 def _validate_configs(
     configs: Sequence[Mapping[str, Any]], static_names: frozenset[str]
 ) -> None:
@@ -570,6 +578,13 @@ def _validate_configs(
         for name, value in config.items():
             if name in static_names:
                 continue
+            if name in STRUCTURAL_NAMES:
+                raise ValueError(
+                    f"configs[{i}][{name!r}] is declared dynamic, but {name!r} sets a shape, a "
+                    "loop count or the code path, so its value cannot be traced: declare it "
+                    f"static in the Space (e.g. Choice([...]) or Int(..., static=True)) or "
+                    "list it in static_names."
+                )
             if isinstance(value, bool) or not isinstance(value, int | float | np.number):
                 raise TypeError(
                     f"configs[{i}][{name!r}] = {value!r} is dynamic and must be a number; "

@@ -278,6 +278,22 @@ def test_bad_input_raises_before_compiling(digits_split, change, error, match):
     assert watch.count == 0
 
 
+@pytest.mark.parametrize("name", ["batch_size", "width", "optimizer"])
+def test_structural_names_declared_dynamic_are_refused(digits_split, name):
+    value = {"batch_size": 16, "width": 32, "optimizer": "adam"}[name]
+    configs = [{**c, name: value} for c in _configs("adam", [1e-3, 3e-3])]
+    static = [n for n in configs[0] if n not in (name, "learning_rate")]
+    watch = _CompileWatch()
+    jax.monitoring.register_event_duration_secs_listener(watch)
+    try:
+        with pytest.raises(ValueError, match=rf"'{name}'.*declare it static"):
+            engine.train(_mlp_task(), configs, digits_split, num_steps=10,
+                         static_names=static)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(watch)
+    assert watch.count == 0
+
+
 def _slope_task():
     """A hand-written task for one-feature data: it declares no input_shape, kind or classes."""
 
