@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
+import sys
 from pathlib import Path
 
 import jax
@@ -565,3 +566,42 @@ def test_cli_optuna_strategies(tmp_path, monkeypatch, capsys, name):
     for row in results:
         checker.validate_config(row.config)
     assert len({row.config["learning_rate"] for row in results}) == 8
+
+
+@pytest.mark.parametrize("module", ["optuna", "tensorboardX"])
+def test_missing_package_says_how_to_install_it(module, cli_sweep, tmp_path, monkeypatch,
+                                                capsys):
+    """With the package hidden, each function raises an ImportError naming the install
+    command, and each CLI entry fails in one line with exit status 2."""
+    from jaxtune import cli
+
+    out, _ = cli_sweep
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, module, None)
+    hint = r"pip install jaxtune\[integrations\]"
+    results = make_results()
+    if module == "optuna":
+        calls = [
+            lambda: export_to_optuna(results, storage=None, study_name="x"),
+            lambda: optuna_strategy(None).init(SPACE, jax.random.PRNGKey(0)),
+        ]
+        commands = [
+            ["export-optuna", str(out), "--storage", f"sqlite:///{tmp_path / 'x.db'}"],
+            ["sweep", "--dataset", "wine", "--space", str(tmp_path / "space.json"), "--out",
+             str(tmp_path / "o"), "--strategy", "optuna-tpe", "--quiet", "--no-plot"],
+        ]
+    else:
+        calls = [lambda: write_tensorboard(results, tmp_path / "tb2")]
+        commands = [["sweep", "--dataset", "wine", "--space", str(tmp_path / "space.json"),
+                     "--out", str(tmp_path / "o"), "--tensorboard", str(tmp_path / "tb3"),
+                     "--quiet", "--no-plot"]]
+    for call in calls:
+        with pytest.raises(ImportError, match=hint):
+            call()
+    for argv in commands:
+        assert cli.main(argv) == 2, argv
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jaxtune: error: "), lines
+        assert "pip install jaxtune[integrations]" in lines[0], lines[0]
+        assert module.lower() in lines[0].lower(), lines[0]
+    assert not (tmp_path / "o").exists()  # refused before anything ran
