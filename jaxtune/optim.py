@@ -28,10 +28,15 @@ the same primitives as `optax.sgd`, `optax.adam`, `optax.adamw`, `optax.rmsprop`
 | `sgd`      | none                                                       |                    |
 | `momentum` | `optax.trace(decay=momentum)`                              | `momentum`         |
 | `nesterov` | `optax.trace(decay=momentum, nesterov=True)`               | `momentum`         |
-| `adam`     | `optax.scale_by_adam(b1, b2, eps)`                         | `b1`, `b2`, `eps`  |
-| `adamw`    | `optax.scale_by_adam(b1, b2, eps)`, always decayed         | `b1`, `b2`, `eps`  |
+| `adam`     | `optax.scale_by_adam(b1, b2, eps)` (*)                     | `b1`, `b2`, `eps`  |
+| `adamw`    | `optax.scale_by_adam(b1, b2, eps)` (*), always decayed     | `b1`, `b2`, `eps`  |
 | `rmsprop`  | `optax.scale_by_rms(decay=b2, eps=eps)`                    | `b2`, `eps`        |
 | `adagrad`  | `optax.scale_by_rss(initial_accumulator_value=0.1, eps)`   | `eps`              |
+
+(*) The same state, moments and update as Optax's, with the bias corrections applied as
+multipliers `1 / (1 - b ** t)` rather than divisors, so that every device layout compiles the
+same arithmetic (see `_scale_by_adam`); it agrees with `optax.scale_by_adam` to float32
+rounding.
 
 Where the contract's defaults differ from the Optax aliases' own, the contract wins: `rmsprop`'s
 decay is `b2` (default 0.999; `optax.rmsprop` uses 0.9), `adagrad`'s `eps` defaults to 1e-8
@@ -454,13 +459,48 @@ def _in_float32(
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
 
+def _scale_by_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
+    """`optax.scale_by_adam` with its bias corrections applied as multipliers.
+
+    Same state (`optax.ScaleByAdamState`), moments and update rule as Optax: with
+    `c_k = 1 / (1 - b_k ** t)`, the update is `mu * c_1 / (sqrt(nu * c_2) + eps)`. Optax
+    writes `mu / (1 - b1 ** t)`; under `vmap` that divides a parameter-shaped array by a
+    broadcast per-member scalar, which XLA rewrites into a reciprocal and a product in an
+    unpartitioned program but leaves alone in a program partitioned over several devices, so a
+    member's updates differed by one rounding between one device and several. Written as the
+    product, every device layout compiles the same arithmetic, and results are bit-identical
+    on 1, 2, 4 and 8 devices (tests/test_devices.py). Checked against `optax.scale_by_adam`
+    to float32 rounding (tests/test_optim.py).
+    """
+
+    def init_fn(params):
+        return optax.scale_by_adam().init(params)
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        step = count.astype(jnp.result_type(b1, b2, jnp.float32))
+        mu_scale = 1.0 / (1.0 - jnp.power(b1, step))
+        nu_scale = 1.0 / (1.0 - jnp.power(b2, step))
+        new_updates = jax.tree.map(
+            lambda m, v: (m * mu_scale.astype(m.dtype))
+            / (jnp.sqrt(v * nu_scale.astype(v.dtype)) + eps),
+            mu, nu,
+        )
+        return new_updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _preconditioner(name: str, hp: Mapping[str, Any]) -> optax.GradientTransformation:
     if name == "sgd":
         return optax.identity()
     if name in ("momentum", "nesterov"):
         return optax.trace(decay=_value(hp, "momentum"), nesterov=name == "nesterov")
     if name in ("adam", "adamw"):
-        return optax.scale_by_adam(b1=_value(hp, "b1"), b2=_value(hp, "b2"), eps=_value(hp, "eps"))
+        return _scale_by_adam(_value(hp, "b1"), _value(hp, "b2"), _value(hp, "eps"))
     if name == "rmsprop":
         return optax.scale_by_rms(decay=_value(hp, "b2"), eps=_value(hp, "eps"))
     # adagrad: optax.adagrad's initial accumulator (0.1) is kept, not a hyperparameter.

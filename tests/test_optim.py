@@ -237,7 +237,10 @@ def test_defaults_are_optax_defaults_where_the_contract_agrees():
     assert optim.HPARAM_DEFAULTS["b1"] == 0.9 and optim.HPARAM_DEFAULTS["b2"] == 0.999
     assert optim.HPARAM_DEFAULTS["eps"] == 1e-8
     ref_updates, _ = _run(optax.adam(jnp.float32(0.05), **defaults), _init_params())
-    chex.assert_trees_all_close(_member(updates, 0), ref_updates, rtol=RTOL)
+    # jaxtune's Adam multiplies by 1 / (1 - b ** t) where Optax divides by 1 - b ** t (so that
+    # every device layout compiles the same arithmetic): one more float32 rounding per step,
+    # measured 1.2e-6 relative after NUM_STEPS steps.
+    chex.assert_trees_all_close(_member(updates, 0), ref_updates, rtol=2 * RTOL)
 
 
 def test_adam_with_weight_decay_and_schedule_is_optax_adamw():
