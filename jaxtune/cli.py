@@ -365,6 +365,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="cap on members trained at once (default: as many as fit in device memory)",
     )
+    sweep.add_argument(
+        "--members-per-device",
+        type=int,
+        default=None,
+        help="pin the layout: every chunk holds exactly K members per device, so results are "
+        "bit-identical on any number of devices (docs/distributed.md)",
+    )
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="member seeds")
     sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
     sweep.add_argument("--metric", default=None, help="default valid_accuracy or valid_mse")
@@ -562,7 +569,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         "min_steps", "max_member_steps", "pbt_interval",
     )
     _check_scheduler_flags(args)
-    _check_positive(args, "max_members_per_chunk", "num_processes")
+    _check_positive(args, "max_members_per_chunk", "members_per_device", "num_processes")
     _check_population_flags(args)
     if args.batch_size is not None and args.batch_size < 0:
         raise CliError(f"--batch-size must be >= 0 (0 = full batch), got {args.batch_size}")
@@ -676,7 +683,8 @@ def run_sweep(args: argparse.Namespace) -> int:
             checkpoint=checkpointer,
             resume=resume,
             engine_options={"batch_mode": args.batch_mode,
-                            "max_members_per_chunk": args.max_members_per_chunk},
+                            "max_members_per_chunk": args.max_members_per_chunk,
+                            "members_per_device": args.members_per_device},
         )
     progress.close()  # ends the live line even when the sweep did less than the estimate
     out = Path(args.out)
@@ -716,11 +724,16 @@ def _check_population_flags(args: argparse.Namespace) -> None:
     anything starts (the JAXTUNE_* variables are checked by
     :func:`jaxtune.distributed.initialize_from_env_or_args`)."""
     if STRATEGIES[args.strategy].run is not None and (
-            args.batch_mode != "independent" or args.max_members_per_chunk is not None):
+            args.batch_mode != "independent" or args.max_members_per_chunk is not None
+            or args.members_per_device is not None):
         raise CliError(
-            f"--batch-mode and --max-members-per-chunk apply to the ask/tell strategies "
-            f"(grid, random, sobol, bayes), not --strategy {args.strategy}; drop them"
+            f"--batch-mode, --max-members-per-chunk and --members-per-device apply to the "
+            f"ask/tell strategies (grid, random, sobol, bayes), not --strategy {args.strategy}; "
+            "drop them"
         )
+    if args.members_per_device is not None and args.max_members_per_chunk is not None:
+        raise CliError("--members-per-device fixes the chunk size itself: drop "
+                       "--max-members-per-chunk (or --members-per-device)")
     if args.batch_mode == "shared" and args.batch_size == 0:
         raise CliError("--batch-mode shared needs minibatches: give --batch-size > 0, or use "
                        "--batch-mode independent")

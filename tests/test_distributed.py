@@ -270,6 +270,11 @@ def test_jaxtune_sweep_in_two_processes_writes_once_what_one_process_computes(tm
         (["--batch-mode", "shared", "--batch-size", "0"], ["--batch-mode shared",
                                                            "--batch-size"]),
         (["--max-members-per-chunk", "0"], ["--max-members-per-chunk"]),
+        (["--members-per-device", "0"], ["--members-per-device"]),
+        (["--members-per-device", "2", "--max-members-per-chunk", "4"],
+         ["--members-per-device", "--max-members-per-chunk"]),
+        (["--members-per-device", "2", "--strategy", "hyperband"],
+         ["--members-per-device", "hyperband"]),
         (["--batch-mode", "shared", "--strategy", "pbt"], ["--batch-mode", "pbt"]),
     ],
 )
@@ -310,3 +315,13 @@ def test_sweep_flags_reach_the_engine(tmp_path, monkeypatch):
     results = jt.Results.load(tmp_path / "out")
     # 2 members, at most 1 at once: two chunks.
     assert results.metadata["num_chunks"] == 2 and len(results) == 2
+
+    status = cli.main(["sweep", "--dataset", "wine", "--space", str(space), "--num-configs",
+                       "3", "--num-steps", "2", "--steps-per-segment", "2", "--batch-size", "8",
+                       "--members-per-device", "2", "--quiet", "--no-plot", "--out",
+                       str(tmp_path / "pinned")])
+    assert status == 0
+    pinned = jt.Results.load(tmp_path / "pinned")
+    # 3 members, 2 per device on this process's devices: chunks of exactly 2 x devices slots.
+    assert pinned.metadata["members_per_device"] == 2 and len(pinned) == 3
+    assert pinned.metadata["num_chunks"] == -(-3 // (2 * pinned.metadata["num_devices"]))
