@@ -26,10 +26,19 @@ finish at the end of the budget (one point). A population of ``P`` slots spends 
 member-steps per step, so its first completed member costs at least ``P * num_steps``
 member-steps: Hyperband with fewer slots finishes its first models sooner in member-steps, at
 the price of wall time. Curves are medians over seeds (seed ``s`` draws the first
-configurations and the member keys of every method alike).
+configurations and the member keys of every method alike; ``--first-seed`` moves the seeds, so
+that settings can be explored on other seeds than the reported ones).
+
+Two diagnostics explain the headline fraction. "Re-runs": random search's best configuration is
+trained again with ``RERUNS`` other member seeds; the mean of those runs is what the
+configuration is worth, and the share of them that reach random search's best is how often a
+single run of that very configuration would. "Fully trained at half budget": how many models
+each method has trained to ``num_steps`` after half the member-steps (random search:
+``num_configs / 2``).
 
     python benchmarks/_digits_budget.py            # 5 seeds, 32 configs x 243 steps
     python benchmarks/_digits_budget.py --quick    # 2 seeds, 16 configs x 243 steps
+    python benchmarks/_digits_budget.py --seeds 20 --first-seed 10 --no-bayes --figure ''
 
 The last line printed is the returned dict as JSON.
 """
@@ -53,6 +62,7 @@ from jaxtune.strategies.halving import hyperband
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "strategies_budget.png"
 WIDTH = 32
 BATCH = 64
+RERUNS = 8
 
 
 def _space() -> jt.Space:
@@ -76,7 +86,8 @@ def _sequential_curve(results: jt.Results, num_steps: int) -> tuple[np.ndarray, 
 
 
 def _observed(scheduler: engine.Scheduler, log: list[tuple[int, float]]) -> engine.Scheduler:
-    """Wraps a scheduler to log (member-steps so far, best fully trained accuracy) per segment."""
+    """Wraps a scheduler to log (member-steps so far, best fully trained accuracy, models fully
+    trained) per segment."""
 
     def init(view):
         return {"inner": scheduler.init(view), "steps": np.zeros(len(view.step), np.int64),
@@ -95,7 +106,7 @@ def _observed(scheduler: engine.Scheduler, log: list[tuple[int, float]]) -> engi
             if view.finished[slot] and member_id not in done:
                 done.add(member_id)
                 best = max(best, float(np.nan_to_num(accuracy[slot])))
-        log.append((spent, best))
+        log.append((spent, best, len(done)))
         decision, inner = scheduler.update(state["inner"], view)
         ids = list(view.member_ids)
         new_steps = steps.copy()
@@ -122,9 +133,20 @@ def _budget_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float:
     return float(x[reached[0]]) if len(reached) else float("inf")
 
 
+def _rerun(task, split, config, seed: int, common: dict[str, Any]) -> list[float]:
+    """Validation accuracies of ``config`` trained ``RERUNS`` times with other member seeds."""
+    values = []
+    for rerun in range(RERUNS):
+        results = engine.train(task, [config], split, seed=10_000 + 100 * seed + rerun, **common)
+        row = next(iter(results))
+        values.append(float(np.nan_to_num(row.metrics.get("valid_accuracy", 0.0))))
+    return values
+
+
 def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None = FIGURE,
                       verbose: bool = True, num_configs: int | None = None,
-                      num_steps: int = 243) -> dict[str, Any]:
+                      num_steps: int = 243, first_seed: int = 0,
+                      bayes: bool = True) -> dict[str, Any]:
     """Runs the comparison; writes the figure; returns the headline figures.
 
     Args:
@@ -135,6 +157,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
       num_configs: configurations of random search (the budget is ``num_configs *
         num_steps`` member-steps for every method).
       num_steps: steps of a fully trained member.
+      first_seed: the seeds are ``first_seed, ..., first_seed + seeds - 1``.
+      bayes: include Bayesian optimization (when ``bayes_search`` exists).
 
     Returns:
       ``{"hyperband_budget_to_random_best": median over seeds of the fraction of random
@@ -143,7 +167,11 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
       ``num_configs`` slots, "pbt_best_acc", "random_best_acc", "hyperband_best_acc",
       "hyperband_wide_best_acc", "bayes_best_acc" (None when bayes_search is absent): medians
       of the final best validation accuracies, plus the settings, per-seed values and wall
-      times}``.
+      times, and the diagnostics ``random_best_rerun_acc`` (median over seeds of the mean
+      accuracy of random search's best configuration re-trained with ``RERUNS`` other member
+      seeds), ``random_best_rerun_reach`` (median share of those re-runs that reach random
+      search's best), ``hyperband_completed_at_half`` (median number of models Hyperband has
+      fully trained after half the budget; random search has ``num_configs // 2``)}``.
     """
     num_configs = num_configs or (16 if quick else 32)
     min_steps = 9
@@ -154,6 +182,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
     space = _space()
     try:
         from jaxtune.strategies.bayes import bayes_search
+        if not bayes:
+            bayes_search = None
     except ImportError:
         bayes_search = None
         if verbose:
@@ -162,6 +192,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
                   static_names=space.static_names, evaluate_test=False)
     curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     timings: dict[str, float] = {}
+    reruns: list[list[float]] = []
+    completed_at_half: dict[str, list[int]] = {}
 
     def record(method, seed, x, y, start):
         curves.setdefault(method, []).append((np.asarray(x, float), np.asarray(y, float)))
@@ -170,13 +202,19 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
             print(f"  {method:<10} seed {seed}: best {y[-1]:.4f} after {int(x[-1])} member-steps"
                   f" ({time.perf_counter() - start:.1f} s)", flush=True)
 
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         base = jax.random.PRNGKey(seed)
         first, _ = random_search().ask(random_search().init(space, base), num_configs)
 
         start = time.perf_counter()
         results = engine.train(task, first, split, seed=seed, **common)
         record("random", seed, *_sequential_curve(results, num_steps), start)
+        accuracies = [np.nan_to_num(r.metrics.get("valid_accuracy", 0.0)) for r in results]
+        reruns.append(_rerun(task, split, first[int(np.argmax(accuracies))], seed, common))
+        if verbose:
+            print(f"  {'':<10} re-runs of random's best config: mean {np.mean(reruns[-1]):.4f},"
+                  f" {np.mean(np.asarray(reruns[-1]) >= max(accuracies) - 1e-9):.2f} reach"
+                  f" {max(accuracies):.4f}", flush=True)
 
         if bayes_search is not None:
             start = time.perf_counter()
@@ -197,7 +235,11 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
                                   key=jax.random.fold_in(base, 1))
             engine.train(task, first[:slots], split, seed=seed,
                          scheduler=_observed(scheduler, log), **common)
-            record(method, seed, *np.asarray(log).T, start)
+            x, y, count = np.asarray(log).T
+            half = np.flatnonzero(x <= budget / 2)
+            completed_at_half.setdefault(method, []).append(
+                int(count[half[-1]]) if len(half) else 0)
+            record(method, seed, x, y, start)
 
         start = time.perf_counter()
         log = []
@@ -205,9 +247,12 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
                         key=jax.random.fold_in(base, 2))
         engine.train(task, first, split, seed=seed, scheduler=_observed(scheduler, log),
                      **common)
-        record("pbt", seed, *np.asarray(log).T, start)
+        record("pbt", seed, *np.asarray(log)[:, :2].T, start)
 
     finals = {m: [float(y[-1]) for _, y in c] for m, c in curves.items()}
+    rerun_acc = [float(np.mean(r)) for r in reruns]
+    rerun_reach = [float(np.mean(np.asarray(r) >= best - 1e-9))
+                   for r, best in zip(reruns, finals["random"], strict=True)]
 
     def fractions_of(method):
         return [
@@ -233,10 +278,16 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
         "hyperband_wide_best_acc": median(finals.get("hyperband-wide", [])),
         "bayes_best_acc": median(finals.get("bayes", [])),
         "bayes_budget_to_random_best": median(bayes_fractions),
+        "random_best_rerun_acc": median(rerun_acc),
+        "random_best_rerun_reach": median(rerun_reach),
+        "hyperband_completed_at_half": median(completed_at_half.get("hyperband", [])),
         "per_seed": {"hyperband_budget_to_random_best": fractions,
                      "hyperband_wide_budget_to_random_best": wide_fractions,
-                     "bayes_budget_to_random_best": bayes_fractions, **finals},
-        "settings": {"seeds": seeds, "num_steps": num_steps, "num_configs": num_configs,
+                     "bayes_budget_to_random_best": bayes_fractions,
+                     "random_best_rerun_acc": rerun_acc, "random_best_rerun_reach": rerun_reach,
+                     "completed_at_half": completed_at_half, **finals},
+        "settings": {"seeds": seeds, "first_seed": first_seed, "reruns": RERUNS,
+                     "num_steps": num_steps, "num_configs": num_configs,
                      "min_steps": min_steps, "eta": 3, "budget_member_steps": budget,
                      "hyperband_slots": hb_slots,
                      "hyperband_wide_slots": num_configs if wide else None,
@@ -281,12 +332,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 16 configurations")
     parser.add_argument("--seeds", type=int, default=None, help="default 5 (quick: 2)")
-    parser.add_argument("--figure", type=Path, default=FIGURE)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first_seed.. (explore settings on seeds other than 0-4)")
+    parser.add_argument("--no-bayes", action="store_true", help="leave Bayesian optimization out")
+    parser.add_argument("--figure", type=str, default=str(FIGURE), help="'' for no figure")
     args = parser.parse_args()
     start = time.perf_counter()
     seeds = args.seeds or (2 if args.quick else 5)
-    summary = run_digits_budget(seeds=seeds, quick=args.quick, figure=args.figure)
-    print(f"total {time.perf_counter() - start:.1f} s; figure {args.figure}")
+    figure = Path(args.figure) if args.figure else None
+    summary = run_digits_budget(seeds=seeds, quick=args.quick, figure=figure,
+                                first_seed=args.first_seed, bayes=not args.no_bayes)
+    print(f"total {time.perf_counter() - start:.1f} s; figure {figure}")
     print(json.dumps(summary))
 
 

@@ -15,7 +15,9 @@ coordinate a :class:`jaxtune.Float` parameter:
 
 Part 2, digits with an MLP: best validation accuracy against member-steps for random search,
 Bayesian optimization, Hyperband and PBT at an equal budget (``benchmarks/_digits_budget.py``;
-its figure is ``docs/strategies_budget.png``).
+its figure is ``docs/strategies_budget.png``; it also reports why Hyperband does or does not reach
+random search's best early: re-runs of random search's best configuration with other member seeds
+and the models Hyperband has fully trained at half the budget).
 
     python benchmarks/strategies.py          # 20 seeds, 4 functions, batches 1 and 8, 100 evals;
                                              # digits: 5 seeds
