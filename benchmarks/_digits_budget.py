@@ -1,8 +1,12 @@
 """Best validation accuracy against compute (member-steps): random, Bayesian, Hyperband, PBT.
 
 Workload: digits (standardized, 60/20/20 split), MLP 64-32-10 with Adam, minibatches of 64,
-learning rate log-uniform [1e-5, 1] and L2 strength log-uniform [1e-6, 1] (wide ranges, as a
-first search would use: many configurations are poor, which is what early stopping exploits).
+and five dynamic hyperparameters (``--space wide5``, the default): learning rate log-uniform
+[1e-5, 1], L2 strength log-uniform [1e-6, 1], dropout uniform [0, 0.8], Adam's b1 uniform
+[0.5, 0.999] and b2 uniform [0.9, 0.9999] (wide ranges, as a first search would use: many
+configurations are poor, which is what early stopping exploits). ``--space narrow2`` is the
+earlier workload: learning rate and L2 only (same ranges; b1, b2 at Adam's defaults, no
+dropout).
 Every method gets the same budget of ``num_configs * num_steps`` member-steps (one member
 taking one optimizer step):
 
@@ -36,7 +40,8 @@ single run of that very configuration would. "Fully trained at half budget": how
 each method has trained to ``num_steps`` after half the member-steps (random search:
 ``num_configs / 2``).
 
-    python benchmarks/_digits_budget.py            # 5 seeds, 32 configs x 243 steps
+    python benchmarks/_digits_budget.py            # 5 seeds, 32 configs x 243 steps, wide5
+    python benchmarks/_digits_budget.py --space narrow2 --figure ''  # the 2-D workload
     python benchmarks/_digits_budget.py --quick    # 2 seeds, 16 configs x 243 steps
     python benchmarks/_digits_budget.py --seeds 20 --first-seed 10 --no-bayes --figure ''
 
@@ -65,10 +70,25 @@ BATCH = 64
 RERUNS = 8
 
 
-def _space() -> jt.Space:
-    return jt.Space({
+SPACES = ("wide5", "narrow2")
+
+
+def _space(name: str = "wide5") -> jt.Space:
+    """The searched space: ``wide5`` (5 dynamic hyperparameters) or ``narrow2`` (2)."""
+    if name not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {name!r}")
+    dims: dict[str, Any] = {
         "learning_rate": jt.Float(1e-5, 1.0, log=True),
         "l2": jt.Float(1e-6, 1.0, log=True),
+    }
+    if name == "wide5":
+        dims.update({
+            "dropout": jt.Float(0.0, 0.8),
+            "b1": jt.Float(0.5, 0.999),
+            "b2": jt.Float(0.9, 0.9999),
+        })
+    return jt.Space({
+        **dims,
         "optimizer": jt.Fixed("adam"),
         "width": jt.Fixed(WIDTH),
         "depth": jt.Fixed(1),
@@ -146,7 +166,7 @@ def _rerun(task, split, config, seed: int, common: dict[str, Any]) -> list[float
 def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None = FIGURE,
                       verbose: bool = True, num_configs: int | None = None,
                       num_steps: int = 243, first_seed: int = 0,
-                      bayes: bool = True) -> dict[str, Any]:
+                      bayes: bool = True, space: str = "wide5") -> dict[str, Any]:
     """Runs the comparison; writes the figure; returns the headline figures.
 
     Args:
@@ -159,6 +179,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
       num_steps: steps of a fully trained member.
       first_seed: the seeds are ``first_seed, ..., first_seed + seeds - 1``.
       bayes: include Bayesian optimization (when ``bayes_search`` exists).
+      space: the searched space, ``"wide5"`` (learning rate, L2, dropout, b1, b2) or
+        ``"narrow2"`` (learning rate, L2), the same for every method.
 
     Returns:
       ``{"hyperband_budget_to_random_best": median over seeds of the fraction of random
@@ -179,7 +201,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
     budget = num_steps * num_configs
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
     task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
-    space = _space()
+    space_name = space
+    space = _space(space_name)
     try:
         from jaxtune.strategies.bayes import bayes_search
         if not bayes:
@@ -264,7 +287,7 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
     bayes_fractions = fractions_of("bayes")
     grid = np.linspace(0, budget, 400)
     if figure is not None:
-        _plot(curves, grid, figure, num_steps, num_configs, seeds)
+        _plot(curves, grid, figure, num_steps, num_configs, seeds, space_name)
 
     def median(values):
         return float(np.median(values)) if values else None
@@ -286,7 +309,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
                      "bayes_budget_to_random_best": bayes_fractions,
                      "random_best_rerun_acc": rerun_acc, "random_best_rerun_reach": rerun_reach,
                      "completed_at_half": completed_at_half, **finals},
-        "settings": {"seeds": seeds, "first_seed": first_seed, "reruns": RERUNS,
+        "settings": {"space": space_name, "seeds": seeds, "first_seed": first_seed,
+                     "reruns": RERUNS,
                      "num_steps": num_steps, "num_configs": num_configs,
                      "min_steps": min_steps, "eta": 3, "budget_member_steps": budget,
                      "hyperband_slots": hb_slots,
@@ -296,7 +320,8 @@ def run_digits_budget(seeds: int = 5, quick: bool = False, figure: Path | None =
     }
 
 
-def _plot(curves, grid, path: Path, num_steps: int, num_configs: int, seeds: int) -> None:
+def _plot(curves, grid, path: Path, num_steps: int, num_configs: int, seeds: int,
+          space_name: str = "wide5") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,8 +343,8 @@ def _plot(curves, grid, path: Path, num_steps: int, num_configs: int, seeds: int
     ax.set_xlabel("member-steps spent")
     ax.set_ylabel("best validation accuracy (fully trained)")
     ax.set_ylim(0.9, 1.0)
-    ax.set_title(f"digits MLP: {num_configs} x {num_steps} steps budget, median of {seeds} seeds",
-                 fontsize=10)
+    ax.set_title(f"digits MLP ({space_name}): {num_configs} x {num_steps} steps budget,"
+                 f" median of {seeds} seeds", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -336,12 +361,15 @@ def main() -> None:
                         help="seeds first_seed.. (explore settings on seeds other than 0-4)")
     parser.add_argument("--no-bayes", action="store_true", help="leave Bayesian optimization out")
     parser.add_argument("--figure", type=str, default=str(FIGURE), help="'' for no figure")
+    parser.add_argument("--space", choices=SPACES, default="wide5",
+                        help="wide5: lr, l2, dropout, b1, b2 (default); narrow2: lr, l2")
     args = parser.parse_args()
     start = time.perf_counter()
     seeds = args.seeds or (2 if args.quick else 5)
     figure = Path(args.figure) if args.figure else None
     summary = run_digits_budget(seeds=seeds, quick=args.quick, figure=figure,
-                                first_seed=args.first_seed, bayes=not args.no_bayes)
+                                first_seed=args.first_seed, bayes=not args.no_bayes,
+                                space=args.space)
     print(f"total {time.perf_counter() - start:.1f} s; figure {figure}")
     print(json.dumps(summary))
 

@@ -14,10 +14,11 @@ coordinate a :class:`jaxtune.Float` parameter:
   ``min(f(x_1..x_n)) - f*`` after 50 and 100 evaluations, median and quartiles over seeds.
 
 Part 2, digits with an MLP: best validation accuracy against member-steps for random search,
-Bayesian optimization, Hyperband and PBT at an equal budget (``benchmarks/_digits_budget.py``;
-its figure is ``docs/strategies_budget.png``; it also reports why Hyperband does or does not reach
-random search's best early: re-runs of random search's best configuration with other member seeds
-and the models Hyperband has fully trained at half the budget).
+Bayesian optimization, Hyperband and PBT at an equal budget (``benchmarks/_digits_budget.py``,
+its default five-hyperparameter workload ``wide5``; its figure is ``docs/strategies_budget.png``;
+it also reports why Hyperband does or does not reach random search's best early: re-runs of
+random search's best configuration with other member seeds and the models Hyperband has fully
+trained at half the budget).
 
     python benchmarks/strategies.py          # 20 seeds, 4 functions, batches 1 and 8, 100 evals;
                                              # digits: 5 seeds
@@ -371,7 +372,7 @@ def main() -> None:
     if not args.skip_digits:
         print(f"\npart 2: digits MLP, {digits_seeds} seeds", flush=True)
         digits = _digits_budget.run_digits_budget(
-            seeds=digits_seeds, quick=args.quick,
+            seeds=digits_seeds, quick=args.quick, space="wide5",
             figure=_digits_budget.FIGURE if figures else None,
         )
         print(json.dumps({k: v for k, v in digits.items() if k != "per_seed"}))
