@@ -138,10 +138,16 @@ def digits_split():
     return jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
 
 
-def test_memory_budget_splits_a_population_into_chunks(digits_split):
+def _five_members():
+    """A small MLP task and five Adam learning rates (odd: chunks of 2 leave one padded)."""
     task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
     configs = [{"learning_rate": float(lr), "optimizer": "adam", "width": 16, "depth": 1}
                for lr in np.geomspace(1e-3, 3e-2, 5)]
+    return task, configs
+
+
+def test_memory_budget_splits_a_population_into_chunks(digits_split):
+    task, configs = _five_members()
     kwargs = dict(num_steps=20, batch_size=16, steps_per_segment=10, evaluate_test=False,
                   return_params=True)
     whole, whole_params = engine.train(task, configs, digits_split, **kwargs)
@@ -182,9 +188,7 @@ def _assert_same_members(results, params, reference, reference_params):
 
 @pytest.mark.slow
 def test_max_members_per_chunk_and_members_per_device_in_python(digits_split):
-    task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
-    configs = [{"learning_rate": float(lr), "optimizer": "adam", "width": 16, "depth": 1}
-               for lr in np.geomspace(1e-3, 3e-2, 5)]
+    task, configs = _five_members()
     kwargs = dict(num_steps=10, batch_size=16, steps_per_segment=5, evaluate_test=False,
                   return_params=True)
     whole, whole_params = jt.train(task, configs, digits_split, **kwargs)

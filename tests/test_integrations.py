@@ -359,6 +359,18 @@ def test_choice_of_tuples_and_mixed_bools_travel_as_labels():
     assert {f for _, f in seen} == {"True", "1", "'x'"}
 
 
+def _assert_trials_match(optuna, trials, results):
+    """One stored trial per member, in order: its learning rate, and its value (maximized
+    accuracy stored negated) or FAIL state."""
+    assert len(trials) == len(results) == 12
+    for trial, row in zip(trials, results, strict=True):
+        assert trial.params["learning_rate"] == row.config["learning_rate"]
+        if row.status == "completed":
+            assert trial.value == pytest.approx(-row.metrics["valid_accuracy"])
+        else:
+            assert trial.state == optuna.trial.TrialState.FAIL
+
+
 @pytest.mark.parametrize("kind", ["tpe", "cmaes"])
 def test_optuna_sampler_drives_jaxtune_tune(tmp_path, kind):
     """A few rounds of a real (tiny) sweep; the study's values are the members' scores."""
@@ -389,14 +401,7 @@ def test_optuna_sampler_drives_jaxtune_tune(tmp_path, kind):
         assert 1e-3 <= row.config["learning_rate"] <= 1.0
         assert 0.0 <= row.config["momentum"] <= 0.9
     study = optuna.load_study(study_name="live", storage=storage)
-    trials = study.get_trials(deepcopy=False)
-    assert len(trials) == 12
-    for trial, row in zip(trials, results, strict=True):
-        assert trial.params["learning_rate"] == row.config["learning_rate"]
-        if row.status == "completed":
-            assert trial.value == pytest.approx(-row.metrics["valid_accuracy"])
-        else:
-            assert trial.state == optuna.trial.TrialState.FAIL
+    _assert_trials_match(optuna, study.get_trials(deepcopy=False), results)
     assert study.best_value == pytest.approx(-max(
         r.metrics["valid_accuracy"] for r in results if r.status == "completed"
     ))
@@ -448,14 +453,8 @@ def test_optuna_strategy_with_storage_resumes_into_its_study(tmp_path):
     strip = [{k: v for k, v in r.to_dict().items() if k != "wall_time_s"} for r in results]
     want = [{k: v for k, v in r.to_dict().items() if k != "wall_time_s"} for r in reference]
     assert strip == want
-    trials = optuna.load_study(study_name="run", storage=storage).trials
-    assert len(trials) == 12
-    for trial, row in zip(trials, results, strict=True):
-        assert trial.params["learning_rate"] == row.config["learning_rate"]
-        if row.status == "completed":
-            assert trial.value == pytest.approx(-row.metrics["valid_accuracy"])
-        else:
-            assert trial.state == optuna.trial.TrialState.FAIL
+    _assert_trials_match(optuna, optuna.load_study(study_name="run", storage=storage).trials,
+                         results)
     # Another sweep (another seed) into the same study is refused, not mixed in.
     with pytest.raises(ValueError, match="another sweep: use another study_name"):
         jt.tune(task, split, space, optuna_strategy(sampler, storage=storage, study_name="run"),
