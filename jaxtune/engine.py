@@ -44,7 +44,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxtune import data as data_lib
 from jaxtune import optim
-from jaxtune import task as task_lib
 from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task, check_task_data
 
@@ -558,16 +557,14 @@ def infer_static_names(configs: Sequence[Mapping[str, Any]]) -> frozenset[str]:
     return frozenset(static)
 
 
-#: Names that select code or set a shape or loop count wherever jaxtune reads them (the
-#: optimizer's structure, the minibatch size, the built-in models' layers): a dynamic value
-#: would be ignored or fail inside the trace, so they must be static.
-STRUCTURAL_NAMES: frozenset[str] = frozenset(
-    {*optim.STATIC_HPARAMS, "batch_size", "model", "width", "depth", "hidden_sizes", "channels"}
-)
+#: Names the engine itself reads as plain Python values (a minibatch shape, a loop count). A
+#: task adds its own (``Task.static_hparams``: the ready-made models' layer sizes); the
+#: optimizer's structural names are checked by :func:`jaxtune.optim.validate_optimizer`.
+ENGINE_STATIC_NAMES: frozenset[str] = frozenset({"batch_size", "num_steps"})
 
 
 def _validate_configs(
-    configs: Sequence[Mapping[str, Any]], static_names: frozenset[str]
+    configs: Sequence[Mapping[str, Any]], static_names: frozenset[str], task: Task
 ) -> None:
     if len(configs) == 0:
         raise ValueError("configs is empty: pass at least one configuration to train.")
@@ -578,7 +575,7 @@ def _validate_configs(
         for name, value in config.items():
             if name in static_names:
                 continue
-            if name in STRUCTURAL_NAMES:
+            if name in ENGINE_STATIC_NAMES or name in task.static_hparams:
                 raise ValueError(
                     f"configs[{i}][{name!r}] is declared dynamic, but {name!r} sets a shape, a "
                     "loop count or the code path, so its value cannot be traced: declare it "
@@ -592,8 +589,6 @@ def _validate_configs(
                 )
             if not math.isfinite(float(value)):
                 raise ValueError(f"configs[{i}][{name!r}] = {value!r} is not finite.")
-        optim.check_value_ranges(config, {**optim.VALUE_RANGES, **task_lib.VALUE_RANGES},
-                                 where=f"configs[{i}]")
 
 
 def _split_groups(
@@ -652,6 +647,10 @@ def _host_memory_bytes() -> int:
 
 #: What tracing a task on data of the wrong shape raises (JAX's, NumPy's and Flax's errors).
 _TRACE_ERRORS = (TypeError, ValueError, IndexError, flax.errors.FlaxError)
+#: Tracing errors of a task that reads a traced value as a concrete one (TypeError subclasses).
+_CONCRETE_VALUE_ERRORS = (jax.errors.ConcretizationTypeError,
+                          jax.errors.TracerIntegerConversionError,
+                          jax.errors.TracerArrayConversionError)
 
 
 def member_memory_bytes(
@@ -935,7 +934,10 @@ def train(
 
     Raises:
       ValueError, TypeError: bad configs, data, step counts or optimizer names, hyperparameter
-        values outside their valid ranges (``optim.VALUE_RANGES``, ``task.VALUE_RANGES``), or a
+        values outside their valid ranges (``optim.VALUE_RANGES`` for the names the group's
+        optimizer and schedule read, ``task.value_ranges``), a name the engine or the task
+        reads as static (``batch_size``, ``num_steps``, ``task.static_hparams``) declared
+        dynamic, or a
         task that does not fit the data (declared ``input_shape``/``num_classes``/``kind``, or
         shapes that fail the abstract trace), all before any compilation.
 
@@ -952,7 +954,7 @@ def train(
     static = (
         frozenset(static_names) if static_names is not None else infer_static_names(configs)
     )
-    _validate_configs(configs, static)
+    _validate_configs(configs, static, task)
     _check_positive_int("num_steps", num_steps)
     _check_positive_int("steps_per_segment", steps_per_segment)
     if batch_size is not None:
@@ -1023,7 +1025,13 @@ def train(
                     f"batch_size={group_batch} is larger than the {num_train_rows} training "
                     "rows; lower it or use batch_size=None for full-batch training."
                 )
-        optim.validate_optimizer(static_hp, dynamic_names, group_steps)
+        read = optim.validate_optimizer(static_hp, dynamic_names, group_steps)
+        # Only the names this group's optimizer, schedule and task read have a valid range:
+        # the same name may mean something else to a user's own task (an `alpha` of 2).
+        ranges = {**{n: r for n, r in optim.VALUE_RANGES.items() if n in read},
+                  **task.value_ranges}
+        for i in indices:
+            optim.check_value_ranges(configs[i], ranges, where=f"configs[{i}]")
         if batch_mode == "shared" and group_batch is None:
             raise ValueError("batch_mode='shared' needs a batch_size (not full-batch training).")
         spec = GroupSpec(
@@ -1052,6 +1060,15 @@ def train(
                 eval_rows=len(split.y_valid), train_rows=num_train_rows,
                 input_dtype=split.x_train.dtype, label_dtype=split.y_train.dtype,
             )
+        except _CONCRETE_VALUE_ERRORS as error:
+            # Not a shape problem: the task reads a traced (dynamic) value as a Python value.
+            raise TypeError(
+                f"task {task.name!r} reads a dynamic hyperparameter of static group "
+                f"{spec.label} (one of {list(spec.dynamic_names)}) as a Python value (an `if`, "
+                f"an int() or a shape) while being traced: {type(error).__name__}. Declare that "
+                "name static in the Space (Choice/Int/Fixed) or in static_names, or write the "
+                "task with array operations (jnp.where) on it."
+            ) from error
         except _TRACE_ERRORS as error:
             # The first place a task meets the data's shapes (abstractly: nothing compiles).
             raise ValueError(

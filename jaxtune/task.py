@@ -44,6 +44,9 @@ ModelFactory = Callable[[HParams], nn.Module]
 MODELS = ("mlp", "cnn", "linear")
 KINDS = data_lib.KINDS
 
+#: Names the ready-made models read as plain Python values (layer sizes): static only.
+MODEL_STATIC_HPARAMS: tuple[str, ...] = ("width", "depth", "hidden_sizes", "channels")
+
 #: Valid values of the dynamic names the ready-made tasks read, in the format of
 #: :data:`jaxtune.optim.VALUE_RANGES`: a dropout rate is a probability below 1, and a negative
 #: penalty would reward large weights.
@@ -77,6 +80,13 @@ class Task:
         and that the split agrees.
       kind: ``"classification"``, ``"regression"`` or ``None`` (not declared). When given,
         :func:`jaxtune.train` checks it against the split's ``kind``.
+      static_hparams: names the task reads as plain Python values (they set a shape or the
+        code path, like the ready-made models' ``width``); :func:`jaxtune.train` refuses them
+        when declared dynamic. Default: none.
+      value_ranges: valid intervals of dynamic names the task reads,
+        ``name -> (low, low_inclusive, high, high_inclusive)`` (the ready-made tasks:
+        :data:`VALUE_RANGES`); :func:`jaxtune.train` checks configs against them. Default:
+        none.
 
     The ready-made tasks set ``input_shape``, ``num_classes`` and ``kind``; a hand-written task
     may leave them ``None``, and a mismatch with the data is then caught while the engine
@@ -102,6 +112,10 @@ class Task:
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
     kind: str | None = None
+    static_hparams: tuple[str, ...] = ()
+    value_ranges: Mapping[str, tuple[float, bool, float, bool]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         for field in ("init", "loss", "evaluate"):
@@ -168,7 +182,8 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
       ValueError, TypeError: naming the field (``split.x_valid``, ``task.input_shape``...)
         and the fix: invalid arrays, a kind or class count that differs between task and
         split, labels outside ``[0, num_classes)``, non-integer labels for a classification
-        task, or features whose shape differs from ``task.input_shape``.
+        task of more than two classes (whole-number floats are fine for two), or features
+        whose shape differs from ``task.input_shape``.
     """
     if task.kind is not None and task.kind != split.kind:
         raise ValueError(
@@ -200,10 +215,15 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
                 f"task.input_shape={task.input_shape}; build the task with "
                 f"input_shape={tuple(x.shape[1:])} (or reshape the data)."
             )
-        if task.kind == "classification" and not np.issubdtype(y.dtype, np.integer):
+        # Binary tasks read labels as floats (sigmoid loss, threshold 0.5); a softmax over
+        # more classes indexes with them, so they must be integers.
+        multiclass = (num_classes or task.num_classes or split.num_classes or 0) > 2
+        if task.kind == "classification" and multiclass and not np.issubdtype(y.dtype,
+                                                                              np.integer):
             raise TypeError(
-                f"split.y_{part} has dtype {y.dtype} but task {task.name!r} needs integer class "
-                f"labels; convert them with y.astype(np.int32)."
+                f"split.y_{part} has dtype {y.dtype} but task {task.name!r} classifies more "
+                f"than two classes and needs integer labels; convert them with "
+                f"y.astype(np.int32)."
             )
 
 
@@ -352,6 +372,8 @@ def classification_task(
         input_shape=input_shape,
         num_classes=num_classes,
         kind="classification",
+        static_hparams=MODEL_STATIC_HPARAMS,
+        value_ranges=VALUE_RANGES,
     )
 
 
@@ -393,4 +415,6 @@ def regression_task(
         metric_modes={"mse": "min", "loss": "min"},
         input_shape=input_shape,
         kind="regression",
+        static_hparams=MODEL_STATIC_HPARAMS,
+        value_ranges=VALUE_RANGES,
     )

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import jaxtune as jt
-from jaxtune import engine
+from jaxtune import engine, optim
+from jaxtune import task as task_lib
 
 # Member vs solo run: the batched and unbatched matrix products round differently, and training
 # amplifies it; for the stable learning rates used here the drift after 60 steps stays below this.
@@ -278,9 +279,11 @@ def test_bad_input_raises_before_compiling(digits_split, change, error, match):
     assert watch.count == 0
 
 
-@pytest.mark.parametrize("name", ["batch_size", "width", "optimizer"])
-def test_structural_names_declared_dynamic_are_refused(digits_split, name):
-    value = {"batch_size": 16, "width": 32, "optimizer": "adam"}[name]
+@pytest.mark.parametrize("name", ["batch_size", "num_steps", "width", "depth"])
+def test_static_names_declared_dynamic_are_refused(digits_split, name):
+    # batch_size and num_steps are read by the engine, width and depth by the ready-made MLP
+    # (Task.static_hparams): a traced value would be ignored or fail inside the trace.
+    value = {"batch_size": 16, "num_steps": 10, "width": 32, "depth": 1}[name]
     configs = [{**c, name: value} for c in _configs("adam", [1e-3, 3e-3])]
     static = [n for n in configs[0] if n not in (name, "learning_rate")]
     watch = _CompileWatch()
@@ -292,6 +295,74 @@ def test_structural_names_declared_dynamic_are_refused(digits_split, name):
     finally:
         jax.monitoring.unregister_event_duration_listener(watch)
     assert watch.count == 0
+
+
+def test_a_users_task_may_read_any_name_as_a_dynamic_value():
+    # "width" is a layer size to the ready-made MLP but a plain float to this task, and
+    # "alpha" / "eps" are read by no optimizer or schedule of the group (SGD, constant
+    # schedule): no range applies to them.
+    split = jt.train_valid_test_split(jt.make_linear(num_samples=64, noise=0.1, seed=0),
+                                      stratify=False)
+
+    def init(key, hp):
+        return {"w": jnp.zeros((1,))}
+
+    def loss(params, batch, key, hp):
+        pred = batch["x"][:, 0] * params["w"][0] * hp["width"]
+        return jnp.mean((pred - batch["y"]) ** 2) + hp["eps"] * 0.0 * hp["alpha"], {}
+
+    def evaluate(params, data, hp):
+        return {"mse": loss(params, data, None, hp)[0]}
+
+    task = jt.Task(init, loss, evaluate, name="scaled", metric_modes={"mse": "min"})
+    configs = [{"learning_rate": 0.05, "optimizer": "sgd", "width": w, "alpha": 2.0, "eps": 0.0}
+               for w in (0.5, 2.0)]
+    results = engine.train(task, configs, split, num_steps=20, batch_size=None,
+                           steps_per_segment=20, static_names=["optimizer"])
+    assert [row.status for row in results] == ["completed", "completed"]
+    assert results[0].metrics["valid_mse"] != results[1].metrics["valid_mse"]
+    # The same values are refused where the group's optimizer reads them.
+    with pytest.raises(ValueError, match="eps"):
+        engine.train(task, [{**configs[0], "optimizer": "adam"}], split, num_steps=20,
+                     batch_size=None, static_names=["optimizer"])
+
+
+def test_a_task_branching_on_a_dynamic_value_is_told_to_make_it_static():
+    split = jt.train_valid_test_split(jt.make_linear(num_samples=64, noise=0.1, seed=0),
+                                      stratify=False)
+
+    def init(key, hp):
+        return {"w": jnp.zeros((1,))}
+
+    def loss(params, batch, key, hp):
+        scale = 2.0 if hp["gain"] > 1 else 1.0  # a Python `if` on a traced value
+        return jnp.mean((batch["x"][:, 0] * params["w"][0] * scale - batch["y"]) ** 2), {}
+
+    def evaluate(params, data, hp):
+        return {"mse": loss(params, data, None, hp)[0]}
+
+    task = jt.Task(init, loss, evaluate, name="branchy", metric_modes={"mse": "min"})
+    watch = _CompileWatch()
+    jax.monitoring.register_event_duration_secs_listener(watch)
+    try:
+        with pytest.raises(TypeError, match=r"branchy.*\['gain', 'learning_rate'\].*static"):
+            engine.train(task, [{"learning_rate": 0.1, "optimizer": "sgd", "gain": 2.0}],
+                         split, num_steps=5, batch_size=None, static_names=["optimizer"])
+    finally:
+        jax.monitoring.unregister_event_duration_listener(watch)
+    assert watch.count == 0
+
+
+def test_binary_classification_takes_whole_number_float_labels():
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("breast_cancer"), seed=0))
+    as_float = split._replace(**{f"y_{part}": getattr(split, f"y_{part}").astype(np.float32)
+                                 for part in ("train", "valid", "test")})
+    task = jt.classification_task("linear", num_classes=2, input_shape=(30,))
+    config = [{"learning_rate": 0.05, "optimizer": "adam"}]
+    kwargs = dict(num_steps=20, batch_size=None, steps_per_segment=20)
+    with_floats = engine.train(task, config, as_float, **kwargs)
+    with_ints = engine.train(task, config, split, **kwargs)
+    assert with_floats[0].metrics["valid_accuracy"] == with_ints[0].metrics["valid_accuracy"]
 
 
 def _slope_task():
@@ -355,6 +426,17 @@ def test_ready_made_tasks_declare_what_they_expect():
     assert _slope_task().input_shape is None
 
 
+#: A valid value of each name, and the static names of a group whose optimizer, schedule or
+#: task reads it (a range applies only where the name is read).
+_READ_BY = {
+    "learning_rate": (1e-3, {}), "dropout": (0.1, {}), "l1": (1e-4, {}), "l2": (1e-4, {}),
+    "weight_decay": (1e-4, {}), "b2": (0.999, {}), "eps": (1e-8, {}),
+    "momentum": (0.9, {"optimizer": "momentum"}),
+    "alpha": (0.1, {"schedule": "cosine"}),
+    "decay_rate": (0.5, {"schedule": "exponential", "transition_steps": 5}),
+}
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("learning_rate", -1.0), ("learning_rate", -1e-8), ("dropout", 1.5), ("dropout", 1.0),
@@ -362,7 +444,9 @@ def test_ready_made_tasks_declare_what_they_expect():
      ("l1", -1e-3), ("alpha", 1.5), ("decay_rate", 0.0)],
 )
 def test_out_of_range_hyperparameter_raises_before_compiling(digits_split, name, value):
-    configs = [*_configs("adam", [1e-3]), {**_configs("adam", [1e-2])[0], name: value}]
+    valid, static = _READ_BY[name]
+    base = [{**c, **static, name: valid} for c in _configs("adam", [1e-3, 1e-2])]
+    configs = [base[0], {**base[1], name: value}]
     watch = _CompileWatch()
     jax.monitoring.register_event_duration_secs_listener(watch)
     try:
@@ -376,7 +460,7 @@ def test_out_of_range_hyperparameter_raises_before_compiling(digits_split, name,
 def test_in_range_edge_values_are_accepted():
     configs = [{"learning_rate": 0.0, "dropout": 0.0, "momentum": 0.0, "weight_decay": 0.0,
                 "l1": 0.0, "l2": 0.0, "alpha": 1.0, "decay_rate": 1.0, "b2": 0.0}]
-    engine._validate_configs(configs, engine.infer_static_names(configs))
+    optim.check_value_ranges(configs[0], {**optim.VALUE_RANGES, **task_lib.VALUE_RANGES})
 
 
 @pytest.mark.parametrize(
