@@ -455,10 +455,31 @@ def test_optuna_strategy_with_storage_resumes_into_its_study(tmp_path):
     assert strip == want
     _assert_trials_match(optuna, optuna.load_study(study_name="run", storage=storage).trials,
                          results)
-    # Another sweep (another seed) into the same study is refused, not mixed in.
+    # Another sweep (another seed) into the same study is refused, not mixed in, before any
+    # training: the study records which sweep wrote it.
+    watch = []
     with pytest.raises(ValueError, match="another sweep: use another study_name"):
         jt.tune(task, split, space, optuna_strategy(sampler, storage=storage, study_name="run"),
-                **{**options, "seed": 1})
+                on_segment=watch.append, **{**options, "seed": 1})
+    assert watch == []
+    # The same seed and space but other training (not a resume): the first replayed trial
+    # scores differently from the stored one, and the run stops there.
+    stored = [t.value for t in optuna.load_study(study_name="run", storage=storage).trials]
+    with pytest.raises(ValueError, match=r"trial 0 with value .* another sweep"):
+        jt.tune(task, split, space, optuna_strategy(sampler, storage=storage, study_name="run"),
+                **{**options, "num_steps": 10})
+    after = [t.value for t in optuna.load_study(study_name="run", storage=storage).trials]
+    assert after == stored  # nothing overwritten
+
+
+def test_optuna_strategy_refuses_a_study_it_did_not_write(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'foreign.db'}"
+    foreign = optuna.create_study(storage=storage, study_name="theirs")
+    foreign.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    strategy = optuna_strategy(optuna.samplers.RandomSampler(seed=0), storage=storage,
+                               study_name="theirs")
+    with pytest.raises(ValueError, match="trials that no jaxtune sweep wrote"):
+        strategy.init(SPACE, jax.random.PRNGKey(0))
 
 
 def test_optuna_strategy_refuses_a_maximizing_stored_study(tmp_path):

@@ -340,6 +340,9 @@ class OptunaState(NamedTuple):
     mirror: Any = None  # optuna.Study in storage, or None
 
 
+_SWEEP_ATTR = "jaxtune.sweep"
+
+
 def _mirror_trial(mirror: Any, number: int, params: Mapping[str, Any],
                   distributions: Mapping[str, Any]) -> None:
     """Makes trial ``number`` of the storage study hold ``params``: it is created (running)
@@ -367,6 +370,15 @@ def _mirror_tell(mirror: Any, number: int, score: float) -> None:
     optuna = _optuna()
     trial = mirror.get_trials(deepcopy=False)[number]
     if trial.state.is_finished():
+        # A resumed sweep replays the same training, so it scores the stored trial exactly as
+        # before; another score means another sweep (other data or budget) under this name.
+        told = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else float("nan")
+        if not (told == score or (np.isnan(told) and not np.isfinite(score))):
+            raise ValueError(
+                f"optuna_strategy: study {mirror.study_name!r} in storage already holds trial "
+                f"{number} with value {told!r}, but this sweep scored it {score!r}; it belongs "
+                "to another sweep: use another study_name"
+            )
         return
     if np.isfinite(score):
         mirror.tell(trial.number, float(score))
@@ -472,6 +484,22 @@ def optuna_strategy(
                     f"optuna_strategy: study {mirror.study_name!r} in storage maximizes; jaxtune "
                     "tells losses to minimize: use another study_name"
                 )
+            # Which sweep the stored study records: the seed and the space fix the proposals,
+            # so a study written by another sweep is refused here, before anything trains.
+            sweep = f"seed={seed} space={_label(space.to_dict())}"
+            recorded = mirror.user_attrs.get(_SWEEP_ATTR)
+            if recorded is None and mirror.get_trials(deepcopy=False):
+                raise ValueError(
+                    f"optuna_strategy: study {mirror.study_name!r} in storage already holds "
+                    "trials that no jaxtune sweep wrote: use another study_name"
+                )
+            if recorded is not None and recorded != sweep:
+                raise ValueError(
+                    f"optuna_strategy: study {mirror.study_name!r} in storage belongs to another "
+                    f"sweep: use another study_name (it records {recorded}; this sweep is "
+                    f"{sweep})"
+                )
+            mirror.set_user_attr(_SWEEP_ATTR, sweep)
         return OptunaState(space, study, _space_maps(space), (), 0, mirror)
 
     def ask(state: OptunaState, num: int) -> tuple[list[Config], OptunaState]:
