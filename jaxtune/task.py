@@ -131,8 +131,13 @@ class Task:
         if self.input_shape is not None:
             shape = self.input_shape
             if isinstance(shape, int | str) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+                isinstance(d, int) and not isinstance(d, bool) for d in shape
             ):
+                raise TypeError(
+                    f"Task.input_shape={shape!r} must be a tuple of positive ints (one example's "
+                    "shape without the batch axis, e.g. (64,)) or None."
+                )
+            if not all(d > 0 for d in shape):
                 raise ValueError(
                     f"Task.input_shape={shape!r} must be a tuple of positive ints (one example's "
                     "shape without the batch axis, e.g. (64,)) or None."
@@ -144,11 +149,11 @@ class Task:
                     "Task.num_classes must be None for kind='regression'; "
                     "use kind='classification' for labels."
                 )
-            if (
-                isinstance(self.num_classes, bool)
-                or not isinstance(self.num_classes, int)
-                or self.num_classes < 2
-            ):
+            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
+                raise TypeError(
+                    f"Task.num_classes={self.num_classes!r} must be an int >= 2 or None."
+                )
+            if self.num_classes < 2:
                 raise ValueError(
                     f"Task.num_classes={self.num_classes!r} must be an int >= 2 or None."
                 )

@@ -120,7 +120,7 @@ def tune(
       metric: the selection metric, e.g. ``"valid_accuracy"`` or ``"valid_mse"``.
       mode: ``"max"`` or ``"min"``; default from the task's ``metric_modes``.
       seed: the sweep seed (strategy key and member keys derive from it).
-      devices: devices of the population mesh (default: all local devices).
+      devices: devices of the population mesh (default: ``jax.devices()``, every process's).
       on_segment: progress callback, see :class:`~jaxtune.engine.SegmentReport`. On a resume,
         its ``restored(member_steps)`` method, when it has one (as
         :class:`~jaxtune.ProgressBar` does), is called once with the member-steps restored from

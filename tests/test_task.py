@@ -46,9 +46,9 @@ def test_fields_default_to_undeclared_and_are_normalized():
     [
         (dict(kind="ranking"), ValueError, r"Task\.kind='ranking'"),
         (dict(input_shape=(4, 0)), ValueError, r"Task\.input_shape"),
-        (dict(input_shape=4), ValueError, r"Task\.input_shape.*tuple"),
+        (dict(input_shape=4), TypeError, r"Task\.input_shape.*tuple"),
         (dict(num_classes=1), ValueError, r"Task\.num_classes=1.*>= 2"),
-        (dict(num_classes=True), ValueError, r"Task\.num_classes"),
+        (dict(num_classes=True), TypeError, r"Task\.num_classes"),
         (dict(num_classes=3, kind="regression"), ValueError, r"num_classes must be None"),
     ],
 )
