@@ -937,9 +937,9 @@ def train(
         values outside their valid ranges (``optim.VALUE_RANGES`` for the names the group's
         optimizer and schedule read, ``task.value_ranges``), a name the engine or the task
         reads as static (``batch_size``, ``num_steps``, ``task.static_hparams``) declared
-        dynamic, or a
-        task that does not fit the data (declared ``input_shape``/``num_classes``/``kind``, or
-        shapes that fail the abstract trace), all before any compilation.
+        dynamic, or a task that does not fit the data (declared
+        ``input_shape``/``num_classes``/``kind``, or shapes that fail the abstract trace), all
+        before any compilation.
 
     Example:
       >>> from jaxtune import data, task as task_lib
@@ -1049,6 +1049,7 @@ def train(
 
     # Memory: decide chunk sizes before compiling anything.
     budget = memory_budget_bytes or _device_memory_bytes(list(layout.mesh.devices.flat))
+    data_bytes = _replicated_data_bytes(split, evaluate_test)
     chunk_sizes = []
     member_bytes: dict[str, int] = {}
     for spec, indices in specs:
@@ -1081,11 +1082,8 @@ def train(
                 "data's input_shape and num_classes)."
             ) from error
         member_bytes[spec.label] = per_member
-        chunk_sizes.append(_chunk_size(
-            spec.label, len(indices), per_member, budget, _replicated_data_bytes(split,
-                                                                                 evaluate_test),
-            layout, chunk_cap, members_per_device,
-        ))
+        chunk_sizes.append(_chunk_size(spec.label, len(indices), per_member, budget, data_bytes,
+                                       layout, chunk_cap, members_per_device))
     num_chunks = sum(
         -(-len(indices) // size) for (_, indices), size in zip(specs, chunk_sizes, strict=True)
     )

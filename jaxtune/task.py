@@ -76,8 +76,9 @@ class Task:
         (not declared). When given, :func:`jaxtune.train` checks the data's feature shape
         against it before compiling.
       num_classes: for a classification task, the number of classes (>= 2), or ``None``. When
-        given, :func:`jaxtune.train` checks that labels are integers in ``[0, num_classes)``
-        and that the split agrees.
+        given, :func:`jaxtune.train` checks that labels are whole numbers in
+        ``[0, num_classes)`` (of an integer dtype for more than two classes) and that the split
+        agrees.
       kind: ``"classification"``, ``"regression"`` or ``None`` (not declared). When given,
         :func:`jaxtune.train` checks it against the split's ``kind``.
       static_hparams: names the task reads as plain Python values (they set a shape or the
@@ -130,18 +131,14 @@ class Task:
             )
         if self.input_shape is not None:
             shape = self.input_shape
+            message = (f"Task.input_shape={shape!r} must be a tuple of positive ints (one "
+                       "example's shape without the batch axis, e.g. (64,)) or None.")
             if isinstance(shape, int | str) or not all(
                 isinstance(d, int) and not isinstance(d, bool) for d in shape
             ):
-                raise TypeError(
-                    f"Task.input_shape={shape!r} must be a tuple of positive ints (one example's "
-                    "shape without the batch axis, e.g. (64,)) or None."
-                )
+                raise TypeError(message)
             if not all(d > 0 for d in shape):
-                raise ValueError(
-                    f"Task.input_shape={shape!r} must be a tuple of positive ints (one example's "
-                    "shape without the batch axis, e.g. (64,)) or None."
-                )
+                raise ValueError(message)
             object.__setattr__(self, "input_shape", tuple(int(d) for d in shape))
         if self.num_classes is not None:
             if self.kind == "regression":
@@ -149,14 +146,11 @@ class Task:
                     "Task.num_classes must be None for kind='regression'; "
                     "use kind='classification' for labels."
                 )
+            message = f"Task.num_classes={self.num_classes!r} must be an int >= 2 or None."
             if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
-                raise TypeError(
-                    f"Task.num_classes={self.num_classes!r} must be an int >= 2 or None."
-                )
+                raise TypeError(message)
             if self.num_classes < 2:
-                raise ValueError(
-                    f"Task.num_classes={self.num_classes!r} must be an int >= 2 or None."
-                )
+                raise ValueError(message)
 
     def _key(self) -> Any:
         if self.identity is not None:
@@ -206,6 +200,9 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
                 f"num_classes={split.num_classes}."
             )
         num_classes = task.num_classes or split.num_classes
+    # Binary tasks read labels as floats (sigmoid loss, threshold 0.5); a softmax over more
+    # classes indexes with them, so they must be integers.
+    needs_integer_labels = task.kind == "classification" and (num_classes or 0) > 2
     parts = ["train", "valid"] + (["test"] if include_test else [])
     for part in parts:
         x, y = getattr(split, f"x_{part}"), getattr(split, f"y_{part}")
@@ -220,11 +217,7 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
                 f"task.input_shape={task.input_shape}; build the task with "
                 f"input_shape={tuple(x.shape[1:])} (or reshape the data)."
             )
-        # Binary tasks read labels as floats (sigmoid loss, threshold 0.5); a softmax over
-        # more classes indexes with them, so they must be integers.
-        multiclass = (num_classes or task.num_classes or split.num_classes or 0) > 2
-        if task.kind == "classification" and multiclass and not np.issubdtype(y.dtype,
-                                                                              np.integer):
+        if needs_integer_labels and not np.issubdtype(y.dtype, np.integer):
             raise TypeError(
                 f"split.y_{part} has dtype {y.dtype} but task {task.name!r} classifies more "
                 f"than two classes and needs integer labels; convert them with "
