@@ -14,8 +14,9 @@ log-uniform [1e-4, 1e-1], weight decay log-uniform [1e-6, 1e-2], P = 64 members.
   (f) the machine's fp32 matmul peak in JAX: one 1024^3 product per device, every device at
       once (the devices jaxtune's population is sharded over).
 
-All JAX timings are warm (compiled once before timing), medians of --repeats runs; (d) includes
-its own compilations because they are what that pattern costs. Figures are per-trial seconds and
+All JAX timings are warm (compiled once before timing), medians of --repeats runs of (a), (a'),
+(b) and (c) timed in turn within each repeat; (d) includes its own compilations because they are
+what that pattern costs. Figures are per-trial seconds and
 ratios measured side by side in this one run. The last line is machine-readable.
 
     python benchmarks/population.py            # the full workload
@@ -105,7 +106,21 @@ def _handwritten_train(num_steps, batch_size):
     return train_one
 
 
-def bench_jaxtune(task, configs, split, num_steps, batch_size, repeats, batch_mode="independent"):
+def _interleaved_medians(runners, repeats):
+    """Median seconds of each warm runner, timed in turn within every repeat (A B C A B C ...),
+    so a slow spell of the machine lands on all of them rather than on one."""
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def bench_jaxtune(task, configs, split, num_steps, batch_size, batch_mode="independent"):
+    """Returns a warm runner of jaxtune's sweep, the first call's seconds and its Results."""
+
     def run():
         return jt.train(task, configs, split, num_steps=num_steps, batch_size=batch_size,
                         steps_per_segment=num_steps // 5, evaluate_test=False,
@@ -114,11 +129,11 @@ def bench_jaxtune(task, configs, split, num_steps, batch_size, repeats, batch_mo
     start = time.perf_counter()
     first = run()
     first_s = time.perf_counter() - start
-    warm_s = _median_time(run, repeats)
-    return warm_s, first_s, first
+    return run, first_s, first
 
 
-def bench_vmap(configs, split, num_steps, batch_size, repeats):
+def bench_vmap(configs, split, num_steps, batch_size):
+    """Returns a warm runner of the hand-written jit(vmap(scan)) population."""
     devices = jax.devices()
     mesh = Mesh(np.asarray(devices), ("p",))
     sharded = NamedSharding(mesh, PartitionSpec("p"))
@@ -136,10 +151,11 @@ def bench_vmap(configs, split, num_steps, batch_size, repeats):
         return jax.block_until_ready(fn(keys, lr, wd, x, y))
 
     run()
-    return _median_time(run, repeats)
+    return run
 
 
-def bench_sequential(configs, split, num_steps, batch_size, repeats):
+def bench_sequential(configs, split, num_steps, batch_size):
+    """Returns a warm runner of one jitted training per config, dispatched round-robin."""
     devices = jax.devices()
     fn = jax.jit(_handwritten_train(num_steps, batch_size))
     data = [jax.device_put((split.x_train, split.y_train), d) for d in devices]
@@ -155,7 +171,7 @@ def bench_sequential(configs, split, num_steps, batch_size, repeats):
         return jax.block_until_ready(outs)
 
     run()
-    return _median_time(run, max(1, repeats - 1))
+    return run
 
 
 def bench_optuna(configs, split, num_steps, batch_size):
@@ -285,17 +301,23 @@ def main(argv=None):
     print(f"devices: {len(jax.devices())} x {jax.devices()[0].platform}; P={num_members}, "
           f"{num_steps} AdamW steps, batch {batch_size}", flush=True)
 
-    a_s, a_first_s, first = bench_jaxtune(task, configs, split, num_steps, batch_size, repeats)
+    run_a, a_first_s, first = bench_jaxtune(task, configs, split, num_steps, batch_size)
     compiles = first.metadata["num_segment_compilations"]
+    runners = {
+        "a": run_a,
+        "a_shared": bench_jaxtune(task, configs, split, num_steps, batch_size,
+                                  batch_mode="shared")[0],
+        "b": bench_vmap(configs, split, num_steps, batch_size),
+        "c": bench_sequential(configs, split, num_steps, batch_size),
+    }
+    medians = _interleaved_medians(runners, repeats)
+    a_s, shared_s, b_s, c_s = (medians[k] for k in ("a", "a_shared", "b", "c"))
     print(f"(a) jaxtune        {a_s:8.3f} s warm ({a_first_s:.3f} s with compilation), "
-          f"{a_s / num_members:.4f} s/trial", flush=True)
-    shared_s, _, _ = bench_jaxtune(task, configs, split, num_steps, batch_size, repeats,
-                                   batch_mode="shared")
+          f"{a_s / num_members:.4f} s/trial; "
+          f"{first.metadata['num_guarded_segments']} guarded segments", flush=True)
     print(f"(a') jaxtune, one minibatch shared by all members {shared_s:8.3f} s warm "
           f"({a_s / shared_s:.2f}x the independent-minibatch speed)", flush=True)
-    b_s = bench_vmap(configs, split, num_steps, batch_size, repeats)
     print(f"(b) hand vmap      {b_s:8.3f} s, {b_s / num_members:.4f} s/trial", flush=True)
-    c_s = bench_sequential(configs, split, num_steps, batch_size, repeats)
     print(f"(c) sequential     {c_s:8.3f} s, {c_s / num_members:.4f} s/trial", flush=True)
     d_trial = bench_optuna(configs[:optuna_trials], split, num_steps, batch_size)
     print(f"(d) optuna pattern {d_trial:8.4f} s/trial over {optuna_trials} trials", flush=True)

@@ -22,12 +22,17 @@ trained alone gives the same parameters up to float rounding; replayed with the 
 
 **Divergence.** A member whose loss or update is not finite is frozen at its last finite state,
 marked ``diverged`` and its step recorded; because every member's arithmetic is independent, the
-other members' results are unaffected.
+other members' results are unaffected. Checking and freezing every member at every step costs
+about 15% of a step on XLA:CPU, so a segment is optimistic: it first runs a scan with no
+per-step checks, and only when a member went wrong in it (or a member has less than a segment
+left) does it rerun the segment from its starting state with the guarded scan, inside the same
+program (``lax.cond``; see :func:`_segment`). Both scans give a healthy member the same values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -215,8 +220,15 @@ def _tree_select(pred: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
-def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step, preprocess,
-                 dynamic, rows, count, train, shared_batch):
+def _all_finite(tree: Any) -> jax.Array:
+    """True when every element of every leaf is finite (one member's scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.stack(leaves).all() if leaves else jnp.bool_(True)
+
+
+def _member_update(spec, params, opt_state, train_key, step, preprocess, dynamic, rows, count,
+                   train, shared_batch):
+    """One member's gradient step, unguarded: ``(loss, updates, new_params, new_opt_state)``."""
     hp = spec.hp(dynamic)
     step_key = jax.random.fold_in(train_key, step)
     batch_key, dropout_key = jax.random.split(step_key)
@@ -230,11 +242,19 @@ def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step,
     )
     optimizer = optim.make_optimizer(hp, spec.num_steps)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
+    return loss, updates, optax.apply_updates(params, updates), new_opt_state
+
+
+def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step, preprocess,
+                 dynamic, rows, count, train, shared_batch):
+    """One member's guarded step: it freezes a member that is stopped, done or not finite."""
+    loss, updates, new_params, new_opt_state = _member_update(
+        spec, params, opt_state, train_key, step, preprocess, dynamic, rows, count, train,
+        shared_batch,
+    )
+    finite = jnp.isfinite(loss) & _all_finite(updates)
     in_range = step < spec.num_steps
     take = alive & finite & in_range
-    # The selects fuse into the update loops, so freezing costs no extra pass over memory.
     params = _tree_select(take, new_params, params)
     opt_state = _tree_select(take, new_opt_state, opt_state)
     newly_diverged = alive & in_range & ~finite
@@ -243,6 +263,16 @@ def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step,
     step = step + take.astype(step.dtype)
     counted = take.astype(jnp.float32)
     return params, opt_state, step, alive, diverged_step, jnp.where(take, loss, 0.0), counted
+
+
+def _member_step_unguarded(spec, params, opt_state, train_key, step, preprocess, dynamic, rows,
+                           count, train, shared_batch):
+    """One member's step with no freezing: ``(params, opt_state, loss_is_finite, loss)``."""
+    loss, _, new_params, new_opt_state = _member_update(
+        spec, params, opt_state, train_key, step, preprocess, dynamic, rows, count, train,
+        shared_batch,
+    )
+    return new_params, new_opt_state, jnp.isfinite(loss), loss
 
 
 def _segment(
@@ -254,43 +284,125 @@ def _segment(
     segment_index: jax.Array,
     train: Mapping[str, jax.Array],
     valid: Mapping[str, jax.Array],
-) -> tuple[PopulationState, dict[str, jax.Array]]:
+) -> tuple[PopulationState, dict[str, jax.Array], jax.Array]:
+    """``steps_per_segment`` steps of every member, then the validation pass.
+
+    Returns the new state, the per-member metrics and whether the guarded scan ran.
+
+    Two scans of the same steps are in the program, and ``lax.cond`` picks at run time:
+
+    * the *fast* scan updates every member unconditionally (what a hand-written
+      ``vmap(scan)`` does). It runs when every live member has a whole segment left. Members
+      that are not live (stopped, diverged, finished, padding) get their starting state back at
+      the end. A live member went wrong in it exactly when one of its losses was not finite or
+      its final parameters are not (a non-finite update makes a parameter non-finite, and a
+      non-finite parameter stays so), and then its result is thrown away.
+    * the *guarded* scan checks every member at every step and freezes it at its last finite
+      state. It reruns the segment from the starting state when the fast scan saw a member go
+      wrong, or when a live member has less than a segment left.
+
+    When the fast scan's result is kept, the guarded scan would have taken the same steps, so
+    the two give the same members the same values. The per-step selects of the guarded scan cost
+    about 15% of a step on XLA:CPU (docs/benchmarks.md), which the fast path does not pay.
+    """
     train_rows = None if rows is None else rows.train_rows
     train_counts = None if rows is None else rows.train_counts
-    step_all = jax.vmap(
-        _member_step, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None)
-    )
+    num_segment_steps = spec.steps_per_segment
 
-    def body(carry, i):
-        params, opt_state, step, alive, diverged_step = carry
-        shared_batch = None
-        if spec.batch_mode == "shared":
-            # Common random numbers: one minibatch per step for every member.
-            key = jax.random.fold_in(shared_key, segment_index * spec.steps_per_segment + i)
-            idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
-            shared_batch = {"x": train["x"][idx], "y": train["y"][idx]}
-        params, opt_state, step, alive, diverged_step, loss, counted = step_all(
-            spec, params, opt_state, state.train_key, step, alive, diverged_step,
-            state.preprocess, dynamic, train_rows, train_counts, train, shared_batch,
-        )
-        return (params, opt_state, step, alive, diverged_step), (loss, counted)
+    def shared_batch_at(i):
+        if spec.batch_mode != "shared":
+            return None
+        # Common random numbers: one minibatch per step for every member.
+        key = jax.random.fold_in(shared_key, segment_index * num_segment_steps + i)
+        idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
+        return {"x": train["x"][idx], "y": train["y"][idx]}
 
-    carry = (state.params, state.opt_state, state.step, state.alive, state.diverged_step)
-    carry, (losses, counted) = jax.lax.scan(
-        body, carry, jnp.arange(spec.steps_per_segment, dtype=jnp.int32)
-    )
-    params, opt_state, step, alive, diverged_step = carry
-    steps_taken = jnp.sum(counted, axis=0)
-    metrics = {
-        "train_loss": jnp.where(
+    def mean_loss(losses, steps_taken):
+        return jnp.where(
             steps_taken > 0, jnp.sum(losses, axis=0) / jnp.maximum(steps_taken, 1.0), jnp.nan
         )
-    }
-    new_state = state._replace(
-        params=params, opt_state=opt_state, step=step, alive=alive, diverged_step=diverged_step
+
+    def guarded(start):
+        step_all = jax.vmap(
+            _member_step, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None)
+        )
+
+        def body(carry, i):
+            params, opt_state, step, alive, diverged_step = carry
+            params, opt_state, step, alive, diverged_step, loss, counted = step_all(
+                spec, params, opt_state, start.train_key, step, alive, diverged_step,
+                start.preprocess, dynamic, train_rows, train_counts, train, shared_batch_at(i),
+            )
+            return (params, opt_state, step, alive, diverged_step), (loss, counted)
+
+        carry = (start.params, start.opt_state, start.step, start.alive, start.diverged_step)
+        carry, (losses, counted) = jax.lax.scan(
+            body, carry, jnp.arange(num_segment_steps, dtype=jnp.int32)
+        )
+        params, opt_state, step, alive, diverged_step = carry
+        new_state = start._replace(params=params, opt_state=opt_state, step=step, alive=alive,
+                                   diverged_step=diverged_step)
+        return new_state, mean_loss(losses, jnp.sum(counted, axis=0))
+
+    live = state.alive & (state.step < spec.num_steps)
+
+    def fast(start):
+        step_all = jax.vmap(
+            _member_step_unguarded, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, None, None)
+        )
+
+        def body(carry, i):
+            params, opt_state, finite = carry
+            params, opt_state, loss_finite, loss = step_all(
+                spec, params, opt_state, start.train_key, start.step + i, start.preprocess,
+                dynamic, train_rows, train_counts, train, shared_batch_at(i),
+            )
+            return (params, opt_state, finite & loss_finite), loss
+
+        carry = (start.params, start.opt_state, jnp.ones_like(live))
+        (params, opt_state, finite), losses = jax.lax.scan(
+            body, carry, jnp.arange(num_segment_steps, dtype=jnp.int32)
+        )
+        finite = finite & jax.vmap(_all_finite)(params)
+        went_wrong = jnp.any(live & ~finite)
+        new_state = start._replace(
+            params=params, opt_state=opt_state,
+            step=jnp.where(live, start.step + num_segment_steps, start.step),
+        )
+        steps_taken = jnp.where(live, jnp.float32(num_segment_steps), 0.0)
+        return new_state, mean_loss(losses, steps_taken), went_wrong
+
+    any_live = jnp.any(live)
+    all_live = jnp.all(live)
+
+    def skip(start):
+        # Nothing live: nothing to do. A live member short of a whole segment: guarded scan.
+        return start, jnp.full(live.shape, jnp.nan, jnp.float32), any_live
+
+    def keep_fast(start, fast_state, fast_loss):
+        return fast_state, fast_loss
+
+    def keep_fast_restoring_the_others(start, fast_state, fast_loss):
+        # Members that were not live trained on garbage in the fast scan: back to their start.
+        return fast_state._replace(
+            params=_tree_select_members(live, fast_state.params, start.params),
+            opt_state=_tree_select_members(live, fast_state.opt_state, start.opt_state),
+        ), fast_loss
+
+    def rerun_guarded(start, fast_state, fast_loss):
+        return guarded(start)
+
+    whole_segment_left = ~jnp.any(live & (state.step + num_segment_steps > spec.num_steps))
+    fast_state, fast_loss, redo = jax.lax.cond(whole_segment_left & any_live, fast, skip, state)
+    # The restoring select is a pass over the whole state: skipped when every member is live.
+    branch = jnp.where(redo, 2, jnp.where(all_live, 0, 1))
+    new_state, train_loss = jax.lax.switch(
+        branch, (keep_fast, keep_fast_restoring_the_others, rerun_guarded),
+        state, fast_state, fast_loss,
     )
+    metrics = {"train_loss": train_loss}
     metrics.update(_evaluate_population(spec, new_state, dynamic, rows, train, valid, "valid"))
-    return new_state, metrics
+    return new_state, metrics, redo
 
 
 def _evaluate_population(spec, state, dynamic, rows, train, data, prefix):
@@ -374,10 +486,14 @@ def _tree_select_members(mask: jax.Array, new: Any, old: Any) -> Any:
 def _pinned(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn(spec, *args)`` -> ``pinned(spec, sharding, *args)`` whose outputs are sharded on the
     population axis. Without it, leaves built from constants (zeros of a fresh optimizer state,
-    step counters) come out replicated, and the next call compiles again for that layout."""
+    step counters) come out replicated, and the next call compiles again for that layout.
+    Scalar outputs (a segment's ``guarded`` flag) stay replicated."""
 
     def pinned(spec, sharding, *args):
-        return jax.lax.with_sharding_constraint(fn(spec, *args), sharding)
+        def pin(x):
+            return jax.lax.with_sharding_constraint(x, sharding) if jnp.ndim(x) else x
+
+        return jax.tree_util.tree_map(pin, fn(spec, *args))
 
     pinned.__name__ = fn.__name__
     return pinned
@@ -666,14 +782,17 @@ def member_memory_bytes(
 ) -> int:
     """Estimates one member's device memory from abstract shapes (tracing only, no compilation).
 
-    ``3 * state + max(step_peak, eval_peak) + eval_bytes``, where ``state`` is the parameters
-    plus optimizer state (current, new and selected copies live at once), ``step_peak`` the
+    ``4 * state + max(step_peak, eval_peak) + eval_bytes``, where ``state`` is the parameters
+    plus optimizer state (the segment's starting state, kept for a guarded rerun, and the
+    current, new and selected copies live at once), ``step_peak`` the
     largest total size of the values alive at once in one member's gradient step on one
     minibatch, ``eval_peak`` the same for ``task.evaluate`` on ``eval_rows`` rows, and
     ``eval_bytes`` the member's own copy of the validation data. Both peaks come from walking
     the traced jaxpr in order and freeing each value after its last use: what the program needs
-    before XLA fuses anything (fusion only removes intermediates). On XLA:CPU this lands within
-    1.4x above the compiled programs' own ``memory_analysis()`` for the built-in MLP and CNN.
+    before XLA fuses anything (fusion only removes intermediates). On XLA:CPU this lands above
+    the compiled segment's own ``memory_analysis()`` and within 1.5x of it for the built-in MLP
+    and CNN (tests/test_devices.py). The result is cached per signature: a sweep calling
+    ``train`` once per round traces the task once.
 
     Args:
       spec: the static group.
@@ -688,6 +807,16 @@ def member_memory_bytes(
     Returns:
       Bytes per member.
     """
+    return _member_memory_bytes(
+        spec, tuple(sorted(example_dynamic)), tuple(int(d) for d in input_shape), int(eval_bytes),
+        int(eval_rows), None if train_rows is None else int(train_rows), np.dtype(input_dtype),
+        np.dtype(label_dtype),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _member_memory_bytes(spec, example_dynamic, input_shape, eval_bytes, eval_rows, train_rows,
+                         input_dtype, label_dtype) -> int:
     # Abstract inputs only: estimating must not compile (or run) anything.
     dyn = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in example_dynamic}
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
@@ -709,7 +838,7 @@ def member_memory_bytes(
     if eval_rows > 0:
         evaluate = jax.make_jaxpr(lambda p, v, d: spec.task.evaluate(p, v, spec.hp(d)))
         peak = max(peak, _peak_live_bytes(evaluate(params, data(eval_rows), dyn)))
-    return 3 * state_bytes + peak + eval_bytes
+    return 4 * state_bytes + peak + eval_bytes
 
 
 def _peak_live_bytes(closed_jaxpr: Any) -> int:
@@ -922,13 +1051,17 @@ def train(
         into at segment boundaries (docs/checkpointing.md); needs ``orbax-checkpoint``.
       resume: continue the sweep checkpointed in ``checkpoint`` (from its last saved segment;
         a directory without a checkpoint yet starts afresh). The Results equal those of an
-        uninterrupted run except ``wall_time_s`` and the compile counts.
+        uninterrupted run except ``wall_time_s``, the compile counts and
+        ``num_guarded_segments``.
 
     Returns:
       :class:`~jaxtune.results.Results` with one row per member, in the order of ``configs``.
       ``metadata["num_compilations"]`` counts the XLA compilations this call triggered and
       ``metadata["num_segment_compilations"]`` those of the training segment (one per static
-      group on a first call, zero when the same signatures ran before). With
+      group on a first call, zero when the same signatures ran before);
+      ``metadata["num_guarded_segments"]`` counts the segments that ran the guarded scan (a
+      member diverged in them, or one had less than a segment left: see the module
+      docstring). With
       ``return_params``, a tuple ``(results, params)`` where ``params[i]`` is member i's final
       parameter pytree (numpy arrays).
 
@@ -1112,6 +1245,7 @@ def train(
     results_rows: list[MemberResult] = []
     final_params: list[Any] = []
     chunk_index = -1
+    stats = {"guarded_segments": 0}
     with _CompileCounter() as counter:
         for group_index, ((spec, indices), chunk) in enumerate(zip(specs, chunk_sizes,
                                                                      strict=True)):
@@ -1131,7 +1265,7 @@ def train(
                 finished = _run_chunk(
                     spec, layout, members, size, seed, chunk_rows,
                     (train_data, valid_data, test_data), group_index, len(specs),
-                    on_segment, return_params, scheduler, new_member_id,
+                    on_segment, return_params, scheduler, new_member_id, stats,
                     None if session is None else (session, chunk_index, next_id),
                 )
                 rows = [member.result(spec.label) for member in finished]
@@ -1166,6 +1300,7 @@ def train(
         "num_compilations": counter.count,
         "num_segment_compilations": counter.by_function.get("jit(_segment)", 0),
         "num_static_groups": len(specs),
+        "num_guarded_segments": stats["guarded_segments"],
         "num_devices": layout.num_devices,
         "num_processes": jax.process_count(),
         "num_chunks": num_chunks,
@@ -1309,9 +1444,12 @@ def _run_chunk(
     return_params: bool,
     scheduler: Scheduler | None,
     next_member_id: Callable[[], int],
+    stats: dict[str, int],
     checkpoint: tuple[Any, int, list[int]] | None = None,
 ) -> list[_Member]:
     """Trains one chunk of a static group; returns every member it ran, in start order.
+
+    ``stats["guarded_segments"]`` counts the segments that ran the guarded scan.
 
     ``checkpoint`` is ``(session, chunk_index, next_id)``: the chunk continues from the
     session's saved progress, if any, and saves at segment boundaries when due.
@@ -1380,16 +1518,17 @@ def _run_chunk(
                 slots, finished_members, segment_index, num_diverged, views, next_id[0],
             )
             saved_segment = segment_index
-        state, metrics = segment(
+        state, metrics, guarded = segment(
             spec, layout.population, state, dynamic, rows, shared_key, jnp.int32(segment_index),
             train_data, valid_data,
         )
         segment_index += 1
         if checkpoint is not None:
             session.store.segment_done()
-        host_metrics, host_step, host_alive, host_diverged = _to_host(
-            (metrics, state.step, state.alive, state.diverged_step)
+        host_metrics, host_step, host_alive, host_diverged, guarded = _to_host(
+            (metrics, state.step, state.alive, state.diverged_step, guarded)
         )
+        stats["guarded_segments"] += int(guarded)
         host_step = np.asarray(host_step, np.int64)
         for slot, member in enumerate(slots):
             if member is None or member.status != "running":

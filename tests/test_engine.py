@@ -157,6 +157,79 @@ def test_divergent_member_is_isolated(digits_split):
     best = results.best("valid_accuracy", mode="max")
     assert best.status == "completed"
     assert best.config["learning_rate"] != 1e3
+    # Only the segment it diverged in was rerun guarded; later ones skip the dead member.
+    assert row.diverged_step < 10
+    assert results.metadata["num_guarded_segments"] == 1
+    assert clean.metadata["num_guarded_segments"] == 0
+
+
+@jax.custom_vjp
+def _identity_with_nan_gradient_from_three(w):
+    return w
+
+
+def _nan_gradient_fwd(w):
+    return w, w
+
+
+def _nan_gradient_bwd(w, g):
+    return (jnp.where(w >= 3.0, jnp.nan, g),)
+
+
+_identity_with_nan_gradient_from_three.defvjp(_nan_gradient_fwd, _nan_gradient_bwd)
+
+
+def _nan_gradient_task():
+    """loss = -w, SGD climbs w by the learning rate per step; from w >= 3 the gradient is NaN
+    while the loss stays finite: only the update can tell that the member went wrong."""
+
+    def init(key, hp):
+        return {"w": jnp.zeros(())}
+
+    def loss(params, batch, key, hp):
+        return -_identity_with_nan_gradient_from_three(params["w"]), {}
+
+    def evaluate(params, data, hp):
+        return {"w": params["w"]}
+
+    return jt.Task(init, loss, evaluate, name="nan_gradient", metric_modes={"w": "max"})
+
+
+def test_non_finite_update_with_finite_loss_is_caught():
+    split = jt.train_valid_test_split(jt.make_linear(num_samples=64, seed=0), stratify=False)
+    configs = [{"learning_rate": lr, "optimizer": "sgd"} for lr in (0.125, 1.0, 0.25)]
+    results, params = engine.train(
+        _nan_gradient_task(), configs, split, num_steps=40, batch_size=None,
+        steps_per_segment=20, evaluate_test=False, return_params=True,
+    )
+    # lr 1: w = 0, 1, 2, 3 -> the 4th step (step 3) has a NaN update; frozen at w = 3.
+    assert results[1].status == "diverged" and results[1].diverged_step == 3
+    assert float(params[1]["w"]) == 3.0
+    assert results[1].curve_steps == [3]
+    # lr 0.25 reaches 3 at step 12, in the same first segment; lr 1/8 at step 24, in the second.
+    assert results[2].status == "diverged" and results[2].diverged_step == 12
+    assert float(params[2]["w"]) == 3.0
+    assert results[0].status == "diverged" and results[0].diverged_step == 24
+    assert float(params[0]["w"]) == 3.0
+    assert results[0].curve_steps == [20, 24]
+    assert results[0].curves["valid_w"] == [2.5, 3.0]
+    assert results.metadata["num_guarded_segments"] == 2
+
+
+def test_fast_and_guarded_segments_give_the_same_members(digits_split):
+    # 25 steps in segments of 10: the last segment has 5 steps left, so it runs guarded; in
+    # segments of 5 every segment is whole and runs fast. The members must not tell.
+    configs = _configs("adamw", [1e-3, 1e-2, 3e-2])
+    kwargs = dict(num_steps=25, batch_size=16, evaluate_test=False, return_params=True)
+    tens, tens_params = engine.train(_mlp_task(), configs, digits_split, steps_per_segment=10,
+                                     **kwargs)
+    fives, fives_params = engine.train(_mlp_task(), configs, digits_split, steps_per_segment=5,
+                                       **kwargs)
+    assert tens.metadata["num_guarded_segments"] == 1
+    assert fives.metadata["num_guarded_segments"] == 0
+    for a, b, row_a, row_b in zip(tens_params, fives_params, tens, fives, strict=True):
+        _assert_params_equal(a, b)
+        assert row_a.metrics["valid_loss"] == row_b.metrics["valid_loss"]
 
 
 def test_dropout_and_penalties_are_dynamic(digits_split):
