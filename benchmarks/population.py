@@ -21,6 +21,7 @@ ratios measured side by side in this one run. The last line is machine-readable.
 
     python benchmarks/population.py            # the full workload
     python benchmarks/population.py --quick    # smaller, under 2 minutes
+    python benchmarks/population.py --profile  # where a step's time goes, op by op
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def bench_vmap(configs, split, num_steps, batch_size):
         return jax.block_until_ready(fn(keys, lr, wd, x, y))
 
     run()
+    run.lowered = lambda: fn.lower(keys, lr, wd, x, y)
     return run
 
 
@@ -282,12 +284,106 @@ def max_member_diff(task, configs, split, num_steps, batch_size):
     return worst
 
 
+def _hlo_ops(hlo_text):
+    """``{instruction: (kind, op_name)}`` of a compiled HLO module's text; ``kind`` is
+    ``"matmul"`` for dots and fusions around a dot, ``"copy"``, ``"loop"`` (while: the PRNG's
+    loops) or ``"elementwise"`` for the other fusions."""
+    import re
+
+    computations, current = {}, None
+    for line in hlo_text.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            current = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            computations[current] = []
+        elif current is not None:
+            computations[current].append(line)
+    has_dot = {name: any(" dot(" in line for line in body) for name, body in computations.items()}
+    ops = {}
+    for body in computations.values():
+        for line in body:
+            match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ ([\w\-]+)\(", line)
+            if not match:
+                continue
+            name, opcode = match.groups()
+            calls = re.search(r"calls=%?([\w.\-]+)", line)
+            op_name = re.search(r'op_name="([^"]*)"', line)
+            if opcode == "dot" or (calls and has_dot.get(calls.group(1))):
+                kind = "matmul"
+            elif opcode in ("copy", "while"):
+                kind = {"copy": "copy", "while": "loop"}[opcode]
+            else:
+                kind = "elementwise"
+            ops[name] = (kind, op_name.group(1).split("/", 1)[-1] if op_name else "")
+    return ops
+
+
+def profile_ops(run, hlo_text, num_steps, top=8):
+    """Device time of one warm ``run()`` per compiled op (XLA:CPU thunk events of a
+    ``jax.profiler`` trace), as milliseconds per step summed over devices, by kind and top ops."""
+    import collections
+    import glob
+    import gzip
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        jax.profiler.start_trace(directory, create_perfetto_trace=True)
+        run()
+        jax.profiler.stop_trace()
+        (path,) = glob.glob(f"{directory}/**/perfetto_trace.json.gz", recursive=True)
+        with gzip.open(path) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    ops = _hlo_ops(hlo_text)
+    module = hlo_text.split()[1].rstrip(",")  # "HloModule jit__segment, ..."
+    per_op = collections.Counter()
+    for event in events:
+        args = event.get("args", {})
+        name = args.get("hlo_op")
+        if event.get("ph") == "X" and args.get("hlo_module") == module and name in ops:
+            per_op[name] += event["dur"] / 1e3 / num_steps
+    by_kind = collections.Counter()
+    for name, ms in per_op.items():
+        by_kind[ops[name][0]] += ms
+    total = sum(by_kind.values())
+    print(f"    {total:.2f} ms of device time per step (summed over devices): " + ", ".join(
+        f"{kind} {ms / total:.0%}" for kind, ms in by_kind.most_common()))
+    for name, ms in per_op.most_common(top):
+        print(f"    {ms:6.3f} ms  {ops[name][0]:11s} {ops[name][1][-90:]}")
+
+
+def profile(task, configs, split, num_steps, batch_size):
+    """Where a step's time goes in (a) and (b), op by op (``--profile``)."""
+    from jaxtune import engine
+
+    runner_a, _, _ = bench_jaxtune(task, configs, split, num_steps, batch_size)
+    seen = {}
+    segment_jit = engine._segment_jit
+
+    def spy(*args):
+        seen["args"] = args
+        return segment_jit(*args)
+
+    engine._segment_jit = spy
+    try:
+        runner_a()
+    finally:
+        engine._segment_jit = segment_jit
+    print("(a) jaxtune, one segment program:")
+    profile_ops(runner_a, segment_jit.lower(*seen["args"]).compile().as_text(), num_steps)
+    runner_b = bench_vmap(configs, split, num_steps, batch_size)
+    print("(b) hand-written vmap:")
+    profile_ops(runner_b, runner_b.lowered().compile().as_text(), num_steps)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller run, under 2 minutes")
     parser.add_argument("--members", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="print where a step's device time goes in (a) and (b), op by op")
     args = parser.parse_args(argv)
     num_members = args.members or (32 if args.quick else 64)
     num_steps = args.steps or (200 if args.quick else 500)
@@ -300,6 +396,9 @@ def main(argv=None):
     configs = _sample_configs(num_members, seed=0)
     print(f"devices: {len(jax.devices())} x {jax.devices()[0].platform}; P={num_members}, "
           f"{num_steps} AdamW steps, batch {batch_size}", flush=True)
+    if args.profile:
+        profile(task, configs, split, num_steps, batch_size)
+        return 0
 
     run_a, a_first_s, first = bench_jaxtune(task, configs, split, num_steps, batch_size)
     compiles = first.metadata["num_segment_compilations"]
