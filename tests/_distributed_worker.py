@@ -12,10 +12,12 @@ so the tests launch this file as a subprocess::
 
 ``local`` and ``distributed`` train :func:`sweep` on every visible (global) device.
 ``devices`` trains the same sweep on the first N devices of one process, with the default layout
-(``default_N``), with 3 members per device (``fixed_N``: ``pad_to=3 * N``, which is what the
-default layout puts on 2 devices), with the layout pinned by ``members_per_device=2``
-(``pinned_N``: chunks of 2 x N slots) or in chunks capped by ``max_members_per_chunk=2 * N + 1``
-(``chunked_N``: rounded down to 2 x N). ``batch-modes`` runs :func:`batch_mode_probe` on 2
+(``default_N``: on CPU each device loops over its members, ``member_loop="map"``), with 3
+members per device (``fixed_N``: ``pad_to=3 * N``, which is what the default layout puts on 2
+devices), with the members batched (``member_loop="vmap"``) in the default layout
+(``batched_N``) or in one pinned by ``members_per_device=2`` (``pinned_N``: chunks of 2 x N
+slots), or in chunks capped by ``max_members_per_chunk=2 * N + 1`` (``chunked_N``: rounded
+down to 2 x N). ``batch-modes`` runs :func:`batch_mode_probe` on 2
 devices in both modes.
 
 The process's CPU device count comes from ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
@@ -40,7 +42,7 @@ PINNED_PER_DEVICE = 2  # members_per_device of the pinned runs: 3, 2, 1 and 1 ch
 
 
 def sweep(devices=None, pad_to=None, batch_mode="independent", members_per_device=None,
-          max_members_per_chunk=None, on_segment=None):
+          max_members_per_chunk=None, on_segment=None, member_loop=None):
     """The sweep every mode runs: 6 Adam members of a small MLP on digits, 20 steps."""
     import numpy as np
 
@@ -58,6 +60,7 @@ def sweep(devices=None, pad_to=None, batch_mode="independent", members_per_devic
         member_seeds=list(range(NUM_MEMBERS)), devices=devices, pad_to=pad_to,
         batch_mode=batch_mode, return_params=True, members_per_device=members_per_device,
         max_members_per_chunk=max_members_per_chunk, on_segment=on_segment,
+        member_loop=member_loop,
     )
 
 
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="this process's JSON report")
     parser.add_argument("--save", help="directory the writer process saves Results to")
     parser.add_argument("--runs", default="default_1,default_2,default_4,default_8,fixed_8",
-                        help="--mode devices: LAYOUT_N runs, LAYOUT = default, fixed "
+                        help="--mode devices: LAYOUT_N runs, LAYOUT = default, batched, fixed "
                         f"(pad_to={PER_DEVICE} x N), pinned "
                         f"(members_per_device={PINNED_PER_DEVICE}) or chunked "
                         "(max_members_per_chunk=2 x N + 1), N = devices")
@@ -190,9 +193,10 @@ def main(argv=None) -> int:
             pad_to = PER_DEVICE * int(count) if layout == "fixed" else None
             per_device = PINNED_PER_DEVICE if layout == "pinned" else None
             cap = 2 * int(count) + 1 if layout == "chunked" else None
+            member_loop = "vmap" if layout in ("pinned", "batched") else None
             runs[name] = summarize(sweep(jax.devices()[: int(count)], pad_to=pad_to,
                                          members_per_device=per_device,
-                                         max_members_per_chunk=cap))
+                                         max_members_per_chunk=cap, member_loop=member_loop))
         report["runs"] = runs
     else:
         report["runs"] = {

@@ -76,9 +76,10 @@ def _assert_close(run, reference):
 @pytest.mark.slow
 def test_same_members_on_1_2_4_8_devices(tmp_path):
     runs = _run_worker(tmp_path, "devices", 8, "--runs",
-                       "default_1,default_2,default_4,default_8")
-    reference = runs["default_1"]
+                       "default_1,default_2,default_4,default_8,"
+                       "batched_1,batched_2,batched_4,batched_8")
     for name, run in runs.items():
+        reference = runs[f"{name.split('_')[0]}_1"]
         # Padding slots (on 4 and 8 devices) never reach Results.
         assert [row["member_id"] for row in run["rows"]] == list(range(NUM_MEMBERS)), name
         assert [row["status"] for row in run["rows"]] == ["completed"] * NUM_MEMBERS, name
@@ -86,7 +87,12 @@ def test_same_members_on_1_2_4_8_devices(tmp_path):
         for row, ref in zip(run["rows"], reference["rows"], strict=True):
             assert row["config"] == ref["config"] and row["seed"] == ref["seed"]
             assert row["curve_steps"] == ref["curve_steps"]
-        _assert_close(run, reference)
+        if name.startswith("default"):
+            # Each device loops over its own members (member_loop="map", the CPU default):
+            # a member's program is the same whatever the devices and the population.
+            _assert_identical(run, reference, name)
+        else:
+            _assert_close(run, reference)
     assert [runs[f"default_{n}"]["num_devices"] for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
 
 
@@ -95,7 +101,7 @@ def test_pinned_layout_is_identical_on_1_2_4_8_devices(tmp_path):
     # members_per_device=2, 6 members: 3 chunks on 1 device, 2 on 2 (the second padded), 1 on
     # 4 (padded to 8) and 1 on 8 (padded to 16); every device trains a [2, ...] slice.
     runs = _run_worker(tmp_path, "devices", 8, "--runs",
-                       "pinned_1,pinned_2,pinned_4,pinned_8,default_1")
+                       "pinned_1,pinned_2,pinned_4,pinned_8,batched_1")
     assert [runs[f"pinned_{n}"]["num_chunks"] for n in (1, 2, 4, 8)] == [3, 2, 1, 1]
     assert [runs[f"pinned_{n}"]["num_devices"] for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
     for n in (1, 2, 4, 8):
@@ -104,7 +110,7 @@ def test_pinned_layout_is_identical_on_1_2_4_8_devices(tmp_path):
         assert [row["status"] for row in rows] == ["completed"] * NUM_MEMBERS
     for n in (1, 4, 8):
         _assert_identical(runs[f"pinned_{n}"], runs["pinned_2"], f"pinned_{n}")
-    _assert_identical(runs["pinned_1"], runs["default_1"], "pinned_1 vs one chunk")
+    _assert_identical(runs["pinned_1"], runs["batched_1"], "pinned_1 vs one chunk")
 
 
 @pytest.mark.slow
@@ -320,9 +326,12 @@ def test_memory_estimate_bounds_what_xla_compiles(model, static):
     [("mlp", {"optimizer": "adamw", "hidden_sizes": (128, 128)}),
      ("cnn", {"optimizer": "adam", "channels": 16})],
 )
-def test_memory_estimate_bounds_the_compiled_segment(monkeypatch, model, static):
+@pytest.mark.parametrize("member_loop", ["vmap", "map"])
+def test_memory_estimate_bounds_the_compiled_segment(monkeypatch, model, static, member_loop):
     """The estimate sizes chunks, so it must cover the real training segment (both scans, the
-    kept starting state and the validation pass) as XLA compiled it, data included."""
+    kept starting state and the validation pass) as XLA compiled it, data included. It counts
+    every member's step at once, which the batched members (``vmap``) need; looping members
+    (``map``) need one member's at a time per device, so there it is more conservative."""
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
     task = jt.classification_task(model, num_classes=10, input_shape=(64,))
     configs = [{"learning_rate": lr, **static} for lr in (1e-3, 3e-3, 1e-2, 3e-2)]
@@ -335,11 +344,14 @@ def test_memory_estimate_bounds_the_compiled_segment(monkeypatch, model, static)
 
     monkeypatch.setattr(engine, "_segment_jit", spy)
     results = jt.train(task, configs, split, num_steps=4, batch_size=128, steps_per_segment=2,
-                       evaluate_test=False)
+                       evaluate_test=False, member_loop=member_loop)
     analysis = real.lower(*seen["args"]).compile().memory_analysis()
     compiled = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
                 + analysis.temp_size_in_bytes)
     (per_member,) = results.metadata["member_memory_bytes"].values()
     estimate = len(configs) * per_member + engine._replicated_data_bytes(split, False)
-    # Never below what XLA needs; measured 1.2x (MLP) and 1.1x (CNN) above it.
-    assert compiled <= estimate <= 1.6 * compiled, (estimate, compiled)
+    # Never below what XLA needs; measured 1.24x (MLP) and 1.14x (CNN) above it with vmap,
+    # 2.1x and 4.0x with map (every member's activations counted where one device holds one
+    # member's at a time: chunks smaller than they could be, never too large).
+    bound = 1.6 if member_loop == "vmap" else 5.0
+    assert compiled <= estimate <= bound * compiled, (estimate, compiled)

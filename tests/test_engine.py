@@ -634,3 +634,24 @@ def test_sharded_population_compiles_its_segment_once():
     out = subprocess.run([sys.executable, "-c", _TWO_DEVICE_SCRIPT], capture_output=True,
                          text=True, timeout=120, check=True)
     assert "segment_compilations 1" in out.stdout, out.stdout + out.stderr
+
+
+def test_member_loop_map_is_the_solo_run_and_agrees_with_vmap(digits_split):
+    configs = _configs("adamw", np.geomspace(1e-3, 3e-2, 6))
+    kwargs = dict(num_steps=30, batch_size=32, steps_per_segment=10, evaluate_test=False,
+                  return_params=True)
+    looped, looped_params = engine.train(_mlp_task(), configs, digits_split, member_loop="map",
+                                         **kwargs)
+    _, batched_params = engine.train(_mlp_task(), configs, digits_split,
+                                     member_loop="vmap", **kwargs)
+    for i in range(len(configs)):
+        # Batched products round differently from one member's own: close, not equal.
+        _assert_params_close(looped_params[i], batched_params[i], SOLO_ATOL, SOLO_RTOL)
+    # Looping over members, each member runs the program a solo run runs: no bit differs.
+    for i in (0, 4):
+        solo, solo_params = engine.train(_mlp_task(), [configs[i]], digits_split,
+                                         member_loop="map", **kwargs)
+        _assert_params_equal(looped_params[i], solo_params[0])
+        assert looped[i].curves == solo[0].curves
+    with pytest.raises(ValueError, match="member_loop='scan' must be"):
+        engine.train(_mlp_task(), configs, digits_split, member_loop="scan", num_steps=10)
