@@ -369,8 +369,16 @@ def _parser() -> argparse.ArgumentParser:
         "--members-per-device",
         type=int,
         default=None,
-        help="pin the layout: every chunk holds exactly K members per device, so results are "
-        "bit-identical on any number of devices (docs/distributed.md)",
+        help="pin the layout: every chunk holds exactly K members per device, so batched "
+        "members (--member-loop vmap) are bit-identical on any number of devices "
+        "(docs/distributed.md)",
+    )
+    sweep.add_argument(
+        "--member-loop",
+        choices=("map", "vmap"),
+        default=None,
+        help="how a device runs its members: map loops over them (the CPU default: faster "
+        "there, and bit-identical on any layout), vmap batches them (the GPU/TPU default)",
     )
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="member seeds")
     sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
@@ -684,7 +692,8 @@ def run_sweep(args: argparse.Namespace) -> int:
             resume=resume,
             engine_options={"batch_mode": args.batch_mode,
                             "max_members_per_chunk": args.max_members_per_chunk,
-                            "members_per_device": args.members_per_device},
+                            "members_per_device": args.members_per_device,
+                            "member_loop": args.member_loop},
         )
     progress.close()  # ends the live line even when the sweep did less than the estimate
     out = Path(args.out)
@@ -725,11 +734,11 @@ def _check_population_flags(args: argparse.Namespace) -> None:
     :func:`jaxtune.distributed.initialize_from_env_or_args`)."""
     if STRATEGIES[args.strategy].run is not None and (
             args.batch_mode != "independent" or args.max_members_per_chunk is not None
-            or args.members_per_device is not None):
+            or args.members_per_device is not None or args.member_loop is not None):
         raise CliError(
-            f"--batch-mode, --max-members-per-chunk and --members-per-device apply to the "
-            f"ask/tell strategies (grid, random, sobol, bayes), not --strategy {args.strategy}; "
-            "drop them"
+            "--batch-mode, --max-members-per-chunk, --members-per-device and --member-loop "
+            "apply to the ask/tell strategies (grid, random, sobol, bayes), not --strategy "
+            f"{args.strategy}; drop them"
         )
     if args.members_per_device is not None and args.max_members_per_chunk is not None:
         raise CliError("--members-per-device fixes the chunk size itself: drop "

@@ -1376,6 +1376,7 @@ def train(
         "num_processes": jax.process_count(),
         "num_chunks": num_chunks,
         "members_per_device": members_per_device,
+        "member_loop": member_loop,
         "member_memory_bytes": member_bytes,
         "memory_budget_bytes": int(budget),
         "seed": seed,

@@ -276,6 +276,7 @@ def test_jaxtune_sweep_in_two_processes_writes_once_what_one_process_computes(tm
         (["--members-per-device", "2", "--strategy", "hyperband"],
          ["--members-per-device", "hyperband"]),
         (["--batch-mode", "shared", "--strategy", "pbt"], ["--batch-mode", "pbt"]),
+        (["--member-loop", "vmap", "--strategy", "halving"], ["--member-loop", "halving"]),
     ],
 )
 def test_bad_population_flags_are_one_line_errors(tmp_path, capsys, monkeypatch, flags, fields):
@@ -325,3 +326,11 @@ def test_sweep_flags_reach_the_engine(tmp_path, monkeypatch):
     # 3 members, 2 per device on this process's devices: chunks of exactly 2 x devices slots.
     assert pinned.metadata["members_per_device"] == 2 and len(pinned) == 3
     assert pinned.metadata["num_chunks"] == -(-3 // (2 * pinned.metadata["num_devices"]))
+    assert pinned.metadata["member_loop"] == "map"  # the CPU default
+
+    status = cli.main(["sweep", "--dataset", "wine", "--space", str(space), "--num-configs",
+                       "2", "--num-steps", "2", "--steps-per-segment", "2", "--batch-size", "8",
+                       "--member-loop", "vmap", "--quiet", "--no-plot", "--out",
+                       str(tmp_path / "batched")])
+    assert status == 0
+    assert jt.Results.load(tmp_path / "batched").metadata["member_loop"] == "vmap"
