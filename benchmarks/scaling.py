@@ -63,7 +63,7 @@ def _configs(num_members: int, seed: int) -> list[dict]:
     ]
 
 
-def measure(sizes, num_steps, steps_per_segment, repeats) -> dict:
+def measure(sizes, num_steps, steps_per_segment, repeats, member_loop=None) -> dict:
     """Times every (P, mode) on this process's devices; returns a JSON-ready report.
 
     Two figures per run: the whole ``jt.train`` call (what a user waits for, including the
@@ -87,7 +87,7 @@ def measure(sizes, num_steps, steps_per_segment, repeats) -> dict:
                 boundaries.clear()
                 return jt.train(task, configs, split, num_steps=num_steps, batch_size=BATCH_SIZE,
                                 steps_per_segment=steps_per_segment, evaluate_test=False,
-                                batch_mode=mode,
+                                batch_mode=mode, member_loop=member_loop,
                                 on_segment=lambda report: boundaries.append(time.perf_counter()))
 
             start = time.perf_counter()
@@ -121,6 +121,7 @@ def measure(sizes, num_steps, steps_per_segment, repeats) -> dict:
                   f"(steady {steady_text}) member-steps/s  first call {compile_s:5.1f} s",
                   flush=True)
     return {"num_devices": jax.device_count(), "platform": jax.devices()[0].platform,
+            "member_loop": results.metadata["member_loop"],
             "device_kind": jax.devices()[0].device_kind, "rows": rows}
 
 
@@ -141,6 +142,8 @@ def _run_child(args, num_devices: int | None, out: Path) -> dict:
                ",".join(map(str, args.sizes)), "--num-steps", str(args.num_steps),
                "--steps-per-segment", str(args.steps_per_segment), "--repeats",
                str(args.repeats)]
+    if args.member_loop:
+        command += ["--member-loop", args.member_loop]
     subprocess.run(command, env=env, check=True)
     return json.loads(out.read_text())
 
@@ -197,6 +200,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--plot", default="docs/scaling.png", help="figure path ('' for none)")
     parser.add_argument("--json", default=None, help="also write every figure here")
+    parser.add_argument("--member-loop", choices=("map", "vmap"), default=None,
+                        help="jt.train's member_loop (default: the engine's, map on CPU)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sizes is None:
@@ -208,13 +213,15 @@ def main(argv=None) -> int:
         parser.error("--num-steps must be a multiple of --steps-per-segment")
 
     if args.child is not None:
-        report = measure(args.sizes, args.num_steps, args.steps_per_segment, args.repeats)
+        report = measure(args.sizes, args.num_steps, args.steps_per_segment, args.repeats,
+                         args.member_loop)
         Path(args.child).write_text(json.dumps(report))
         return 0
 
     counts = [None] if args.gpu else [int(c) for c in args.device_counts.split(",")]
     print(f"digits MLP 64-128-128-10, batch {BATCH_SIZE}, AdamW, {args.num_steps} timed steps, "
-          f"median of {args.repeats}; host has {os.cpu_count()} cores, load average "
+          f"median of {args.repeats}, member_loop {args.member_loop or 'default'}; host has "
+          f"{os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     reports = []
     with tempfile.TemporaryDirectory() as folder:
