@@ -847,9 +847,10 @@ def member_memory_bytes(
     ``eval_bytes`` the member's own copy of the validation data. Both peaks come from walking
     the traced jaxpr in order and freeing each value after its last use: what the program needs
     before XLA fuses anything (fusion only removes intermediates). On XLA:CPU this lands above
-    the compiled segment's own ``memory_analysis()`` and within 1.5x of it for the built-in MLP
-    and CNN (tests/test_devices.py). The result is cached per signature: a sweep calling
-    ``train`` once per round traces the task once.
+    the compiled segment's own ``memory_analysis()``: within 1.5x of it for the built-in MLP
+    and CNN with ``member_loop="vmap"``, 2-4x with ``"map"``, where a device holds one member's
+    activations at a time (tests/test_devices.py). The result is cached per signature: a sweep
+    calling ``train`` once per round traces the task once.
 
     Args:
       spec: the static group.
