@@ -64,6 +64,25 @@ def sweep(devices=None, pad_to=None, batch_mode="independent", members_per_devic
     )
 
 
+def optuna_tune(storage):
+    """Three rounds of 4 TPE proposals on wine, mirrored into the Optuna ``storage``."""
+    import optuna
+
+    import jaxtune as jt
+    from jaxtune.integrations.optuna import optuna_strategy
+
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    space = jt.Space({"learning_rate": jt.Float(1e-3, 1.0, log=True),
+                      "optimizer": jt.Fixed("sgd")})
+    strategy = optuna_strategy(
+        lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+        storage=storage, study_name="two-processes",
+    )
+    return jt.tune(task, split, space, strategy, num_configs=12, population_size=4,
+                   num_steps=10, steps_per_segment=10, batch_size=None, seed=0)
+
+
 def batch_mode_probe(devices, batch_mode):
     """Two members with the same config and different seeds, on different devices.
 
@@ -124,6 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, default=1, help="CPU devices of this process")
     parser.add_argument("--out", required=True, help="this process's JSON report")
     parser.add_argument("--save", help="directory the writer process saves Results to")
+    parser.add_argument("--optuna-storage", default=None,
+                        help="--mode distributed: run optuna_tune() into this storage URL "
+                        "instead of the plain sweep")
     parser.add_argument("--runs", default="default_1,default_2,default_4,default_8,fixed_8",
                         help="--mode devices: LAYOUT_N runs, LAYOUT = default, batched, fixed "
                         f"(pad_to={PER_DEVICE} x N), pinned "
@@ -182,8 +204,13 @@ def main(argv=None) -> int:
                           "segment(s)", flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        results, params = sweep(on_segment=on_segment)
-        report.update(summarize((results, params)))
+        if args.optuna_storage:
+            results = optuna_tune(args.optuna_storage)
+            report["rows"] = [{k: v for k, v in row.to_dict().items() if k != "wall_time_s"}
+                              for row in results]
+        else:
+            results, params = sweep(on_segment=on_segment)
+            report.update(summarize((results, params)))
         if args.save and distributed.is_writer():
             results.save(args.save)
     elif args.mode == "devices":

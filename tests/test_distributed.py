@@ -113,6 +113,25 @@ def test_two_processes_agree_with_one_process_of_four_devices(tmp_path):
     assert saved[0].metrics == first["rows"][0]["metrics"]
 
 
+def test_optuna_storage_is_written_once_by_two_processes(tmp_path):
+    """Both processes run the same seeded proposals; the stored study gets each trial once,
+    told once, from process 0, and holds what both processes' Results hold."""
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    port = _free_port()
+    launched = [_cluster(tmp_path, port, i, ["--optuna-storage", storage]) for i in (0, 1)]
+    codes, _ = _wait_all([p for p, _, _ in launched], [log for _, _, log in launched])
+    for (_, _, log), code in zip(launched, codes, strict=True):
+        assert code == 0, f"worker failed ({code}):\n{_tail(log)}"
+    first, second = (json.loads(out.read_text()) for _, out, _ in launched)
+    assert first["rows"] == second["rows"] and len(first["rows"]) == 12
+    trials = optuna.load_study(study_name="two-processes", storage=storage).trials
+    assert [t.number for t in trials] == list(range(12))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    rates = sorted(row["config"]["learning_rate"] for row in first["rows"])
+    assert sorted(t.params["learning_rate"] for t in trials) == pytest.approx(rates)
+
+
 #: What the survivor prints (JAX's coordination service, on stderr) when a peer is gone.
 PEER_DIED = "This most likely indicates that another task died"
 

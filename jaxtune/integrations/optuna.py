@@ -419,7 +419,11 @@ def optuna_strategy(
     resumed from a checkpoint (``jaxtune.tune(..., resume=True)``, ``jaxtune sweep --resume``)
     replays the same proposals, and the stored study, found again by ``study_name``, is
     continued: trials it already holds are checked (same params) and not told twice. A stored
-    study whose trials differ from the sweep's is refused with a ``ValueError``.
+    study whose trials differ from the sweep's is refused with a ``ValueError``. With several
+    processes (``jax.distributed``), only process 0 (:func:`jaxtune.distributed.is_writer`)
+    opens and writes the stored study; the others propose the same trials in memory. A stored
+    study refused there stops process 0 with the error, and the others when the cluster finds
+    it gone (JAX's heartbeat).
 
     Args:
       sampler: an Optuna sampler (deep-copied at each ``init``; give it ``seed=`` for repeatable
@@ -472,8 +476,13 @@ def optuna_strategy(
                 f"sampler, got {type(sampler).__name__}"
             )
         study = optuna.create_study(sampler=chosen, direction="minimize")
+        from jaxtune import distributed
+
         mirror = None
-        if storage is not None:
+        # Every process runs the same proposals (the sampler is seeded), so process 0 alone
+        # opens the storage and records them: several writers would race (even creating the
+        # tables of a new SQLite file) and duplicate trials.
+        if storage is not None and distributed.is_writer():
             # The stored study only records; its sampler never proposes (params are enqueued).
             mirror = optuna.create_study(
                 storage=storage, study_name=study_name, direction="minimize",
