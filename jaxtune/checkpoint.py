@@ -658,6 +658,11 @@ class TrainSession:
         if final or self.store.due():
             self._save(None, {})
 
+    def restored_member_steps(self) -> int:
+        """Steps taken by the members of the chunks finished before the resume."""
+        rows = self.done_rows[: self._num_restored_rows]
+        return sum(row["curve_steps"][-1] for row in rows if row.get("curve_steps"))
+
     def restored_rows_and_params(
         self, treedef_of: Callable[[int], Any]
     ) -> tuple[list[Any], list[Any]]:
@@ -753,35 +758,6 @@ class TrainScope:
     scope: Any
     restore: bool
     outer_arrays: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
-
-
-def restored_member_steps(document: Mapping[str, Any], scope: Any, num_steps: int,
-                          steps_per_segment: int) -> int:
-    """Member-steps of the ``train()`` call ``scope`` that a resume from ``document`` skips.
-
-    Its finished chunks' members count ``num_steps`` each, the running chunk's members
-    ``segment_index x steps_per_segment`` (at most ``num_steps``); 0 when ``document`` holds no
-    progress of that call. Members stopped early (diverged) count as if they had run on, as a
-    progress bar's estimate of the total does.
-
-    Args:
-      document: a checkpoint's document (:meth:`Store.latest`).
-      scope: which call (``None`` for a top-level ``train()``, ``{"round": i}`` in ``tune``).
-      num_steps: steps per member.
-      steps_per_segment: steps per segment.
-
-    Returns:
-      The member-steps done before the checkpoint was written.
-    """
-    section = document.get("train")
-    if not isinstance(section, dict) or section.get("scope") != to_json(scope):
-        return 0
-    done = len(section.get("rows") or []) * num_steps
-    chunk = section.get("chunk")
-    if isinstance(chunk, dict):
-        members = sum(1 for position in chunk.get("slots", []) if int(position) >= 0)
-        done += members * min(int(chunk.get("segment_index", 0)) * steps_per_segment, num_steps)
-    return done
 
 
 def pack_rounds(batches: Sequence[Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -1093,7 +1093,10 @@ def train(
       memory_budget_bytes: device memory jaxtune may use (default: the device's limit, or host
         memory on CPU).
       evaluate_test: also evaluate final parameters on ``split.test``.
-      on_segment: called on the host after every segment with a :class:`SegmentReport`.
+      on_segment: called on the host after every segment with a :class:`SegmentReport`. On a
+        resume, its ``restored(member_steps)`` method, when it has one (as
+        :class:`~jaxtune.ProgressBar` does), is told the member-steps restored from the
+        checkpoint, which no report covers.
       return_params: also return every member's final parameters.
       member_rows: per-member row tables (cross-validation folds), aligned with ``configs``:
         members train on their ``train_rows`` of ``split.x_train`` and are validated on their
@@ -1305,6 +1308,8 @@ def train(
             ),
             next_id=max(member_ids) + 1,
         )
+        if session.num_restored_chunks:
+            _report_restored(on_segment, session.restored_member_steps())
     train_data = layout.replicate({"x": split.x_train, "y": split.y_train})
     valid_data = layout.replicate({"x": split.x_valid, "y": split.y_valid})
     test_data = layout.replicate({"x": split.x_test, "y": split.y_test}) if evaluate_test else None
@@ -1580,6 +1585,7 @@ def _run_chunk(
             host_step, host_alive = _to_host((state.step, state.alive))
             host_step = np.asarray(host_step, np.int64)
             previous_steps = host_step.copy()
+            _report_restored(on_segment, _member_steps_done([*slots, *finished_members]))
             if scheduler is not None and views:
                 scheduler_state = checkpoint_lib.replay_scheduler(
                     scheduler, views, host_step.dtype, host_alive.dtype
@@ -1670,6 +1676,19 @@ def _run_chunk(
     for member in finished_members:
         member.wall_time_s = wall_time_s
     return finished_members
+
+
+def _member_steps_done(members: Sequence[_Member | MemberResult | None]) -> int:
+    """Steps the members have taken (the last point of each one's curve)."""
+    return sum(m.curve_steps[-1] for m in members if m is not None and m.curve_steps)
+
+
+def _report_restored(on_segment: Callable[..., Any] | None, member_steps: int) -> None:
+    """Tells ``on_segment.restored(member_steps)`` (a progress bar's) the work a resume skips:
+    it counts as done, not in the rate, and no segment report covers it."""
+    restored = getattr(on_segment, "restored", None)
+    if callable(restored) and member_steps > 0:
+        restored(member_steps)
 
 
 def _apply_decision(spec, layout, decision, state, dynamic, rows, train_data, slots, num_real,

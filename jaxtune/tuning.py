@@ -123,8 +123,9 @@ def tune(
       devices: devices of the population mesh (default: ``jax.devices()``, every process's).
       on_segment: progress callback, see :class:`~jaxtune.engine.SegmentReport`. On a resume,
         its ``restored(member_steps)`` method, when it has one (as
-        :class:`~jaxtune.ProgressBar` does), is called once with the member-steps restored from
-        the checkpoint, which no segment report covers.
+        :class:`~jaxtune.ProgressBar` does), is called with the member-steps restored from
+        the checkpoint, which no segment report covers (once for the replayed rounds, and by
+        :func:`~jaxtune.engine.train` for the interrupted round's restored chunks).
       on_round: called with the Results of each round as soon as it finishes.
       engine_options: extra keyword arguments for :func:`jaxtune.engine.train`.
       checkpoint: a directory (or a :class:`jaxtune.checkpoint.Checkpointer`) to checkpoint
@@ -182,13 +183,10 @@ def tune(
         latest = store.latest() if resume else None
         if latest is not None:
             saved_batches = checkpoint_lib.unpack_rounds(*latest)
-            # Replayed rounds and the restored part of the interrupted one never reach
-            # on_segment: a progress bar is told them apart, so it ends at 100% and its rate
-            # counts only the work of this run.
+            # Replayed rounds never reach on_segment: a progress bar is told them apart, so it
+            # ends at 100% and its rate counts only the work of this run (engine.train tells
+            # it the restored part of the interrupted round the same way).
             restored = num_steps * sum(len(batch) for batch in saved_batches)
-            restored += checkpoint_lib.restored_member_steps(
-                latest[0], {"round": len(saved_batches)}, num_steps, steps_per_segment
-            )
             report_restored = getattr(on_segment, "restored", None)
             if callable(report_restored) and restored > 0:
                 report_restored(restored)

@@ -289,7 +289,9 @@ def test_halving_keeps_the_fastest_learning_rates(digits_split, mlp_task):
         mlp_task, digits_split, _space(1e-4, 1e-2), max_member_steps=1500, seed=1,
         metric="valid_loss", **TRAIN,
     )
-    assert results.metadata["num_compilations"] <= 3  # new sampling shapes only
+    # One segment program for every rung and refill, whichever test compiled what before
+    # (the total count depends on which programs this process already holds).
+    assert results.metadata["num_segment_compilations"] <= 1
     first = list(results)[:9]
     lrs = np.array([row.config["learning_rate"] for row in first])
     promoted = {row.member_id for row in first if row.curve_steps[-1] > 10}
@@ -304,7 +306,7 @@ def test_hyperband_in_the_engine(digits_split, mlp_task):
         mlp_task, digits_split, _space(), max_member_steps=1500, seed=2, num_brackets=None,
         **TRAIN,
     )
-    assert results.metadata["num_compilations"] <= 3
+    assert results.metadata["num_segment_compilations"] <= 1  # every bracket, one program
     rows = list(results)
     # Brackets with rungs (10, 30, 90), (30, 90) and (90,) (no early stopping).
     assert {row.curve_steps[-1] for row in results.filter(status="stopped")} <= {10, 30}

@@ -258,3 +258,55 @@ def test_cli_progress_flags():
     args = cli._parser().parse_args(["sweep", "--dataset", "wine", "--space", "s.json",
                                      "--out", "o", "--progress"])
     assert args.progress and not args.quiet
+
+
+@pytest.mark.parametrize("kind", ["halving", "pbt"])
+def test_resumed_scheduler_run_reaches_what_an_uninterrupted_one_reports(tmp_path, kind):
+    """A scheduler run (one engine.train call) resumed mid-way tells the bar what its
+    checkpoint restored: restored + reported == what an uninterrupted run reports."""
+    pytest.importorskip("orbax.checkpoint")
+    from jaxtune.checkpoint import Checkpointer
+    from jaxtune.strategies.halving import run_halving
+    from jaxtune.strategies.pbt import run_pbt
+
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    space = jt.Space({"learning_rate": jt.Float(1e-3, 1.0, log=True),
+                      "optimizer": jt.Fixed("sgd")})
+
+    def run(on_segment, **engine_options):
+        options = {"on_segment": on_segment, **engine_options}
+        if kind == "halving":
+            return run_halving(task, split, space, population_size=6, num_steps=27,
+                               min_steps=3, eta=3, max_member_steps=300, batch_size=None,
+                               engine_options=options)
+        return run_pbt(task, split, space, population_size=4, num_steps=30,
+                       steps_per_segment=5, batch_size=None, engine_options=options)
+
+    uninterrupted = [0]
+    run(lambda report: uninterrupted.__setitem__(0, uninterrupted[0] + report.member_steps))
+    segments = [0]
+
+    class CrashError(Exception):
+        pass
+
+    def crash(report):
+        segments[0] += 1
+        if segments[0] == 3:
+            raise CrashError
+
+    directory = tmp_path / "ckpt"
+    with pytest.raises(CrashError):
+        run(crash, checkpoint=Checkpointer(directory, every_segments=1))
+    bar = ProgressBar(uninterrupted[0], stream=io.StringIO(), enabled=True)
+    reported = [0]
+    original = bar.__call__
+
+    def counting(report):
+        reported[0] += report.member_steps
+        original(report)
+
+    counting.restored = bar.restored
+    run(counting, checkpoint=directory, resume=True)
+    assert bar.restored_member_steps > 0
+    assert bar.restored_member_steps + reported[0] == uninterrupted[0]
