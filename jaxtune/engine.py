@@ -302,6 +302,9 @@ def _over_members(spec: GroupSpec, sharding: NamedSharding | None, fn: Callable[
 
     member_spec = jax.tree_util.tree_map(lambda _: PartitionSpec(POPULATION_AXIS), members)
     shared_spec = jax.tree_util.tree_map(lambda _: PartitionSpec(), shared)
+    # check_vma=False: a member's scan starts some carries from constants (a finite flag, a
+    # fresh optimizer count) that the device-variance check would type apart from the members'
+    # values; nothing here communicates across devices, so there is nothing for it to guard.
     return jax.shard_map(
         local, mesh=sharding.mesh, in_specs=(member_spec, shared_spec),
         out_specs=PartitionSpec(POPULATION_AXIS), check_vma=False,
