@@ -198,6 +198,20 @@ def test_restored_work_counts_as_done_but_not_in_the_rate():
         bar.restored(-1)
 
 
+def _counting_bar(total):
+    """A ProgressBar, an on_segment callback that feeds it (with its ``restored``) and the
+    member-steps the segment reports carried (``reported[0]``)."""
+    bar = ProgressBar(total, stream=io.StringIO(), enabled=True)
+    reported = [0]
+
+    def counting(report):
+        reported[0] += report.member_steps
+        bar(report)
+
+    counting.restored = bar.restored
+    return bar, counting, reported
+
+
 def test_resumed_tune_reaches_100_percent(tmp_path):
     """A resumed sweep tells the bar the rounds and segments it restored: done == total, and
     restored + reported == total (nothing counted twice)."""
@@ -226,15 +240,7 @@ def test_resumed_tune_reaches_100_percent(tmp_path):
     with pytest.raises(CrashError):
         jt.tune(task, split, space, checkpoint=Checkpointer(directory, every_segments=1),
                 on_segment=crash, **options)
-    bar = ProgressBar(total, stream=io.StringIO(), enabled=True)
-    reported = [0]
-    original = bar.__call__
-
-    def counting(report):
-        reported[0] += report.member_steps
-        original(report)
-
-    counting.restored = bar.restored
+    bar, counting, reported = _counting_bar(total)
     jt.tune(task, split, space, checkpoint=directory, resume=True, on_segment=counting,
             **options)
     assert bar.restored_member_steps == 6 * 30 + 4 * 30 + 2 * 10
@@ -298,15 +304,7 @@ def test_resumed_scheduler_run_reaches_what_an_uninterrupted_one_reports(tmp_pat
     directory = tmp_path / "ckpt"
     with pytest.raises(CrashError):
         run(crash, checkpoint=Checkpointer(directory, every_segments=1))
-    bar = ProgressBar(uninterrupted[0], stream=io.StringIO(), enabled=True)
-    reported = [0]
-    original = bar.__call__
-
-    def counting(report):
-        reported[0] += report.member_steps
-        original(report)
-
-    counting.restored = bar.restored
+    bar, counting, reported = _counting_bar(uninterrupted[0])
     run(counting, checkpoint=directory, resume=True)
     assert bar.restored_member_steps > 0
     assert bar.restored_member_steps + reported[0] == uninterrupted[0]
