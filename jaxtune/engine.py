@@ -274,17 +274,7 @@ def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step,
     return params, opt_state, step, alive, diverged_step, jnp.where(take, loss, 0.0), counted
 
 
-def _member_step_unguarded(spec, params, opt_state, train_key, step, preprocess, dynamic, rows,
-                           count, train, shared_batch):
-    """One member's step with no freezing: ``(params, opt_state, loss_is_finite, loss)``."""
-    loss, _, new_params, new_opt_state = _member_update(
-        spec, params, opt_state, train_key, step, preprocess, dynamic, rows, count, train,
-        shared_batch,
-    )
-    return new_params, new_opt_state, jnp.isfinite(loss), loss
-
-
-def _over_members(spec: GroupSpec, sharding: NamedSharding | None, fn: Callable[..., Any],
+def _over_members(spec: GroupSpec, sharding: NamedSharding, fn: Callable[..., Any],
                   members: Any, shared: Any) -> Any:
     """``fn(member, shared)`` for every member of ``members`` (leaves ``[P, ...]``), stacked.
 
@@ -294,7 +284,7 @@ def _over_members(spec: GroupSpec, sharding: NamedSharding | None, fn: Callable[
     parameters and optimizer state stay in cache for the whole segment, which XLA:CPU runs about
     1.25x faster than the batched products (docs/benchmarks.md).
     """
-    if spec.member_loop == "vmap" or sharding is None:
+    if spec.member_loop == "vmap":
         return jax.vmap(fn, in_axes=(0, None))(members, shared)
 
     def local(members, shared):
@@ -313,7 +303,7 @@ def _over_members(spec: GroupSpec, sharding: NamedSharding | None, fn: Callable[
 
 def _segment(
     spec: GroupSpec,
-    sharding: NamedSharding | None,
+    sharding: NamedSharding,
     state: PopulationState,
     dynamic: Mapping[str, jax.Array],
     rows: MemberRows | None,
@@ -395,11 +385,11 @@ def _segment(
 
         def body(carry, i):
             params, opt_state, finite = carry
-            params, opt_state, loss_finite, loss = _member_step_unguarded(
+            loss, _, params, opt_state = _member_update(
                 spec, params, opt_state, train_key, step + i, preprocess, dyn, r, c,
                 shared[0], shared_batch_at(shared, i),
             )
-            return (params, opt_state, finite & loss_finite), loss
+            return (params, opt_state, finite & jnp.isfinite(loss)), loss
 
         (params, opt_state, finite), losses = jax.lax.scan(
             body, (params, opt_state, jnp.bool_(True)),
@@ -1681,7 +1671,7 @@ def _run_chunk(
     return finished_members
 
 
-def _member_steps_done(members: Sequence[_Member | MemberResult | None]) -> int:
+def _member_steps_done(members: Sequence[_Member | None]) -> int:
     """Steps the members have taken (the last point of each one's curve)."""
     return sum(m.curve_steps[-1] for m in members if m is not None and m.curve_steps)
 
