@@ -20,8 +20,7 @@ Where it shows it:
 
 Example:
   >>> import io
-  >>> from jaxtune import contracts
-from jaxtune.engine import SegmentReport
+  >>> from jaxtune.engine import SegmentReport
   >>> stream = io.StringIO()
   >>> bar = ProgressBar(400, stream=stream, enabled=True)
   >>> bar(SegmentReport("width=64", 0, 1, 50, 100, 4, 3, 1, {"valid_accuracy": [0.5, 0.7]}))

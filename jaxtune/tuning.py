@@ -46,8 +46,7 @@ def round_counts(batches: Sequence[Results], space: Space) -> dict[str, int]:
 
     ``num_compilations``, ``num_segment_compilations`` and ``num_guarded_segments`` are summed
     over the rounds (each round is its own ``engine.train`` call); ``num_static_groups`` is the
-    number of distinct static groups over all rounds (a group met in two rounds counts once;
-    it is compiled once per round it appears in, which ``num_segment_compilations`` shows).
+    number of distinct static groups over all rounds (a group met in two rounds counts once).
     """
     counts = {
         name: sum(int(b.metadata.get(name, 0)) for b in batches)
