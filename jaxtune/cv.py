@@ -647,7 +647,7 @@ def best_config(
       results: cross-validation results.
       rule: ``"best_mean"`` or ``"one_standard_error"``.
       metric: default ``results.metadata["metric"]``.
-      mode: default ``results.metadata["mode"]``.
+      mode: default the direction of ``metric`` (:meth:`~jaxtune.results.Results.resolve_metric`).
       complexity: ``config -> sortable``, lower is simpler.
 
     Returns:
