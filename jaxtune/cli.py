@@ -542,19 +542,13 @@ def _load_results(directory: str) -> Results:
 
 
 def _metric_for(results: Results, metric: str | None) -> tuple[str, str]:
-    """The metric to rank by (``--metric`` or the sweep's) and its mode."""
-    chosen = metric or results.metadata.get("metric")
-    if chosen is None:
-        chosen = "valid_accuracy" if "valid_accuracy" in results.metric_names else "valid_mse"
+    """The metric to rank by (``--metric`` or the sweep's) and its mode, as Python ranks."""
+    chosen, mode = results.resolve_metric(metric)
     if chosen not in results.metric_names:
         raise CliError(
             f"--metric {chosen!r} is not in the results; available metrics: "
             f"{', '.join(results.metric_names) or 'none (no rows)'}"
         )
-    mode = results.metadata.get("mode") if chosen == results.metadata.get("metric") else None
-    if mode not in ("max", "min"):
-        # Losses and errors are minimized, everything else (accuracy, r2...) maximized.
-        mode = "min" if any(word in chosen for word in ("loss", "mse", "error")) else "max"
     return chosen, mode
 
 
@@ -590,10 +584,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not args.no_plot:
         _check_plotting(no_plot_hint=True)
 
-    from jaxtune import data, task
+    from jaxtune import contracts, data, task
     from jaxtune.progress import ProgressBar
     from jaxtune.space import Space
-    from jaxtune.tuning import metric_mode, tune
+    from jaxtune.tuning import tune
 
     space = Space.from_dict(resumed["space"]) if "space" in resumed else Space.from_file(
         args.space)
@@ -615,12 +609,11 @@ def run_sweep(args: argparse.Namespace) -> int:
         the_task = task.classification_task(
             args.model, num_classes=dataset.num_classes, input_shape=input_shape
         )
-        metric = args.metric or "valid_accuracy"
     else:
         the_task = task.regression_task(args.model, input_shape=input_shape)
-        metric = args.metric or "valid_mse"
+    metric = args.metric or contracts.default_metric(the_task.metric_modes, kind=the_task.kind)
     try:
-        mode = metric_mode(the_task, metric, None)
+        mode = contracts.selection_mode(metric, None, metric_modes=the_task.metric_modes)
     except ValueError as error:
         raise CliError(f"--metric: {error}") from error
     num_configs = args.num_configs

@@ -54,15 +54,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxtune import contracts, engine
 from jaxtune import data as data_lib
-from jaxtune import engine
 from jaxtune import task as task_lib
 from jaxtune.data import Dataset, Split
 from jaxtune.engine import MemberRows
 from jaxtune.results import Results
 from jaxtune.space import Space
 from jaxtune.task import Task
-from jaxtune.tuning import metric_mode
 
 __all__ = [
     "Folds",
@@ -420,15 +419,11 @@ def _pool(data: Dataset | Split) -> _Pool:
     return _Pool(split, source)
 
 
-def _default_metric(task: Task, metric: str | None) -> str:
-    if metric is not None:
-        return metric
-    for name in ("accuracy", "mse"):
-        if name in task.metric_modes:
-            return f"valid_{name}"
-    if task.metric_modes:
-        return f"valid_{sorted(task.metric_modes)[0]}"
-    raise ValueError("the task declares no metric_modes; pass metric='valid_<name>'.")
+def _selection(task: Task, metric: str | None, mode: str | None) -> tuple[str, str]:
+    """The checked selection metric (default from the task) and its mode."""
+    if metric is None:
+        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
+    return metric, contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
 
 
 class MemberLayout(NamedTuple):
@@ -587,8 +582,7 @@ def cross_validate(
             f"folds index {folds.num_rows} rows but {num_rows} rows are cross-validated "
             f"({pool.source}); build the folds over those rows."
         )
-    metric = _default_metric(task, metric)
-    mode = metric_mode(task, metric, mode)
+    metric, mode = _selection(task, metric, mode)
     layout = member_layout(configs, seeds, folds)
     results = engine.train(
         task, layout.configs, split,
@@ -624,14 +618,9 @@ def cross_validate(
 
 
 def _metric_and_mode(results: Results, metric: str | None, mode: str | None) -> tuple[str, str]:
-    metric = metric or results.metadata.get("metric")
-    if metric is None:
+    if metric is None and "metric" not in results.metadata:
         raise ValueError("results carry no metadata['metric']; pass metric='valid_<name>'.")
-    if mode is None:
-        mode = results.metadata.get("mode") or results.metadata.get("metric_modes", {}).get(
-            metric.partition("_")[2], "max"
-        )
-    return metric, mode
+    return results.resolve_metric(metric, mode)
 
 
 def best_config(
@@ -658,7 +647,7 @@ def best_config(
       results: cross-validation results.
       rule: ``"best_mean"`` or ``"one_standard_error"``.
       metric: default ``results.metadata["metric"]``.
-      mode: default ``results.metadata["mode"]``.
+      mode: default the direction of ``metric`` (:meth:`~jaxtune.results.Results.resolve_metric`).
       complexity: ``config -> sortable``, lower is simpler.
 
     Returns:
@@ -1104,8 +1093,7 @@ def nested_cross_validate(
     labels = split.y_train if (split.kind == "classification" and stratified) else None
     outer, inner_folds = nested_folds(num_rows, num_outer_folds, num_inner_folds,
                                       labels=labels, seed=fold_seed)
-    metric = _default_metric(task, metric)
-    mode = metric_mode(task, metric, mode)
+    metric, mode = _selection(task, metric, mode)
     names = _static_names(space, static_names)
     common = dict(num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment,
                   seed=seed, static_names=names, standardize=standardize,

@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 _FORMATS = (".png", ".svg", ".pdf")
-_MIN_WORDS = ("loss", "error", "mse", "mae", "rmse", "nll", "perplexity")
 _MEMBER_COLOR = "tab:blue"
 _DIVERGED_COLOR = "tab:red"
 _BEST_COLOR = "tab:orange"
@@ -76,11 +75,6 @@ def _axes(ax: Any, figsize: tuple[float, float] = (6.4, 4.2)) -> Any:
     return _new_figure(figsize).add_subplot() if ax is None else ax
 
 
-def _infer_mode(metric: str) -> str:
-    """``"min"`` for loss/error-like metric names, else ``"max"``."""
-    return "min" if any(word in metric.lower() for word in _MIN_WORDS) else "max"
-
-
 def _best_member(results: Results, metric: str, mode: str) -> MemberResult | None:
     eligible = results.top(1, metric, mode) if metric in results.metric_names else []
     return eligible[0] if eligible else None
@@ -113,7 +107,7 @@ def save_figure(figure_or_axes: Any, path: str | os.PathLike[str], dpi: int = 12
 
 def learning_curves(
     results: Results,
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     ax: Any = None,
     mode: str | None = None,
 ) -> Any:
@@ -125,10 +119,11 @@ def learning_curves(
 
     Args:
         results: The sweep.
-        metric: A metric recorded in the members' ``curves``.
+        metric: A metric recorded in the members' ``curves``; default: the sweep's own
+            (``metadata["metric"]``).
         ax: Axes to draw on; default: a new figure.
-        mode: ``"max"`` or ``"min"`` to choose the best member; default: ``"min"`` for
-            loss/error-like names, else ``"max"``.
+        mode: ``"max"`` or ``"min"`` to choose the best member; default: the sweep's direction for
+            ``metric`` (:meth:`~jaxtune.results.Results.resolve_metric`).
 
     Returns:
         The Axes.
@@ -137,7 +132,7 @@ def learning_curves(
         ValueError: If no member has a curve for ``metric``.
     """
     mpl = _matplotlib()
-    mode = mode or _infer_mode(metric)
+    metric, mode = results.resolve_metric(metric, mode)
     available = sorted({name for row in results for name in row.curves})
     if metric not in available:
         raise ValueError(f"no learning curve for {metric!r}; curves available: {available}")
@@ -224,7 +219,7 @@ def _space_log(results: Results, hparam: str) -> bool | None:
 def metric_vs_hparam(
     results: Results,
     hparam: str,
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     log: bool | None = None,
     ax: Any = None,
     mode: str | None = None,
@@ -240,11 +235,13 @@ def metric_vs_hparam(
     Args:
         results: The sweep.
         hparam: A hyperparameter name from ``results.hp_names``.
-        metric: A final metric from ``results.metric_names``.
+        metric: A final metric from ``results.metric_names``; default: the sweep's own
+            (``metadata["metric"]``).
         log: Log x-axis. Default (``None``): log when every value is positive and they span more
             than two decades.
         ax: Axes to draw on; default: a new figure.
-        mode: ``"max"`` or ``"min"`` for the best member; default inferred from the name.
+        mode: ``"max"`` or ``"min"`` for the best member; default: the sweep's direction for
+            ``metric`` (:meth:`~jaxtune.results.Results.resolve_metric`).
 
     Returns:
         The Axes.
@@ -255,9 +252,9 @@ def metric_vs_hparam(
     _matplotlib()
     if hparam not in results.hp_names:
         raise ValueError(f"unknown hyperparameter {hparam!r}; have {results.hp_names}")
+    metric, mode = results.resolve_metric(metric, mode)
     if metric not in results.metric_names:
         raise ValueError(f"unknown metric {metric!r}; available metrics: {results.metric_names}")
-    mode = mode or _infer_mode(metric)
     rows = [row for row in results if row.config.get(hparam) is not None]
     raw = [row.config[hparam] for row in rows]
     numeric = all(_is_number(v) for v in raw)
@@ -307,7 +304,7 @@ def metric_vs_hparam(
 
 def best_so_far(
     results: Results,
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     mode: str | None = None,
     ax: Any = None,
 ) -> Any:
@@ -317,19 +314,18 @@ def best_so_far(
 
     Args:
         results: The sweep.
-        metric: A final metric.
-        mode: ``"max"`` or ``"min"``; default inferred from the name.
+        metric: A final metric; default: the sweep's own (``metadata["metric"]``).
+        mode: ``"max"`` or ``"min"``; default: the sweep's direction for
+            ``metric`` (:meth:`~jaxtune.results.Results.resolve_metric`).
         ax: Axes to draw on; default: a new figure.
 
     Returns:
         The Axes.
     """
     _matplotlib()
+    metric, mode = results.resolve_metric(metric, mode)
     if metric not in results.metric_names:
         raise ValueError(f"unknown metric {metric!r}; available metrics: {results.metric_names}")
-    mode = mode or _infer_mode(metric)
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode: got {mode!r}, expected 'max' or 'min'")
     rows = sorted(results, key=lambda row: row.member_id)
     values = np.asarray([row.score(metric) for row in rows], float)
     values[~np.isfinite(values)] = np.nan
@@ -360,7 +356,7 @@ def _varying_hparams(results: Results) -> list[str]:
 def summary_figure(
     results: Results,
     path: str | os.PathLike[str],
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     hparams: Sequence[str] | None = None,
     mode: str | None = None,
 ) -> Path:
@@ -373,10 +369,11 @@ def summary_figure(
     Args:
         results: The sweep.
         path: Output file; ``.png``, ``.svg`` or ``.pdf`` by suffix.
-        metric: The metric to show.
+        metric: The metric to show; default: the sweep's own (``metadata["metric"]``).
         hparams: Hyperparameters to plot against; default: every one that varies between
             members (numeric or categorical, static or dynamic).
-        mode: ``"max"`` or ``"min"``; default inferred from the name.
+        mode: ``"max"`` or ``"min"``; default: the sweep's direction for
+            ``metric`` (:meth:`~jaxtune.results.Results.resolve_metric`).
 
     Returns:
         The path written.
@@ -384,6 +381,7 @@ def summary_figure(
     path = Path(path)
     if path.suffix.lower() not in _FORMATS:
         raise ValueError(f"path: unsupported figure format {path.suffix!r}; use one of {_FORMATS}")
+    metric, mode = results.resolve_metric(metric, mode)
     hparams = _varying_hparams(results) if hparams is None else list(hparams)
     num_panels = 1 + len(hparams)
     num_cols = min(3, num_panels)
@@ -434,7 +432,7 @@ def _axis_positions(values: Sequence[Any], log: bool | None = None
 
 def parallel_coordinates(
     results: Results,
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     hparams: Sequence[str] | None = None,
     ax: Any = None,
     mode: str | None = None,
@@ -449,18 +447,19 @@ def parallel_coordinates(
 
     Args:
         results: The sweep.
-        metric: A final metric.
+        metric: A final metric; default: the sweep's own (``metadata["metric"]``).
         hparams: Hyperparameters to show; default as in :func:`summary_figure`.
         ax: Axes to draw on; default: a new figure.
-        mode: ``"max"`` or ``"min"``; default inferred from the name.
+        mode: ``"max"`` or ``"min"``; default: the sweep's direction for
+            ``metric`` (:meth:`~jaxtune.results.Results.resolve_metric`).
 
     Returns:
         The Axes.
     """
     mpl = _matplotlib()
+    metric, mode = results.resolve_metric(metric, mode)
     if metric not in results.metric_names:
         raise ValueError(f"unknown metric {metric!r}; available metrics: {results.metric_names}")
-    mode = mode or _infer_mode(metric)
     hparams = _varying_hparams(results) if hparams is None else list(hparams)
     unknown = [name for name in hparams if name not in results.hp_names]
     if unknown:

@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from jaxtune import contracts
 from jaxtune.engine import SegmentReport
 
 __all__ = ["ProgressBar"]
@@ -67,7 +68,8 @@ class ProgressBar:
       total_member_steps: the work of the whole sweep, in member-steps (configs x seeds x folds
         x steps). An estimate is fine: the bar stops at 100%.
       metric: the metric whose best value is shown (e.g. ``"valid_accuracy"``).
-      mode: ``"max"`` or ``"min"``: which way is better for ``metric``.
+      mode: ``"max"`` or ``"min"``: which way is better for ``metric`` (default from its
+        name: ``"min"`` for loss/error-like names, :func:`jaxtune.contracts.mode_from_name`).
       stream: where to write (default ``sys.stderr``).
       enabled: ``None`` (default): only when ``stream`` is a terminal; ``True``: always (plain
         lines at each tenth of the work when ``stream`` is not a terminal); ``False``: never.
@@ -91,7 +93,7 @@ class ProgressBar:
         self,
         total_member_steps: int,
         metric: str = "valid_accuracy",
-        mode: str = "max",
+        mode: str | None = None,
         stream: TextIO | None = None,
         enabled: bool | None = None,
         width: int = 28,
@@ -99,8 +101,9 @@ class ProgressBar:
         interactive: bool | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if mode not in ("max", "min"):
+        if mode is not None and mode not in contracts.MODES:
             raise ValueError(f"ProgressBar(mode={mode!r}): mode must be 'max' or 'min'.")
+        mode = contracts.resolve_mode(metric, mode)
         if renderer not in RENDERERS:
             raise ValueError(f"ProgressBar(renderer={renderer!r}): use one of {RENDERERS}.")
         has_rich = importlib.util.find_spec("rich") is not None

@@ -44,6 +44,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from jaxtune import contracts
+
 __all__ = [
     "FORMAT",
     "REGULARIZATION_HPARAMS",
@@ -63,7 +65,6 @@ REGULARIZATION_HPARAMS = ("l2", "weight_decay", "l1", "dropout")
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
-_MODES = ("max", "min")
 _ROW_RULES = ("best", "best_mean", "one_standard_error")
 _CONFIG_RULES = ("best_mean", "one_standard_error")
 _FLOAT_TAG = "__float__"
@@ -366,11 +367,6 @@ def _is_required(field: dataclasses.Field) -> bool:
 # Helpers for ranking and aggregation.
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in _MODES:
-        raise ValueError(f"mode: got {mode!r}, expected 'max' (higher is better) or 'min'")
-
-
 def _better_key(value: float, mode: str) -> float:
     """Sort key: smaller is better."""
     return -value if mode == "max" else value
@@ -541,30 +537,57 @@ class Results:
                 raise ValueError(f"metric {metric!r}: the Results has no rows")
             raise ValueError(f"unknown metric {metric!r}; available metrics: {names}")
 
-    def _ranking(self, metric: str, mode: str) -> tuple[list[MemberResult], list[MemberResult]]:
-        """(eligible rows best first, the other rows in member_id order)."""
+    def resolve_metric(
+        self, metric: str | None = None, mode: str | None = None
+    ) -> tuple[str, str]:
+        """The metric and direction ranking uses when ``metric``/``mode`` are not given.
+
+        ``metric``: default the sweep's own (``metadata["metric"]``), for results without one
+        ``valid_accuracy`` (``valid_mse`` when only that was recorded). ``mode``: an explicit
+        value wins, else :func:`jaxtune.contracts.resolve_mode` with this metadata (the sweep's
+        ``mode`` for its metric, the task's ``metric_modes``, then the name).
+
+        Returns:
+            ``(metric, mode)``.
+
+        Raises:
+            ValueError: For a mode other than ``"max"``/``"min"``.
+
+        Example:
+            >>> Results([], {"metric": "valid_mse", "mode": "min"}).resolve_metric()
+            ('valid_mse', 'min')
+        """
+        if metric is None:
+            metric = contracts.sweep_metric(self._metadata, self.metric_names)
+        return metric, contracts.resolve_mode(metric, mode, metadata=self._metadata)
+
+    def _ranking(
+        self, metric: str | None, mode: str | None
+    ) -> tuple[str, str, list[MemberResult], list[MemberResult]]:
+        """(metric, mode, eligible rows best first, the other rows in member_id order)."""
+        metric, mode = self.resolve_metric(metric, mode)
         self._check_metric(metric)
-        _check_mode(mode)
         eligible = [row for row in self._rows if math.isfinite(row.score(metric))]
         eligible.sort(key=lambda row: (_better_key(row.score(metric), mode), row.member_id))
         ids = {row.member_id for row in eligible}
         rest = sorted(
             (row for row in self._rows if row.member_id not in ids), key=lambda row: row.member_id
         )
-        return eligible, rest
+        return metric, mode, eligible, rest
 
     def best(
         self,
-        metric: str = "valid_accuracy",
-        mode: str = "max",
+        metric: str | None = None,
+        mode: str | None = None,
         rule: str = "best",
         complexity: Callable[[Mapping[str, Any]], Any] | None = None,
     ) -> MemberResult:
         """The best member.
 
         Args:
-            metric: Final metric to rank by.
-            mode: ``"max"`` if higher is better, ``"min"`` if lower is better.
+            metric: Final metric to rank by; default the sweep's own (see :meth:`resolve_metric`).
+            mode: ``"max"`` if higher is better, ``"min"`` if lower is better; default the
+                sweep's direction for ``metric`` (see :meth:`resolve_metric`).
             rule: ``"best"``: the single best eligible member. ``"best_mean"`` /
                 ``"one_standard_error"``: the best member of the config chosen by
                 :meth:`best_config` with that rule (aggregating over seeds/folds).
@@ -582,8 +605,9 @@ class Results:
         if rule != "best":
             chosen = self.best_config(metric, mode, rule=rule, complexity=complexity)
             members = set(chosen["members"])
-            return self.filter(predicate=lambda row: row.member_id in members).best(metric, mode)
-        eligible, _ = self._ranking(metric, mode)
+            kept = self.filter(predicate=lambda row: row.member_id in members)
+            return kept.best(chosen["metric"], chosen["mode"])
+        metric, mode, eligible, _ = self._ranking(metric, mode)
         if not eligible:
             raise ValueError(
                 f"no member has a finite {metric!r} without diverging "
@@ -592,16 +616,18 @@ class Results:
         return eligible[0]
 
     def top(
-        self, k: int = 5, metric: str = "valid_accuracy", mode: str = "max"
+        self, k: int = 5, metric: str | None = None, mode: str | None = None
     ) -> list[MemberResult]:
         """The ``k`` best eligible members, best first (fewer if fewer are eligible).
+
+        ``metric`` and ``mode`` as in :meth:`best` (default: the sweep's metric and direction).
 
         Raises:
             ValueError: For a negative ``k``, an unknown metric or mode.
         """
         if k < 0:
             raise ValueError(f"k: got {k}, expected a non-negative number of members")
-        eligible, _ = self._ranking(metric, mode)
+        metric, mode, eligible, _ = self._ranking(metric, mode)
         return eligible[:k]
 
     def _status_counts(self) -> dict[str, int]:
@@ -614,8 +640,8 @@ class Results:
 
     def aggregate(
         self,
-        metric: str = "valid_accuracy",
-        mode: str = "max",
+        metric: str | None = None,
+        mode: str | None = None,
         by: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Groups members by configuration (everything but seed and fold) and summarizes.
@@ -630,8 +656,9 @@ class Results:
         average the surviving members instead, aggregate ``results.filter(status=...)``.
 
         Args:
-            metric: Final metric to summarize.
-            mode: ``"max"`` or ``"min"``; orders the groups best first.
+            metric: Final metric to summarize; default the sweep's own (see :meth:`resolve_metric`).
+            mode: ``"max"`` if higher is better, ``"min"`` if lower is better; default the
+                sweep's direction for ``metric`` (see :meth:`resolve_metric`).
             by: Group only by these hyperparameters (marginalizing over the others); default:
                 the whole config.
 
@@ -640,8 +667,8 @@ class Results:
             ``config`` (the group's config, or the ``by`` subset), ``mean``, ``std``, ``sem``,
             ``count``, ``num_failed`` and ``members`` (member ids in order).
         """
+        metric, mode = self.resolve_metric(metric, mode)
         self._check_metric(metric)
-        _check_mode(mode)
         if by is not None:
             by = list(by)
             unknown = sorted(set(by) - set(self.hp_names))
@@ -687,8 +714,8 @@ class Results:
 
     def best_config(
         self,
-        metric: str = "valid_accuracy",
-        mode: str = "max",
+        metric: str | None = None,
+        mode: str | None = None,
         rule: str = "best_mean",
         complexity: Callable[[Mapping[str, Any]], Any] | None = None,
         by: Sequence[str] | None = None,
@@ -706,8 +733,9 @@ class Results:
         rule reduces to ``"best_mean"`` up to ties.
 
         Args:
-            metric: Final metric.
-            mode: ``"max"`` or ``"min"``.
+            metric: Final metric; default the sweep's own (see :meth:`resolve_metric`).
+            mode: ``"max"`` if higher is better, ``"min"`` if lower is better; default the
+                sweep's direction for ``metric`` (see :meth:`resolve_metric`).
             rule: ``"best_mean"`` or ``"one_standard_error"``.
             complexity: ``config -> sortable``, lower is simpler. Default
                 :func:`default_complexity`: larger regularization (``l2``, ``weight_decay``,
@@ -725,6 +753,7 @@ class Results:
         """
         if rule not in _CONFIG_RULES:
             raise ValueError(f"rule: got {rule!r}, expected one of {_CONFIG_RULES}")
+        metric, mode = self.resolve_metric(metric, mode)
         groups = self.aggregate(metric, mode, by=by)
         ok = [group for group in groups if group["num_failed"] == 0]
         if not ok:
@@ -772,8 +801,8 @@ class Results:
     def table(
         self,
         k: int = 10,
-        metric: str = "valid_accuracy",
-        mode: str = "max",
+        metric: str | None = None,
+        mode: str | None = None,
         columns: Sequence[str] | None = None,
     ) -> str:
         """A plain-text table of the ``k`` first members in rank order.
@@ -787,15 +816,16 @@ class Results:
 
         Args:
             k: Number of rows to show.
-            metric: Metric to rank by.
-            mode: ``"max"`` or ``"min"``.
+            metric: Metric to rank by; default the sweep's own (see :meth:`resolve_metric`).
+            mode: ``"max"`` if higher is better, ``"min"`` if lower is better; default the
+                sweep's direction for ``metric`` (see :meth:`resolve_metric`).
             columns: Names of hyperparameters, metrics or of ``seed``, ``fold``,
                 ``static_group``, ``diverged_step``, ``wall_time_s``.
 
         Returns:
             The table, lines separated by ``\\n``, with a caption line first.
         """
-        eligible, rest = self._ranking(metric, mode)
+        metric, mode, eligible, rest = self._ranking(metric, mode)
         ordered = [(str(i + 1), row) for i, row in enumerate(eligible)]
         ordered += [("-", row) for row in rest]
         shown = ordered[: max(k, 0)]

@@ -15,37 +15,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxtune import contracts, engine
 from jaxtune import data as data_lib
-from jaxtune import engine
 from jaxtune.results import Results
 from jaxtune.space import Space
 from jaxtune.strategies import Strategy, random_search
 from jaxtune.task import Task
-
-
-def metric_mode(task: Task, metric: str, mode: str | None) -> str:
-    """Validates ``metric`` against the task and returns its mode (``"max"`` or ``"min"``).
-
-    Raises:
-      ValueError: a metric without a ``valid_``/``test_``/``train_`` prefix, one the task does
-        not report, or a mode other than ``"max"``/``"min"``.
-    """
-    prefix, _, name = metric.partition("_")
-    if prefix not in ("valid", "test", "train") or not name:
-        raise ValueError(
-            f"metric={metric!r} must look like 'valid_<name>' (e.g. 'valid_accuracy'); "
-            f"the task reports {sorted(task.metric_modes) or 'its evaluate() names'}."
-        )
-    if task.metric_modes and prefix != "train" and name not in task.metric_modes:
-        raise ValueError(
-            f"metric={metric!r}: the task does not report {name!r}; choose one of "
-            f"{[f'valid_{m}' for m in sorted(task.metric_modes)]}."
-        )
-    if mode is None:
-        mode = task.metric_modes.get(name, "min" if prefix == "train" else "max")
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode={mode!r} must be 'max' or 'min'.")
-    return mode
 
 
 def scores_from_results(
@@ -64,6 +39,21 @@ def scores_from_results(
         if row.status == "completed" and np.isfinite(value):
             values[index // num_seeds, index % num_seeds] = -value if mode == "max" else value
     return values.mean(axis=1)
+
+
+def round_counts(batches: Sequence[Results], space: Space) -> dict[str, int]:
+    """The engine's counters over every round of a search.
+
+    ``num_compilations``, ``num_segment_compilations`` and ``num_guarded_segments`` are summed
+    over the rounds (each round is its own ``engine.train`` call); ``num_static_groups`` is the
+    number of distinct static groups over all rounds (a group met in two rounds counts once).
+    """
+    counts = {
+        name: sum(int(b.metadata.get(name, 0)) for b in batches)
+        for name in ("num_compilations", "num_segment_compilations", "num_guarded_segments")
+    }
+    counts["num_static_groups"] = len({space.static_key(row.config) for b in batches for row in b})
+    return counts
 
 
 def _replayed_round(saved: Results, members: Sequence[Mapping[str, Any]],
@@ -92,7 +82,7 @@ def tune(
     seeds: Sequence[int] = (0,),
     batch_size: int | None = 128,
     steps_per_segment: int = 50,
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     mode: str | None = None,
     seed: int = 0,
     devices: Sequence[jax.Device] | None = None,
@@ -117,8 +107,11 @@ def tune(
       batch_size: minibatch rows (``None``: full batch). A static ``batch_size`` in the space
         overrides it per static group.
       steps_per_segment: steps per compiled segment (learning-curve resolution).
-      metric: the selection metric, e.g. ``"valid_accuracy"`` or ``"valid_mse"``.
-      mode: ``"max"`` or ``"min"``; default from the task's ``metric_modes``.
+      metric: the selection metric, e.g. ``"valid_accuracy"`` or ``"valid_mse"``; default
+        from the task (:func:`jaxtune.contracts.default_metric`: ``valid_mse`` for a
+        regression task, ``valid_accuracy`` for classification). A ``test_`` metric is refused.
+      mode: ``"max"`` or ``"min"``; default from the task's ``metric_modes``, else the name
+        (:func:`jaxtune.contracts.resolve_mode`).
       seed: the sweep seed (strategy key and member keys derive from it).
       devices: devices of the population mesh (default: ``jax.devices()``, every process's).
       on_segment: progress callback, see :class:`~jaxtune.engine.SegmentReport`. On a resume,
@@ -154,7 +147,9 @@ def tune(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
-    mode = metric_mode(task, metric, mode)
+    if metric is None:
+        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
+    mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
     strategy = strategy if strategy is not None else random_search()
     round_size = population_size or num_configs
 
@@ -250,6 +245,6 @@ def tune(
         mode=mode,
         seeds=seeds,
         space=space.to_dict(),
-        num_compilations=sum(b.metadata.get("num_compilations", 0) for b in batches),
+        **round_counts(batches, space),
     )
     return Results(list(combined), metadata)

@@ -217,8 +217,9 @@ def export_to_optuna(
       study_name: the study's name (default: Optuna's generated one).
       metric: the trial value (default: ``results.metadata["metric"]``, else
         ``"valid_accuracy"``).
-      direction: ``"maximize"``/``"max"`` or ``"minimize"``/``"min"`` (default: the sweep's
-        mode for its metric, else ``"maximize"``).
+      direction: ``"maximize"``/``"max"`` or ``"minimize"``/``"min"`` (default: the
+        direction :meth:`~jaxtune.results.Results.resolve_metric` gives ``metric``, as
+        ``Results.best`` ranks it).
       load_if_exists: add to an existing study of that name instead of failing.
 
     Returns:
@@ -231,14 +232,12 @@ def export_to_optuna(
     optuna = _optuna()
     if not isinstance(results, Results):
         raise TypeError(f"results must be jaxtune Results, got {type(results).__name__}")
-    metric = metric or results.metadata.get("metric", "valid_accuracy")
+    metric, mode = results.resolve_metric(metric)
     if metric not in results.metric_names:
         raise ValueError(
             f"metric {metric!r} is not in the results; available metrics: {results.metric_names}"
         )
-    if direction is None:
-        same = results.metadata.get("metric") == metric
-        direction = results.metadata.get("mode", "max") if same else "max"
+    direction = mode if direction is None else direction
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction={direction!r} must be one of {sorted(_DIRECTIONS)}")
 

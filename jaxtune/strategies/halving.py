@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune import engine
+from jaxtune import contracts, engine
 from jaxtune.data import Split
 from jaxtune.results import Results
 from jaxtune.space import Fixed, Space
@@ -235,7 +235,7 @@ def successive_halving(
     eta: int = 3,
     max_member_steps: int | None = None,
     metric: str = "valid_loss",
-    mode: str = "min",
+    mode: str | None = None,
     key: jax.Array,
 ) -> engine.Scheduler:
     """Asynchronous successive halving (ASHA) as an engine scheduler.
@@ -253,7 +253,8 @@ def successive_halving(
       max_member_steps: cap on member-steps spent by the population (per static group);
         ``None`` runs until every slot holds a completed member.
       metric: the metric the engine reports that ranks members, e.g. ``"valid_accuracy"``.
-      mode: ``"max"`` or ``"min"`` for ``metric``.
+      mode: ``"max"`` or ``"min"`` for ``metric`` (default from its name, e.g. ``valid_loss``:
+        ``"min"``; see :func:`jaxtune.contracts.resolve_mode`).
       key: JAX PRNG key of the strategy (folded with the static group).
 
     Returns:
@@ -276,7 +277,7 @@ def hyperband(
     max_member_steps: int | None = None,
     num_brackets: int | None = None,
     metric: str = "valid_loss",
-    mode: str = "min",
+    mode: str | None = None,
     key: jax.Array,
 ) -> engine.Scheduler:
     """Hyperband (Li et al., 2017) with asynchronous brackets (Li et al., 2018), one population.
@@ -294,7 +295,7 @@ def hyperband(
       max_member_steps: cap on member-steps (per static group), split equally between brackets.
       num_brackets: use only the most aggressive brackets (default: all).
       metric: the metric that ranks members.
-      mode: ``"max"`` or ``"min"``.
+      mode: ``"max"`` or ``"min"`` (default from the metric's name).
       key: JAX PRNG key of the strategy.
 
     Returns:
@@ -328,8 +329,7 @@ def _least_loaded(state: HalvingState) -> int:
 def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, key, brackets):
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxtune Space, got {type(space).__name__}.")
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode={mode!r} must be 'max' or 'min'.")
+    mode = contracts.selection_mode(metric, mode)  # default from the name: valid_loss -> min
     if max_member_steps is not None:
         _check_int("max_member_steps", max_member_steps, 1)
     strategy = strategy if strategy is not None else random_search()
@@ -524,7 +524,7 @@ def run_halving(
     eta: int = 3,
     max_member_steps: int | None = None,
     num_brackets: int | None = 1,
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     mode: str | None = None,
     seed: int = 0,
     batch_size: int | None = 128,
@@ -549,8 +549,9 @@ def run_halving(
         initial configurations.
       num_brackets: ``1``: one bracket (successive halving, ASHA); ``None``: Hyperband with
         every bracket; ``k``: Hyperband with its ``k`` most aggressive brackets.
-      metric: the selection metric.
-      mode: ``"max"`` or ``"min"`` (default from the task).
+      metric: the selection metric (default from the task: ``valid_accuracy`` or
+        ``valid_mse``; a ``test_`` metric is refused).
+      mode: ``"max"`` or ``"min"`` (default from the task, see :mod:`jaxtune.contracts`).
       seed: the sweep seed (strategy keys and member keys derive from it).
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: default ``min_steps`` (then every rung is a segment boundary).
@@ -572,10 +573,10 @@ def run_halving(
       >>> results = run_halving(task, split, space, population_size=27, num_steps=270,
       ...                       min_steps=10, max_member_steps=20000)  # doctest: +SKIP
     """
-    from jaxtune.tuning import metric_mode  # tuning imports strategies: import late
-
     _check_int("population_size", population_size, 1)
-    mode = metric_mode(task, metric, mode)
+    if metric is None:
+        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
+    mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
     strategy = strategy if strategy is not None else random_search()
     steps_per_segment = steps_per_segment or min(min_steps, num_steps)
     base = jax.random.PRNGKey(seed)

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune import engine
+from jaxtune import contracts, engine
 from jaxtune.data import Split
 from jaxtune.results import MemberResult, Results
 from jaxtune.space import Choice, Float, Int, Space
@@ -71,7 +71,7 @@ def pbt(
     perturb: Sequence[float] = (0.8, 1.2),
     resample_probability: float = 0.25,
     metric: str = "valid_loss",
-    mode: str = "min",
+    mode: str | None = None,
     key: jax.Array,
 ) -> engine.Scheduler:
     """Population-based training (Jaderberg et al., 2017) as an engine scheduler.
@@ -85,7 +85,7 @@ def pbt(
       resample_probability: probability of resampling a hyperparameter from the space
         instead of perturbing it.
       metric: the metric ranking the members, e.g. ``"valid_accuracy"``.
-      mode: ``"max"`` or ``"min"``.
+      mode: ``"max"`` or ``"min"`` (default from the metric's name, e.g. ``valid_loss``: min).
       key: JAX PRNG key of the scheduler's draws (donors, factors, resamples).
 
     Returns:
@@ -112,8 +112,7 @@ def pbt(
         raise ValueError(f"perturb={perturb!r} must be a non-empty list of positive factors.")
     if not 0.0 <= float(resample_probability) <= 1.0:
         raise ValueError(f"resample_probability={resample_probability!r} must be in [0, 1].")
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode={mode!r} must be 'max' or 'min'.")
+    mode = contracts.selection_mode(metric, mode)  # default from the name: valid_loss -> min
     dynamic = list(space.dynamic_names)
     searchable = list(space.searchable_names)
 
@@ -199,7 +198,7 @@ def run_pbt(
     fraction: float = 0.25,
     perturb: Sequence[float] = (0.8, 1.2),
     resample_probability: float = 0.25,
-    metric: str = "valid_accuracy",
+    metric: str | None = None,
     mode: str | None = None,
     seed: int = 0,
     batch_size: int | None = 128,
@@ -224,8 +223,9 @@ def run_pbt(
       fraction: truncation fraction.
       perturb: multiplicative explore factors.
       resample_probability: probability of resampling a value instead of perturbing it.
-      metric: the selection metric.
-      mode: ``"max"`` or ``"min"`` (default from the task).
+      metric: the selection metric (default from the task: ``valid_accuracy`` or
+        ``valid_mse``; a ``test_`` metric is refused).
+      mode: ``"max"`` or ``"min"`` (default from the task, see :mod:`jaxtune.contracts`).
       seed: the sweep seed.
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: steps per segment.
@@ -237,13 +237,13 @@ def run_pbt(
       :class:`~jaxtune.results.Results`, one row per member with its ``hp_schedule``; with
       ``return_params``, ``(results, params)`` with ``params[i]`` the parameters of row ``i``.
     """
-    from jaxtune.tuning import metric_mode  # tuning imports strategies: import late
-
     if isinstance(population_size, bool) or not isinstance(population_size, int) or (
         population_size < 2
     ):
         raise ValueError(f"population_size must be an int >= 2, got {population_size!r}.")
-    mode = metric_mode(task, metric, mode)
+    if metric is None:
+        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
+    mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
     strategy = strategy if strategy is not None else random_search()
     base = jax.random.PRNGKey(seed)
     configs, _ = strategy.ask(strategy.init(space, jax.random.fold_in(base, 0)), population_size)

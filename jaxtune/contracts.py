@@ -1,0 +1,224 @@
+"""Rules every driver and every reader of results share.
+
+For now: which metric a sweep selects on and which way is better for it (its *mode*).
+One rule, used by :func:`~jaxtune.tune`, :mod:`jaxtune.cv`, the halving and PBT drivers,
+:class:`~jaxtune.results.Results` (``best``, ``top``, ``table``, ``aggregate``,
+``best_config``), :mod:`jaxtune.plot`, the CLI and the Optuna bridge:
+
+1. an explicit ``mode`` wins (``"max"``: higher is better, ``"min"``: lower is better);
+2. else the sweep's own metadata: ``metadata["mode"]`` when ``metadata["metric"]`` is this
+   metric, else ``metadata["metric_modes"]`` (written by :func:`jaxtune.engine.train`, keyed by
+   the task's metric names without the ``valid_``/``test_``/``train_`` prefix);
+3. else the task's ``metric_modes`` (same keys);
+4. else the name: a metric whose name has a loss/error word (:data:`MIN_WORDS`, e.g.
+   ``valid_mse``, ``train_loss``, ``valid_error_rate``) is minimized, any other maximized.
+
+A sweep selects on a validation (or training) metric, never on a test metric: choosing by the
+test set leaks it into the choice, and the test score of the chosen member is then biased.
+
+This module imports nothing else from jaxtune, so every module may import it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "MIN_WORDS",
+    "MODES",
+    "check_mode",
+    "check_selection_metric",
+    "default_metric",
+    "mode_from_name",
+    "resolve_mode",
+    "selection_mode",
+    "sweep_metric",
+]
+
+#: The two directions: ``"max"`` (higher is better) and ``"min"`` (lower is better).
+MODES = ("max", "min")
+
+#: Words of a metric name that make it minimized (a word is a ``_``/``-``/``.``-separated part;
+#: a word ending in ``loss`` or ``error`` counts too, e.g. ``logloss``).
+MIN_WORDS = frozenset({
+    "loss", "mse", "mae", "rmse", "msle", "mape", "nll", "error", "err", "perplexity", "ppl",
+    "regret", "cost", "deviance", "brier", "wer", "cer", "bpd", "bpc",
+})
+
+_PREFIXES = ("valid", "test", "train")
+
+
+def check_mode(mode: Any, where: str = "mode") -> str:
+    """Returns ``mode`` if it is ``"max"`` or ``"min"``.
+
+    Raises:
+      ValueError: naming ``where``, the value and the two choices.
+    """
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(
+            f"{where}={mode!r} must be 'max' (higher is better) or 'min' (lower is better)."
+        )
+    return mode
+
+
+def mode_from_name(metric: str) -> str:
+    """The direction a metric's name implies: ``"min"`` for loss/error-like names, else ``"max"``.
+
+    Example:
+      >>> mode_from_name("valid_mse"), mode_from_name("train_loss"), mode_from_name("valid_r2")
+      ('min', 'min', 'max')
+    """
+    words = [word for word in re.split(r"[_\-.\s]+", metric.lower()) if word]
+    minimized = any(
+        word in MIN_WORDS or word.endswith(("loss", "error")) for word in words
+    )
+    return "min" if minimized else "max"
+
+
+def _base_name(metric: str) -> str:
+    """``"valid_mse"`` -> ``"mse"``; a name without a known prefix is returned as is."""
+    prefix, _, name = metric.partition("_")
+    return name if prefix in _PREFIXES and name else metric
+
+
+def _lookup(modes: Any, metric: str) -> str | None:
+    if not isinstance(modes, Mapping):
+        return None
+    for key in (_base_name(metric), metric):
+        if key in modes:
+            return modes[key]
+    return None
+
+
+def resolve_mode(
+    metric: str,
+    mode: str | None = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    metric_modes: Mapping[str, str] | None = None,
+) -> str:
+    """Which way is better for ``metric``: the one rule of this module (see its docstring).
+
+    Args:
+      metric: the metric's full name, e.g. ``"valid_mse"``.
+      mode: an explicit ``"max"``/``"min"``; wins when given.
+      metadata: a sweep's :attr:`~jaxtune.results.Results.metadata`.
+      metric_modes: a task's ``metric_modes`` (keys without the ``valid_`` prefix).
+
+    Returns:
+      ``"max"`` or ``"min"``.
+
+    Raises:
+      ValueError: an explicit ``mode``, or a stored one, that is not ``"max"``/``"min"``.
+
+    Example:
+      >>> resolve_mode("valid_mse", metadata={"metric": "valid_mse", "mode": "min"})
+      'min'
+      >>> resolve_mode("valid_accuracy", metric_modes={"accuracy": "max"})
+      'max'
+      >>> resolve_mode("valid_loss", "max")
+      'max'
+    """
+    if mode is not None:
+        return check_mode(mode)
+    metadata = metadata or {}
+    if metadata.get("metric") == metric and metadata.get("mode") is not None:
+        return check_mode(metadata["mode"], "metadata['mode']")
+    stored = _lookup(metadata.get("metric_modes"), metric)
+    if stored is not None:
+        return check_mode(stored, f"metadata['metric_modes'] for {metric!r}")
+    declared = _lookup(metric_modes, metric)
+    if declared is not None:
+        return check_mode(declared, f"the task's metric_modes for {metric!r}")
+    return mode_from_name(metric)
+
+
+def default_metric(metric_modes: Mapping[str, str] | None = None, *,
+                   kind: str | None = None) -> str:
+    """The metric a sweep selects on when none is given: it follows the task.
+
+    ``valid_accuracy`` for a classification task, ``valid_mse`` for a regression task (when the
+    task reports them); else ``valid_accuracy``, ``valid_mse`` or the first name of
+    ``metric_modes``, in that order.
+
+    Args:
+      metric_modes: the task's ``metric_modes``.
+      kind: the task's ``kind`` (``"classification"``, ``"regression"`` or ``None``).
+
+    Raises:
+      ValueError: the task declares neither ``metric_modes`` nor ``kind``.
+
+    Example:
+      >>> default_metric({"mse": "min", "loss": "min"}, kind="regression")
+      'valid_mse'
+    """
+    modes = dict(metric_modes or {})
+    preferred = {"classification": "accuracy", "regression": "mse"}.get(kind or "")
+    for name in (preferred, "accuracy", "mse"):
+        if name is not None and (name in modes or (not modes and name == preferred)):
+            return f"valid_{name}"
+    if modes:
+        return f"valid_{sorted(modes)[0]}"
+    raise ValueError(
+        "metric: the task declares neither metric_modes nor kind, so there is no default "
+        "selection metric; pass metric='valid_<name>' (a name its evaluate() returns)."
+    )
+
+
+def check_selection_metric(metric: Any, metric_modes: Mapping[str, str] | None = None) -> str:
+    """Checks that a sweep may select on ``metric``; returns it.
+
+    Raises:
+      ValueError: a name without a ``valid_``/``train_`` prefix, a ``test_`` metric (selecting
+        on the test set leaks it), or a validation metric the task does not report.
+    """
+    if not isinstance(metric, str):
+        raise ValueError(f"metric={metric!r} must be a str such as 'valid_accuracy'.")
+    prefix, _, name = metric.partition("_")
+    modes = dict(metric_modes or {})
+    if prefix == "test" and name:
+        raise ValueError(
+            f"metric={metric!r} selects on the test set, which leaks it into the choice (the "
+            f"chosen member's test score is then biased); select on 'valid_{name}' instead."
+        )
+    if prefix not in _PREFIXES or not name:
+        raise ValueError(
+            f"metric={metric!r} must look like 'valid_<name>' (e.g. 'valid_accuracy'); "
+            f"the task reports {sorted(modes) or 'its evaluate() names'}."
+        )
+    if modes and prefix != "train" and name not in modes:
+        raise ValueError(
+            f"metric={metric!r}: the task does not report {name!r}; choose one of "
+            f"{[f'valid_{m}' for m in sorted(modes)]}."
+        )
+    return metric
+
+
+def selection_mode(metric: str, mode: str | None = None, *,
+                   metric_modes: Mapping[str, str] | None = None) -> str:
+    """What a driver calls before training: the metric is checked, its mode resolved.
+
+    Returns:
+      ``"max"`` or ``"min"`` (:func:`resolve_mode` with the task's ``metric_modes``).
+
+    Raises:
+      ValueError: see :func:`check_selection_metric` and :func:`check_mode`.
+    """
+    check_selection_metric(metric, metric_modes)
+    return resolve_mode(metric, mode, metric_modes=metric_modes)
+
+
+def sweep_metric(metadata: Mapping[str, Any] | None, available: Sequence[str] = ()) -> str:
+    """The metric a sweep's results rank by when none is given.
+
+    ``metadata["metric"]`` (the sweep's selection metric); for results without one,
+    ``valid_accuracy`` unless only ``valid_mse`` of the two was recorded.
+    """
+    metric = (metadata or {}).get("metric")
+    if isinstance(metric, str):
+        return metric
+    if "valid_accuracy" not in available and "valid_mse" in available:
+        return "valid_mse"
+    return "valid_accuracy"
