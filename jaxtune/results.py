@@ -1061,13 +1061,14 @@ class Results:
         """A ``pandas.DataFrame`` with one row per member and the columns of ``results.csv``.
 
         Raises:
-            ImportError: If pandas is not installed (``pip install pandas``).
+            ImportError: If pandas is not installed (``pip install 'jaxtune[pandas]'``).
         """
         try:
             import pandas as pd
         except ImportError as error:
             raise ImportError(
-                "Results.to_pandas() needs pandas, which is not installed: pip install pandas"
+                "Results.to_pandas() needs pandas, which is not installed: "
+                "pip install 'jaxtune[pandas]' (or pip install pandas)"
             ) from error
         return pd.DataFrame.from_records(self._flat_records(), columns=self._flat_columns())
 
