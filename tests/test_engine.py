@@ -96,7 +96,7 @@ def test_compiles_once_per_static_group(digits_split):
                           **kwargs)
     assert second.metadata["num_compilations"] == 0
     mixed = [
-        {"learning_rate": lr, "optimizer": opt, "width": width, "depth": 1}
+        {"learning_rate": lr, "optimizer": opt, "width": width}
         for opt in ("sgd", "momentum")
         for width in (8, 16)
         for lr in (0.01, 0.05, 0.1)

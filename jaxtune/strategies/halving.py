@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune import engine
+from jaxtune import checks, engine
 from jaxtune.data import Split
 from jaxtune.results import Results
 from jaxtune.space import Fixed, Space
@@ -574,8 +574,11 @@ def run_halving(
     """
     from jaxtune.tuning import metric_mode  # tuning imports strategies: import late
 
+    checks.check_task_and_data(task, split)
+    seed = checks.check_seed("seed", seed)
     _check_int("population_size", population_size, 1)
     mode = metric_mode(task, metric, mode)
+    checks.check_space_ranges(space, task)
     strategy = strategy if strategy is not None else random_search()
     steps_per_segment = steps_per_segment or min(min_steps, num_steps)
     base = jax.random.PRNGKey(seed)
@@ -599,7 +602,8 @@ def run_halving(
     results = engine.train(
         task, configs, split, num_steps=num_steps, batch_size=batch_size,
         steps_per_segment=steps_per_segment, seed=seed, static_names=space.static_names,
-        scheduler=observed, **dict(engine_options or {}),
+        scheduler=observed,
+        **{"sweep_reads": checks.space_optimizer_reads(space), **(engine_options or {})},
     )
     metadata = dict(results.metadata)
     metadata.update(

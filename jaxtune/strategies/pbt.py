@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune import engine
+from jaxtune import checks, engine
 from jaxtune.data import Split
 from jaxtune.results import MemberResult, Results
 from jaxtune.space import Choice, Float, Int, Space
@@ -239,11 +239,14 @@ def run_pbt(
     """
     from jaxtune.tuning import metric_mode  # tuning imports strategies: import late
 
+    checks.check_task_and_data(task, split)
+    seed = checks.check_seed("seed", seed)
     if isinstance(population_size, bool) or not isinstance(population_size, int) or (
         population_size < 2
     ):
         raise ValueError(f"population_size must be an int >= 2, got {population_size!r}.")
     mode = metric_mode(task, metric, mode)
+    checks.check_space_ranges(space, task)
     strategy = strategy if strategy is not None else random_search()
     base = jax.random.PRNGKey(seed)
     configs, _ = strategy.ask(strategy.init(space, jax.random.fold_in(base, 0)), population_size)
@@ -261,7 +264,8 @@ def run_pbt(
     )
     results, params = engine.train(
         task, configs, split, static_names=space.static_names, scheduler=scheduler,
-        return_params=True, **train_options, **options,
+        return_params=True, **train_options,
+        **{"sweep_reads": checks.space_optimizer_reads(space), **options},
     )
     metadata = dict(results.metadata)
     # Settings a replay needs; how this call was run (checkpointing) is not one of them.
