@@ -41,6 +41,7 @@ __all__ = [
     "TRACE_ERRORS",
     "ReadRecorder",
     "check_names_read",
+    "check_space",
     "check_seed",
     "check_space_ranges",
     "check_task_and_data",
@@ -165,6 +166,8 @@ def _hint(name: str, read: set[str], known: set[str]) -> str:
     """``" (did you mean 'x'?)"``, or a word on a name other groups read, or nothing."""
     if name in known:
         return " (other optimizers, schedules or models read it, not this group's)"
+    if name in _ALIASES:
+        return f" (did you mean {_ALIASES[name]!r}?)"
     candidates = sorted((read | known | set(_ALIASES)) - {name})
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     if not close:
@@ -235,7 +238,8 @@ def _is_shape_error(error: BaseException) -> bool:
 
 
 def trace_error(error: BaseException, task: Task, function: str, group: str,
-                x: Any, y: Any, given: Iterable[str] = ()) -> BaseException:
+                x: Any, y: Any, given: Iterable[str] = (),
+                dynamic: Iterable[str] = ()) -> BaseException:
     """What to raise for an exception met while tracing ``task.<function>`` abstractly.
 
     * A dynamic value read as a Python value (``if hp["x"] > 0``): a ``TypeError`` saying to
@@ -253,14 +257,16 @@ def trace_error(error: BaseException, task: Task, function: str, group: str,
       x: the features' abstract value (``shape``, ``dtype``).
       y: the labels' abstract value.
       given: the hyperparameter names of the group (a ``KeyError`` for another name says so).
+      dynamic: the group's dynamic names (named when one is read as a Python value).
 
     Returns:
       The exception to raise ``from error`` (``error`` itself for the task's own errors).
     """
     if isinstance(error, _CONCRETE_VALUE_ERRORS):
         return TypeError(
-            f"task {task.name!r} reads a dynamic hyperparameter of static group {group} as a "
-            f"Python value (an `if`, an int() or a shape) in task.{function} while being traced: "
+            f"task {task.name!r} reads a dynamic hyperparameter of static group {group} (one of "
+            f"{sorted(dynamic)}) as a Python value (an `if`, an int() or a shape) in "
+            f"task.{function} while being traced: "
             f"{type(error).__name__}. Declare that name static in the Space "
             "(Choice/Int/Fixed) or in static_names, or write the task with array operations "
             "(jnp.where) on it."
@@ -324,7 +330,8 @@ def task_reads(task: Task, static_hp: Sequence[tuple[str, Any]], dynamic_names: 
                            int(batch_rows), int(eval_rows))
     except _TaskRaisedError as raised:
         raise trace_error(raised.error, task, raised.function, group, x, y,
-                          [n for n, _ in static_hp] + list(dynamic_names)) from raised.error
+                          [n for n, _ in static_hp] + list(dynamic_names),
+                          dynamic_names) from raised.error
 
 
 class _TaskRaisedError(Exception):
@@ -432,3 +439,61 @@ def space_optimizer_reads(space: Mapping[str, Any]) -> frozenset[str]:
     return optimizer_reads(
         [{"optimizer": o, "schedule": s} for o in values["optimizer"] for s in values["schedule"]]
     )
+
+
+def _representatives(space: Mapping[str, Any], static_names: Iterable[str]) -> list[dict]:
+    """Configurations that show every static value of a Space once: a base (each parameter's
+    first value) and, per static parameter, the base with each of its other values."""
+    base = {name: _param_values(param)[0] for name, param in space.items()}
+    configs = [base]
+    for name in static_names:
+        for value in _param_values(space[name])[1:]:
+            configs.append({**base, name: value})
+    return configs
+
+
+def check_space(task: Task, split: Any, space: Any, *, batch_size: int | None = None,
+                allow_unused: bool = False) -> frozenset[str]:
+    """What every sweep driver checks first, before anything compiles: ranges and names.
+
+    Checks the Space's ranges (:func:`check_space_ranges`), then refuses (or, with
+    ``allow_unused``, warns about) a name of the Space that nothing reads: no optimizer or
+    schedule the Space can pick, not the engine, and not the task, whose reads are observed
+    by tracing it abstractly for the Space's static values (a base configuration and each
+    static parameter's every value in turn).
+
+    Args:
+      task: the task.
+      split: the data (its shapes and dtypes only).
+      space: the :class:`~jaxtune.space.Space`.
+      batch_size: rows of a training batch (None: all training rows).
+      allow_unused: warn instead of raising.
+
+    Returns:
+      The names the sweep reads, for :func:`jaxtune.engine.train`'s ``sweep_reads`` (so a
+      round whose static groups happen not to read a name of the Space does not refuse it).
+
+    Raises:
+      ValueError: a range reaching invalid values; a name nothing reads.
+      Exception: a task's own error while traced (see :func:`trace_error`).
+    """
+    check_space_ranges(space, task)
+    optimizers = space_optimizer_reads(space) | {"optimizer", "schedule"}
+    static = set(space.static_names)
+    task_read: set[str] = set()
+    for config in _representatives(space, sorted(static)):
+        static_hp = tuple(sorted((n, _frozen(v)) for n, v in config.items() if n in static))
+        dynamic = [n for n in config if n not in static]
+        label = ",".join(f"{k}={v}" for k, v in static_hp) or "default"
+        rows = config.get("batch_size", batch_size) or len(split.y_train)
+        task_read |= task_reads(task, static_hp, dynamic, split.x_train, split.y_train,
+                                rows, len(split.y_valid), label)
+    readers = {"the optimizers and schedules of this space": optimizers,
+               "the engine": ENGINE_HPARAMS, f"task {task.name!r}": task_read}
+    check_names_read(space, readers, where="space", suggestions=known_names(task),
+                     allow_unused=allow_unused)
+    return frozenset(optimizers | task_read)
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list | tuple) else value

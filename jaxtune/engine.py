@@ -728,25 +728,31 @@ def infer_static_names(configs: Sequence[Mapping[str, Any]]) -> frozenset[str]:
 ENGINE_STATIC_NAMES: frozenset[str] = checks.ENGINE_HPARAMS
 
 
-def _check_names_read(task, static_hp, dynamic_names, config, where, split, batch_size,
-                      evaluate_test, sweep_reads, allow_unused) -> None:
-    """Refuses (or warns about) the names of a static group that nothing reads."""
-    optimizer = static_hp.get("optimizer", "sgd")
-    schedule = static_hp.get("schedule", "constant")
-    label = ",".join(f"{k}={v}" for k, v in sorted(static_hp.items())) or "default"
-    task_read = checks.task_reads(
-        task, tuple(sorted(static_hp.items())), dynamic_names, split.x_train, split.y_train,
-        batch_size or len(split.y_train), len(split.y_valid), label)
-    readers = {
-        f"optimizer {optimizer!r}": optim.OPTIMIZER_HPARAMS[optimizer] + ("optimizer",),
-        f"schedule {schedule!r}": optim.OPTIMIZER_HPARAMS[schedule] + ("schedule",),
-        "the engine": checks.ENGINE_HPARAMS,
-        f"task {task.name!r}": task_read,
-    }
-    others = frozenset(sweep_reads) - set().union(*readers.values())
-    if others:
-        readers["the other optimizers/schedules of this sweep"] = others
-    checks.check_names_read(config, readers, where=where, suggestions=checks.known_names(task),
+def _check_names_read(task, specs, configs, split, sweep_reads, allow_unused) -> None:
+    """Refuses (or warns about) names that nothing in the sweep reads (before compiling).
+
+    Read are: what the optimizer and schedule of some static group read, what the task looks
+    up in ``hp`` while traced abstractly for some group, the engine's names, and
+    ``sweep_reads`` (the rest of the sweep, given by a driver).
+    """
+    optimizers, task_read = set(sweep_reads), set()
+    for spec, _ in specs:
+        static_hp = dict(spec.static_hp)
+        optimizers.update(checks.optimizer_reads([static_hp]) | {"optimizer", "schedule"})
+        task_read |= checks.task_reads(
+            task, spec.static_hp, spec.dynamic_names, split.x_train, split.y_train,
+            spec.batch_size or len(split.y_train), len(split.y_valid), spec.label)
+    readers = {"the optimizers and schedules of this sweep": optimizers,
+               "the engine": checks.ENGINE_HPARAMS, f"task {task.name!r}": task_read}
+    first = {}
+    for i, config in enumerate(configs):
+        for name in config:
+            first.setdefault(name, i)
+    where = f"configs[{min(first.values(), default=0)}]"
+    unread = set(first) - optimizers - checks.ENGINE_HPARAMS - task_read
+    if unread:
+        where = f"configs[{min(first[n] for n in unread)}]"
+    checks.check_names_read(first, readers, where=where, suggestions=checks.known_names(task),
                             allow_unused=allow_unused)
 
 
@@ -1256,16 +1262,12 @@ def train(
                     "rows; lower it or use batch_size=None for full-batch training."
                 )
         read = optim.validate_optimizer(static_hp, dynamic_names, group_steps)
-        sweep_reads = frozenset(sweep_reads) | checks.optimizer_reads(configs)
         # Only the names this group's optimizer, schedule and task read have a valid range:
         # the same name may mean something else to a user's own task (an `alpha` of 2).
         ranges = {**{n: r for n, r in optim.VALUE_RANGES.items() if n in read},
                   **task.value_ranges}
         for i in indices:
             optim.check_value_ranges(configs[i], ranges, where=f"configs[{i}]")
-        _check_names_read(task, static_hp, dynamic_names, configs[indices[0]],
-                          f"configs[{indices[0]}]", split, group_batch, evaluate_test,
-                          sweep_reads, allow_unused_hparams)
         if batch_mode == "shared" and group_batch is None:
             raise ValueError("batch_mode='shared' needs a batch_size (not full-batch training).")
         spec = GroupSpec(
@@ -1281,6 +1283,7 @@ def train(
             member_loop=member_loop,
         )
         specs.append((spec, indices))
+    _check_names_read(task, specs, configs, split, sweep_reads, allow_unused_hparams)
 
     # Memory: decide chunk sizes before compiling anything.
     budget = memory_budget_bytes or _device_memory_bytes(list(layout.mesh.devices.flat))
@@ -1299,7 +1302,8 @@ def train(
         except checks.TRACE_ERRORS as error:  # the names trace (checks.task_reads) saw most
             raise checks.trace_error(
                 error, task, "init/loss/evaluate", spec.label, split.x_train, split.y_train,
-                [n for n, _ in spec.static_hp] + list(spec.dynamic_names)) from error
+                [n for n, _ in spec.static_hp] + list(spec.dynamic_names),
+                spec.dynamic_names) from error
         member_bytes[spec.label] = per_member
         chunk_sizes.append(_chunk_size(spec.label, len(indices), per_member, budget, data_bytes,
                                        layout, chunk_cap, members_per_device))

@@ -167,7 +167,10 @@ def tune(
     seeds = [checks.check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
-    checks.check_space_ranges(space, task)
+    allow_unused_hparams = bool(
+        (engine_options or {}).get("allow_unused_hparams", allow_unused_hparams))
+    sweep_reads = checks.check_space(task, split, space, batch_size=batch_size,
+                                     allow_unused=allow_unused_hparams)
     mode = metric_mode(task, metric, mode)
     strategy = strategy if strategy is not None else random_search()
     round_size = population_size or num_configs
@@ -227,7 +230,7 @@ def tune(
             evaluated += len(configs)
             continue
         options = {"allow_unused_hparams": allow_unused_hparams,
-                   "sweep_reads": checks.space_optimizer_reads(space), **(engine_options or {})}
+                   "sweep_reads": sweep_reads, **(engine_options or {})}
         if store is not None:
             outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
             options["checkpoint"] = checkpoint_lib.TrainScope(

@@ -578,7 +578,9 @@ def run_halving(
     seed = checks.check_seed("seed", seed)
     _check_int("population_size", population_size, 1)
     mode = metric_mode(task, metric, mode)
-    checks.check_space_ranges(space, task)
+    sweep_reads = checks.check_space(
+        task, split, space, batch_size=batch_size,
+        allow_unused=bool((engine_options or {}).get("allow_unused_hparams", False)))
     strategy = strategy if strategy is not None else random_search()
     steps_per_segment = steps_per_segment or min(min_steps, num_steps)
     base = jax.random.PRNGKey(seed)
@@ -603,7 +605,7 @@ def run_halving(
         task, configs, split, num_steps=num_steps, batch_size=batch_size,
         steps_per_segment=steps_per_segment, seed=seed, static_names=space.static_names,
         scheduler=observed,
-        **{"sweep_reads": checks.space_optimizer_reads(space), **(engine_options or {})},
+        **{"sweep_reads": sweep_reads, **(engine_options or {})},
     )
     metadata = dict(results.metadata)
     metadata.update(

@@ -246,7 +246,9 @@ def run_pbt(
     ):
         raise ValueError(f"population_size must be an int >= 2, got {population_size!r}.")
     mode = metric_mode(task, metric, mode)
-    checks.check_space_ranges(space, task)
+    sweep_reads = checks.check_space(
+        task, split, space, batch_size=batch_size,
+        allow_unused=bool((engine_options or {}).get("allow_unused_hparams", False)))
     strategy = strategy if strategy is not None else random_search()
     base = jax.random.PRNGKey(seed)
     configs, _ = strategy.ask(strategy.init(space, jax.random.fold_in(base, 0)), population_size)
@@ -265,7 +267,7 @@ def run_pbt(
     results, params = engine.train(
         task, configs, split, static_names=space.static_names, scheduler=scheduler,
         return_params=True, **train_options,
-        **{"sweep_reads": checks.space_optimizer_reads(space), **options},
+        **{"sweep_reads": sweep_reads, **options},
     )
     metadata = dict(results.metadata)
     # Settings a replay needs; how this call was run (checkpointing) is not one of them.
