@@ -1138,10 +1138,10 @@ def train(
         ``num_guarded_segments``.
       allow_unused_hparams: warn (``UserWarning``) about a hyperparameter nothing reads
         instead of refusing it (see Raises).
-      sweep_reads: names the optimizers and schedules of the rest of the sweep read (a driver
-        passes :func:`jaxtune.checks.space_optimizer_reads` of its Space); with those of this
-        call's own configs, they are not refused as unread in a group whose optimizer or
-        schedule does not read them (a sweep may mix schedules).
+      sweep_reads: names the rest of the sweep reads (a driver passes what
+        :func:`jaxtune.checks.check_space` found for its Space): never refused as unread,
+        like the names read by any static group of this call (a sweep may mix schedules or
+        models, and one round may draw only some of its static groups).
 
     Returns:
       :class:`~jaxtune.results.Results` with one row per member, in the order of ``configs``.

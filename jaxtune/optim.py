@@ -264,8 +264,9 @@ def validate_optimizer(
 
     Runs before any tracing, on plain Python values. Names that are not optimizer names (e.g.
     `width`, `dropout`, `l2`) belong to the model and are left alone; names the chosen optimizer
-    or schedule does not read (e.g. `decay_rate` with a constant schedule) are allowed too, so one
-    space can mix schedules.
+    or schedule does not read (e.g. `decay_rate` with a constant schedule) are left alone too:
+    whether *anything* in the sweep reads a name is decided by `jaxtune.engine.train` (one
+    space can mix schedules; see `jaxtune.checks`).
 
     Args:
         static_values: the static hyperparameters of the group, name -> Python value (e.g.

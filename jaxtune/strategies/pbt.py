@@ -433,6 +433,8 @@ def replay_pbt_member(
         return engine.PopulationUpdate(exploit=exploit, explore=explore), state
 
     options.setdefault("evaluate_test", True)
+    # The original run checked the names of its space; a replay trains some of its groups only.
+    options.setdefault("sweep_reads", {name for m in members for name in _first_config(rows[m])})
     results_replay, params = engine.train(
         task,
         [_first_config(rows[m]) for m in members],
