@@ -125,6 +125,11 @@ class ReadRecorder(dict):
 def check_task_and_data(task: Any, data: Any, data_field: str = "split") -> None:
     """Refuses a ``task`` that is not a :class:`~jaxtune.task.Task` and missing data.
 
+    Args:
+      task: the ``task`` argument.
+      data: the data argument (a Split; for cross-validation also a Dataset).
+      data_field: its name in messages: ``"split"`` (a Split is needed) or ``"data"``.
+
     Raises:
       TypeError: naming the argument, what it got and what to pass.
     """
@@ -133,10 +138,13 @@ def check_task_and_data(task: Any, data: Any, data_field: str = "split") -> None
             f"task: expected a jaxtune Task (e.g. jt.classification_task('mlp', num_classes=10, "
             f"input_shape=(64,)) or jt.Task(init, loss, evaluate)), got {task!r}."
         )
-    if data is None or (not hasattr(data, "x_train") and not hasattr(data, "x")):
+    # train and tune take a Split; cross-validation a Split or a whole Dataset.
+    fields = ("x_train",) if data_field == "split" else ("x_train", "x")
+    if data is None or not any(hasattr(data, field) for field in fields):
+        kinds = "a jaxtune Split" if data_field == "split" else "a jaxtune Split or Dataset"
         raise TypeError(
-            f"{data_field}: expected the data (a jaxtune Split, e.g. jt.train_valid_test_split("
-            f"jt.load_dataset('digits'))), got {data!r}."
+            f"{data_field}: expected the data ({kinds}, e.g. jt.train_valid_test_split("
+            f"jt.load_dataset('digits'))), got {type(data).__name__} {data!r:.80}."
         )
 
 
