@@ -1162,10 +1162,11 @@ def train(
         dynamic, or a task that does not fit the data (declared
         ``input_shape``/``num_classes``/``kind``, or shapes that fail the abstract trace), a
         ``task`` that is not a Task, a seed that is not a non-negative int, and a hyperparameter
-        name that nothing reads: not the group's optimizer or schedule
+        name that nothing in the sweep reads: not the optimizer or schedule of any static group
         (``optim.OPTIMIZER_HPARAMS``), not the engine (``batch_size``, ``num_steps``), not the
-        task (the names its init/loss/evaluate look up in ``hp`` while traced abstractly, and
-        ``task.extra_hparams``), with a "did you mean", all before any compilation.
+        task (the names its init/loss/evaluate look up in ``hp`` while traced abstractly for
+        some group, and ``task.extra_hparams``), nor ``sweep_reads``, with a "did you mean",
+        all before any compilation.
       Exception: an exception of the task's own code met while tracing it (a ``NameError``, a
         wrong key) is raised as itself, with a note naming the task function that raised it.
 
