@@ -218,7 +218,8 @@ def _run_halving(args, the_task, split, space, strategy, *, population_size, bat
         metric=metric, mode=mode, seed=args.seed, batch_size=batch_size,
         steps_per_segment=steps_per_segment,
         engine_options={"member_seeds": [args.seeds[0]] * population_size,
-                        "on_segment": on_segment, "checkpoint": checkpoint, "resume": resume},
+                        "on_segment": on_segment, "checkpoint": checkpoint, "resume": resume,
+                        "allow_unused_hparams": args.allow_unused_hparams},
     )
 
 
@@ -235,7 +236,8 @@ def _run_pbt(args, the_task, split, space, strategy, *, population_size, batch_s
         metric=metric, mode=mode, seed=args.seed, batch_size=batch_size,
         steps_per_segment=steps_per_segment,
         engine_options={"member_seeds": [args.seeds[0]] * population_size,
-                        "on_segment": on_segment, "checkpoint": checkpoint, "resume": resume},
+                        "on_segment": on_segment, "checkpoint": checkpoint, "resume": resume,
+                        "allow_unused_hparams": args.allow_unused_hparams},
     )
 
 
@@ -397,6 +399,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--pbt-interval", type=int, default=None,
                        help="pbt: segments between exploit/explore steps (default 1)")
     sweep.add_argument("--out", required=True, help="output directory")
+    sweep.add_argument("--allow-unused-hparams", action="store_true",
+                       help="warn about a space name nothing reads (optimizer, schedule, "
+                            "engine, model) instead of refusing it")
     sweep.add_argument("--top", type=int, default=10, help="rows of the printed table")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--progress", action="store_true",
@@ -687,6 +692,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             checkpoint=checkpointer,
             resume=resume,
             engine_options={"batch_mode": args.batch_mode,
+                            "allow_unused_hparams": args.allow_unused_hparams,
                             "max_members_per_chunk": args.max_members_per_chunk,
                             "members_per_device": args.members_per_device,
                             "member_loop": args.member_loop},

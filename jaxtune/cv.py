@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxtune import contracts, engine
+from jaxtune import checks, contracts, engine
 from jaxtune import data as data_lib
 from jaxtune import task as task_lib
 from jaxtune.data import Dataset, Split
@@ -477,11 +477,19 @@ def _static_names(space: Space | None, static_names: Sequence[str] | None):
     return static_names
 
 
-def _check_configs(configs: Sequence[Config], seeds: Sequence[int]) -> tuple[list, list[int]]:
+def _check_configs(task: Task, data: Any, configs: Sequence[Config], seeds: Sequence[int],
+                   seed: int, space: Space | None) -> tuple[list, list[int]]:
+    """The checks every cross-validation runs first (arguments, seeds, a Space's ranges)."""
+    checks.check_task_and_data(task, data, "data")
+    checks.check_seed("seed", seed)
+    if space is not None:
+        checks.check_space_ranges(space, task)
     configs = [dict(c) for c in configs]
     if not configs:
         raise ValueError("configs is empty: give at least one configuration.")
-    seeds = [int(s) for s in seeds]
+    if isinstance(seeds, str | int):
+        raise TypeError(f"seeds: got {seeds!r}; give a sequence of ints, e.g. seeds=(0, 1).")
+    seeds = [checks.check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
     if len(set(seeds)) != len(seeds):
@@ -566,7 +574,7 @@ def cross_validate(
       >>> res.aggregate("valid_accuracy")[0]["count"]  # doctest: +SKIP
       3
     """
-    configs, seeds = _check_configs(configs, seeds)
+    configs, seeds = _check_configs(task, data, configs, seeds, seed, space)
     pool = _pool(data)
     split = pool.split
     num_rows = len(split.y_train)
@@ -1085,7 +1093,7 @@ def nested_cross_validate(
     """
     if rule not in _RULES:
         raise ValueError(f"rule={rule!r} must be one of {_RULES}.")
-    configs, seeds = _check_configs(configs, seeds)
+    configs, seeds = _check_configs(task, data, configs, seeds, seed, space)
     pool = _pool(data)
     split = pool.split
     num_rows = len(split.y_train)
@@ -1095,9 +1103,11 @@ def nested_cross_validate(
                                       labels=labels, seed=fold_seed)
     metric, mode = _selection(task, metric, mode)
     names = _static_names(space, static_names)
+    # The refit trains only the chosen configs: every config's optimizer/schedule names count.
+    sweep = {"sweep_reads": checks.optimizer_reads(configs)}
     common = dict(num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment,
                   seed=seed, static_names=names, standardize=standardize,
-                  on_segment=on_segment, **dict(engine_options or {}))
+                  on_segment=on_segment, **{**sweep, **(engine_options or {})})
 
     # Stage 1: every inner CV of every outer fold, as one population.
     members = [(o, c, s, i) for o in range(outer.num_folds) for c in range(len(configs))

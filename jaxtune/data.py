@@ -171,6 +171,21 @@ def _check_finite(array: np.ndarray, field: str) -> None:
         )
 
 
+def _check_finite_columns(x: np.ndarray, field: str) -> None:
+    """Refuses NaN or inf in the features, naming the columns (features) that hold them."""
+    if x.size == 0 or not np.issubdtype(x.dtype, np.inexact):
+        return
+    bad = ~np.isfinite(x.reshape(x.shape[0], -1))
+    if bad.any():
+        columns = np.flatnonzero(bad.any(axis=0))
+        shown = ", ".join(map(str, columns[:10])) + (" ..." if columns.size > 10 else "")
+        raise ValueError(
+            f"{field} holds {int(bad.sum())} NaN or inf value(s) in column(s) {shown} (first "
+            f"at row {int(np.flatnonzero(bad.any(axis=1))[0])}); standardizing would turn "
+            "those columns into NaN. Remove or impute them first."
+        )
+
+
 def check_arrays(x: Any, y: Any, kind: str, num_classes: int | None = None) -> None:
     """Validates features and labels on the host, before anything is compiled.
 
@@ -531,6 +546,11 @@ def standardize(split: Split, eps: float = 1e-8) -> Split:
     Returns:
         A new `Split` with float32 features; labels and targets unchanged.
 
+    Raises:
+        ValueError: `eps` not a positive finite number, no training rows, or a NaN or inf in
+            the features of any part (one NaN would turn its whole column into NaN), naming
+            the part, the column(s) and the first row.
+
     Example:
         >>> split = standardize(train_valid_test_split(load_dataset("wine")))
         >>> bool(abs(split.x_train.mean(axis=0)).max() < 1e-5)
@@ -541,6 +561,8 @@ def standardize(split: Split, eps: float = 1e-8) -> Split:
     x_train = np.asarray(split.x_train, dtype=np.float64)
     if x_train.shape[0] == 0:
         raise ValueError("split has no training rows to fit the standardization on")
+    for part in ("train", "valid", "test"):
+        _check_finite_columns(np.asarray(getattr(split, f"x_{part}")), f"split.x_{part}")
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > eps, std, 1.0)

@@ -43,18 +43,17 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import flax.errors
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxtune import checks, optim
 from jaxtune import data as data_lib
-from jaxtune import optim
 from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task, check_task_data
 
@@ -726,7 +725,35 @@ def infer_static_names(configs: Sequence[Mapping[str, Any]]) -> frozenset[str]:
 #: Names the engine itself reads as plain Python values (a minibatch shape, a loop count). A
 #: task adds its own (``Task.static_hparams``: the ready-made models' layer sizes); the
 #: optimizer's structural names are checked by :func:`jaxtune.optim.validate_optimizer`.
-ENGINE_STATIC_NAMES: frozenset[str] = frozenset({"batch_size", "num_steps"})
+ENGINE_STATIC_NAMES: frozenset[str] = checks.ENGINE_HPARAMS
+
+
+def _check_names_read(task, specs, configs, split, sweep_reads, allow_unused) -> None:
+    """Refuses (or warns about) names that nothing in the sweep reads (before compiling).
+
+    Read are: what the optimizer and schedule of some static group read, what the task looks
+    up in ``hp`` while traced abstractly for some group, the engine's names, and
+    ``sweep_reads`` (the rest of the sweep, given by a driver).
+    """
+    optimizers, task_read = set(sweep_reads), set()
+    for spec, _ in specs:
+        static_hp = dict(spec.static_hp)
+        optimizers.update(checks.optimizer_reads([static_hp]) | {"optimizer", "schedule"})
+        task_read |= checks.task_reads(
+            task, spec.static_hp, spec.dynamic_names, split.x_train, split.y_train,
+            spec.batch_size or len(split.y_train), len(split.y_valid), spec.label)
+    readers = {"the optimizers and schedules of this sweep": optimizers,
+               "the engine": checks.ENGINE_HPARAMS, f"task {task.name!r}": task_read}
+    first = {}
+    for i, config in enumerate(configs):
+        for name in config:
+            first.setdefault(name, i)
+    where = f"configs[{min(first.values(), default=0)}]"
+    unread = set(first) - optimizers - checks.ENGINE_HPARAMS - task_read
+    if unread:
+        where = f"configs[{min(first[n] for n in unread)}]"
+    checks.check_names_read(first, readers, where=where, suggestions=checks.known_names(task),
+                            allow_unused=allow_unused)
 
 
 def _validate_configs(
@@ -809,14 +836,6 @@ def _host_memory_bytes() -> int:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 8 << 30
-
-
-#: What tracing a task on data of the wrong shape raises (JAX's, NumPy's and Flax's errors).
-_TRACE_ERRORS = (TypeError, ValueError, IndexError, flax.errors.FlaxError)
-#: Tracing errors of a task that reads a traced value as a concrete one (TypeError subclasses).
-_CONCRETE_VALUE_ERRORS = (jax.errors.ConcretizationTypeError,
-                          jax.errors.TracerIntegerConversionError,
-                          jax.errors.TracerArrayConversionError)
 
 
 def member_memory_bytes(
@@ -1048,6 +1067,8 @@ def train(
     scheduler: Scheduler | None = None,
     checkpoint: Any = None,
     resume: bool = False,
+    allow_unused_hparams: bool = False,
+    sweep_reads: Iterable[str] = (),
 ) -> Results | tuple[Results, list[Any]]:
     """Trains every configuration as one member of a vectorized population.
 
@@ -1115,6 +1136,12 @@ def train(
         a directory without a checkpoint yet starts afresh). The Results equal those of an
         uninterrupted run except ``wall_time_s``, the compile counts and
         ``num_guarded_segments``.
+      allow_unused_hparams: warn (``UserWarning``) about a hyperparameter nothing reads
+        instead of refusing it (see Raises).
+      sweep_reads: names the rest of the sweep reads (a driver passes what
+        :func:`jaxtune.checks.check_space` found for its Space): never refused as unread,
+        like the names read by any static group of this call (a sweep may mix schedules or
+        models, and one round may draw only some of its static groups).
 
     Returns:
       :class:`~jaxtune.results.Results` with one row per member, in the order of ``configs``.
@@ -1133,8 +1160,15 @@ def train(
         optimizer and schedule read, ``task.value_ranges``), a name the engine or the task
         reads as static (``batch_size``, ``num_steps``, ``task.static_hparams``) declared
         dynamic, or a task that does not fit the data (declared
-        ``input_shape``/``num_classes``/``kind``, or shapes that fail the abstract trace), all
-        before any compilation.
+        ``input_shape``/``num_classes``/``kind``, or shapes that fail the abstract trace), a
+        ``task`` that is not a Task, a seed that is not a non-negative int, and a hyperparameter
+        name that nothing in the sweep reads: not the optimizer or schedule of any static group
+        (``optim.OPTIMIZER_HPARAMS``), not the engine (``batch_size``, ``num_steps``), not the
+        task (the names its init/loss/evaluate look up in ``hp`` while traced abstractly for
+        some group, and ``task.extra_hparams``), nor ``sweep_reads``, with a "did you mean",
+        all before any compilation.
+      Exception: an exception of the task's own code met while tracing it (a ``NameError``, a
+        wrong key) is raised as itself, with a note naming the task function that raised it.
 
     Example:
       >>> from jaxtune import data, task as task_lib
@@ -1144,6 +1178,8 @@ def train(
       ...            for lr in (1e-3, 3e-3)]
       >>> results = train(task, configs, split, num_steps=100)  # doctest: +SKIP
     """
+    checks.check_task_and_data(task, split)
+    seed = checks.check_seed("seed", seed)
     configs = [dict(c) for c in configs]
     num_members = len(configs)
     static = (
@@ -1154,7 +1190,8 @@ def train(
     _check_positive_int("steps_per_segment", steps_per_segment)
     if batch_size is not None:
         _check_positive_int("batch_size", batch_size)
-    member_seeds = list(member_seeds) if member_seeds is not None else [0] * num_members
+    member_seeds = ([checks.check_seed(f"member_seeds[{i}]", s) for i, s in enumerate(member_seeds)]
+                    if member_seeds is not None else [0] * num_members)
     folds = list(folds) if folds is not None else [None] * num_members
     member_ids = list(member_ids) if member_ids is not None else list(range(num_members))
     for field, values in (("member_seeds", member_seeds), ("folds", folds),
@@ -1247,6 +1284,7 @@ def train(
             member_loop=member_loop,
         )
         specs.append((spec, indices))
+    _check_names_read(task, specs, configs, split, sweep_reads, allow_unused_hparams)
 
     # Memory: decide chunk sizes before compiling anything.
     budget = memory_budget_bytes or _device_memory_bytes(list(layout.mesh.devices.flat))
@@ -1262,26 +1300,11 @@ def train(
                 eval_rows=len(split.y_valid), train_rows=num_train_rows,
                 input_dtype=split.x_train.dtype, label_dtype=split.y_train.dtype,
             )
-        except _CONCRETE_VALUE_ERRORS as error:
-            # Not a shape problem: the task reads a traced (dynamic) value as a Python value.
-            raise TypeError(
-                f"task {task.name!r} reads a dynamic hyperparameter of static group "
-                f"{spec.label} (one of {list(spec.dynamic_names)}) as a Python value (an `if`, "
-                f"an int() or a shape) while being traced: {type(error).__name__}. Declare that "
-                "name static in the Space (Choice/Int/Fixed) or in static_names, or write the "
-                "task with array operations (jnp.where) on it."
-            ) from error
-        except _TRACE_ERRORS as error:
-            # The first place a task meets the data's shapes (abstractly: nothing compiles).
-            raise ValueError(
-                f"task {task.name!r} does not fit the data of static group {spec.label}: "
-                f"tracing its init/loss/evaluate on x of shape [rows, "
-                f"{', '.join(map(str, split.x_train.shape[1:]))}] ({split.x_train.dtype}) and y "
-                f"[rows] ({split.y_train.dtype}) failed with {type(error).__name__}: {error}\n"
-                "Fix: make task.init build parameters for one example of that shape and "
-                "task.loss/task.evaluate accept such batches (for the ready-made tasks, pass the "
-                "data's input_shape and num_classes)."
-            ) from error
+        except checks.TRACE_ERRORS as error:  # the names trace (checks.task_reads) saw most
+            raise checks.trace_error(
+                error, task, "init/loss/evaluate", spec.label, split.x_train, split.y_train,
+                [n for n, _ in spec.static_hp] + list(spec.dynamic_names),
+                spec.dynamic_names) from error
         member_bytes[spec.label] = per_member
         chunk_sizes.append(_chunk_size(spec.label, len(indices), per_member, budget, data_bytes,
                                        layout, chunk_cap, members_per_device))

@@ -6,7 +6,7 @@
 * **Static** (`STATIC_HPARAMS`, plain Python values fixed for a static group, because they pick
   the code path or a loop boundary): `optimizer` (one of `OPTIMIZERS`, default `"sgd"`),
   `schedule` (one of `SCHEDULES`, default `"constant"`), `warmup_steps`, `step_size`,
-  `transition_steps`.
+  `transition_steps`, `nesterov` (a bool, read by `sgd`).
 * **Dynamic** (traced float32 scalars under `jit`/`vmap`; a new value never recompiles):
   `learning_rate` (required), and with defaults when absent (`HPARAM_DEFAULTS`):
   `weight_decay` (0), `momentum` (0.9), `b1` (0.9), `b2` (0.999), `eps` (1e-8), `alpha` (0);
@@ -25,13 +25,19 @@ the same primitives as `optax.sgd`, `optax.adam`, `optax.adamw`, `optax.rmsprop`
 
 | optimizer  | preconditioner                                             | also reads         |
 | ---------- | ---------------------------------------------------------- | ------------------ |
-| `sgd`      | none                                                       |                    |
+| `sgd`      | none; with `momentum`: `optax.trace(momentum, nesterov)`   | `momentum`, `nesterov` |
 | `momentum` | `optax.trace(decay=momentum)`                              | `momentum`         |
 | `nesterov` | `optax.trace(decay=momentum, nesterov=True)`               | `momentum`         |
 | `adam`     | `optax.scale_by_adam(b1, b2, eps)` (*)                     | `b1`, `b2`, `eps`  |
 | `adamw`    | `optax.scale_by_adam(b1, b2, eps)` (*), always decayed     | `b1`, `b2`, `eps`  |
 | `rmsprop`  | `optax.scale_by_rms(decay=b2, eps=eps)`                    | `b2`, `eps`        |
 | `adagrad`  | `optax.scale_by_rss(initial_accumulator_value=0.1, eps)`   | `eps`              |
+
+`sgd` is `optax.sgd(learning_rate, momentum, nesterov)`: without a `momentum` name it is plain
+SGD (Optax's `momentum=None`); with one, its traced value is the trace's decay (0 gives plain
+SGD's updates), and the static `nesterov` (a bool, default False) picks Nesterov's form.
+`nesterov` without `momentum` is refused (Optax would ignore it). The `momentum` and `nesterov`
+optimizers always use a trace, with `momentum` defaulting to 0.9.
 
 (*) The same state, moments and update as Optax's, with the bias corrections applied as
 multipliers `1 / (1 - b ** t)` rather than divisors, so that every device layout compiles the
@@ -97,6 +103,7 @@ STATIC_HPARAMS: tuple[str, ...] = (
     "warmup_steps",
     "step_size",
     "transition_steps",
+    "nesterov",
 )
 
 #: Defaults of the dynamic names that have one (`learning_rate`, `lr_decay`, `decay_rate` do not).
@@ -107,7 +114,7 @@ HPARAM_DEFAULTS: Mapping[str, float] = MappingProxyType(
 #: The hyperparameter names each optimizer and each schedule reads.
 OPTIMIZER_HPARAMS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "sgd": ("weight_decay",),
+        "sgd": ("momentum", "nesterov", "weight_decay"),
         "momentum": ("momentum", "weight_decay"),
         "nesterov": ("momentum", "weight_decay"),
         "adam": ("b1", "b2", "eps", "weight_decay"),
@@ -155,7 +162,7 @@ def check_value_ranges(
     """Checks that the known numeric hyperparameters of ``config`` lie in their valid ranges.
 
     Names not in ``ranges`` and non-numeric values are left alone (their type is checked
-    elsewhere).
+    elsewhere); every number of a list or tuple value (``hidden_sizes``) is checked.
 
     Args:
         config: name -> value (one configuration).
@@ -170,18 +177,21 @@ def check_value_ranges(
         >>> check_value_ranges({"learning_rate": 0.1, "momentum": 0.9})
     """
     for name, (low, low_inclusive, high, high_inclusive) in ranges.items():
-        value = config.get(name)
-        if not _is_real(value):
-            continue
-        value = float(value)
-        above = value >= low if low_inclusive else value > low
-        below = value <= high if high_inclusive else value < high
-        if not (above and below):
-            interval = _interval(low, low_inclusive, high, high_inclusive)
-            raise ValueError(
-                f"{where}[{name!r}] = {value!r} is outside {interval}, the values {name} can "
-                f"take; give a value in {interval} (in a Space, bound the range to it)."
-            )
+        given = config.get(name)
+        values = list(given) if isinstance(given, list | tuple) else [given]
+        for value in values:
+            if not _is_real(value):
+                continue
+            value = float(value)
+            above = value >= low if low_inclusive else value > low
+            below = value <= high if high_inclusive else value < high
+            if not (above and below):
+                interval = _interval(low, low_inclusive, high, high_inclusive)
+                shown = f"{given!r} holds {value!r}, which" if values != [given] else f"{value!r}"
+                raise ValueError(
+                    f"{where}[{name!r}] = {shown} is outside {interval}, the values {name} "
+                    f"can take; give a value in {interval} (in a Space, bound the range to it)."
+                )
 
 
 _DEFAULT_OPTIMIZER = "sgd"
@@ -254,8 +264,9 @@ def validate_optimizer(
 
     Runs before any tracing, on plain Python values. Names that are not optimizer names (e.g.
     `width`, `dropout`, `l2`) belong to the model and are left alone; names the chosen optimizer
-    or schedule does not read (e.g. `decay_rate` with a constant schedule) are allowed too, so one
-    space can mix schedules.
+    or schedule does not read (e.g. `decay_rate` with a constant schedule) are left alone too:
+    whether *anything* in the sweep reads a name is decided by `jaxtune.engine.train` (one
+    space can mix schedules; see `jaxtune.checks`).
 
     Args:
         static_values: the static hyperparameters of the group, name -> Python value (e.g.
@@ -316,6 +327,17 @@ def validate_optimizer(
             value = static_values[name]
             if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name}: got {value!r}; it must be a positive int.")
+
+    if "nesterov" in static_values:
+        nesterov = static_values["nesterov"]
+        if not isinstance(nesterov, bool | np.bool_):
+            raise ValueError(f"nesterov: got {nesterov!r}; it must be True or False.")
+        if optimizer == "sgd" and "momentum" not in provided:
+            raise ValueError(
+                "nesterov: given with optimizer 'sgd' but without momentum; Nesterov's form "
+                "applies to the momentum trace, so add 'momentum' (e.g. Float(0.5, 0.99)) or "
+                "remove 'nesterov'."
+            )
 
     for name in _DYNAMIC_HPARAMS:
         if name in static_values:
@@ -496,7 +518,10 @@ def _scale_by_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
 
 def _preconditioner(name: str, hp: Mapping[str, Any]) -> optax.GradientTransformation:
     if name == "sgd":
-        return optax.identity()
+        # optax.sgd(learning_rate, momentum, nesterov): a trace only when momentum is given.
+        if "momentum" not in hp:
+            return optax.identity()
+        return optax.trace(decay=_value(hp, "momentum"), nesterov=bool(hp.get("nesterov")))
     if name in ("momentum", "nesterov"):
         return optax.trace(decay=_value(hp, "momentum"), nesterov=name == "nesterov")
     if name in ("adam", "adamw"):

@@ -47,14 +47,19 @@ KINDS = data_lib.KINDS
 #: Names the ready-made models read as plain Python values (layer sizes): static only.
 MODEL_STATIC_HPARAMS: tuple[str, ...] = ("width", "depth", "hidden_sizes", "channels")
 
-#: Valid values of the dynamic names the ready-made tasks read, in the format of
-#: :data:`jaxtune.optim.VALUE_RANGES`: a dropout rate is a probability below 1, and a negative
-#: penalty would reward large weights.
+#: Valid values of the names the ready-made tasks read, in the format of
+#: :data:`jaxtune.optim.VALUE_RANGES`: a dropout rate is a probability below 1, a negative
+#: penalty would reward large weights, and a layer has at least one unit (``depth`` 0 is a
+#: linear model; every entry of ``hidden_sizes`` is checked).
 VALUE_RANGES: Mapping[str, tuple[float, bool, float, bool]] = MappingProxyType(
     {
         "dropout": (0.0, True, 1.0, False),
         "l1": (0.0, True, math.inf, False),
         "l2": (0.0, True, math.inf, False),
+        "width": (1.0, True, math.inf, False),
+        "channels": (1.0, True, math.inf, False),
+        "hidden_sizes": (1.0, True, math.inf, False),
+        "depth": (0.0, True, math.inf, False),
     }
 )
 
@@ -84,10 +89,15 @@ class Task:
       static_hparams: names the task reads as plain Python values (they set a shape or the
         code path, like the ready-made models' ``width``); :func:`jaxtune.train` refuses them
         when declared dynamic. Default: none.
-      value_ranges: valid intervals of dynamic names the task reads,
+      value_ranges: valid intervals of names the task reads,
         ``name -> (low, low_inclusive, high, high_inclusive)`` (the ready-made tasks:
-        :data:`VALUE_RANGES`); :func:`jaxtune.train` checks configs against them. Default:
-        none.
+        :data:`VALUE_RANGES`); :func:`jaxtune.train` checks configs against them (every number
+        of a list value), and the sweep drivers check a Space's whole ranges against them
+        before training. Default: none.
+      extra_hparams: names the task reads that tracing it may not show (e.g. read only on a
+        code path the abstract trace does not take). :func:`jaxtune.train` refuses a name
+        that nothing reads; the names a task reads are found by recording which keys of
+        ``hp`` its init/loss/evaluate look up while traced, plus these. Default: none.
 
     The ready-made tasks set ``input_shape``, ``num_classes`` and ``kind``; a hand-written task
     may leave them ``None``, and a mismatch with the data is then caught while the engine
@@ -117,6 +127,7 @@ class Task:
     value_ranges: Mapping[str, tuple[float, bool, float, bool]] = dataclasses.field(
         default_factory=dict
     )
+    extra_hparams: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("init", "loss", "evaluate"):

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtune import contracts, engine
+from jaxtune import checks, contracts, engine
 from jaxtune import data as data_lib
 from jaxtune.results import Results
 from jaxtune.space import Space
@@ -91,6 +91,7 @@ def tune(
     engine_options: Mapping[str, Any] | None = None,
     checkpoint: Any = None,
     resume: bool = False,
+    allow_unused_hparams: bool = False,
 ) -> Results:
     """Runs a search: ask a batch, train it as one population, tell the scores, repeat.
 
@@ -128,6 +129,14 @@ def tune(
         to the strategy from the stored results (it must propose the same configurations), the
         interrupted round continues from its last saved segment. ``on_round`` is called only
         for rounds run by this call.
+      allow_unused_hparams: warn about a hyperparameter of the space that nothing reads (not
+        the optimizer, the schedule, the engine nor the task) instead of refusing it.
+
+    Raises:
+      TypeError, ValueError: before anything trains: a ``task`` that is not a Task, no data,
+        a ``seed``/``seeds`` entry that is not a non-negative int, a Space range reaching
+        values outside the valid ranges (:func:`jaxtune.checks.check_space_ranges`), and all
+        that :func:`jaxtune.engine.train` refuses before compiling (names nothing reads...).
 
     Returns:
       :class:`~jaxtune.results.Results` of every member, ids in evaluation order.
@@ -141,12 +150,20 @@ def tune(
       >>> results = jt.tune(task, split, space, num_configs=8, num_steps=100)  # doctest: +SKIP
       >>> results.best("valid_accuracy").config  # doctest: +SKIP
     """
+    checks.check_task_and_data(task, split)
+    seed = checks.check_seed("seed", seed)
     engine._check_positive_int("num_configs", num_configs)
     if population_size is not None:
         engine._check_positive_int("population_size", population_size)
-    seeds = [int(s) for s in seeds]
+    if isinstance(seeds, str | int) or not isinstance(seeds, Sequence | np.ndarray):
+        raise TypeError(f"seeds: got {seeds!r}; give a sequence of ints, e.g. seeds=(0, 1).")
+    seeds = [checks.check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
+    allow_unused_hparams = bool(
+        (engine_options or {}).get("allow_unused_hparams", allow_unused_hparams))
+    sweep_reads = checks.check_space(task, split, space, batch_size=batch_size,
+                                     allow_unused=allow_unused_hparams)
     if metric is None:
         metric = contracts.default_metric(task.metric_modes, kind=task.kind)
     mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
@@ -207,7 +224,8 @@ def tune(
             batches.append(results)
             evaluated += len(configs)
             continue
-        options = dict(engine_options or {})
+        options = {"allow_unused_hparams": allow_unused_hparams,
+                   "sweep_reads": sweep_reads, **(engine_options or {})}
         if store is not None:
             outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
             options["checkpoint"] = checkpoint_lib.TrainScope(

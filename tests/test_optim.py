@@ -138,7 +138,7 @@ POPULATION = {
 def _reference_optimizer(name, hp):
     lr = hp["learning_rate"]
     if name == "sgd":
-        return optax.sgd(lr)
+        return optax.sgd(lr, momentum=hp.get("momentum"), nesterov=hp.get("nesterov", False))
     if name == "momentum":
         return optax.sgd(lr, momentum=hp["momentum"])
     if name == "nesterov":
@@ -201,7 +201,9 @@ def _member(tree, member):
 
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
 def test_traced_optimizer_matches_optax(name):
+    # sgd reads momentum (dynamic, as optax.sgd(lr, momentum)) and nesterov (static).
     names = ("learning_rate", *optim.OPTIMIZER_HPARAMS[name])
+    names = tuple(n for n in names if n not in optim.STATIC_HPARAMS)
     if name != "adamw":
         names = tuple(n for n in names if n != "weight_decay")  # checked separately below
     updates, params = _traced_population_updates({"optimizer": name}, names)
@@ -262,6 +264,38 @@ def test_adam_with_weight_decay_and_schedule_is_optax_adamw():
         reference = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=wd)
         ref_updates, _ = _run(reference, _init_params())
         chex.assert_trees_all_close(_member(updates, member), ref_updates, rtol=RTOL, atol=1e-8)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_with_traced_momentum_is_optax_sgd_and_compiles_once(nesterov):
+    # "optimizer": "sgd" with a momentum is optax.sgd(learning_rate, momentum, nesterov), the
+    # momentum a traced value: a sweep over momenta (0 included) compiles once.
+    static = {"optimizer": "sgd", "nesterov": nesterov}
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @jax.vmap
+    @chex.assert_max_traces(n=1)
+    def train(momentum):
+        return _run(optim.make_optimizer({**static, "learning_rate": 0.05, "momentum": momentum},
+                                         NUM_STEPS), _init_params())
+
+    momenta = (0.0, 0.5, 0.9, 0.99)
+    updates, params = train(jnp.asarray(momenta, jnp.float32))
+    train(jnp.asarray((0.1, 0.2, 0.3, 0.4), jnp.float32))  # new values: no new trace
+    for member, momentum in enumerate(momenta):
+        reference = optax.sgd(jnp.float32(0.05), momentum=jnp.float32(momentum),
+                              nesterov=nesterov)
+        ref_updates, ref_params = jax.jit(lambda r=reference: _run(r, _init_params()))()
+        # Same primitives (optax.trace, then the learning rate): float32 rounding only.
+        chex.assert_trees_all_close(_member(updates, member), ref_updates, rtol=RTOL, atol=1e-8)
+        chex.assert_trees_all_close(_member(params, member), ref_params, rtol=RTOL, atol=1e-8)
+    # A momentum of 0 and no momentum at all are both plain SGD: the same updates, bit for bit.
+    plain, _ = jax.jit(lambda: _run(optim.make_optimizer({"learning_rate": 0.05}, NUM_STEPS),
+                                    _init_params()))()
+    chex.assert_trees_all_equal(_member(updates, 0), plain)
+    ref_plain, _ = jax.jit(lambda: _run(optax.sgd(jnp.float32(0.05)), _init_params()))()
+    chex.assert_trees_all_close(plain, ref_plain, rtol=RTOL, atol=1e-8)
 
 
 def test_sgd_weight_decay_is_decoupled_before_learning_rate():
@@ -356,6 +390,8 @@ def test_validate_accepts_a_complete_group_and_returns_names_read():
     # Defaults: sgd with a constant schedule; a Fixed (static) learning rate is fine.
     assert optim.validate_optimizer({"learning_rate": 0.1}, [], 10) == (
         "learning_rate",
+        "momentum",
+        "nesterov",
         "weight_decay",
     )
 
@@ -418,6 +454,10 @@ def test_optimizer_hparams_cover_every_choice():
         ({}, ["learning_rate", "warmup_steps"], r"warmup_steps: must be static"),
         ({"learning_rate": math.nan}, [], r"learning_rate: got nan.*finite"),
         ({"learning_rate": "0.1"}, [], r"learning_rate: got '0.1'"),
+        ({"nesterov": True}, ["learning_rate"], r"nesterov: given with optimizer 'sgd' but "
+                                                r"without momentum"),
+        ({"nesterov": 1}, ["learning_rate", "momentum"], r"nesterov: got 1.*True or False"),
+        ({}, ["learning_rate", "nesterov"], r"nesterov: must be static"),
     ],
 )
 def test_validate_optimizer_errors(static, dynamic, match):

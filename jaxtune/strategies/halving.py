@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune import contracts, engine
+from jaxtune import checks, contracts, engine
 from jaxtune.data import Split
 from jaxtune.results import Results
 from jaxtune.space import Fixed, Space
@@ -573,10 +573,15 @@ def run_halving(
       >>> results = run_halving(task, split, space, population_size=27, num_steps=270,
       ...                       min_steps=10, max_member_steps=20000)  # doctest: +SKIP
     """
+    checks.check_task_and_data(task, split)
+    seed = checks.check_seed("seed", seed)
     _check_int("population_size", population_size, 1)
     if metric is None:
         metric = contracts.default_metric(task.metric_modes, kind=task.kind)
     mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
+    sweep_reads = checks.check_space(
+        task, split, space, batch_size=batch_size,
+        allow_unused=bool((engine_options or {}).get("allow_unused_hparams", False)))
     strategy = strategy if strategy is not None else random_search()
     steps_per_segment = steps_per_segment or min(min_steps, num_steps)
     base = jax.random.PRNGKey(seed)
@@ -600,7 +605,8 @@ def run_halving(
     results = engine.train(
         task, configs, split, num_steps=num_steps, batch_size=batch_size,
         steps_per_segment=steps_per_segment, seed=seed, static_names=space.static_names,
-        scheduler=observed, **dict(engine_options or {}),
+        scheduler=observed,
+        **{"sweep_reads": sweep_reads, **(engine_options or {})},
     )
     metadata = dict(results.metadata)
     metadata.update(

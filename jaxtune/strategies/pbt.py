@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune import contracts, engine
+from jaxtune import checks, contracts, engine
 from jaxtune.data import Split
 from jaxtune.results import MemberResult, Results
 from jaxtune.space import Choice, Float, Int, Space
@@ -237,6 +237,8 @@ def run_pbt(
       :class:`~jaxtune.results.Results`, one row per member with its ``hp_schedule``; with
       ``return_params``, ``(results, params)`` with ``params[i]`` the parameters of row ``i``.
     """
+    checks.check_task_and_data(task, split)
+    seed = checks.check_seed("seed", seed)
     if isinstance(population_size, bool) or not isinstance(population_size, int) or (
         population_size < 2
     ):
@@ -244,6 +246,9 @@ def run_pbt(
     if metric is None:
         metric = contracts.default_metric(task.metric_modes, kind=task.kind)
     mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
+    sweep_reads = checks.check_space(
+        task, split, space, batch_size=batch_size,
+        allow_unused=bool((engine_options or {}).get("allow_unused_hparams", False)))
     strategy = strategy if strategy is not None else random_search()
     base = jax.random.PRNGKey(seed)
     configs, _ = strategy.ask(strategy.init(space, jax.random.fold_in(base, 0)), population_size)
@@ -261,7 +266,8 @@ def run_pbt(
     )
     results, params = engine.train(
         task, configs, split, static_names=space.static_names, scheduler=scheduler,
-        return_params=True, **train_options, **options,
+        return_params=True, **train_options,
+        **{"sweep_reads": sweep_reads, **options},
     )
     metadata = dict(results.metadata)
     # Settings a replay needs; how this call was run (checkpointing) is not one of them.
@@ -427,6 +433,8 @@ def replay_pbt_member(
         return engine.PopulationUpdate(exploit=exploit, explore=explore), state
 
     options.setdefault("evaluate_test", True)
+    # The original run checked the names of its space; a replay trains some of its groups only.
+    options.setdefault("sweep_reads", {name for m in members for name in _first_config(rows[m])})
     results_replay, params = engine.train(
         task,
         [_first_config(rows[m]) for m in members],
