@@ -358,7 +358,7 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
             budget[:] = max_member_steps / num_brackets
         group_space = _group_space(space, view.configs[0])
         static = {n: view.configs[0][n] for n in space.static_names if n in view.configs[0]}
-        strategy_key = jax.random.fold_in(key, engine.config_hash(static))
+        strategy_key = engine.fold_in_config(key, static)
         state = HalvingState(
             strategy_state=strategy.init(group_space, strategy_key),
             rungs=rungs,
