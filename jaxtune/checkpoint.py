@@ -592,6 +592,10 @@ class TrainSession:
         self._chunk: dict[str, Any] | None = None
         self._chunk_arrays: dict[str, np.ndarray] = {}
         self._packed_rows: tuple[int, list[dict[str, Any]], dict[str, np.ndarray]] | None = None
+        #: Counts of the engine's metadata (compilations...) before the resume, and this run's
+        #: (set by the engine): a resumed call's metadata covers the whole call.
+        self.restored_counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
         if not restore:
             return
         latest = store.latest()
@@ -612,6 +616,7 @@ class TrainSession:
         self.done_arrays = {k: v for k, v in arrays.items() if k.startswith("params.")}
         self.num_done_chunks = self.num_restored_chunks = int(section["num_done_chunks"])
         self._num_restored_rows = len(self.done_rows)
+        self.restored_counts = {k: int(v) for k, v in dict(section.get("counts", {})).items()}
         self.next_id = int(section["next_id"])
         self._chunk = section.get("chunk")
         self._chunk_arrays = {k: v for k, v in arrays.items() if k.startswith("chunk.")}
@@ -694,6 +699,11 @@ class TrainSession:
         if final or self.store.due():
             self._save(None, {})
 
+    def total_counts(self) -> dict[str, int]:
+        """The restored counts plus this run's (see :attr:`counts`)."""
+        names = set(self.restored_counts) | set(self.counts)
+        return {k: self.restored_counts.get(k, 0) + self.counts.get(k, 0) for k in sorted(names)}
+
     def restored_member_steps(self) -> int:
         """Steps taken by the members of the chunks finished before the resume."""
         rows = self.done_rows[: self._num_restored_rows]
@@ -737,7 +747,7 @@ class TrainSession:
         section = {
             "scope": self.scope, "fingerprint": self.fingerprint, "rows": rows,
             "params": self.done_params, "num_done_chunks": self.num_done_chunks,
-            "next_id": self.next_id, "chunk": chunk,
+            "next_id": self.next_id, "chunk": chunk, "counts": self.total_counts(),
         }
         self.store.save({**self.outer, "train": section},
                         {**self.outer_arrays, **self.done_arrays, **row_arrays, **chunk_arrays})

@@ -1356,6 +1356,7 @@ def train(
                 results_rows.extend(rows)
                 final_params.extend(member.params for member in finished)
                 if session is not None:
+                    session.counts = _counts(counter, stats)
                     session.chunk_done(
                         chunk_index, rows,
                         [m.params for m in finished] if return_params else None,
@@ -1380,11 +1381,13 @@ def train(
     )
     results_rows = [results_rows[i] for i in ranked]
     final_params = [final_params[i] for i in ranked]
+    counts = _counts(counter, stats)
+    if session is not None:  # a resumed call counts what ran before the resume too
+        session.counts = counts
+        counts = session.total_counts()
     metadata = {
-        "num_compilations": counter.count,
-        "num_segment_compilations": counter.by_function.get("jit(_segment)", 0),
+        **counts,
         "num_static_groups": len(specs),
-        "num_guarded_segments": stats["guarded_segments"],
         "num_devices": layout.num_devices,
         "num_processes": jax.process_count(),
         "num_chunks": num_chunks,
@@ -1398,6 +1401,15 @@ def train(
     }
     results = Results(results_rows, metadata)
     return (results, final_params) if return_params else results
+
+
+def _counts(counter: _CompileCounter, stats: Mapping[str, int]) -> dict[str, int]:
+    """The counts of a train() call's metadata: compilations and guarded segments."""
+    return {
+        "num_compilations": counter.count,
+        "num_segment_compilations": counter.by_function.get("jit(_segment)", 0),
+        "num_guarded_segments": stats["guarded_segments"],
+    }
 
 
 def _checkpoint_arguments(task, configs, split, static, member_seeds, folds, member_ids,
