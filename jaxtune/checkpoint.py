@@ -294,9 +294,9 @@ class Store:
                 "format": FORMAT, "kind": kind, "fingerprint": self.fingerprint,
                 "arguments": self.arguments, "metadata": to_json(dict(checkpointer.metadata)),
             }
-            text = json.dumps(marker, sort_keys=True, indent=1)
+            body = json.dumps(marker, sort_keys=True, indent=1).rstrip()[:-1].rstrip()
             storage.write_atomic(directory / MARKER,
-                                 storage.sealing(lambda file: file.write(text.rstrip()[:-1])))
+                                 storage.sealing(lambda file: file.write(body)))
         self.metadata = marker.get("metadata", {})
         ocp = _orbax()
         self._ocp = ocp
