@@ -276,9 +276,7 @@ class Store:
             raise ValueError(f"checkpoint: {str(directory)!r} exists and is not a directory")
         # A marker's temporary file alone means a first run killed before it began: removed.
         storage.remove_temporaries(directory, [MARKER])
-        existing = directory.is_dir() and any(
-            path.name != storage.LOCK_FILE for path in directory.iterdir()  # --out may be here
-        )
+        existing = directory.is_dir() and any(directory.iterdir())
         if existing:
             marker = read_marker(directory)
             if not resume:

@@ -896,7 +896,7 @@ def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
     _check_out(args.checkpoint_dir, "--checkpoint-dir")
     # A marker's temporary file alone: a first run killed before it began (nothing to keep).
     storage.remove_temporaries(directory, [MARKER])
-    if args.resume is None and any(p.name != storage.LOCK_FILE for p in directory.iterdir()):
+    if args.resume is None and any(directory.iterdir()):
         raise CliError(
             f"--checkpoint-dir: {str(directory)!r} is not empty; continue its sweep with "
             f"`jaxtune sweep --resume {directory}`, or give a new directory"

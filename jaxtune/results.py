@@ -952,11 +952,11 @@ class Results:
         def write_json(file: Any) -> None:
             # One member per line: compact for large sweeps, still readable and diff-friendly.
             file.write(f'{{"format": {json.dumps(document["format"])},\n"metadata": ')
-            file.write(json.dumps(document["metadata"], allow_nan=False, sort_keys=True))
+            json.dump(document["metadata"], file, allow_nan=False, sort_keys=True)
             file.write(',\n"rows": [')
             for i, row in enumerate(document["rows"]):
                 file.write(",\n" if i else "\n")
-                file.write(json.dumps(row, allow_nan=False))
+                json.dump(row, file, allow_nan=False)
             file.write("\n]")  # the seal closes the object
 
         def write_csv(file: IO[str]) -> None:
@@ -1001,7 +1001,8 @@ class Results:
         try:
             document, _ = storage.read_sealed(file, required=False)
         except storage.DamagedFileError as error:
-            raise ValueError(f"{error}; not a readable jaxtune results file") from error
+            raise ValueError(f"{error}; this is not a jaxtune results file as jaxtune wrote "
+                             "it") from error
         unknown = set(document) - {"format", "metadata", "rows"}
         if unknown and "format" in document:
             raise ValueError(f"{file} is damaged: unexpected entries {sorted(unknown)}")

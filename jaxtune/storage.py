@@ -18,8 +18,8 @@ checkpoint's marker and documents):
   :func:`check_document` verifies it.
 * **Writable checks and locks.** :func:`check_writable` finds an output folder that cannot be
   written *before* any work (a read-only folder, a path under a file, an empty path);
-  :class:`FolderLock` holds an exclusive ``fcntl`` lock on a folder's ``.jaxtune.lock`` so a
-  second writer is refused instead of mixing its files with the first one's.
+  :class:`FolderLock` holds an exclusive ``fcntl.flock`` lock on a folder so a second writer
+  is refused instead of mixing its files with the first one's.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import IO, Any
 __all__ = [
     "CHECKSUM_KEY",
     "FILE_MODE",
-    "LOCK_FILE",
     "DamagedFileError",
     "FolderBusyError",
     "FolderLock",
@@ -57,8 +56,6 @@ __all__ = [
 CHECKSUM_KEY = "checksum"
 #: Permissions of every file jaxtune writes (as matplotlib's figures: owner rw, others r).
 FILE_MODE = 0o644
-#: The lock file :class:`FolderLock` creates in a folder.
-LOCK_FILE = ".jaxtune.lock"
 _SEAL_HEAD = f',\n"{CHECKSUM_KEY}": "sha256:'.encode()
 _SEAL_TAIL = re.compile(rb'([0-9a-f]{64})"\}\n\Z')
 
@@ -286,60 +283,54 @@ def check_writable(directory: str | os.PathLike[str], what: str) -> Path:
 
 
 class FolderLock:
-    """An exclusive, non-blocking lock on a folder (``fcntl.flock`` on its :data:`LOCK_FILE`).
+    """An exclusive, non-blocking lock on a folder (``fcntl.flock`` on the folder itself).
 
-    The lock is the process's: it ends when the process does (a killed process never leaves a
-    folder locked). Where ``fcntl`` is missing (Windows) the lock does nothing.
+    No file is added to the folder. The lock is the process's: it ends when the process does (a
+    killed process never leaves a folder locked). Where ``fcntl`` is missing (Windows), or the
+    file system cannot lock a folder, the lock does nothing.
 
     Example::
 
         with FolderLock("runs/x", "--out"):
-            results.save("runs/x")
+            results.save("runs/x", lock=False)
     """
 
     def __init__(self, directory: str | os.PathLike[str], what: str) -> None:
         self.directory = Path(directory)
         self.what = what
-        self._file: IO[str] | None = None
+        self._descriptor: int | None = None
 
     def acquire(self) -> FolderLock:
-        """Takes the lock.
+        """Takes the lock (creating the folder if needed).
 
         Raises:
-          FolderBusyError: another process holds it.
+          FolderBusyError: another process (or another lock of this one) holds it.
         """
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self
         self.directory.mkdir(parents=True, exist_ok=True)
-        file = open(self.directory / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
+        descriptor = os.open(self.directory, os.O_RDONLY)
         try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            file.seek(0)
-            holder = file.read().strip() or "another process"
-            file.close()
+            os.close(descriptor)
             raise FolderBusyError(
                 f"{self.what}: {str(self.directory)!r} is being written by another jaxtune "
-                f"process ({holder}); wait for it to finish or choose another folder"
+                "process; wait for it to finish or choose another folder"
             ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"pid {os.getpid()}\n")
-        file.flush()
-        self._file = file
+        except OSError:  # pragma: no cover - a file system without folder locks
+            os.close(descriptor)
+            return self
+        self._descriptor = descriptor
         return self
 
     def release(self) -> None:
-        """Releases the lock (the lock file stays, empty)."""
-        if self._file is not None:
-            import fcntl
-
-            self._file.truncate(0)
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        """Releases the lock."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the descriptor ends its flock
+            self._descriptor = None
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -81,8 +81,7 @@ def test_files_are_written_0644_and_temporaries_are_recognized(tmp_path):
     assert storage.is_temporary(stale, "results.json")
     assert not storage.is_temporary(tmp_path / "results.json", "results.json")
     assert storage.remove_temporaries(tmp_path, ["results.json"]) == [stale]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        storage.LOCK_FILE, "results.csv", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.json"]
 
 
 def test_sealed_documents(tmp_path):
