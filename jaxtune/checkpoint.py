@@ -368,10 +368,17 @@ class Store:
                 ),
             )
             self._manager.wait_until_finished()
-        except BaseException:
+        except BaseException as error:
             # A failed save (a full or read-only disk) leaves Orbax's temporary step folder.
             remove_unfinished_steps(self.checkpointer.directory)
-            raise
+            if not isinstance(error, OSError):
+                raise
+            directory = self.checkpointer.directory
+            raise storage.WriteError(
+                f"checkpoint: could not save step {step} into {str(directory)!r} "
+                f"({error.strerror or error}); its last complete step is kept: make room, then "
+                f"resume (jaxtune sweep --resume {directory}, or resume=True)"
+            ) from error
         self._segments_since_save = 0
         self._last_save_s = time.monotonic()
 

@@ -1032,7 +1032,8 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
     ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError`` and ``PermissionError``
     are the ``OSError`` subclasses a wrong path gives; other ``OSError`` (a full disk) are not
-    the user's input and keep their traceback.
+    the user's input and keep their traceback, except :class:`jaxtune.storage.WriteError`: a
+    write that failed, explained in one line (what was kept, how to go on).
     """
     errors: list[type[BaseException]] = [
         ValueError,  # includes CliError and json.JSONDecodeError
@@ -1043,6 +1044,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
         NotADirectoryError,
         PermissionError,
         ImportError,
+        storage.WriteError,  # a full disk, already explained in one line (what was kept)
     ]
     yaml_spec = importlib.util.find_spec("yaml")
     if yaml_spec is not None:

@@ -40,6 +40,7 @@ __all__ = [
     "DamagedFileError",
     "FolderBusyError",
     "FolderLock",
+    "WriteError",
     "check_document",
     "check_writable",
     "document_checksum",
@@ -66,6 +67,11 @@ class DamagedFileError(ValueError):
 
 class FolderBusyError(ValueError):
     """Another process holds the folder's :class:`FolderLock`."""
+
+
+class WriteError(OSError):
+    """A file jaxtune had to write could not be (a full or read-only disk); the message says
+    what was kept and how to go on."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import checkpoint as checkpoint_lib
-from jaxtune import cli
+from jaxtune import cli, storage
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.results import Results
 from jaxtune.strategies.bayes import bayes_search
@@ -571,9 +571,9 @@ def test_killed_while_writing_the_marker(tmp_path, capsys):
 
 
 def test_a_failed_save_leaves_no_orbax_temporary_folder(task, configs, split, tmp_path,
-                                                         monkeypatch):
+                                                         monkeypatch, capsys):
     """A save that fails half-way (a full disk: the arrays cannot be written) removes Orbax's
-    ``*.orbax-checkpoint-tmp`` folder and raises."""
+    ``*.orbax-checkpoint-tmp`` folder and raises one line saying what is kept."""
     import orbax.checkpoint as ocp
 
     original = ocp.args.PyTreeSave
@@ -590,10 +590,20 @@ def test_a_failed_save_leaves_no_orbax_temporary_folder(task, configs, split, tm
 
     monkeypatch.setattr(ocp.args, "PyTreeSave", failing)
     directory = tmp_path / "ckpt"
-    with pytest.raises(FullDiskError):
+    with pytest.raises(storage.WriteError, match=r"could not save step 0 .* No space left"):
         jt.train(task, configs[:3], split, checkpoint=directory, max_members_per_chunk=3,
                  **TRAIN)
     assert not [p for p in directory.iterdir() if "orbax-checkpoint-tmp" in p.name]
+    # The command line says it in one line, exit status 2.
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--num-configs", "2",
+            "--num-steps", "10", "--batch-size", "16", "--quiet", "--no-plot",
+            "--out", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "cli")]
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "could not save step 0" in lines[0], lines
+    assert not [p for p in (tmp_path / "cli").iterdir() if "orbax-checkpoint-tmp" in p.name]
 
 
 @pytest.mark.parametrize("strategy", ["random", "hyperband", "pbt"])
