@@ -664,23 +664,39 @@ def run_sweep(args: argparse.Namespace) -> int:
     writer = distributed.is_writer()
     # Held until the results are written: a second sweep into the same --out is refused now,
     # not after both trained (and their results.json and results.csv never mix).
-    lock = storage.FolderLock(args.out, "--out").acquire() if writer else None
-    try:
-        return _train_and_write(args, the_task, split, space, strategy, entry, metric, mode,
-                                num_configs, population_size, batch_size, steps_per_segment,
-                                checkpointer, resume, writer)
-    finally:
-        if lock is not None:
-            lock.release()
+    with storage.FolderLock(args.out, "--out") if writer else contextlib.nullcontext():
+        return _train_and_write(args, _Plan(
+            the_task, split, space, strategy, entry, metric, mode, num_configs, population_size,
+            batch_size, steps_per_segment, checkpointer, resume, writer,
+        ))
 
 
-def _train_and_write(args, the_task, split, space, strategy, entry, metric, mode, num_configs,
-                     population_size, batch_size, steps_per_segment, checkpointer, resume,
-                     writer) -> int:
+class _Plan(NamedTuple):
+    """What :func:`run_sweep` decided, for :func:`_train_and_write`."""
+
+    the_task: Any
+    split: Any
+    space: Any
+    strategy: Any
+    entry: StrategyEntry
+    metric: str
+    mode: str
+    num_configs: int
+    population_size: int | None
+    batch_size: int | None
+    steps_per_segment: int
+    checkpointer: Any
+    resume: bool
+    writer: bool
+
+
+def _train_and_write(args: argparse.Namespace, plan: _Plan) -> int:
     """The second half of :func:`run_sweep`: trains, then writes ``--out`` (process 0)."""
     from jaxtune.progress import ProgressBar
     from jaxtune.tuning import tune
 
+    (the_task, split, space, strategy, entry, metric, mode, num_configs, population_size,
+     batch_size, steps_per_segment, checkpointer, resume, writer) = plan
     budget = num_configs * len(args.seeds) * args.num_steps
     if args.strategy in ("halving", "hyperband"):
         budget = _scheduler_budget(args)
