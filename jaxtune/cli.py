@@ -516,7 +516,7 @@ def _check_space_file(path: str) -> None:
 
 
 def _check_out(path: str, flag: str) -> None:
-    """Creates the output folder ``path`` and checks it can be written (before any work)."""
+    """Checks that the output folder ``path`` can be created and written (before any work)."""
     try:
         storage.check_writable(path, flag)
     except ValueError as error:
@@ -912,7 +912,7 @@ def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
     _check_out(args.checkpoint_dir, "--checkpoint-dir")
     # A marker's temporary file alone: a first run killed before it began (nothing to keep).
     storage.remove_temporaries(directory, [MARKER])
-    if args.resume is None and any(directory.iterdir()):
+    if args.resume is None and directory.is_dir() and any(directory.iterdir()):
         raise CliError(
             f"--checkpoint-dir: {str(directory)!r} is not empty; continue its sweep with "
             f"`jaxtune sweep --resume {directory}`, or give a new directory"

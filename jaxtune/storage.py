@@ -251,38 +251,41 @@ def check_document(document: Any, source: str) -> dict[str, Any]:
 
 
 def check_writable(directory: str | os.PathLike[str], what: str) -> Path:
-    """Creates ``directory`` if needed and checks that a file can be written in it.
+    """Checks that ``directory`` can be created (if missing) and written, creating nothing.
 
-    Run before any training, so a sweep never trains for nothing.
+    Run before any training, so a sweep never trains for nothing. A probe file is written and
+    deleted in the folder, or, when it does not exist yet, in its nearest existing parent
+    (where the folder would be created).
 
     Args:
       directory: the output folder.
-      what: how the message names it (``"--out"``, ``"checkpoint"``).
+      what: how the message names it (``"--out"``, ``"--checkpoint-dir"``).
 
     Returns:
       The folder's path.
 
     Raises:
-      ValueError: the path is empty, exists and is not a folder, lies under a file, or the
-        folder cannot be created or written (read-only, no permission, disk full); one line
-        naming ``what``, the path and the cause.
+      ValueError: the path is empty, exists and is not a folder, lies under a file, or cannot
+        be written (read-only, no permission, disk full); one line naming ``what``, the path and
+        the cause.
     """
     if str(directory).strip() == "":
         raise ValueError(f"{what}: the path is empty; give a folder, e.g. {what} runs/sweep")
     path = Path(directory)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{what}: {str(path)!r} exists and is not a directory")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{what}: {str(path)!r} lies under {str(parent)!r}, which is a file")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what}: {str(path)!r} lies under {str(existing)!r}, which is a file")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        descriptor, probe = tempfile.mkstemp(dir=path, prefix=".jaxtune-write-check.")
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".jaxtune-write-check.")
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:
         raise ValueError(
-            f"{what}: cannot write into {str(path)!r} ({error.strerror or error}); give a "
+            f"{what}: cannot write into {str(existing)!r} ({error.strerror or error}); give a "
             "folder you can write"
         ) from error
     return path

@@ -101,7 +101,10 @@ def test_sealed_documents(tmp_path):
 
 
 def test_check_writable(tmp_path):
-    assert storage.check_writable(tmp_path / "a" / "b", "--out").is_dir()
+    assert storage.check_writable(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []  # nothing created (the probe file is gone)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    storage.check_writable(tmp_path / "a" / "b", "--out")
     with pytest.raises(ValueError, match="--out: the path is empty"):
         storage.check_writable("", "--out")
     (tmp_path / "file").write_text("")
