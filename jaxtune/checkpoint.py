@@ -33,13 +33,11 @@ Example (``train`` and ``tune`` take ``checkpoint=`` and ``resume=``)::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -47,10 +45,21 @@ from typing import Any
 
 import numpy as np
 
+from jaxtune import storage
+
 __all__ = ["FORMAT", "MARKER", "Checkpointer", "fingerprint", "read_marker"]
 
-#: The ``"format"`` tag of the marker and of every stored document.
-FORMAT = "jaxtune.checkpoint/1"
+#: The ``"format"`` tag of the marker and of every stored document. Version 2: member keys
+#: derive from a 64-bit config hash (version 1: 31 bits), and every JSON document is sealed.
+FORMAT = "jaxtune.checkpoint/2"
+#: Why a checkpoint of an older format cannot be resumed, by format tag.
+_OLD_FORMATS = {
+    "jaxtune.checkpoint/1": (
+        "it was written by jaxtune before member keys derived from a 64-bit config hash "
+        "(format 1 used 31 bits), so resuming would train other members than it started; "
+        "start the sweep again in a new directory"
+    ),
+}
 #: The marker file's name inside a checkpoint directory.
 MARKER = "jaxtune_checkpoint.json"
 _FLOAT_TAG = "__float__"
@@ -137,20 +146,6 @@ def split_digest(split: Any) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def read_marker(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The marker of a checkpoint directory: format, kind, arguments, fingerprint, metadata.
 
@@ -163,22 +158,35 @@ def read_marker(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {str(directory)!r} does not exist")
     marker = directory / MARKER
+    if not marker.is_file() and any(
+        storage.is_temporary(path, MARKER) for path in directory.iterdir()
+    ):
+        raise ValueError(
+            f"{str(directory)!r} holds no checkpoint yet: its sweep was killed while it wrote "
+            f"its {MARKER} (only a partial temporary file is there), before any training; start "
+            "the sweep again with the same arguments and this checkpoint directory"
+        )
     if not marker.is_file():
         raise ValueError(
             f"{str(directory)!r} is not a jaxtune checkpoint directory (no {MARKER}); give the "
             "directory a sweep was checkpointed into"
         )
     try:
-        document = json.loads(marker.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{marker} is damaged (not JSON: {error}); the checkpoint cannot be "
-                         "used, start the sweep again in a new directory") from error
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        found = document.get("format") if isinstance(document, dict) else None
+        document, sealed = storage.read_sealed(marker, required=False)
+    except storage.DamagedFileError as error:
+        raise ValueError(f"{error}; the checkpoint cannot be used, start the sweep again in a "
+                         "new directory") from error
+    found = document.get("format")
+    if found in _OLD_FORMATS:
+        raise ValueError(f"{marker} has format {found!r}: {_OLD_FORMATS[found]}")
+    if found != FORMAT:
         raise ValueError(
             f"{marker} has format {found!r}, expected {FORMAT!r}: not a checkpoint this version "
             "of jaxtune can resume"
         )
+    if not sealed:
+        raise ValueError(f"{marker} is damaged: its checksum is missing; the checkpoint cannot "
+                         "be used, start the sweep again in a new directory")
     for key in ("kind", "arguments", "fingerprint"):
         if key not in document:
             raise ValueError(f"{marker} is damaged: no {key!r} entry")
@@ -266,10 +274,9 @@ class Store:
         directory = checkpointer.directory
         if directory.exists() and not directory.is_dir():
             raise ValueError(f"checkpoint: {str(directory)!r} exists and is not a directory")
-        # A marker's temporary file alone means a first run killed before it began.
-        existing = directory.is_dir() and any(
-            not path.name.startswith(f".{MARKER}.") for path in directory.iterdir()
-        )
+        # A marker's temporary file alone means a first run killed before it began: removed.
+        storage.remove_temporaries(directory, [MARKER])
+        existing = directory.is_dir() and any(directory.iterdir())
         if existing:
             marker = read_marker(directory)
             if not resume:
@@ -285,7 +292,9 @@ class Store:
                 "format": FORMAT, "kind": kind, "fingerprint": self.fingerprint,
                 "arguments": self.arguments, "metadata": to_json(dict(checkpointer.metadata)),
             }
-            _write_atomic(directory / MARKER, json.dumps(marker, sort_keys=True, indent=1))
+            body = json.dumps(marker, sort_keys=True, indent=1).rstrip()[:-1].rstrip()
+            storage.write_atomic(directory / MARKER,
+                                 storage.sealing(lambda file: file.write(body)))
         self.metadata = marker.get("metadata", {})
         ocp = _orbax()
         self._ocp = ocp
@@ -343,21 +352,33 @@ class Store:
                  for name, value in arrays.items() if value.size == 0}
         arrays = {name: value for name, value in arrays.items() if value.size}
         arrays["format"] = np.frombuffer(FORMAT.encode(), np.uint8).copy()
-        full = {
+        full = storage.seal_document({
             "format": FORMAT, "fingerprint": self.fingerprint, **to_json(dict(document)),
             "checksums": {name: array_digest(value) for name, value in arrays.items()},
             "empty_arrays": empty,
-        }
+        })
         latest = self._manager.latest_step()
         step = 0 if latest is None else latest + 1
         ocp = self._ocp
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                document=ocp.args.JsonSave(full), arrays=ocp.args.PyTreeSave(arrays)
-            ),
-        )
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    document=ocp.args.JsonSave(full), arrays=ocp.args.PyTreeSave(arrays)
+                ),
+            )
+            self._manager.wait_until_finished()
+        except BaseException as error:
+            # A failed save (a full or read-only disk) leaves Orbax's temporary step folder.
+            remove_unfinished_steps(self.checkpointer.directory)
+            if not isinstance(error, OSError):
+                raise
+            directory = self.checkpointer.directory
+            raise storage.WriteError(
+                f"checkpoint: could not save step {step} into {str(directory)!r} "
+                f"({error.strerror or error}); its last complete step is kept: make room, then "
+                f"resume (jaxtune sweep --resume {directory}, or resume=True)"
+            ) from error
         self._segments_since_save = 0
         self._last_save_s = time.monotonic()
 
@@ -393,6 +414,11 @@ class Store:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise ValueError(f"checkpoint {str(where)!r} is damaged: its document has no "
                              f"{FORMAT!r} format tag")
+        try:
+            document = storage.check_document(document, f"checkpoint {str(where / 'document')!r}")
+        except storage.DamagedFileError as error:
+            raise ValueError(f"{error}; delete that step folder to fall back to an older one, "
+                             "or start again in a new directory") from error
         if document.get("fingerprint") != self.fingerprint:
             raise ValueError(
                 f"checkpoint {str(where)!r} belongs to another sweep (fingerprint differs from "
@@ -410,6 +436,21 @@ class Store:
         for name, (dtype, shape) in dict(document.get("empty_arrays", {})).items():
             arrays[name] = np.zeros(shape, np.dtype(dtype))
         return from_json(document), arrays
+
+
+def remove_unfinished_steps(directory: str | os.PathLike[str]) -> list[Path]:
+    """Deletes the temporary step folders (``*.orbax-checkpoint-tmp*``) a failed or killed
+    save left in a checkpoint directory; returns them."""
+    import shutil
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = [path for path in directory.iterdir()
+               if path.is_dir() and ".orbax-checkpoint-tmp" in path.name]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def _first_line(error: BaseException) -> str:
@@ -556,6 +597,10 @@ class TrainSession:
         self._chunk: dict[str, Any] | None = None
         self._chunk_arrays: dict[str, np.ndarray] = {}
         self._packed_rows: tuple[int, list[dict[str, Any]], dict[str, np.ndarray]] | None = None
+        #: Counts of the engine's metadata (compilations...) before the resume, and this run's
+        #: (set by the engine): a resumed call's metadata covers the whole call.
+        self.restored_counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
         if not restore:
             return
         latest = store.latest()
@@ -576,6 +621,7 @@ class TrainSession:
         self.done_arrays = {k: v for k, v in arrays.items() if k.startswith("params.")}
         self.num_done_chunks = self.num_restored_chunks = int(section["num_done_chunks"])
         self._num_restored_rows = len(self.done_rows)
+        self.restored_counts = {k: int(v) for k, v in dict(section.get("counts", {})).items()}
         self.next_id = int(section["next_id"])
         self._chunk = section.get("chunk")
         self._chunk_arrays = {k: v for k, v in arrays.items() if k.startswith("chunk.")}
@@ -658,6 +704,11 @@ class TrainSession:
         if final or self.store.due():
             self._save(None, {})
 
+    def total_counts(self) -> dict[str, int]:
+        """The restored counts plus this run's (see :attr:`counts`)."""
+        names = set(self.restored_counts) | set(self.counts)
+        return {k: self.restored_counts.get(k, 0) + self.counts.get(k, 0) for k in sorted(names)}
+
     def restored_member_steps(self) -> int:
         """Steps taken by the members of the chunks finished before the resume."""
         rows = self.done_rows[: self._num_restored_rows]
@@ -701,7 +752,7 @@ class TrainSession:
         section = {
             "scope": self.scope, "fingerprint": self.fingerprint, "rows": rows,
             "params": self.done_params, "num_done_chunks": self.num_done_chunks,
-            "next_id": self.next_id, "chunk": chunk,
+            "next_id": self.next_id, "chunk": chunk, "counts": self.total_counts(),
         }
         self.store.save({**self.outer, "train": section},
                         {**self.outer_arrays, **self.done_arrays, **row_arrays, **chunk_arrays})

@@ -39,11 +39,12 @@ import json
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from jaxtune import __version__
+from jaxtune import __version__, storage
 
 if TYPE_CHECKING:
     from jaxtune.results import Results
@@ -521,9 +522,11 @@ def _check_space_file(path: str) -> None:
 
 
 def _check_out(path: str, flag: str) -> None:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"{flag}: {path!r} exists and is not a directory")
+    """Checks that the output folder ``path`` can be created and written (before any work)."""
+    try:
+        storage.check_writable(path, flag)
+    except ValueError as error:
+        raise CliError(str(error)) from error
 
 
 def _check_plotting(no_plot_hint: bool) -> None:
@@ -593,9 +596,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         _check_plotting(no_plot_hint=True)
 
     from jaxtune import contracts, data, task
-    from jaxtune.progress import ProgressBar
     from jaxtune.space import Space
-    from jaxtune.tuning import tune
 
     space = Space.from_dict(resumed["space"]) if "space" in resumed else Space.from_file(
         args.space)
@@ -659,6 +660,41 @@ def run_sweep(args: argparse.Namespace) -> int:
         args.coordinator_address, args.num_processes, args.process_id
     )
     writer = distributed.is_writer()
+    # Held until the results are written: a second sweep into the same --out is refused now,
+    # not after both trained (and their results.json and results.csv never mix).
+    with storage.FolderLock(args.out, "--out") if writer else contextlib.nullcontext():
+        return _train_and_write(args, _Plan(
+            the_task, split, space, strategy, entry, metric, mode, num_configs, population_size,
+            batch_size, steps_per_segment, checkpointer, resume, writer,
+        ))
+
+
+class _Plan(NamedTuple):
+    """What :func:`run_sweep` decided, for :func:`_train_and_write`."""
+
+    the_task: Any
+    split: Any
+    space: Any
+    strategy: Any
+    entry: StrategyEntry
+    metric: str
+    mode: str
+    num_configs: int
+    population_size: int | None
+    batch_size: int | None
+    steps_per_segment: int
+    checkpointer: Any
+    resume: bool
+    writer: bool
+
+
+def _train_and_write(args: argparse.Namespace, plan: _Plan) -> int:
+    """The second half of :func:`run_sweep`: trains, then writes ``--out`` (process 0)."""
+    from jaxtune.progress import ProgressBar
+    from jaxtune.tuning import tune
+
+    (the_task, split, space, strategy, entry, metric, mode, num_configs, population_size,
+     batch_size, steps_per_segment, checkpointer, resume, writer) = plan
     budget = num_configs * len(args.seeds) * args.num_steps
     if args.strategy in ("halving", "hyperband"):
         budget = _scheduler_budget(args)
@@ -705,7 +741,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"process {jax.process_index()} of {jax.process_count()}: {len(results)} members "
               f"trained; process 0 writes {out}")
         return 0
-    results.save(out)
+    _save_results(results, out, checkpointer)
     if getattr(args, "tensorboard", None):
         from jaxtune.integrations.tensorboard import write_tensorboard
 
@@ -725,9 +761,33 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(results.table(k=args.top, metric=metric, mode=mode))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
     if not args.no_plot:
-        for path in write_figures(results, out, metric, mode, args.format):
-            print(f"wrote {path}")
+        try:
+            for path in write_figures(results, out, metric, mode, args.format):
+                print(f"wrote {path}")
+        except OSError as error:
+            raise CliError(f"--out: could not write the figures into {str(out)!r} "
+                           f"({error.strerror or error}); the results are written") from error
     return 0
+
+
+def _save_results(results: Results, out: Path, checkpointer: Any) -> None:
+    """``results.save(out)`` (under the caller's lock); if that fails (a full or removed
+    disk), keeps the results in a new folder of the system's temporary directory and raises a
+    one-line :class:`CliError` that names it."""
+    try:
+        results.save(out, lock=False)
+        return
+    except OSError as error:
+        failure = f"could not write the results into {str(out)!r} ({error.strerror or error})"
+    resume = ("" if checkpointer is None else
+              f"; `jaxtune sweep --resume {checkpointer.directory}` writes them again")
+    try:
+        fallback = Path(tempfile.mkdtemp(prefix="jaxtune-results-"))
+        results.save(fallback)
+    except OSError as error:
+        raise CliError(f"--out: {failure}, nor into a temporary folder ({error.strerror or error})"
+                       f"{resume}") from error
+    raise CliError(f"--out: {failure}; kept them in {fallback}{resume}")
 
 
 def _check_population_flags(args: argparse.Namespace) -> None:
@@ -845,16 +905,17 @@ def _checkpoint_flags(args: argparse.Namespace) -> tuple[Any, bool]:
         raise CliError(f"--checkpoint-every-s must be >= 0, got {args.checkpoint_every_s}")
     if (getattr(args, "num_processes", None) or 1) > 1:
         raise CliError("--checkpoint-dir is for one process; drop it or --num-processes")
+    from jaxtune.checkpoint import MARKER, Checkpointer
+
     directory = Path(args.checkpoint_dir)
-    if directory.exists() and not directory.is_dir():
-        raise CliError(f"--checkpoint-dir: {str(directory)!r} exists and is not a directory")
+    _check_out(args.checkpoint_dir, "--checkpoint-dir")
+    # A marker's temporary file alone: a first run killed before it began (nothing to keep).
+    storage.remove_temporaries(directory, [MARKER])
     if args.resume is None and directory.is_dir() and any(directory.iterdir()):
         raise CliError(
             f"--checkpoint-dir: {str(directory)!r} is not empty; continue its sweep with "
             f"`jaxtune sweep --resume {directory}`, or give a new directory"
         )
-    from jaxtune.checkpoint import Checkpointer
-
     every_s = args.checkpoint_every_s
     if every_s is None and args.checkpoint_every_segments is None:
         every_s = 30.0
@@ -986,7 +1047,8 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
     ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError`` and ``PermissionError``
     are the ``OSError`` subclasses a wrong path gives; other ``OSError`` (a full disk) are not
-    the user's input and keep their traceback.
+    the user's input and keep their traceback, except :class:`jaxtune.storage.WriteError`: a
+    write that failed, explained in one line (what was kept, how to go on).
     """
     errors: list[type[BaseException]] = [
         ValueError,  # includes CliError and json.JSONDecodeError
@@ -997,6 +1059,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
         NotADirectoryError,
         PermissionError,
         ImportError,
+        storage.WriteError,  # a full disk, already explained in one line (what was kept)
     ]
     yaml_spec = importlib.util.find_spec("yaml")
     if yaml_spec is not None:

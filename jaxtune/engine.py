@@ -654,16 +654,25 @@ class _Member:
 
 
 def config_hash(config: Mapping[str, Any]) -> int:
-    """A stable 31-bit hash of a config, used to derive the member's key.
+    """A stable 64-bit hash of a config, used to derive the member's key.
+
+    64 bits make two different configs of a sweep share a key with odds of about
+    ``n**2 / 2**65`` (a 31-bit hash gave pairs among 100,000 configs).
 
     Args:
       config: a configuration (plain JSON-serializable values).
 
     Returns:
-      An int in ``[0, 2**31)``, the same in every process and Python session.
+      An int in ``[0, 2**64)``, the same in every process and Python session.
     """
     text = json.dumps(_jsonable(config), sort_keys=True)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def fold_in_config(key: jax.Array, config: Mapping[str, Any]) -> jax.Array:
+    """``key`` with a config's 64-bit :func:`config_hash` folded in (high, then low 32 bits)."""
+    value = config_hash(config)
+    return jax.random.fold_in(jax.random.fold_in(key, value >> 32), value & 0xFFFFFFFF)
 
 
 def _jsonable(value: Any) -> Any:
@@ -682,21 +691,26 @@ def member_keys(
 ) -> np.ndarray:
     """Derives each member's key from the sweep seed and its identity.
 
-    ``key = fold_in(fold_in(fold_in(PRNGKey(sweep_seed), seed), config_hash), fold + 1)``
-    (fold 0 for "no fold"), so a member's key does not depend on its position or neighbours.
+    ``key = fold_in(fold_in(fold_in(fold_in(PRNGKey(sweep_seed), seed), hash_hi), hash_lo),
+    fold + 1)`` with ``hash_hi``/``hash_lo`` the two 32-bit halves of the 64-bit
+    :func:`config_hash` (fold 0 for "no fold"), so a member's key does not depend on its
+    position or neighbours. (Checkpoint format 1 folded in a 31-bit hash instead.)
 
     Returns:
       ``np.ndarray [num_members, 2]`` uint32 raw keys.
     """
     base = jax.random.PRNGKey(sweep_seed)
     seeds_a = jnp.asarray(np.asarray(seeds, np.int64) & 0x7FFFFFFF, jnp.int32)
-    hashes = jnp.asarray([config_hash(c) for c in configs], jnp.int32)
+    hashes = np.asarray([config_hash(c) for c in configs], np.uint64).reshape(-1)
+    high = jnp.asarray((hashes >> np.uint64(32)).astype(np.uint32))
+    low = jnp.asarray((hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32))
     folds_a = jnp.asarray([0 if f is None else int(f) + 1 for f in folds], jnp.int32)
 
-    def derive(s, h, f):
-        return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(base, s), h), f)
+    def derive(s, h, lo, f):
+        key = jax.random.fold_in(jax.random.fold_in(base, s), h)
+        return jax.random.fold_in(jax.random.fold_in(key, lo), f)
 
-    return np.asarray(jax.vmap(derive)(seeds_a, hashes, folds_a))
+    return np.asarray(jax.vmap(derive)(seeds_a, high, low, folds_a))
 
 
 #: Names that are always values in arithmetic, whatever the Python type a config gives them.
@@ -1365,6 +1379,7 @@ def train(
                 results_rows.extend(rows)
                 final_params.extend(member.params for member in finished)
                 if session is not None:
+                    session.counts = _counts(counter, stats)
                     session.chunk_done(
                         chunk_index, rows,
                         [m.params for m in finished] if return_params else None,
@@ -1389,11 +1404,13 @@ def train(
     )
     results_rows = [results_rows[i] for i in ranked]
     final_params = [final_params[i] for i in ranked]
+    counts = _counts(counter, stats)
+    if session is not None:  # a resumed call counts what ran before the resume too
+        session.counts = counts
+        counts = session.total_counts()
     metadata = {
-        "num_compilations": counter.count,
-        "num_segment_compilations": counter.by_function.get("jit(_segment)", 0),
+        **counts,
         "num_static_groups": len(specs),
-        "num_guarded_segments": stats["guarded_segments"],
         "num_devices": layout.num_devices,
         "num_processes": jax.process_count(),
         "num_chunks": num_chunks,
@@ -1407,6 +1424,15 @@ def train(
     }
     results = Results(results_rows, metadata)
     return (results, final_params) if return_params else results
+
+
+def _counts(counter: _CompileCounter, stats: Mapping[str, int]) -> dict[str, int]:
+    """The counts of a train() call's metadata: compilations and guarded segments."""
+    return {
+        "num_compilations": counter.count,
+        "num_segment_compilations": counter.by_function.get("jit(_segment)", 0),
+        "num_guarded_segments": stats["guarded_segments"],
+    }
 
 
 def _checkpoint_arguments(task, configs, split, static, member_seeds, folds, member_ids,

@@ -36,7 +36,6 @@ import json
 import math
 import operator
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -44,7 +43,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from jaxtune import contracts
+from jaxtune import contracts, storage
 
 __all__ = [
     "FORMAT",
@@ -944,12 +943,15 @@ class Results:
                 raise ValueError(f"{source}: row {i} is malformed: {error}") from error
         return cls(members, _from_json(metadata))
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
+    def save(self, directory: str | os.PathLike[str], *, lock: bool = True) -> Path:
         """Writes ``results.json`` and ``results.csv`` into ``directory`` (created if needed).
 
         Each file is written to a temporary file in the same directory and moved into place with
         ``os.replace``, so a reader never sees a partial file and a failed save leaves the
-        previous files intact.
+        previous files intact. Both files get mode ``0644``. ``results.json`` ends with a
+        ``"checksum"`` (SHA-256 of the bytes before it; :meth:`load` refuses a file that does not
+        match). While it writes, the folder is locked (:class:`jaxtune.storage.FolderLock`): a
+        second writer of the same folder is refused, so the two files are always of one save.
 
         ``results.csv`` has one line per member: ``member_id, seed, fold, static_group, status,
         diverged_step, wall_time_s``, then ``config.<name>`` and ``metrics.<name>`` columns, each
@@ -958,15 +960,24 @@ class Results:
 
         Args:
             directory: Output folder.
+            lock: Take the folder's lock while writing (``False`` when the caller holds it).
 
         Returns:
             The folder's path.
+
+        Raises:
+            jaxtune.storage.FolderBusyError: Another process holds the folder's lock.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        with storage.FolderLock(directory, "Results.save") if lock else contextlib.nullcontext():
+            self._write_files(directory)
+        return directory
+
+    def _write_files(self, directory: Path) -> None:
         document = self.to_dict()
 
-        def write_json(file: IO[str]) -> None:
+        def write_json(file: Any) -> None:
             # One member per line: compact for large sweeps, still readable and diff-friendly.
             file.write(f'{{"format": {json.dumps(document["format"])},\n"metadata": ')
             json.dump(document["metadata"], file, allow_nan=False, sort_keys=True)
@@ -974,15 +985,16 @@ class Results:
             for i, row in enumerate(document["rows"]):
                 file.write(",\n" if i else "\n")
                 json.dump(row, file, allow_nan=False)
-            file.write("\n]}\n")
+            file.write("\n]")  # the seal closes the object
 
         def write_csv(file: IO[str]) -> None:
             file.write(self._csv_text())
 
         staged: list[tuple[str, Path]] = []
         try:
-            staged.append((_stage(directory / RESULTS_JSON, write_json), directory / RESULTS_JSON))
-            staged.append((_stage(directory / RESULTS_CSV, write_csv), directory / RESULTS_CSV))
+            for name, write in ((RESULTS_JSON, storage.sealing(write_json)),
+                                (RESULTS_CSV, write_csv)):
+                staged.append((storage.stage(directory / name, write), directory / name))
             for temporary, final in staged:
                 os.replace(temporary, final)
         except BaseException:
@@ -991,18 +1003,21 @@ class Results:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temporary)
             raise
-        return directory
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Results:
         """Reads results written by :meth:`save`.
+
+        Files with a checksum are checked against it; files of older versions (no checksum) are
+        read as they are.
 
         Args:
             path: The folder given to :meth:`save`, or its ``results.json``.
 
         Raises:
             FileNotFoundError: If there is no such file.
-            ValueError: For a corrupt file, a foreign JSON file or an unsupported format version.
+            ValueError: For a corrupt or edited file (one line naming it), a foreign JSON file or
+                an unsupported format version.
         """
         path = Path(path)
         file = path / RESULTS_JSON if path.is_dir() else path
@@ -1012,9 +1027,13 @@ class Results:
                 f"{RESULTS_JSON}"
             )
         try:
-            document = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{file} is not a jaxtune results file: {error}") from error
+            document, _ = storage.read_sealed(file, required=False)
+        except storage.DamagedFileError as error:
+            raise ValueError(f"{error}; this is not a jaxtune results file as jaxtune wrote "
+                             "it") from error
+        unknown = set(document) - {"format", "metadata", "rows"}
+        if unknown and "format" in document:
+            raise ValueError(f"{file} is damaged: unexpected entries {sorted(unknown)}")
         return cls.from_dict(document, source=str(file))
 
     def _flat_columns(self) -> list[str]:
@@ -1104,23 +1123,6 @@ def _as_set(value: str | Iterable[str] | None) -> set[str] | None:
     if isinstance(value, str):
         return {value}
     return set(value)
-
-
-def _stage(path: Path, write: Callable[[IO[str]], None]) -> str:
-    """Writes a temporary file beside ``path``; returns its name (removed again on failure)."""
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return temporary
 
 
 def _csv_cell(value: Any) -> str:

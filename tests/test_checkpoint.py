@@ -24,7 +24,7 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import checkpoint as checkpoint_lib
-from jaxtune import cli
+from jaxtune import cli, storage
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.results import Results
 from jaxtune.strategies.bayes import bayes_search
@@ -513,3 +513,116 @@ def test_tune_resumes_a_bayes_search(task, space, split, tmp_path):
                       on_segment=on_segment, **options)
     assert 0 < count[0] < 4  # rounds 1-2 replayed, round 3 from a saved segment
     assert_same_results(results, reference)
+
+
+# --------------------------------------------------------------------------- files (issue 11)
+
+
+def test_edited_checkpoint_documents_are_refused(task, configs, split, tmp_path):
+    """A checkpoint's JSON (its marker, a step's document) is covered by a checksum: an edited
+    metric or status is refused on resume, naming the damaged file."""
+    options = dict(max_members_per_chunk=3, **TRAIN)
+    step = _interrupted(task, configs, split, tmp_path / "document")
+    document = step / "document" / "metadata"
+    text = document.read_text()
+    edited = text.replace('"status": "running"', '"status": "stopped"', 1)
+    assert edited != text
+    document.write_text(edited)
+    with pytest.raises(ValueError, match=r"document'? is damaged: its content does not match"):
+        jt.train(task, configs[:3], split, checkpoint=tmp_path / "document", resume=True,
+                 **options)
+    _interrupted(task, configs, split, tmp_path / "marker")
+    marker = tmp_path / "marker" / checkpoint_lib.MARKER
+    marker.write_text(marker.read_text().replace('"seed": 0', '"seed": 1', 1))
+    with pytest.raises(ValueError, match=f"{checkpoint_lib.MARKER} is damaged"):
+        jt.train(task, configs[:3], split, checkpoint=tmp_path / "marker", resume=True,
+                 **options)
+
+
+def test_a_checkpoint_of_31_bit_keys_is_refused_with_the_reason(tmp_path, capsys):
+    directory = tmp_path / "old"
+    directory.mkdir()
+    (directory / checkpoint_lib.MARKER).write_text(json.dumps(
+        {"format": "jaxtune.checkpoint/1", "kind": "tune", "arguments": {}, "fingerprint": "x",
+         "metadata": {"cli": {"argv": ["sweep"]}}}))
+    assert cli.main(["sweep", "--resume", str(directory)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "31 bits" in lines[0] and "new directory" in lines[0], lines
+
+
+def test_killed_while_writing_the_marker(tmp_path, capsys):
+    """Only ``.jaxtune_checkpoint.json.<random>`` left: --resume says there is nothing to
+    resume (one line), a fresh run removes the temporary file and starts."""
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    stale = directory / f".{checkpoint_lib.MARKER}.k2j4_x"
+    stale.write_text('{"format": "jaxt')
+    assert cli.main(["sweep", "--resume", str(directory)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "holds no checkpoint yet" in lines[0], lines
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--num-configs", "2",
+            "--num-steps", "10", "--batch-size", "16", "--quiet", "--no-plot",
+            "--out", str(tmp_path / "out"), "--checkpoint-dir", str(directory)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert not stale.exists() and (directory / checkpoint_lib.MARKER).is_file()
+    assert len(Results.load(tmp_path / "out")) == 2
+
+
+def test_a_failed_save_leaves_no_orbax_temporary_folder(task, configs, split, tmp_path,
+                                                         monkeypatch, capsys):
+    """A save that fails half-way (a full disk: the arrays cannot be written) removes Orbax's
+    ``*.orbax-checkpoint-tmp`` folder and raises one line saying what is kept."""
+    import orbax.checkpoint as ocp
+
+    original = ocp.args.PyTreeSave
+
+    class FullDiskError(OSError):
+        pass
+
+    def failing(item, *args, **kwargs):
+        def explode(*a, **k):
+            raise FullDiskError(28, "No space left on device")
+
+        monkeypatch.setattr(ocp.PyTreeCheckpointHandler, "async_save", explode)
+        return original(item, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.args, "PyTreeSave", failing)
+    directory = tmp_path / "ckpt"
+    with pytest.raises(storage.WriteError, match=r"could not save step 0 .*\(No space left"):
+        jt.train(task, configs[:3], split, checkpoint=directory, max_members_per_chunk=3,
+                 **TRAIN)
+    assert not [p for p in directory.iterdir() if "orbax-checkpoint-tmp" in p.name]
+    # The command line says it in one line, exit status 2.
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--num-configs", "2",
+            "--num-steps", "10", "--batch-size", "16", "--quiet", "--no-plot",
+            "--out", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "cli")]
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "could not save step 0" in lines[0], lines
+    assert not [p for p in (tmp_path / "cli").iterdir() if "orbax-checkpoint-tmp" in p.name]
+
+
+@pytest.mark.parametrize("strategy", ["random", "hyperband", "pbt"])
+def test_resuming_a_finished_sweep_rewrites_the_same_results(tmp_path, monkeypatch, strategy):
+    """``--resume`` of a sweep that had finished writes the same results.json, byte for byte
+    (it once wrote a Hyperband sweep's ``member_steps`` as 0, and compile counts as 0)."""
+    monkeypatch.setenv("JAXTUNE_CPU_DEVICES", "1")
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--strategy", strategy,
+            "--num-configs", "4", "--num-steps", "40", "--steps-per-segment", "10",
+            "--batch-size", "16", "--quiet", "--no-plot", "--out", str(tmp_path / "out"),
+            "--checkpoint-dir", str(tmp_path / "ckpt")]
+    if strategy == "hyperband":
+        argv += ["--min-steps", "10", "--eta", "2"]
+    assert cli.main(argv) == 0
+    first = (tmp_path / "out" / "results.json").read_bytes()
+    (tmp_path / "out" / "results.json").unlink()
+    assert cli.main(["sweep", "--resume", str(tmp_path / "ckpt")]) == 0
+    assert (tmp_path / "out" / "results.json").read_bytes() == first
+    if strategy == "hyperband":
+        assert Results.load(tmp_path / "out").metadata["member_steps"] > 0

@@ -185,6 +185,74 @@ def test_out_is_a_file(space_file, tmp_path, capsys):
     assert_one_line_error(capsys, sweep_args(space_file, out), "--out")
 
 
+@pytest.mark.parametrize("flag", ["--out", "--checkpoint-dir"])
+def test_unwritable_output_is_refused_before_training(space_file, tmp_path, capsys, monkeypatch,
+                                                      flag):
+    """An empty path, a path under a file, or a folder that cannot be written: one line
+    before anything is trained (training would fail the test: it is replaced by a bomb)."""
+    from jaxtune import tuning
+
+    def bomb(*args, **kwargs):
+        raise AssertionError("trained before the output folder was checked")
+
+    monkeypatch.setattr(tuning, "tune", bomb)
+    out = tmp_path / "out"
+
+    def argv(path):
+        if flag == "--out":
+            return sweep_args(space_file, path)
+        return sweep_args(space_file, out, "--checkpoint-dir", str(path))
+
+    assert_one_line_error(capsys, argv(""), flag, "empty")
+    write(tmp_path / "file", "")
+    assert_one_line_error(capsys, argv(tmp_path / "file" / "sub"), flag, "which is a file")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    real_mkstemp = __import__("tempfile").mkstemp
+
+    def denied(*args, dir=None, **kwargs):  # what a read-only folder does (root ignores chmod)
+        if dir is not None and Path(dir) == read_only:
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr("tempfile.mkstemp", denied)
+    assert_one_line_error(capsys, argv(read_only), flag, "cannot write", "Permission denied")
+
+
+def test_results_that_cannot_be_written_are_kept_in_a_named_folder(space_file, tmp_path, capsys,
+                                                                   monkeypatch):
+    """The disk fills up after training: one line (exit 2) naming where the results are."""
+    out = tmp_path / "out"
+    real_save = Results.save
+
+    def full_disk(self, directory, **kwargs):
+        if Path(directory) == out:
+            raise OSError(28, "No space left on device")
+        return real_save(self, directory, **kwargs)
+
+    monkeypatch.setattr(Results, "save", full_disk)
+    line = assert_one_line_error(
+        capsys, sweep_args(space_file, out, "--num-configs", "2", "--num-steps", "10"),
+        "--out", "No space left on device", "kept them in",
+    )
+    fallback = Path(line.rpartition("kept them in ")[2])
+    assert len(Results.load(fallback)) == 2
+
+
+def test_a_second_sweep_into_the_same_out_is_refused(space_file, tmp_path, capsys):
+    """While one sweep holds --out (its lock), another is refused in one line before training."""
+    from jaxtune import storage
+
+    out = tmp_path / "out"
+    with storage.FolderLock(out, "--out"):
+        assert_one_line_error(capsys, sweep_args(space_file, out), "--out",
+                              "being written by another jaxtune process")
+    assert cli.main(sweep_args(space_file, out, "--num-configs", "2", "--num-steps", "10")) == 0
+    capsys.readouterr()
+    for name in ("results.json", "results.csv"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644
+
+
 def test_grid_too_large(tmp_path, capsys):
     spec = {f"p{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(10)}
     space = write(tmp_path / "space.json", json.dumps(spec))

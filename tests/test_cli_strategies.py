@@ -145,11 +145,13 @@ def test_halving_sweep_matches_run_halving(space_file, tmp_path, digits):
 
     task, split, space = digits
     out = tmp_path / "halving"
-    status = cli.main(sweep(space_file, out, "halving", "--min-steps", "5", "--eta", "2"))
+    # eta 4: with the 64-bit member keys, eta 2's first member completes and spends the
+    # budget with only 3 members; with eta 4 four members stop early before one completes.
+    status = cli.main(sweep(space_file, out, "halving", "--min-steps", "5", "--eta", "4"))
     assert status == 0
     got = Results.load(out)
     want = run_halving(task, split, space, population_size=math.ceil(NUM_CONFIGS / 4),
-                       num_steps=NUM_STEPS, min_steps=5, eta=2,
+                       num_steps=NUM_STEPS, min_steps=5, eta=4,
                        max_member_steps=NUM_CONFIGS * NUM_STEPS, num_brackets=1,
                        batch_size=32, seed=0)
     assert_same_rows(got, want)

@@ -580,6 +580,22 @@ def test_member_keys_depend_on_identity_not_position():
     assert not np.array_equal(a, c)
 
 
+def test_config_hash_has_64_bits_and_keys_of_100k_configs_differ():
+    """100,000 distinct configs: distinct 64-bit hashes, and distinct member keys for a sample
+    that holds the pairs a 31-bit hash gave the same key (members 14584/56439, 22513/45293)."""
+    configs = [{"learning_rate": 1e-5 * (1 + i), "width": 8 + i % 7} for i in range(100_000)]
+    hashes = [engine.config_hash(c) for c in configs]
+    assert len(set(hashes)) == len(configs)
+    assert max(hashes) >= 2**32 and all(0 <= h < 2**64 for h in hashes)
+    sample = [14584, 56439, 22513, 45293, *range(0, 100_000, 97)]
+    keys = engine.member_keys(0, [0] * len(sample), [configs[i] for i in sample],
+                              [None] * len(sample))
+    assert len({tuple(k) for k in keys.tolist()}) == len(sample)
+    # The halving scheduler's strategy keys fold the same 64 bits in.
+    a, b = (engine.fold_in_config(jax.random.PRNGKey(0), configs[i]) for i in (14584, 56439))
+    assert not np.array_equal(a, b)
+
+
 def test_progress_reports_every_segment(digits_split):
     reports = []
     engine.train(_mlp_task(), _configs("adam", [1e-3, 1e-2]), digits_split, num_steps=30,

@@ -358,7 +358,7 @@ def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, 
             budget[:] = max_member_steps / num_brackets
         group_space = _group_space(space, view.configs[0])
         static = {n: view.configs[0][n] for n in space.static_names if n in view.configs[0]}
-        strategy_key = jax.random.fold_in(key, engine.config_hash(static))
+        strategy_key = engine.fold_in_config(key, static)
         state = HalvingState(
             strategy_state=strategy.init(group_space, strategy_key),
             rungs=rungs,
@@ -600,17 +600,18 @@ def run_halving(
         scheduler = hyperband(
             space, strategy, min_steps=min_steps, num_brackets=num_brackets, **common
         )
-    spent: list[int] = []
-    observed = _observe_member_steps(scheduler, spent)
     results = engine.train(
         task, configs, split, num_steps=num_steps, batch_size=batch_size,
         steps_per_segment=steps_per_segment, seed=seed, static_names=space.static_names,
-        scheduler=observed,
+        scheduler=scheduler,
         **{"sweep_reads": sweep_reads, **(engine_options or {})},
     )
     metadata = dict(results.metadata)
+    # From the rows (each member's last step), not from watching the scheduler: a resumed
+    # call's restored chunks never pass through it.
+    member_steps = sum(row.curve_steps[-1] for row in results if row.curve_steps)
     metadata.update(
-        metric=metric, mode=mode, space=space.to_dict(), member_steps=int(sum(spent)),
+        metric=metric, mode=mode, space=space.to_dict(), member_steps=int(member_steps),
         scheduler={
             "kind": "successive_halving" if num_brackets == 1 else "hyperband",
             "min_steps": min_steps, "eta": eta, "max_member_steps": max_member_steps,
@@ -620,18 +621,3 @@ def run_halving(
         },
     )
     return Results(list(results), metadata)
-
-
-def _observe_member_steps(scheduler: engine.Scheduler, spent: list[int]) -> engine.Scheduler:
-    """Wraps a halving scheduler to report each chunk's member-steps into ``spent``."""
-
-    def init(view):
-        spent.append(0)
-        return scheduler.init(view)
-
-    def update(state, view):
-        decision, state = scheduler.update(state, view)
-        spent[-1] = state.member_steps
-        return decision, state
-
-    return engine.Scheduler(init, update)
