@@ -46,6 +46,8 @@ KINDS = data_lib.KINDS
 
 #: Names the ready-made models read as plain Python values (layer sizes): static only.
 MODEL_STATIC_HPARAMS: tuple[str, ...] = ("width", "depth", "hidden_sizes", "channels")
+#: Names the ready-made models build as integers (``hidden_sizes``: a list of them).
+MODEL_INTEGER_HPARAMS: tuple[str, ...] = MODEL_STATIC_HPARAMS
 
 #: Valid values of the dynamic names the ready-made tasks read, in the format of
 #: :data:`jaxtune.optim.VALUE_RANGES`: a dropout rate is a probability below 1, and a negative
@@ -84,6 +86,9 @@ class Task:
       static_hparams: names the task reads as plain Python values (they set a shape or the
         code path, like the ready-made models' ``width``); :func:`jaxtune.train` refuses them
         when declared dynamic. Default: none.
+      integer_hparams: static names the task builds as integers (layer sizes; a list value
+        must hold integers): :func:`jaxtune.train` refuses any other value, which would be
+        recorded as given (``8.5``) but built truncated (``8``). Default: none.
       value_ranges: valid intervals of dynamic names the task reads,
         ``name -> (low, low_inclusive, high, high_inclusive)`` (the ready-made tasks:
         :data:`VALUE_RANGES`); :func:`jaxtune.train` checks configs against them. Default:
@@ -114,6 +119,7 @@ class Task:
     num_classes: int | None = None
     kind: str | None = None
     static_hparams: tuple[str, ...] = ()
+    integer_hparams: tuple[str, ...] = ()
     value_ranges: Mapping[str, tuple[float, bool, float, bool]] = dataclasses.field(
         default_factory=dict
     )
@@ -371,6 +377,7 @@ def classification_task(
         num_classes=num_classes,
         kind="classification",
         static_hparams=MODEL_STATIC_HPARAMS,
+        integer_hparams=MODEL_INTEGER_HPARAMS if isinstance(model, str) else (),
         value_ranges=VALUE_RANGES,
     )
 
@@ -414,5 +421,6 @@ def regression_task(
         input_shape=input_shape,
         kind="regression",
         static_hparams=MODEL_STATIC_HPARAMS,
+        integer_hparams=MODEL_INTEGER_HPARAMS if isinstance(model, str) else (),
         value_ranges=VALUE_RANGES,
     )

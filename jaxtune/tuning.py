@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from jaxtune import data as data_lib
-from jaxtune import engine
+from jaxtune import engine, limits
 from jaxtune.results import Results
 from jaxtune.space import Space
 from jaxtune.strategies import Strategy, random_search
@@ -154,6 +154,8 @@ def tune(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
+    # Before a single config is drawn: a population the host cannot hold aborts XLA.
+    limits.check_population("num_configs", num_configs * len(seeds), len(space))
     mode = metric_mode(task, metric, mode)
     strategy = strategy if strategy is not None else random_search()
     round_size = population_size or num_configs
