@@ -817,7 +817,8 @@ class Space(Mapping[str, Param]):
 
         Raises:
           TypeError: ``key`` is a bool, float or string.
-          ValueError: ``num`` is not a non-negative int.
+          ValueError: ``num`` is not a non-negative int, or more configs than the host holds
+            (:func:`jaxtune.limits.check_population`).
         """
         import jax  # only sampling needs JAX; the rest of the space is numpy
 
@@ -830,6 +831,7 @@ class Space(Mapping[str, Param]):
             key = jax.random.PRNGKey(int(key))
         if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 0:
             raise ValueError(f"num = {num!r} must be a non-negative int.")
+        limits.check_population("num", int(num), len(self))  # XLA aborts on a huge draw
         u = jax.random.uniform(key, (int(num), self.dim))
         return self.decode(np.asarray(u))
 
