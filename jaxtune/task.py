@@ -86,13 +86,14 @@ class Task:
       static_hparams: names the task reads as plain Python values (they set a shape or the
         code path, like the ready-made models' ``width``); :func:`jaxtune.train` refuses them
         when declared dynamic. Default: none.
-      integer_hparams: static names the task builds as integers (layer sizes; a list value
-        must hold integers): :func:`jaxtune.train` refuses any other value, which would be
-        recorded as given (``8.5``) but built truncated (``8``). Default: none.
       value_ranges: valid intervals of dynamic names the task reads,
         ``name -> (low, low_inclusive, high, high_inclusive)`` (the ready-made tasks:
         :data:`VALUE_RANGES`); :func:`jaxtune.train` checks configs against them. Default:
         none.
+      integer_hparams: names the task builds as integers (layer sizes; a list value must hold
+        integers; the ready-made models: :data:`MODEL_INTEGER_HPARAMS`): :func:`jaxtune.train`
+        refuses any other value, which would be recorded as given (``8.5``) but built
+        truncated (``8``). Default: none.
 
     The ready-made tasks set ``input_shape``, ``num_classes`` and ``kind``; a hand-written task
     may leave them ``None``, and a mismatch with the data is then caught while the engine
@@ -119,10 +120,10 @@ class Task:
     num_classes: int | None = None
     kind: str | None = None
     static_hparams: tuple[str, ...] = ()
-    integer_hparams: tuple[str, ...] = ()
     value_ranges: Mapping[str, tuple[float, bool, float, bool]] = dataclasses.field(
         default_factory=dict
     )
+    integer_hparams: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("init", "loss", "evaluate"):
