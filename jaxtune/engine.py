@@ -757,7 +757,8 @@ def _validate_configs(
             raise TypeError(f"configs[{i}] must be a mapping of hyperparameter names to values, "
                             f"got {type(config).__name__}.")
         for name, value in config.items():
-            if name in ENGINE_STATIC_NAMES or name in task.integer_hparams:
+            full_batch = name == "batch_size" and value is None
+            if (name in ENGINE_STATIC_NAMES or name in task.integer_hparams) and not full_batch:
                 check_integer_value(f"configs[{i}][{name!r}]", value)
             if name in static_names:
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 import jaxtune as jt
@@ -185,3 +186,11 @@ def test_counts_beyond_int32_and_huge_populations_are_refused(task, split, no_co
     with pytest.raises(ValueError, match=r"num_configs: .* members .* host memory"):
         jt.tune(task, split, space, num_configs=2 * 10**9 // 4, seeds=(0, 1, 2, 3),
                 num_steps=10)
+
+
+def test_integers_and_a_full_batch_pass_the_check(task, split, no_compile):
+    # Validation passes (the fixture stops the run where memory sizing starts).
+    config = {"learning_rate": 0.01, "optimizer": "adam", "width": np.int64(8), "depth": 1,
+              "hidden_sizes": [8, 4], "batch_size": None}
+    with pytest.raises(AssertionError, match="compiled before refusing"):
+        jt.train(task, [config], split, num_steps=10)
