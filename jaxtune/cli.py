@@ -467,11 +467,29 @@ def _parser() -> argparse.ArgumentParser:
 # Checks on the host, before anything is imported, traced or trained
 
 
+#: Count flags that are not int32 inside a program (totals): their own checks bound them.
+_TOTAL_FLAGS = ("num_configs", "max_member_steps")
+
+
 def _check_positive(args: argparse.Namespace, *fields: str) -> None:
+    """Each flag is unset or a positive integer; counts used inside jit fit an int32."""
+    from jaxtune import limits
+
     for field in fields:
         value = getattr(args, field)
         if value is not None and value <= 0:
             raise CliError(f"--{field.replace('_', '-')} must be a positive integer, got {value}")
+        if field not in _TOTAL_FLAGS:
+            limits.check_int32(f"--{field.replace('_', '-')}", value)
+
+
+def _check_seeds(args: argparse.Namespace) -> None:
+    """``--seed`` and ``--seeds`` in the ranges JAX keys take (:mod:`jaxtune.limits`)."""
+    from jaxtune import limits
+
+    limits.check_seed("--seed", args.seed)
+    for seed in args.seeds:
+        limits.check_seed("--seeds", seed, limits.MAX_MEMBER_SEED)
 
 
 def _check_scheduler_flags(args: argparse.Namespace) -> None:
@@ -550,6 +568,11 @@ def _load_results(directory: str) -> Results:
         return Results.load(path)
     except ValueError as error:
         raise CliError(f"directory: {error}") from error
+    except RecursionError:
+        raise CliError(
+            f"directory: {str(path / RESULTS_JSON)!r} is nested too deeply to read: it is "
+            "damaged or was not written by jaxtune"
+        ) from None
 
 
 def _metric_for(results: Results, metric: str | None) -> tuple[str, str]:
@@ -581,6 +604,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         args, "num_configs", "num_steps", "steps_per_segment", "population_size", "grid_points",
         "min_steps", "max_member_steps", "pbt_interval",
     )
+    _check_seeds(args)
     _check_scheduler_flags(args)
     _check_positive(args, "max_members_per_chunk", "members_per_device", "num_processes")
     _check_population_flags(args)
@@ -595,7 +619,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not args.no_plot:
         _check_plotting(no_plot_hint=True)
 
-    from jaxtune import contracts, data, task
+    from jaxtune import contracts, data, limits, task
     from jaxtune.space import Space
 
     space = Space.from_dict(resumed["space"]) if "space" in resumed else Space.from_file(
@@ -628,6 +652,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     num_configs = args.num_configs
     if args.strategy == "grid":
         num_configs = min(num_configs, len(space.grid(args.grid_points)))
+    # Before a single config is drawn: a population the host cannot hold aborts XLA.
+    limits.check_population("--num-configs", num_configs * len(args.seeds), len(space))
     population_size = args.population_size
     if population_size is None and entry.default_rounds > 1:
         population_size = max(1, math.ceil(num_configs / entry.default_rounds))

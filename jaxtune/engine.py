@@ -52,7 +52,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxtune import checks, optim
+from jaxtune import checks, limits, optim
 from jaxtune import data as data_lib
 from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task, check_task_data
@@ -770,6 +770,24 @@ def _check_names_read(task, specs, configs, split, sweep_reads, allow_unused) ->
                             allow_unused=allow_unused)
 
 
+def check_integer_value(where: str, value: Any) -> None:
+    """Refuses a value built as an integer (a layer size, a count) that is not one: ``8.5``
+    would be recorded as given but built as ``int(8.5) == 8``. A list or tuple (``hidden_sizes``)
+    must hold integers.
+
+    Raises:
+      ValueError: naming ``where``, the value and the fix.
+    """
+    items = value if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | np.integer):
+            raise ValueError(
+                f"{where} = {value!r} is built as an integer (a layer size or a count), but "
+                f"{item!r} ({type(item).__name__}) is not one: it would be recorded as given "
+                "and built truncated; give an int (e.g. Int(...) or Choice([8, 16]))."
+            )
+
+
 def _validate_configs(
     configs: Sequence[Mapping[str, Any]], static_names: frozenset[str], task: Task
 ) -> None:
@@ -780,6 +798,9 @@ def _validate_configs(
             raise TypeError(f"configs[{i}] must be a mapping of hyperparameter names to values, "
                             f"got {type(config).__name__}.")
         for name, value in config.items():
+            full_batch = name == "batch_size" and value is None
+            if (name in ENGINE_STATIC_NAMES or name in task.integer_hparams) and not full_batch:
+                check_integer_value(f"configs[{i}][{name!r}]", value)
             if name in static_names:
                 continue
             if name in ENGINE_STATIC_NAMES or name in task.static_hparams:
@@ -1813,3 +1834,4 @@ def _check_in_group(spec: GroupSpec, what: str, slot: int, config: Mapping[str, 
 def _check_positive_int(field: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
         raise ValueError(f"{field} must be a positive integer, got {value!r}.")
+    limits.check_int32(field, value)  # step counts and sizes are int32 inside jit

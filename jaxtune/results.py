@@ -143,7 +143,12 @@ def _to_float(value: Any, where: str) -> float:
     """Converts a number (Python, numpy or 0-d array) to a Python float; NaN is ``math.nan``."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{where}: expected a number, got {value!r}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int of hundreds of digits
+        raise ValueError(
+            f"{where}: a number of {len(str(abs(value)))} digits, too large for a float64"
+        ) from None
     return math.nan if math.isnan(result) else result
 
 
@@ -1135,6 +1140,14 @@ def _csv_cell(value: Any) -> str:
     return str(value)
 
 
+def _fits_float(value: Any) -> bool:
+    """Finite, and not an int too large for a float (a config may hold ``10**400``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _format_column(values: Sequence[Any], scale_values: Sequence[Any]) -> tuple[list[str], bool]:
     """Formats one table column; returns the texts and whether to right-align them.
 
@@ -1143,7 +1156,7 @@ def _format_column(values: Sequence[Any], scale_values: Sequence[Any]) -> tuple[
     """
     present = [v for v in values if v is not None]
     numeric = bool(present) and all(_is_number(v) for v in present)
-    finite = [float(v) for v in scale_values if _is_number(v) and math.isfinite(v)]
+    finite = [float(v) for v in scale_values if _is_number(v) and _fits_float(v)]
     scientific = (
         numeric
         and any(isinstance(v, float) for v in present)

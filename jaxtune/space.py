@@ -16,8 +16,8 @@ A :class:`Space` maps names to parameters:
 a *static group*, one compiled program. **Dynamic** parameters are values only.
 
 Every searchable (non-Fixed) parameter is one coordinate of the unit cube ``[0, 1]^dim``, in the
-order of :attr:`Space.searchable_names`; strategies work in that cube and
-:meth:`Space.decode` turns points into configs:
+order of :attr:`Space.searchable_names` (the names sorted: the order of keys never matters);
+strategies work in that cube and :meth:`Space.decode` turns points into configs:
 
 * Float: ``low + u (high - low)``, or ``exp(log low + u (log high - log low))`` with ``log``.
 * Int: ``u`` is stretched over ``[low - 0.5, high + 0.5]`` (in log space with ``log``), then
@@ -60,16 +60,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import numbers
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
+
+from jaxtune import limits, spacefile
 
 __all__ = ["Choice", "Fixed", "Float", "Int", "Param", "Space"]
 
@@ -123,6 +123,48 @@ def _is_finite(value: Any) -> bool:
 
 def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+def _canonical(value: Any) -> tuple[bool, Any]:
+    """A hashable key with the equality of :func:`_same`: bools apart from numbers, 1 == 1.0.
+
+    Raises:
+      TypeError: the value is unhashable (a dict inside it).
+    """
+    key = (type(value) is bool, value)
+    hash(key)
+    return key
+
+
+def _value_index(values: Sequence[Any]) -> tuple[dict[tuple[bool, Any], int] | None, list[Any]]:
+    """``(canonical key -> position, unhashable values)`` of Choice values in linear time; the
+    index is ``None`` when two hashable values are the same."""
+    index: dict[tuple[bool, Any], int] = {}
+    unhashable = []
+    for i, value in enumerate(values):
+        try:
+            key = _canonical(value)
+        except TypeError:
+            unhashable.append(value)
+            continue
+        if key in index:
+            return None, unhashable
+        index[key] = i
+    return index, unhashable
+
+
+def _first_duplicate(values: Sequence[Any]) -> str:
+    """`` {value!r}`` of the first repeated value (for the message), found in linear time."""
+    seen: set[Any] = set()
+    for value in values:
+        try:
+            key = _canonical(value)
+        except TypeError:
+            continue
+        if key in seen:
+            return f" {value!r}"
+        seen.add(key)
+    return ""
 
 
 def _check_flag(cls_name: str, field: str, value: Any) -> None:
@@ -267,6 +309,12 @@ class Int:
                 )
             if not _is_finite(value):
                 raise ValueError(f"Int.{field} = {value!r} is not finite; give finite bounds.")
+            if abs(value) > limits.MAX_EXACT_INT:
+                raise ValueError(
+                    f"Int.{field} = {value!r} is outside the supported integer range "
+                    f"[-2**53, 2**53] (integers the float64 unit-cube encoding holds exactly); "
+                    "give bounds inside it."
+                )
             if float(value) != int(value):
                 raise ValueError(
                     f"Int.{field} = {value!r} is not an integer; round it or use Float."
@@ -369,10 +417,15 @@ class Choice:
                 raise ValueError(
                     f"Choice.values[{i}] is NaN, which never equals itself; remove it."
                 )
-            if any(_same(value, earlier) for earlier in values[:i]):
-                raise ValueError(
-                    f"Choice.values has the duplicate value {value!r}; list each candidate once."
-                )
+        index, unhashable = _value_index(values)
+        for value in unhashable:  # rare (dicts inside a value): compared pairwise
+            if sum(_same(value, other) for other in unhashable) > 1:
+                index = None
+        if index is None:
+            raise ValueError(
+                f"Choice.values has a duplicate value{_first_duplicate(values)}; list each "
+                "candidate once."
+            )
         if not self.static:
             for value in values:
                 if not _is_real(value) or not _is_finite(value):
@@ -382,13 +435,17 @@ class Choice:
                     )
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "static", bool(self.static))
+        object.__setattr__(self, "_lookup", index)
 
     def _index(self, value: Any) -> int | None:
         frozen = _freeze(value)
-        for i, candidate in enumerate(self.values):
-            if _same(frozen, candidate):
-                return i
-        return None
+        try:
+            return self._lookup.get(_canonical(frozen))
+        except TypeError:  # unhashable: compared one by one
+            for i, candidate in enumerate(self.values):
+                if _same(frozen, candidate):
+                    return i
+            return None
 
     def _from_unit(self, u: np.ndarray) -> list[Any]:
         k = len(self.values)
@@ -527,40 +584,19 @@ def _param_from_spec(name: str, spec: Any) -> Param:
         raise type(error)(f"parameter {name!r}: {error}") from error
 
 
-def _yaml_loader() -> Any:
-    try:
-        import yaml
-    except ImportError as error:
-        raise ImportError(
-            "reading a YAML space needs PyYAML; install it with `pip install pyyaml` "
-            "(or `pip install jaxtune[yaml]`), or write the space as JSON."
-        ) from error
-
-    class _Loader(yaml.SafeLoader):
-        """SafeLoader that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
-
-    float_pattern = (
-        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)"
-        r"|\.(?:nan|NaN|NAN))$"
-    )
-    # add_implicit_resolver copies the parent's table first, so SafeLoader is left untouched.
-    _Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(float_pattern), list("-+0123456789.")
-    )
-    return yaml, _Loader
-
-
 # --------------------------------------------------------------------------------------------
 # Space
 
 
 class Space(Mapping[str, Param]):
-    """An immutable, ordered mapping from hyperparameter names to parameters.
+    """An immutable mapping from hyperparameter names to parameters, in canonical order.
 
-    Iterating gives the names in the order given; ``space[name]`` the parameter.
+    Iterating gives the names **sorted** (their canonical order), whatever order the mapping or
+    the space file gave them in; ``space[name]`` the parameter. Every order derived from the
+    space (the unit-cube columns of :attr:`searchable_names`, so every random, Sobol, Bayesian
+    or PBT draw, and the order of :meth:`grid`) follows it, so two spaces that differ only in
+    the order of their keys are equal and give the same configs for the same seed (a resumed
+    sweep, whose checkpoint stores the space with sorted keys, draws what the first run drew).
 
     Args:
       params: name -> :class:`Float`, :class:`Int`, :class:`Choice` or :class:`Fixed`.
@@ -604,7 +640,10 @@ class Space(Mapping[str, Param]):
                     f"Float, Int, Choice or Fixed; wrap constants as Fixed({param!r})."
                 )
             checked[name] = param
-        object.__setattr__(self, "_params", MappingProxyType(checked))
+        # Canonical order: the names sorted, whatever order they were given in, so that the
+        # unit-cube columns, every draw and the grid depend on the names, not on key order.
+        ordered = {name: checked[name] for name in sorted(checked)}
+        object.__setattr__(self, "_params", MappingProxyType(ordered))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Space is immutable; build a new Space instead.")
@@ -644,7 +683,7 @@ class Space(Mapping[str, Param]):
 
     @property
     def names(self) -> tuple[str, ...]:
-        """All names, in the order given."""
+        """All names, sorted (the canonical order)."""
         return tuple(self._params)
 
     @property
@@ -701,10 +740,10 @@ class Space(Mapping[str, Param]):
         Configs with equal keys share one compiled program. Values are made hashable (lists
         become tuples, numpy scalars Python scalars).
         """
-        try:
-            return tuple(sorted((name, _freeze(config[name])) for name in self.static_names))
-        except KeyError as error:
-            raise ValueError(f"config is missing the static parameter {error.args[0]!r}.") from None
+        missing = [name for name in self.static_names if name not in config]
+        if missing:
+            raise ValueError(f"config is missing the static parameters {missing}.")
+        return tuple(sorted((name, _freeze(config[name])) for name in self.static_names))
 
     def encode(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Maps configs to points of the unit cube.
@@ -778,7 +817,8 @@ class Space(Mapping[str, Param]):
 
         Raises:
           TypeError: ``key`` is a bool, float or string.
-          ValueError: ``num`` is not a non-negative int.
+          ValueError: ``num`` is not a non-negative int, or more configs than the host holds
+            (:func:`jaxtune.limits.check_population`).
         """
         import jax  # only sampling needs JAX; the rest of the space is numpy
 
@@ -791,13 +831,14 @@ class Space(Mapping[str, Param]):
             key = jax.random.PRNGKey(int(key))
         if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 0:
             raise ValueError(f"num = {num!r} must be a non-negative int.")
+        limits.check_population("num", int(num), len(self))  # XLA aborts on a huge draw
         u = jax.random.uniform(key, (int(num), self.dim))
         return self.decode(np.asarray(u))
 
     def grid(
         self, num_float_points: int = 5, *, max_size: int = MAX_GRID_SIZE
     ) -> list[dict[str, Any]]:
-        """The cartesian product of per-parameter axes, in the order of :attr:`names`.
+        """The cartesian product of per-parameter axes, in the order of :attr:`names` (sorted).
 
         Float and Int axes have ``num_float_points`` points from ``low`` to ``high`` (log-spaced
         when ``log``; Int points rounded and deduplicated; a single point is the centre of the
@@ -861,7 +902,9 @@ class Space(Mapping[str, Param]):
     def from_file(cls, path: str | os.PathLike[str]) -> Space:
         """Reads a space from a ``.json``, ``.yaml`` or ``.yml`` file (schema: module docstring).
 
-        YAML needs PyYAML; exponents without a dot (``1e-4``) are read as floats.
+        YAML needs PyYAML; exponents without a dot (``1e-4``) are read as floats. A key given
+        twice, nesting too deep and YAML aliases that expand too far are refused
+        (:mod:`jaxtune.spacefile`).
         """
         path = os.fspath(path)
         suffix = os.path.splitext(path)[1].lower()
@@ -871,17 +914,10 @@ class Space(Mapping[str, Param]):
             )
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        if suffix == ".json":
-            try:
-                spec = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"space file {path!r} is not valid JSON: {error}") from error
-        else:
-            yaml, loader = _yaml_loader()
-            try:
-                spec = yaml.load(text, Loader=loader)  # a SafeLoader subclass: no objects
-            except yaml.YAMLError as error:
-                raise ValueError(f"space file {path!r} is not valid YAML: {error}") from error
+        try:
+            spec = spacefile.load_json(text) if suffix == ".json" else spacefile.load_yaml(text)
+        except ValueError as error:
+            raise ValueError(f"space file {path!r}: {error}") from error
         if not isinstance(spec, Mapping):
             raise ValueError(
                 f"space file {path!r} must hold a mapping of names to parameter specs, "

@@ -46,6 +46,8 @@ KINDS = data_lib.KINDS
 
 #: Names the ready-made models read as plain Python values (layer sizes): static only.
 MODEL_STATIC_HPARAMS: tuple[str, ...] = ("width", "depth", "hidden_sizes", "channels")
+#: Names the ready-made models build as integers (``hidden_sizes``: a list of them).
+MODEL_INTEGER_HPARAMS: tuple[str, ...] = MODEL_STATIC_HPARAMS
 
 #: Valid values of the names the ready-made tasks read, in the format of
 #: :data:`jaxtune.optim.VALUE_RANGES`: a dropout rate is a probability below 1, a negative
@@ -98,6 +100,10 @@ class Task:
         code path the abstract trace does not take). :func:`jaxtune.train` refuses a name
         that nothing reads; the names a task reads are found by recording which keys of
         ``hp`` its init/loss/evaluate look up while traced, plus these. Default: none.
+      integer_hparams: names the task builds as integers (layer sizes; a list value must hold
+        integers; the ready-made models: :data:`MODEL_INTEGER_HPARAMS`): :func:`jaxtune.train`
+        refuses any other value, which would be recorded as given (``8.5``) but built
+        truncated (``8``). Default: none.
 
     The ready-made tasks set ``input_shape``, ``num_classes`` and ``kind``; a hand-written task
     may leave them ``None``, and a mismatch with the data is then caught while the engine
@@ -128,6 +134,7 @@ class Task:
         default_factory=dict
     )
     extra_hparams: tuple[str, ...] = ()
+    integer_hparams: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("init", "loss", "evaluate"):
@@ -382,6 +389,7 @@ def classification_task(
         num_classes=num_classes,
         kind="classification",
         static_hparams=MODEL_STATIC_HPARAMS,
+        integer_hparams=MODEL_INTEGER_HPARAMS if isinstance(model, str) else (),
         value_ranges=VALUE_RANGES,
     )
 
@@ -425,5 +433,6 @@ def regression_task(
         input_shape=input_shape,
         kind="regression",
         static_hparams=MODEL_STATIC_HPARAMS,
+        integer_hparams=MODEL_INTEGER_HPARAMS if isinstance(model, str) else (),
         value_ranges=VALUE_RANGES,
     )

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtune import checks, contracts, engine
+from jaxtune import checks, contracts, engine, limits
 from jaxtune import data as data_lib
 from jaxtune.results import Results
 from jaxtune.space import Space
@@ -160,6 +160,8 @@ def tune(
     seeds = [checks.check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
+    # Before a single config is drawn: a population the host cannot hold aborts XLA.
+    limits.check_population("num_configs", num_configs * len(seeds), len(space))
     allow_unused_hparams = bool(
         (engine_options or {}).get("allow_unused_hparams", allow_unused_hparams))
     sweep_reads = checks.check_space(task, split, space, batch_size=batch_size,

@@ -626,3 +626,74 @@ def test_resuming_a_finished_sweep_rewrites_the_same_results(tmp_path, monkeypat
     assert (tmp_path / "out" / "results.json").read_bytes() == first
     if strategy == "hyperband":
         assert Results.load(tmp_path / "out").metadata["member_steps"] > 0
+
+
+#: Keys not sorted: the draws must not depend on their order (the marker stores them sorted).
+UNSORTED_SPACE = {
+    "width": {"type": "fixed", "value": 8},
+    "weight_decay": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+    "learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+    "optimizer": {"type": "fixed", "value": "adam"},
+}
+
+#: Runs ``jaxtune sweep`` and SIGKILLs itself at a stage: right after the checkpoint's marker is
+#: written ("marker"), after the third segment ("training"), or instead of writing the results
+#: ("results").
+_KILL_AT_STAGE = """
+import os, signal, sys
+from jaxtune import checkpoint, cli
+from jaxtune.progress import ProgressBar
+from jaxtune.results import Results
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+stage, argv = sys.argv[1], sys.argv[2:]
+if stage == "marker":
+    opened = checkpoint.Store.__init__
+    def open_then_die(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        die()
+    checkpoint.Store.__init__ = open_then_die
+elif stage == "training":
+    reported, seen = ProgressBar.__call__, [0]
+    def report_then_die(self, report):
+        reported(self, report)
+        seen[0] += 1
+        if seen[0] == 3:
+            die()
+    ProgressBar.__call__ = report_then_die
+else:
+    Results.save = die
+sys.exit(cli.main(argv))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stages", [("marker",), ("training", "results")])
+def test_unsorted_space_file_killed_at_each_stage_resumes_to_the_same_rows(
+        tmp_path, monkeypatch, stages):
+    """A sweep from a space file whose keys are not sorted, SIGKILLed after its marker is
+    written, mid-training (round 2 of 2) or just before writing its results, then resumed: the
+    rows of an uninterrupted run (before canonical order, the resumed sweep drew other configs,
+    or refused to resume)."""
+    monkeypatch.setenv("JAXTUNE_CPU_DEVICES", "1")
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(UNSORTED_SPACE))
+    argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--num-configs", "4",
+            "--population-size", "2", "--num-steps", "20", "--steps-per-segment", "10",
+            "--batch-size", "16", "--quiet", "--no-plot"]
+    assert cli.main([*argv, "--out", str(tmp_path / "reference")]) == 0
+    directory = tmp_path / "ckpt"
+    env = {**os.environ, "JAXTUNE_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
+    command = [*argv, "--out", str(tmp_path / "out"), "--checkpoint-dir", str(directory),
+               "--checkpoint-every-segments", "1"]
+    for stage in stages:
+        killed = subprocess.run([sys.executable, "-c", _KILL_AT_STAGE, stage, *command],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, (stage, killed.stderr[-2000:])
+        assert (directory / checkpoint_lib.MARKER).is_file(), stage
+        assert not (tmp_path / "out" / "results.json").exists(), stage
+        command = ["sweep", "--resume", str(directory)]
+    assert cli.main(["sweep", "--resume", str(directory)]) == 0
+    assert_same_results(Results.load(tmp_path / "out"), Results.load(tmp_path / "reference"))

@@ -4,10 +4,13 @@ Bad input runs ``main([...])`` in-process (every check fails before anything is 
 end-to-end sweep runs ``python -m jaxtune.cli`` in a subprocess, as a user would.
 """
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -525,3 +528,79 @@ def test_absolute_paths_of_both_flag_forms():
     assert cli._absolute_paths(argv, "/work") == [
         "sweep", "--out=/work/o", "--space", "/work/s.json", "--tensorboard", "/abs/tb",
         "--metric", "valid_loss", "--checkpoint-dir=/work/c"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input beyond what JAX, XLA or the host hold, and strict space files (issue 11)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fields"),
+    [
+        (["--seed", str(2**70)], ["--seed", str(2**70), "4294967295"]),
+        (["--seed", "-1"], ["--seed", "-1"]),
+        (["--seeds", "0", str(2**31)], ["--seeds", str(2**31)]),
+        (["--num-steps", "2147483652"], ["--num-steps", "2147483652", "int32"]),
+        (["--steps-per-segment", str(2**40)], ["--steps-per-segment"]),
+        (["--num-configs", str(10**12)], ["--num-configs", str(10**12), "members"]),
+    ],
+)
+def test_values_beyond_the_limits(space_file, tmp_path, capsys, extra, fields):
+    assert_one_line_error(capsys, sweep_args(space_file, tmp_path / "out", *extra), *fields)
+
+
+def test_num_configs_beyond_host_memory(space_file, tmp_path, capsys, monkeypatch):
+    from jaxtune import limits
+
+    monkeypatch.setattr(limits, "host_memory_bytes", lambda: 2**20)
+    argv = sweep_args(space_file, tmp_path / "out", "--num-configs", "5000", "--seeds", "0", "1")
+    assert_one_line_error(capsys, argv, "--num-configs", "10000 members", "host memory")
+
+
+def test_duplicate_keys_in_space_files(tmp_path, capsys):
+    text = '{"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}, "width": 16, ' \
+           '"optimizer": "adam", "width": 32}'
+    space = write(tmp_path / "space.json", text)
+    assert_one_line_error(capsys, sweep_args(space, tmp_path / "out"), "'width'", "twice")
+    pytest.importorskip("yaml")
+    space = write(tmp_path / "space.yaml", "width: 16\noptimizer: adam\nwidth: 32\n")
+    assert_one_line_error(capsys, sweep_args(space, tmp_path / "out"), "'width'", "twice")
+
+
+def test_yaml_alias_bomb_is_one_line_and_quick(tmp_path, capsys):
+    pytest.importorskip("yaml")
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    space = write(tmp_path / "bomb.yaml", "\n".join(lines) + "\n")
+    started = time.perf_counter()
+    assert_one_line_error(capsys, sweep_args(space, tmp_path / "out"), "bomb.yaml", "aliases")
+    assert time.perf_counter() - started < 1.0
+
+
+def test_float_width_is_refused_before_training(tmp_path, capsys):
+    spec = {**SPACE, "width": {"type": "choice", "values": [8, 8.5]}}
+    space = write(tmp_path / "space.json", json.dumps(spec))
+    argv = sweep_args(space, tmp_path / "out", "--strategy", "grid", "--grid-points", "1")
+    assert_one_line_error(capsys, argv, "'width'", "8.5", "built as an integer")
+    assert not (tmp_path / "out").exists()
+
+
+def test_show_damaged_results(saved, capsys):
+    path = saved / "results.json"
+    text = path.read_text()
+    path.write_text(text.replace('"metadata": {', '"metadata": {"x": ' + "[" * 100_000
+                                 + "]" * 100_000 + ", ", 1))
+    assert_one_line_error(capsys, ["show", str(saved)], "directory")
+    huge = re.sub(r'"valid_loss": [0-9.e-]+', '"valid_loss": 1' + "0" * 400, text, count=1)
+    assert huge != text
+    path.write_text(huge)
+    assert_one_line_error(capsys, ["show", str(saved)], "directory")
+
+
+def test_show_huge_integer_config(tmp_path, capsys):
+    rows = small_results()
+    huge = Results([dataclasses.replace(rows[0], config={"learning_rate": 10**400}),
+                    *list(rows)[1:]], rows.metadata)
+    huge.save(tmp_path / "huge")
+    assert cli.main(["show", str(tmp_path / "huge")]) == 0
+    assert "1000000000" in capsys.readouterr().out
