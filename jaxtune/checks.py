@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import optim
+from jaxtune import limits, optim
 from jaxtune.task import Task
 
 __all__ = [
@@ -148,18 +148,23 @@ def check_task_and_data(task: Any, data: Any, data_field: str = "split") -> None
         )
 
 
-def check_seed(field: str, value: Any) -> int:
+def check_seed(field: str, value: Any, maximum: int = limits.MAX_SEED) -> int:
     """Checks one seed and returns it as an int.
+
+    Args:
+      field: the name in messages (``"seed"``, ``"seeds[2]"``).
+      value: the seed.
+      maximum: :data:`jaxtune.limits.MAX_SEED` for a sweep seed,
+        :data:`jaxtune.limits.MAX_MEMBER_SEED` for a member seed.
 
     Raises:
       TypeError: ``value`` is not an integer (a float such as 0.5, a string, a bool).
-      ValueError: ``value`` is negative or does not fit in 64 bits.
+      ValueError: ``value`` is outside ``[0, maximum]`` (:func:`jaxtune.limits.check_seed`).
     """
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(f"{field}: got {value!r} ({type(value).__name__}); a seed must be an "
                         "int, e.g. 0.")
-    if not 0 <= int(value) < 2**63:
-        raise ValueError(f"{field}: got {value!r}; a seed must be an int in [0, 2**63).")
+    limits.check_seed(field, int(value), maximum)
     return int(value)
 
 

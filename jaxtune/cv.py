@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxtune import checks, contracts, engine
+from jaxtune import checks, contracts, engine, limits
 from jaxtune import data as data_lib
 from jaxtune import task as task_lib
 from jaxtune.data import Dataset, Split
@@ -489,7 +489,8 @@ def _check_configs(task: Task, data: Any, configs: Sequence[Config], seeds: Sequ
         raise ValueError("configs is empty: give at least one configuration.")
     if isinstance(seeds, str | int):
         raise TypeError(f"seeds: got {seeds!r}; give a sequence of ints, e.g. seeds=(0, 1).")
-    seeds = [checks.check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
+    seeds = [checks.check_seed(f"seeds[{i}]", s, limits.MAX_MEMBER_SEED)
+             for i, s in enumerate(seeds)]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
     if len(set(seeds)) != len(seeds):

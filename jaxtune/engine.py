@@ -1225,7 +1225,8 @@ def train(
     _check_positive_int("steps_per_segment", steps_per_segment)
     if batch_size is not None:
         _check_positive_int("batch_size", batch_size)
-    member_seeds = ([checks.check_seed(f"member_seeds[{i}]", s) for i, s in enumerate(member_seeds)]
+    member_seeds = ([checks.check_seed(f"member_seeds[{i}]", s, limits.MAX_MEMBER_SEED)
+                     for i, s in enumerate(member_seeds)]
                     if member_seeds is not None else [0] * num_members)
     folds = list(folds) if folds is not None else [None] * num_members
     member_ids = list(member_ids) if member_ids is not None else list(range(num_members))

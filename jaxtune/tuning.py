@@ -157,7 +157,8 @@ def tune(
         engine._check_positive_int("population_size", population_size)
     if isinstance(seeds, str | int) or not isinstance(seeds, Sequence | np.ndarray):
         raise TypeError(f"seeds: got {seeds!r}; give a sequence of ints, e.g. seeds=(0, 1).")
-    seeds = [checks.check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
+    seeds = [checks.check_seed(f"seeds[{i}]", s, limits.MAX_MEMBER_SEED)
+             for i, s in enumerate(seeds)]
     if not seeds:
         raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
     # Before a single config is drawn: a population the host cannot hold aborts XLA.
