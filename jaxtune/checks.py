@@ -159,12 +159,15 @@ def check_seed(field: str, value: Any, maximum: int = limits.MAX_SEED) -> int:
 
     Raises:
       TypeError: ``value`` is not an integer (a float such as 0.5, a string, a bool).
-      ValueError: ``value`` is outside ``[0, maximum]`` (:func:`jaxtune.limits.check_seed`).
+      ValueError: ``value`` is outside ``[0, maximum]``.
     """
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(f"{field}: got {value!r} ({type(value).__name__}); a seed must be an "
                         "int, e.g. 0.")
-    limits.check_seed(field, int(value), maximum)
+    if not 0 <= int(value) <= maximum:
+        raise ValueError(f"{field}: got {value!r}; a seed must be an int in [0, {maximum}] (the "
+                         "seeds JAX keys distinguish here: a larger one would repeat a smaller "
+                         "one's random numbers).")
     return int(value)
 
 

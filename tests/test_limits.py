@@ -190,7 +190,9 @@ def test_counts_beyond_int32_and_huge_populations_are_refused(task, split, no_co
 
 def test_integers_and_a_full_batch_pass_the_check(task, split, no_compile):
     # Validation passes (the fixture stops the run where memory sizing starts).
-    config = {"learning_rate": 0.01, "optimizer": "adam", "width": np.int64(8), "depth": 1,
-              "hidden_sizes": [8, 4], "batch_size": None}
+    # (hidden_sizes replaces width/depth, so each is given in its own config: a name nothing
+    # reads would be refused.)
+    common = {"learning_rate": 0.01, "optimizer": "adam", "batch_size": None}
+    configs = [{**common, "width": np.int64(8), "depth": 1}, {**common, "hidden_sizes": [8, 4]}]
     with pytest.raises(AssertionError, match="compiled before refusing"):
-        jt.train(task, [config], split, num_steps=10)
+        jt.train(task, configs, split, num_steps=10)
