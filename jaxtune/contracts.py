@@ -33,6 +33,7 @@ __all__ = [
     "default_metric",
     "mode_from_name",
     "resolve_mode",
+    "selection",
     "selection_mode",
     "sweep_metric",
 ]
@@ -208,6 +209,20 @@ def selection_mode(metric: str, mode: str | None = None, *,
     """
     check_selection_metric(metric, metric_modes)
     return resolve_mode(metric, mode, metric_modes=metric_modes)
+
+
+def selection(metric: str | None, mode: str | None = None, *,
+              metric_modes: Mapping[str, str] | None = None,
+              kind: str | None = None) -> tuple[str, str]:
+    """A driver's selection metric and its mode: the task's default when ``metric`` is None
+    (:func:`default_metric`), checked and resolved by :func:`selection_mode`.
+
+    Returns:
+      ``(metric, mode)``.
+    """
+    if metric is None:
+        metric = default_metric(metric_modes, kind=kind)
+    return metric, selection_mode(metric, mode, metric_modes=metric_modes)
 
 
 def sweep_metric(metadata: Mapping[str, Any] | None, available: Sequence[str] = ()) -> str:

@@ -421,9 +421,7 @@ def _pool(data: Dataset | Split) -> _Pool:
 
 def _selection(task: Task, metric: str | None, mode: str | None) -> tuple[str, str]:
     """The checked selection metric (default from the task) and its mode."""
-    if metric is None:
-        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
-    return metric, contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
+    return contracts.selection(metric, mode, metric_modes=task.metric_modes, kind=task.kind)
 
 
 class MemberLayout(NamedTuple):

@@ -167,9 +167,8 @@ def tune(
         (engine_options or {}).get("allow_unused_hparams", allow_unused_hparams))
     sweep_reads = checks.check_space(task, split, space, batch_size=batch_size,
                                      allow_unused=allow_unused_hparams)
-    if metric is None:
-        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
-    mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
+    metric, mode = contracts.selection(metric, mode, metric_modes=task.metric_modes,
+                                       kind=task.kind)
     strategy = strategy if strategy is not None else random_search()
     round_size = population_size or num_configs
 

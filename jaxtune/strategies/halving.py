@@ -576,9 +576,8 @@ def run_halving(
     checks.check_task_and_data(task, split)
     seed = checks.check_seed("seed", seed)
     _check_int("population_size", population_size, 1)
-    if metric is None:
-        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
-    mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
+    metric, mode = contracts.selection(metric, mode, metric_modes=task.metric_modes,
+                                       kind=task.kind)
     sweep_reads = checks.check_space(
         task, split, space, batch_size=batch_size,
         allow_unused=bool((engine_options or {}).get("allow_unused_hparams", False)))

@@ -243,9 +243,8 @@ def run_pbt(
         population_size < 2
     ):
         raise ValueError(f"population_size must be an int >= 2, got {population_size!r}.")
-    if metric is None:
-        metric = contracts.default_metric(task.metric_modes, kind=task.kind)
-    mode = contracts.selection_mode(metric, mode, metric_modes=task.metric_modes)
+    metric, mode = contracts.selection(metric, mode, metric_modes=task.metric_modes,
+                                       kind=task.kind)
     sweep_reads = checks.check_space(
         task, split, space, batch_size=batch_size,
         allow_unused=bool((engine_options or {}).get("allow_unused_hparams", False)))
