@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxtune import storage
+from jaxtune import jsonio, storage
 
 __all__ = ["FORMAT", "MARKER", "Checkpointer", "fingerprint", "read_marker"]
 
@@ -62,7 +62,6 @@ _OLD_FORMATS = {
 }
 #: The marker file's name inside a checkpoint directory.
 MARKER = "jaxtune_checkpoint.json"
-_FLOAT_TAG = "__float__"
 
 
 def _orbax() -> Any:
@@ -80,35 +79,9 @@ def _orbax() -> Any:
 # JSON with exact floats (non-finite values tagged) and fingerprints
 
 
-def to_json(value: Any) -> Any:
-    """Plain data -> strict-JSON data. Floats keep every bit (``repr`` round-trips); NaN and
-    infinities become ``{"__float__": "nan"}``; tuples and arrays become lists."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool) or value is None or isinstance(value, int | str):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return {_FLOAT_TAG: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [to_json(v) for v in value.tolist()]
-    raise TypeError(f"cannot store {type(value).__name__} ({value!r:.60}) in a checkpoint")
-
-
-def from_json(value: Any) -> Any:
-    """Inverse of :func:`to_json` (lists stay lists)."""
-    if isinstance(value, dict):
-        if set(value) == {_FLOAT_TAG}:
-            return float(value[_FLOAT_TAG])
-        return {k: from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    return value
+#: Kept for old import paths: the one encoding lives in :mod:`jaxtune.jsonio`.
+to_json = jsonio.encode
+from_json = jsonio.decode
 
 
 def array_digest(array: np.ndarray) -> str:

@@ -16,18 +16,36 @@ One rule, used by :func:`~jaxtune.tune`, :mod:`jaxtune.cv`, the halving and PBT 
 A sweep selects on a validation (or training) metric, never on a test metric: choosing by the
 test set leaks it into the choice, and the test score of the chosen member is then biased.
 
+The module also holds the interfaces between the parts (the types other modules implement or
+consume): :class:`Strategy` (ask/tell search), :class:`Scheduler` with its :class:`SlotView`
+and :class:`PopulationUpdate` (decisions between segments), and :class:`SegmentReport` (what a
+progress callback receives).
+
 This module imports nothing else from jaxtune, so every module may import it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:  # annotations only: contracts imports no other jaxtune module at run time
+    import jax
+
+    from jaxtune.space import Space
 
 __all__ = [
+    "Config",
     "MIN_WORDS",
     "MODES",
+    "PopulationUpdate",
+    "Scheduler",
+    "SegmentReport",
+    "SlotView",
+    "Strategy",
     "check_mode",
     "check_selection_metric",
     "default_metric",
@@ -237,3 +255,114 @@ def sweep_metric(metadata: Mapping[str, Any] | None, available: Sequence[str] = 
     if "valid_accuracy" not in available and "valid_mse" in available:
         return "valid_mse"
     return "valid_accuracy"
+
+
+# --------------------------------------------------------------------------------------------
+# Interfaces between the parts.
+
+Config = dict[str, Any]
+
+
+class Strategy(NamedTuple):
+    """A search strategy: three pure functions over an explicit state.
+
+    Attributes:
+      init: ``init(space, key) -> state``; ``key`` is a JAX PRNG key.
+      ask: ``ask(state, num) -> (configs, state)``; at most ``num`` configs (a list of dicts,
+        empty when the strategy has nothing left to propose).
+      tell: ``tell(state, configs, scores) -> state``; ``scores`` is ``np.ndarray [len(configs)]``
+        of losses (lower is better).
+    """
+
+    init: Callable[[Space, jax.Array], Any]
+    ask: Callable[[Any, int], tuple[list[Config], Any]]
+    tell: Callable[[Any, list[Config], np.ndarray], Any]
+
+
+class SegmentReport(NamedTuple):
+    """What the host learns after each segment; handed to ``on_segment`` callbacks.
+
+    Attributes:
+      group: the static group's label.
+      group_index: index of the group, from 0.
+      num_groups: number of static groups in this call.
+      step: segment steps done in this chunk (the largest member step).
+      num_steps: steps per member.
+      num_members: real member slots in the chunk.
+      num_alive: slots still training.
+      num_diverged: members of the chunk that diverged so far.
+      metrics: ``{name: np.ndarray [num_members]}`` at this segment, one value per slot.
+      member_steps: member-steps done by this segment (for progress and budgets).
+    """
+
+    group: str
+    group_index: int
+    num_groups: int
+    step: int
+    num_steps: int
+    num_members: int
+    num_alive: int
+    num_diverged: int
+    metrics: Mapping[str, np.ndarray]
+    member_steps: int = 0
+
+
+
+
+class SlotView(NamedTuple):
+    """What a scheduler sees after each segment (host numpy arrays, one entry per slot).
+
+    Attributes:
+      segment: segments run so far in this chunk.
+      step: ``[P]`` steps taken by the member in each slot.
+      alive: ``[P]`` slots still training (not diverged, stopped or padding).
+      finished: ``[P]`` slots whose member reached ``num_steps``.
+      metrics: ``{name: [P]}`` metrics of this segment.
+      configs: the config held by each slot.
+      member_ids: the member id held by each slot.
+      num_steps: steps per member.
+      steps_per_segment: steps per segment.
+    """
+
+    segment: int
+    step: np.ndarray
+    alive: np.ndarray
+    finished: np.ndarray
+    metrics: Mapping[str, np.ndarray]
+    configs: Sequence[Mapping[str, Any]]
+    member_ids: Sequence[int]
+    num_steps: int
+    steps_per_segment: int
+
+
+class PopulationUpdate(NamedTuple):
+    """A scheduler's decision, applied on device by one fixed-shape program.
+
+    Attributes:
+      stop: slots whose member stops now (recorded as ``"stopped"``).
+      refill: ``{slot: config}``: the slot's member stops and a new member with this config
+        starts there from fresh parameters (successive halving, Hyperband).
+      exploit: ``{slot: source_slot}``: the slot's member continues from a copy of the source
+        slot's parameters, optimizer state and step (PBT exploit).
+      explore: ``{slot: config}``: the slot's member continues with these hyperparameter values
+        (same static values; PBT explore).
+    """
+
+    stop: Sequence[int] = ()
+    refill: Mapping[int, Mapping[str, Any]] = {}
+    exploit: Mapping[int, int] = {}
+    explore: Mapping[int, Mapping[str, Any]] = {}
+
+
+class Scheduler(NamedTuple):
+    """Acts on a population between segments: ``init(view) -> state``,
+    ``update(state, view) -> (PopulationUpdate | None, state)``.
+
+    Decisions are made on the host from the segment's metrics (a few numbers per member);
+    the engine applies them on device with one compiled gather/re-initialization program per
+    static group, so refilling or copying members never recompiles. States are explicit
+    values, as for strategies.
+    """
+
+    init: Callable[[SlotView], Any]
+    update: Callable[[Any, SlotView], tuple[PopulationUpdate | None, Any]]

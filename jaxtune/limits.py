@@ -21,6 +21,8 @@ import numbers
 import os
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "BYTES_PER_MEMBER",
     "BYTES_PER_PARAM",
@@ -131,3 +133,15 @@ def check_population(field: str, num_members: int, num_params: int,
             f"{needed / 2**30:.1f} GiB of host memory for their configs and results, more than "
             f"this host's {available / 2**30:.1f} GiB; sweep fewer configurations."
         )
+
+
+def check_positive_int(field: str, value: Any) -> None:
+    """Refuses anything but a positive integer that fits an int32 (step counts and sizes are
+    int32 inside jit).
+
+    Raises:
+      ValueError: naming ``field`` and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{field} must be a positive integer, got {value!r}.")
+    check_int32(field, value)

@@ -43,7 +43,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from jaxtune import contracts, storage
+from jaxtune import contracts, jsonio, storage
 
 __all__ = [
     "FORMAT",
@@ -66,106 +66,10 @@ RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 _ROW_RULES = ("best", "best_mean", "one_standard_error")
 _CONFIG_RULES = ("best_mean", "one_standard_error")
-_FLOAT_TAG = "__float__"
-_NONFINITE_NAMES = ("nan", "inf", "-inf")
 
 
 # --------------------------------------------------------------------------------------------
 # Canonical values and their JSON encoding.
-
-
-def _canonical(value: Any, where: str) -> Any:
-    """Returns ``value`` as canonical JSON-native Python data (sequences as tuples)."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, np.generic):
-        return _canonical(value.item(), where)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return math.nan if math.isnan(value) else float(value)
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(
-                    f"{where}: keys must be strings, got {key!r} ({type(key).__name__}); "
-                    "convert the keys with str()"
-                )
-            out[str(key)] = _canonical(item, f"{where}[{key!r}]")
-        return out
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return _canonical(fields, where)
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return _canonical(value._asdict(), where)
-    if isinstance(value, (list, tuple)):
-        return tuple(_canonical(item, f"{where}[{i}]") for i, item in enumerate(value))
-    if hasattr(value, "__array__"):
-        return _canonical(np.asarray(value).tolist(), where)
-    raise TypeError(
-        f"{where}: cannot store a value of type {type(value).__name__} ({value!r:.80}); "
-        "use plain data (numbers, strings, bools, None, lists, dicts), e.g. space.to_dict()"
-    )
-
-
-def _to_json(value: Any) -> Any:
-    """Encodes canonical free-form data for strict JSON (tuples as lists, tagged non-finite)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return {_FLOAT_TAG: _float_name(value)}
-    if isinstance(value, dict):
-        return {key: _to_json(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [_to_json(item) for item in value]
-    return value
-
-
-def _from_json(value: Any) -> Any:
-    """Inverse of :func:`_to_json`."""
-    if isinstance(value, dict):
-        if set(value) == {_FLOAT_TAG} and value[_FLOAT_TAG] in _NONFINITE_NAMES:
-            return float(value[_FLOAT_TAG])
-        return {key: _from_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return tuple(_from_json(item) for item in value)
-    return value
-
-
-def _float_name(value: float) -> str:
-    if math.isnan(value):
-        return "nan"
-    return "inf" if value > 0 else "-inf"
-
-
-def _to_float(value: Any, where: str) -> float:
-    """Converts a number (Python, numpy or 0-d array) to a Python float; NaN is ``math.nan``."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{where}: expected a number, got {value!r}")
-    try:
-        result = float(value)
-    except OverflowError:  # an int of hundreds of digits
-        raise ValueError(
-            f"{where}: a number of {len(str(abs(value)))} digits, too large for a float64"
-        ) from None
-    return math.nan if math.isnan(result) else result
-
-
-def _encode_float(value: float) -> float | str:
-    return value if math.isfinite(value) else _float_name(value)
-
-
-def _decode_float(value: Any, where: str) -> float:
-    if isinstance(value, str):
-        if value not in _NONFINITE_NAMES:
-            raise ValueError(
-                f"{where}: expected a number or one of {_NONFINITE_NAMES}, got {value!r}"
-            )
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: expected a number, got {value!r}")
-    return _to_float(value, where)
 
 
 def _to_int(value: Any, where: str) -> int:
@@ -181,7 +85,7 @@ def _optional_int(value: Any, where: str) -> int | None:
 
 def _config_key(config: Mapping[str, Any]) -> str:
     """A canonical string key for a (canonical) config: equal configs give equal keys."""
-    return json.dumps(_to_json(dict(config)), sort_keys=True, allow_nan=False)
+    return json.dumps(jsonio.encode(dict(config)), sort_keys=True, allow_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +146,7 @@ class MemberResult:
         steps = [_to_int(step, f"{where}.curve_steps") for step in self.curve_steps]
         curves = {}
         for name, values in dict(self.curves).items():
-            curves[str(name)] = [_to_float(v, f"{where}.curves[{name!r}]") for v in values]
+            curves[str(name)] = [jsonio.to_float(v, f"{where}.curves[{name!r}]") for v in values]
             if len(curves[name]) != len(steps):
                 raise ValueError(
                     f"{where}.curves[{name!r}]: {len(curves[name])} values but "
@@ -251,27 +155,27 @@ class MemberResult:
         hp_schedule = None
         if self.hp_schedule is not None:
             hp_schedule = [
-                _canonical(entry, f"{where}.hp_schedule[{i}]")
+                jsonio.canonical(entry, f"{where}.hp_schedule[{i}]")
                 for i, entry in enumerate(self.hp_schedule)
             ]
             if not all(isinstance(entry, dict) for entry in hp_schedule):
                 raise TypeError(f"{where}.hp_schedule: every entry must be a mapping")
         canonical = {
             "member_id": _to_int(self.member_id, f"{where}.member_id"),
-            "config": _canonical(self.config, f"{where}.config"),
+            "config": jsonio.canonical(self.config, f"{where}.config"),
             "seed": _to_int(self.seed, f"{where}.seed"),
             "fold": _optional_int(self.fold, f"{where}.fold"),
             "static_group": str(self.static_group),
             "diverged_step": _optional_int(self.diverged_step, f"{where}.diverged_step"),
             "metrics": {
-                str(name): _to_float(value, f"{where}.metrics[{name!r}]")
+                str(name): jsonio.to_float(value, f"{where}.metrics[{name!r}]")
                 for name, value in dict(self.metrics).items()
             },
             "curve_steps": steps,
             "curves": curves,
-            "wall_time_s": _to_float(self.wall_time_s, f"{where}.wall_time_s"),
+            "wall_time_s": jsonio.to_float(self.wall_time_s, f"{where}.wall_time_s"),
             "hp_schedule": hp_schedule,
-            "extra": _canonical(self.extra, f"{where}.extra"),
+            "extra": jsonio.canonical(self.extra, f"{where}.extra"),
         }
         if not isinstance(canonical["extra"], dict):
             raise TypeError(f"{where}.extra: expected a mapping")
@@ -293,20 +197,21 @@ class MemberResult:
         """Returns a JSON-safe dict (strict JSON: non-finite floats encoded, tuples as lists)."""
         return {
             "member_id": self.member_id,
-            "config": _to_json(self.config),
+            "config": jsonio.encode(self.config),
             "seed": self.seed,
             "fold": self.fold,
             "static_group": self.static_group,
             "status": self.status,
             "diverged_step": self.diverged_step,
-            "metrics": {name: _encode_float(v) for name, v in self.metrics.items()},
+            "metrics": {name: jsonio.encode_float(v) for name, v in self.metrics.items()},
             "curve_steps": list(self.curve_steps),
             "curves": {
-                name: [_encode_float(v) for v in values] for name, values in self.curves.items()
+                name: [jsonio.encode_float(v) for v in values]
+                for name, values in self.curves.items()
             },
-            "wall_time_s": _encode_float(self.wall_time_s),
-            "hp_schedule": None if self.hp_schedule is None else _to_json(self.hp_schedule),
-            "extra": _to_json(self.extra),
+            "wall_time_s": jsonio.encode_float(self.wall_time_s),
+            "hp_schedule": None if self.hp_schedule is None else jsonio.encode(self.hp_schedule),
+            "extra": jsonio.encode(self.extra),
         }
 
     @classmethod
@@ -337,24 +242,26 @@ class MemberResult:
         for name, values in data["curves"].items():
             if not isinstance(values, list):
                 raise ValueError(f"{where}: curves[{name!r}] must be a list")
-            curves[name] = [_decode_float(v, f"{where}: curves[{name!r}]") for v in values]
+            curves[name] = [jsonio.decode_float(v, f"{where}: curves[{name!r}]") for v in values]
         return cls(
             member_id=data["member_id"],
-            config=_from_json(data["config"]),
+            config=jsonio.decode(data["config"], tuple),
             seed=data["seed"],
             fold=data["fold"],
             static_group=data["static_group"],
             status=data["status"],
             diverged_step=data["diverged_step"],
             metrics={
-                name: _decode_float(v, f"{where}: metrics[{name!r}]")
+                name: jsonio.decode_float(v, f"{where}: metrics[{name!r}]")
                 for name, v in data["metrics"].items()
             },
             curve_steps=data["curve_steps"],
             curves=curves,
-            wall_time_s=_decode_float(data["wall_time_s"], f"{where}: wall_time_s"),
-            hp_schedule=None if hp_schedule is None else [_from_json(e) for e in hp_schedule],
-            extra=_from_json(data.get("extra", {})),
+            wall_time_s=jsonio.decode_float(data["wall_time_s"], f"{where}: wall_time_s"),
+            hp_schedule=(
+                None if hp_schedule is None else [jsonio.decode(e, tuple) for e in hp_schedule]
+            ),
+            extra=jsonio.decode(data.get("extra", {}), tuple),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -450,7 +357,7 @@ class Results:
                 f"duplicate member_id values {duplicates[:10]}: member ids must be unique within "
                 "Results (when combining batches of a sweep, give later batches new ids)"
             )
-        canonical = _canonical(dict(metadata or {}), "metadata")
+        canonical = jsonio.canonical(dict(metadata or {}), "metadata")
         self._rows: tuple[MemberResult, ...] = rows
         self._metadata: dict[str, Any] = canonical
 
@@ -481,7 +388,8 @@ class Results:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Results):
             return NotImplemented
-        return self._rows == other._rows and _to_json(self._metadata) == _to_json(other._metadata)
+        same_metadata = jsonio.encode(self._metadata) == jsonio.encode(other._metadata)
+        return self._rows == other._rows and same_metadata
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -911,7 +819,7 @@ class Results:
         """The JSON document written to ``results.json``."""
         return {
             "format": FORMAT,
-            "metadata": _to_json(self._metadata),
+            "metadata": jsonio.encode(self._metadata),
             "rows": [row.to_dict() for row in self._rows],
         }
 
@@ -946,7 +854,7 @@ class Results:
                 members.append(MemberResult.from_dict(data))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{source}: row {i} is malformed: {error}") from error
-        return cls(members, _from_json(metadata))
+        return cls(members, jsonio.decode(metadata, tuple))
 
     def save(self, directory: str | os.PathLike[str], *, lock: bool = True) -> Path:
         """Writes ``results.json`` and ``results.csv`` into ``directory`` (created if needed).
@@ -1136,7 +1044,7 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, (dict, tuple)):
-        return json.dumps(_to_json(value), sort_keys=True, allow_nan=False)
+        return json.dumps(jsonio.encode(value), sort_keys=True, allow_nan=False)
     return str(value)
 
 
@@ -1170,11 +1078,11 @@ def _format_column(values: Sequence[Any], scale_values: Sequence[Any]) -> tuple[
             texts.append("-")
         elif isinstance(value, float):
             if not math.isfinite(value):
-                texts.append(_float_name(value))
+                texts.append(jsonio.float_name(value))
             else:
                 texts.append(f"{value:.3e}" if scientific else f"{value:.4g}")
         elif isinstance(value, (dict, tuple)):
-            texts.append(json.dumps(_to_json(value), sort_keys=True))
+            texts.append(json.dumps(jsonio.encode(value), sort_keys=True))
         else:
             texts.append(str(value))
     return texts, numeric

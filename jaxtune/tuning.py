@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtune import checks, contracts, engine, limits
+from jaxtune import checks, contracts, engine, jsonio, limits
 from jaxtune import data as data_lib
 from jaxtune.results import Results
 from jaxtune.space import Space
@@ -59,8 +59,8 @@ def round_counts(batches: Sequence[Results], space: Space) -> dict[str, int]:
 def _replayed_round(saved: Results, members: Sequence[Mapping[str, Any]],
                     round_index: int) -> Results:
     """A stored round's results, checked against the configurations the strategy asks now."""
-    asked = [json.dumps(engine._jsonable(m), sort_keys=True) for m in members]
-    stored = [json.dumps(engine._jsonable(row.config), sort_keys=True) for row in saved]
+    asked = [json.dumps(jsonio.plain(m), sort_keys=True) for m in members]
+    stored = [json.dumps(jsonio.plain(row.config), sort_keys=True) for row in saved]
     if asked != stored:
         raise ValueError(
             f"checkpoint: round {round_index} stored results for other configurations than the "
@@ -152,9 +152,9 @@ def tune(
     """
     checks.check_task_and_data(task, split)
     seed = checks.check_seed("seed", seed)
-    engine._check_positive_int("num_configs", num_configs)
+    limits.check_positive_int("num_configs", num_configs)
     if population_size is not None:
-        engine._check_positive_int("population_size", population_size)
+        limits.check_positive_int("population_size", population_size)
     if isinstance(seeds, str | int) or not isinstance(seeds, Sequence | np.ndarray):
         raise TypeError(f"seeds: got {seeds!r}; give a sequence of ints, e.g. seeds=(0, 1).")
     seeds = [checks.check_seed(f"seeds[{i}]", s, limits.MAX_MEMBER_SEED)

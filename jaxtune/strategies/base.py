@@ -15,34 +15,15 @@ member is never the best.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
+from jaxtune.contracts import Config, Strategy
 from jaxtune.space import Space
 
 __all__ = ["History", "Strategy", "append_history", "check_num", "empty_history", "sanitize_scores"]
-
-Config = dict[str, Any]
-
-
-class Strategy(NamedTuple):
-    """A search strategy: three pure functions over an explicit state.
-
-    Attributes:
-      init: ``init(space, key) -> state``; ``key`` is a JAX PRNG key.
-      ask: ``ask(state, num) -> (configs, state)``; at most ``num`` configs (a list of dicts,
-        empty when the strategy has nothing left to propose).
-      tell: ``tell(state, configs, scores) -> state``; ``scores`` is ``np.ndarray [len(configs)]``
-        of losses (lower is better).
-    """
-
-    init: Callable[[Space, jax.Array], Any]
-    ask: Callable[[Any, int], tuple[list[Config], Any]]
-    tell: Callable[[Any, list[Config], np.ndarray], Any]
-
 
 class History(NamedTuple):
     """Every told config and its score, in the unit cube.

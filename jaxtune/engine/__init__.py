@@ -52,8 +52,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxtune import checks, limits, optim
+from jaxtune import checks, jsonio, limits, optim
 from jaxtune import data as data_lib
+from jaxtune.contracts import PopulationUpdate as PopulationUpdate  # re-exported
+from jaxtune.contracts import Scheduler, SegmentReport, SlotView
 from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task, check_task_data
 
@@ -145,34 +147,6 @@ class GroupSpec:
         if not self.static_hp:
             return "default"
         return ",".join(f"{k}={v}" for k, v in self.static_hp)
-
-
-class SegmentReport(NamedTuple):
-    """What the host learns after each segment; handed to ``on_segment`` callbacks.
-
-    Attributes:
-      group: the static group's label.
-      group_index: index of the group, from 0.
-      num_groups: number of static groups in this call.
-      step: segment steps done in this chunk (the largest member step).
-      num_steps: steps per member.
-      num_members: real member slots in the chunk.
-      num_alive: slots still training.
-      num_diverged: members of the chunk that diverged so far.
-      metrics: ``{name: np.ndarray [num_members]}`` at this segment, one value per slot.
-      member_steps: member-steps done by this segment (for progress and budgets).
-    """
-
-    group: str
-    group_index: int
-    num_groups: int
-    step: int
-    num_steps: int
-    num_members: int
-    num_alive: int
-    num_diverged: int
-    metrics: Mapping[str, np.ndarray]
-    member_steps: int = 0
 
 
 # --------------------------------------------------------------------------- member code
@@ -558,65 +532,6 @@ _evaluate_jit = jax.jit(_evaluate_population, static_argnums=(0, 1, 7))
 # --------------------------------------------------------------------------- host side
 
 
-class SlotView(NamedTuple):
-    """What a scheduler sees after each segment (host numpy arrays, one entry per slot).
-
-    Attributes:
-      segment: segments run so far in this chunk.
-      step: ``[P]`` steps taken by the member in each slot.
-      alive: ``[P]`` slots still training (not diverged, stopped or padding).
-      finished: ``[P]`` slots whose member reached ``num_steps``.
-      metrics: ``{name: [P]}`` metrics of this segment.
-      configs: the config held by each slot.
-      member_ids: the member id held by each slot.
-      num_steps: steps per member.
-      steps_per_segment: steps per segment.
-    """
-
-    segment: int
-    step: np.ndarray
-    alive: np.ndarray
-    finished: np.ndarray
-    metrics: Mapping[str, np.ndarray]
-    configs: Sequence[Mapping[str, Any]]
-    member_ids: Sequence[int]
-    num_steps: int
-    steps_per_segment: int
-
-
-class PopulationUpdate(NamedTuple):
-    """A scheduler's decision, applied on device by one fixed-shape program.
-
-    Attributes:
-      stop: slots whose member stops now (recorded as ``"stopped"``).
-      refill: ``{slot: config}``: the slot's member stops and a new member with this config
-        starts there from fresh parameters (successive halving, Hyperband).
-      exploit: ``{slot: source_slot}``: the slot's member continues from a copy of the source
-        slot's parameters, optimizer state and step (PBT exploit).
-      explore: ``{slot: config}``: the slot's member continues with these hyperparameter values
-        (same static values; PBT explore).
-    """
-
-    stop: Sequence[int] = ()
-    refill: Mapping[int, Mapping[str, Any]] = {}
-    exploit: Mapping[int, int] = {}
-    explore: Mapping[int, Mapping[str, Any]] = {}
-
-
-class Scheduler(NamedTuple):
-    """Acts on a population between segments: ``init(view) -> state``,
-    ``update(state, view) -> (PopulationUpdate | None, state)``.
-
-    Decisions are made on the host from the segment's metrics (a few numbers per member);
-    the engine applies them on device with one compiled gather/re-initialization program per
-    static group, so refilling or copying members never recompiles. States are explicit
-    values, as for strategies.
-    """
-
-    init: Callable[[SlotView], Any]
-    update: Callable[[Any, SlotView], tuple[PopulationUpdate | None, Any]]
-
-
 @dataclasses.dataclass
 class _Member:
     """Host bookkeeping of one member while its chunk runs."""
@@ -665,7 +580,7 @@ def config_hash(config: Mapping[str, Any]) -> int:
     Returns:
       An int in ``[0, 2**64)``, the same in every process and Python session.
     """
-    text = json.dumps(_jsonable(config), sort_keys=True)
+    text = json.dumps(jsonio.plain(config), sort_keys=True)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
@@ -673,16 +588,6 @@ def fold_in_config(key: jax.Array, config: Mapping[str, Any]) -> jax.Array:
     """``key`` with a config's 64-bit :func:`config_hash` folded in (high, then low 32 bits)."""
     value = config_hash(config)
     return jax.random.fold_in(jax.random.fold_in(key, value >> 32), value & 0xFFFFFFFF)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def member_keys(
@@ -1221,10 +1126,10 @@ def train(
         frozenset(static_names) if static_names is not None else infer_static_names(configs)
     )
     _validate_configs(configs, static, task)
-    _check_positive_int("num_steps", num_steps)
-    _check_positive_int("steps_per_segment", steps_per_segment)
+    limits.check_positive_int("num_steps", num_steps)
+    limits.check_positive_int("steps_per_segment", steps_per_segment)
     if batch_size is not None:
-        _check_positive_int("batch_size", batch_size)
+        limits.check_positive_int("batch_size", batch_size)
     member_seeds = ([checks.check_seed(f"member_seeds[{i}]", s, limits.MAX_MEMBER_SEED)
                      for i, s in enumerate(member_seeds)]
                     if member_seeds is not None else [0] * num_members)
@@ -1290,9 +1195,9 @@ def train(
                 )
         group_steps = int(static_hp.get("num_steps", num_steps))
         group_batch = static_hp.get("batch_size", batch_size)
-        _check_positive_int("num_steps", group_steps)
+        limits.check_positive_int("num_steps", group_steps)
         if group_batch is not None:
-            _check_positive_int("batch_size", group_batch)
+            limits.check_positive_int("batch_size", group_batch)
             if group_batch > num_train_rows:
                 raise ValueError(
                     f"batch_size={group_batch} is larger than the {num_train_rows} training "
@@ -1465,7 +1370,7 @@ def _checkpoint_arguments(task, configs, split, static, member_seeds, folds, mem
     from jaxtune import checkpoint as checkpoint_lib
 
     return {
-        "task": task.name, "configs": [_jsonable(c) for c in configs],
+        "task": task.name, "configs": [jsonio.plain(c) for c in configs],
         "data": checkpoint_lib.split_digest(split), "static_names": sorted(static),
         "member_seeds": member_seeds, "folds": folds, "member_ids": member_ids,
         "num_steps": num_steps, "batch_size": batch_size,
@@ -1496,9 +1401,9 @@ def _chunk_cap(layout: _Layout, max_members_per_chunk: int | None,
     """
     num_devices = layout.num_devices
     if pad_to is not None:
-        _check_positive_int("pad_to", pad_to)
+        limits.check_positive_int("pad_to", pad_to)
     if members_per_device is not None:
-        _check_positive_int("members_per_device", members_per_device)
+        limits.check_positive_int("members_per_device", members_per_device)
         for field, value in (("pad_to", pad_to), ("max_members_per_chunk",
                                                   max_members_per_chunk)):
             if value is not None:
@@ -1511,7 +1416,7 @@ def _chunk_cap(layout: _Layout, max_members_per_chunk: int | None,
         return members_per_device * num_devices
     if max_members_per_chunk is None:
         return None
-    _check_positive_int("max_members_per_chunk", max_members_per_chunk)
+    limits.check_positive_int("max_members_per_chunk", max_members_per_chunk)
     if max_members_per_chunk < num_devices:
         raise ValueError(
             f"max_members_per_chunk={max_members_per_chunk} is below the {num_devices} devices "
@@ -1830,9 +1735,3 @@ def _check_in_group(spec: GroupSpec, what: str, slot: int, config: Mapping[str, 
             f"{spec.label!r} (names must be {sorted(names)}; static values differ for "
             f"{changed}); a scheduler may only change dynamic values."
         )
-
-
-def _check_positive_int(field: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"{field} must be a positive integer, got {value!r}.")
-    limits.check_int32(field, value)  # step counts and sizes are int32 inside jit
