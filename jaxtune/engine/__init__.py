@@ -56,6 +56,7 @@ from jaxtune import checks, jsonio, limits, optim
 from jaxtune import data as data_lib
 from jaxtune.contracts import PopulationUpdate as PopulationUpdate  # re-exported
 from jaxtune.contracts import Scheduler, SegmentReport, SlotView
+from jaxtune.engine.options import EngineOptions, Hooks
 from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task, check_task_data
 
@@ -1735,3 +1736,80 @@ def _check_in_group(spec: GroupSpec, what: str, slot: int, config: Mapping[str, 
             f"{spec.label!r} (names must be {sorted(names)}; static values differ for "
             f"{changed}); a scheduler may only change dynamic values."
         )
+
+
+class RunOutput(NamedTuple):
+    """What :func:`run` returns.
+
+    Attributes:
+      results: one row per member.
+      params: with ``keep_params=True``, each member's final parameters in the order of
+        ``results`` (host arrays); else ``None``.
+    """
+
+    results: Results
+    params: list[Any] | None = None
+
+
+class _RestoreRelay:
+    """Adapter: the hooks' ``on_restore`` as the ``restored`` method :func:`train` looks for."""
+
+    def __init__(self, hooks: Hooks) -> None:
+        self._hooks = hooks
+
+    def __call__(self, report: SegmentReport) -> None:
+        if self._hooks.on_segment is not None:
+            self._hooks.on_segment(report)
+
+    def restored(self, member_steps: int) -> None:
+        self._hooks.on_restore(member_steps)
+
+
+def run(
+    task: Task,
+    configs: Sequence[Mapping[str, Any]],
+    split: data_lib.Split,
+    options: EngineOptions,
+    *,
+    seed: int = 0,
+    member_seeds: Sequence[int] | None = None,
+    folds: Sequence[int | None] | None = None,
+    member_ids: Sequence[int] | None = None,
+    member_rows: MemberRows | None = None,
+    hooks: Hooks | None = None,
+    checkpoint: Any = None,
+    resume: bool = False,
+    keep_params: bool = False,
+) -> RunOutput:
+    """Trains every config as one member of a population: the one entry every driver calls.
+
+    Args:
+      task: the :class:`~jaxtune.task.Task` each member runs.
+      configs: one dict per member.
+      split: the data.
+      options: how to train (:class:`~jaxtune.engine.options.EngineOptions`).
+      seed: the sweep seed.
+      member_seeds: one seed per member (default 0 for all); part of its identity.
+      folds: one fold index (or ``None``) per member; part of its identity.
+      member_ids: ids written into the results (default ``0..len(configs)-1``).
+      member_rows: per-member training/validation rows (cross-validation).
+      hooks: progress callbacks and the scheduler (default: none).
+      checkpoint: a checkpoint directory (or a driver's scope in one), or ``None``.
+      resume: continue from ``checkpoint``.
+      keep_params: also return every member's final parameters.
+
+    Returns:
+      A :class:`RunOutput`.
+    """
+    hooks = Hooks() if hooks is None else hooks
+    on_segment = hooks.on_segment if hooks.on_restore is None else _RestoreRelay(hooks)
+    out = train(
+        task, configs, split, seed=seed, member_seeds=member_seeds, folds=folds,
+        member_ids=member_ids, member_rows=member_rows, on_segment=on_segment,
+        scheduler=hooks.scheduler, checkpoint=checkpoint, resume=resume,
+        return_params=keep_params, **options.train_kwargs(),
+    )
+    if keep_params:
+        results, params = out
+        return RunOutput(results, params)
+    return RunOutput(out, None)

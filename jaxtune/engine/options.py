@@ -1,0 +1,123 @@
+"""How the engine runs a population: one typed options value shared by every driver.
+
+:func:`jaxtune.engine.run` takes the task, the members and an :class:`EngineOptions`; the
+drivers (:func:`~jaxtune.tune`, :func:`~jaxtune.run_halving`, :func:`~jaxtune.run_pbt`,
+:mod:`jaxtune.cv`) build one and pass it unchanged, so every engine feature works on every
+path. What the caller wants to hear while it runs (progress, a scheduler) is a
+:class:`Hooks` value.
+
+This module imports nothing else from jaxtune but the contracts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from jaxtune.contracts import Scheduler, SegmentReport
+
+__all__ = ["BATCH_MODES", "MEMBER_LOOPS", "EngineOptions", "Hooks"]
+
+#: How members draw minibatches: each its own rows, or every member the same rows.
+BATCH_MODES = ("independent", "shared")
+#: How a device runs its members: batched (``vmap``) or one after another (``map``).
+MEMBER_LOOPS = ("vmap", "map")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """Every setting of how a population trains (not *which* members: those are arguments).
+
+    Attributes:
+      num_steps: optimizer steps per member (a config's static ``num_steps`` overrides it).
+      batch_size: rows per minibatch, or ``None`` for full-batch gradient descent (a config's
+        static ``batch_size`` overrides it).
+      steps_per_segment: steps per compiled segment; metrics are recorded once a segment.
+      static_names: which hyperparameter names are static (``None``: inferred, see
+        :func:`jaxtune.engine.infer_static_names`).
+      devices: devices of the population mesh (``None``: ``jax.devices()``).
+      pad_to: pad every chunk to this many members (for bit-identical replays).
+      max_members_per_chunk: cap on members trained at once.
+      members_per_device: members per device in each chunk (overrides the memory estimate).
+      memory_budget_bytes: memory one chunk may use (default: what the devices report).
+      evaluate_test: evaluate ``split.test`` at the end.
+      standardize: standardize features with training-rows statistics, per member.
+      batch_mode: one of :data:`BATCH_MODES`.
+      member_loop: one of :data:`MEMBER_LOOPS` or ``None`` (``"map"`` on CPU, else ``"vmap"``).
+      allow_unused_hparams: warn instead of refusing a name nothing in the sweep reads.
+      sweep_reads: names the calling driver reads itself (they count as read).
+    """
+
+    num_steps: int
+    batch_size: int | None = 128
+    steps_per_segment: int = 50
+    static_names: tuple[str, ...] | None = None
+    devices: tuple[Any, ...] | None = None
+    pad_to: int | None = None
+    max_members_per_chunk: int | None = None
+    members_per_device: int | None = None
+    memory_budget_bytes: int | None = None
+    evaluate_test: bool = True
+    standardize: bool = False
+    batch_mode: str = "independent"
+    member_loop: str | None = None
+    allow_unused_hparams: bool = False
+    sweep_reads: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.static_names is not None and not isinstance(self.static_names, tuple):
+            object.__setattr__(self, "static_names", tuple(self.static_names))
+        if self.devices is not None and not isinstance(self.devices, tuple):
+            object.__setattr__(self, "devices", tuple(self.devices))
+        if not isinstance(self.sweep_reads, frozenset):
+            object.__setattr__(self, "sweep_reads", frozenset(self.sweep_reads))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> EngineOptions:
+        """A copy with ``changes``; an unknown name is a ``TypeError`` listing the known ones."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise TypeError(
+                f"engine options: unknown option(s) {unknown}; the options are "
+                f"{', '.join(self.names())}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def merged(self, engine_options: Mapping[str, Any] | None) -> EngineOptions:
+        """This value updated from an old-style ``engine_options`` mapping (same names)."""
+        return self.replace(**dict(engine_options or {}))
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings a replay needs, as JSON data (``devices`` left out)."""
+        out = dataclasses.asdict(self)
+        out.pop("devices")
+        out["sweep_reads"] = sorted(self.sweep_reads)
+        if self.static_names is not None:
+            out["static_names"] = list(self.static_names)
+        return out
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`jaxtune.engine.train`."""
+        out = {name: getattr(self, name) for name in self.names()}
+        out["sweep_reads"] = tuple(sorted(self.sweep_reads))
+        return out
+
+
+class Hooks(NamedTuple):
+    """What the caller hears, and who acts, while a population runs.
+
+    Attributes:
+      on_segment: called with a :class:`~jaxtune.contracts.SegmentReport` after every segment.
+      on_restore: called once with the member-steps a resume skipped (they count as done).
+      scheduler: a :class:`~jaxtune.contracts.Scheduler` that stops, refills, copies or
+        perturbs members between segments.
+    """
+
+    on_segment: Callable[[SegmentReport], None] | None = None
+    on_restore: Callable[[int], None] | None = None
+    scheduler: Scheduler | None = None
