@@ -92,6 +92,42 @@ class EngineOptions:
         """This value updated from an old-style ``engine_options`` mapping (same names)."""
         return self.replace(**dict(engine_options or {}))
 
+    @classmethod
+    def resolve(
+        cls,
+        options: EngineOptions | None,
+        engine_options: Mapping[str, Any] | None = None,
+        **given: Any,
+    ) -> EngineOptions:
+        """The options of a driver call that takes both an ``options`` value and the older
+        keyword arguments (``num_steps=...``, ``engine_options={...}``).
+
+        Without ``options``, ``given`` builds the value (``num_steps`` required). With it,
+        ``given`` may only repeat it: a ``num_steps`` that differs is refused, so one call
+        never says two things.
+
+        Raises:
+          TypeError: an unknown option name.
+          ValueError: ``num_steps`` missing, or given twice with different values.
+        """
+        if options is None:
+            if given.get("num_steps") is None:
+                raise ValueError(
+                    "num_steps: missing; pass num_steps=... or options=EngineOptions(num_steps=...)"
+                )
+            return cls(**given).merged(engine_options)
+        if not isinstance(options, EngineOptions):
+            raise TypeError(
+                f"options must be a jaxtune.engine.EngineOptions, got {type(options).__name__}"
+            )
+        steps = given.get("num_steps")
+        if steps is not None and steps != options.num_steps:
+            raise ValueError(
+                f"num_steps: {steps} given and options.num_steps={options.num_steps}; "
+                "give it once"
+            )
+        return options.merged(engine_options)
+
     def to_json(self) -> dict[str, Any]:
         """The settings a replay needs, as JSON data (``devices`` left out)."""
         out = dataclasses.asdict(self)
