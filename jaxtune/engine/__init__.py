@@ -52,7 +52,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxtune import checks, jsonio, limits, optim
+from jaxtune import checks, compile_cache, jsonio, limits, optim
 from jaxtune import data as data_lib
 from jaxtune.contracts import PopulationUpdate as PopulationUpdate  # re-exported
 from jaxtune.contracts import Scheduler, SegmentReport, SlotView
@@ -61,7 +61,6 @@ from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task, check_task_data
 
 POPULATION_AXIS = "population"
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 class PopulationState(NamedTuple):
@@ -959,27 +958,6 @@ def _to_host(tree: Any) -> Any:
     return jax.tree_util.tree_map(one, tree)
 
 
-class _CompileCounter:
-    """Counts XLA backend compilations while active (jax.monitoring events), by function."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.by_function: dict[str, int] = {}
-
-    def __call__(self, event: str, duration_s: float, **kwargs: Any) -> None:
-        if event == _COMPILE_EVENT:
-            self.count += 1
-            name = str(kwargs.get("fun_name", "?"))
-            self.by_function[name] = self.by_function.get(name, 0) + 1
-
-    def __enter__(self) -> _CompileCounter:
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        jax.monitoring.unregister_event_duration_listener(self)
-
-
 def train(
     task: Task,
     configs: Sequence[Mapping[str, Any]],
@@ -1281,7 +1259,7 @@ def train(
     final_params: list[Any] = []
     chunk_index = -1
     stats = {"guarded_segments": 0}
-    with _CompileCounter() as counter:
+    with compile_cache.CompileCounter() as counter:
         for group_index, ((spec, indices), chunk) in enumerate(zip(specs, chunk_sizes,
                                                                      strict=True)):
             for start in range(0, len(indices), chunk):
@@ -1354,7 +1332,7 @@ def train(
     return (results, final_params) if return_params else results
 
 
-def _counts(counter: _CompileCounter, stats: Mapping[str, int]) -> dict[str, int]:
+def _counts(counter: compile_cache.CompileCounter, stats: Mapping[str, int]) -> dict[str, int]:
     """The counts of a train() call's metadata: compilations and guarded segments."""
     return {
         "num_compilations": counter.count,
@@ -1802,6 +1780,7 @@ def run(
       A :class:`RunOutput`.
     """
     hooks = Hooks() if hooks is None else hooks
+    compile_cache.ensure_compilation_cache()
     on_segment = hooks.on_segment if hooks.on_restore is None else _RestoreRelay(hooks)
     out = train(
         task, configs, split, seed=seed, member_seeds=member_seeds, folds=folds,
