@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxtune.results import MemberResult, Results, _is_log_spread, _is_number
+from jaxtune.report import is_log_spread, is_number
+from jaxtune.results import MemberResult, Results
 
 __all__ = [
     "best_so_far",
@@ -257,14 +258,14 @@ def metric_vs_hparam(
         raise ValueError(f"unknown metric {metric!r}; available metrics: {results.metric_names}")
     rows = [row for row in results if row.config.get(hparam) is not None]
     raw = [row.config[hparam] for row in rows]
-    numeric = all(_is_number(v) for v in raw)
+    numeric = all(is_number(v) for v in raw)
     labels: list[str] = []
     if numeric:
         x = np.asarray(raw, float)
         if log is None:
             log = _space_log(results, hparam)
         if log is None:
-            log = _is_log_spread(raw)
+            log = is_log_spread(raw)
         elif log and np.any(x <= 0):
             raise ValueError(f"log=True but {hparam!r} has values <= 0; use log=False")
     else:
@@ -410,14 +411,14 @@ def _axis_positions(values: Sequence[Any], log: bool | None = None
     and spread over more than two decades. Anything else is placed as evenly spaced
     categories. NaN stays NaN.
     """
-    if all(_is_number(v) for v in values):
+    if all(is_number(v) for v in values):
         x = np.asarray(values, float)
         finite = x[np.isfinite(x)]
         if finite.size == 0:
             return np.full(len(x), np.nan), "", ""
         low, high = float(finite.min()), float(finite.max())
         if log is None:
-            log = _is_log_spread(values)
+            log = is_log_spread(values)
         if log and low > 0:
             scaled = np.log10(np.where(x > 0, x, np.nan))
             lo, hi = math.log10(low), math.log10(high)
