@@ -170,8 +170,6 @@ class Space(Mapping[str, Param]):
     _params: Mapping[str, Param]
 
     def __init__(self, params: Mapping[str, Param]) -> None:
-        if isinstance(params, Space):
-            params = params._params
         if not isinstance(params, Mapping):
             raise TypeError(
                 f"Space takes a mapping of names to parameters, got {type(params).__name__}; "
