@@ -45,12 +45,18 @@ The first ``num_initial`` configs come from a scrambled Sobol sequence
 (:mod:`jaxtune.strategies.sobol`; uniform random points above ``MAX_SOBOL_DIM`` dimensions),
 as do all configs asked before any score was told.
 
+**Cost** on a CPU (measured: 100 observations, 8 configs per ask, 2-D and 5-D spaces, default
+settings): about 0.9 s per ask, most of it the hyperparameter fit; the first ask in each padding
+bucket also compiles, 4 to 9 s. The GP's cost grows with the cube of the number of observations
+(see ``max_observations``).
+
 Layout: the GP model in :mod:`jaxtune.strategies.gp`, the acquisitions and batch proposals in
 :mod:`jaxtune.strategies.acquisitions`, the strategy here (their public names are re-exported).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -195,7 +201,154 @@ def _check_positive(name: str, value: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# The strategy
+# The strategy: validated settings, then pure init / ask / tell over BayesState
+
+
+class _Settings(NamedTuple):
+    """The arguments of :func:`bayes_search` (see there), checked by :func:`_checked`."""
+
+    acquisition: str
+    num_initial: int
+    beta: float
+    batch_scheme: str
+    num_restarts: int
+    num_ascent: int
+    acquisition_steps: int
+    acquisition_learning_rate: float
+    fit_restarts: int
+    fit_steps: int
+    fit_learning_rate: float
+    jitter: float
+    max_observations: int
+
+
+def _checked(settings: _Settings) -> _Settings:
+    """The settings with ints and floats made plain; raises ``ValueError`` naming a bad one."""
+    if settings.acquisition not in ACQUISITIONS:
+        raise ValueError(
+            f"bayes_search: acquisition = {settings.acquisition!r} must be one of "
+            f"{ACQUISITIONS}."
+        )
+    if settings.batch_scheme not in BATCH_SCHEMES:
+        raise ValueError(
+            f"bayes_search: batch_scheme = {settings.batch_scheme!r} must be one of "
+            f"{BATCH_SCHEMES}."
+        )
+    num_initial = _check_int("num_initial", settings.num_initial, 1)
+    num_restarts = _check_int("num_restarts", settings.num_restarts, 2)
+    num_ascent = _check_int("num_ascent", settings.num_ascent, 1)
+    if num_ascent > num_restarts:
+        raise ValueError(
+            f"bayes_search: num_ascent = {num_ascent} must be <= num_restarts = {num_restarts}."
+        )
+    return settings._replace(
+        num_initial=num_initial,
+        num_restarts=num_restarts,
+        num_ascent=num_ascent,
+        acquisition_steps=_check_int("acquisition_steps", settings.acquisition_steps, 0),
+        fit_restarts=_check_int("fit_restarts", settings.fit_restarts, 1),
+        fit_steps=_check_int("fit_steps", settings.fit_steps, 0),
+        beta=_check_positive("beta", settings.beta),
+        acquisition_learning_rate=_check_positive(
+            "acquisition_learning_rate", settings.acquisition_learning_rate
+        ),
+        fit_learning_rate=_check_positive("fit_learning_rate", settings.fit_learning_rate),
+        jitter=_check_positive("jitter", settings.jitter),
+        max_observations=_check_int("max_observations", settings.max_observations, 2),
+    )
+
+
+def _init(space: Space, key: jax.Array) -> BayesState:
+    if not isinstance(space, Space):
+        raise TypeError(f"init(space, key): space must be a Space, got {type(space).__name__}.")
+    return BayesState(space, key, 0, 0, empty_history(space))
+
+
+def _initial_points(state: BayesState, num: int) -> np.ndarray:
+    """``[num, dim]`` points of the scrambled Sobol design (uniform above MAX_SOBOL_DIM)."""
+    dim = state.space.dim
+    key = jax.random.fold_in(state.key, 0)
+    if dim <= MAX_SOBOL_DIM:
+        return sobol_points(state.num_initial_asked, num, dim, scramble_seeds(key, dim))
+    key = jax.random.fold_in(key, state.num_initial_asked)
+    return np.asarray(jax.random.uniform(key, (num, dim)), np.float64)
+
+
+def _model_points(settings: _Settings, state: BayesState, num: int) -> np.ndarray:
+    """``[num, dim]`` points proposed by the GP fitted to the told history."""
+    history = state.history
+    key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.num_asked)
+    fit_key, propose_key = jax.random.split(key)
+    keep = _observations_kept(history.scores, settings.max_observations)
+    y = standardize_scores(history.scores[keep])
+    proposal = ProposalSettings(
+        settings.acquisition,
+        bucket(num, 4),
+        settings.num_restarts,
+        settings.num_ascent,
+        settings.acquisition_steps,
+    )
+    # The fit needs no room for the batch's fantasy rows, the proposal does.
+    fit_rows, rows = bucket(len(y)), bucket(len(y) + proposal.batch_bucket)
+    x_padded, y_padded, mask = pad(history.encoded[keep], y, rows)
+    centers, snapped = _snap_tables(state.space)
+    with gp_precision(rows):
+        x_padded, y_padded, mask = map(jnp.asarray, (x_padded, y_padded, mask))
+        jitter = jnp.asarray(settings.jitter, jnp.float64)
+        params, _ = fit_hyperparameters(
+            x_padded[:fit_rows],
+            y_padded[:fit_rows],
+            mask[:fit_rows],
+            fit_key,
+            jitter,
+            jnp.asarray(settings.fit_learning_rate, jnp.float64),
+            num_restarts=settings.fit_restarts,
+            num_steps=settings.fit_steps,
+        )
+        search = AcquisitionSearch(
+            jnp.asarray(settings.beta, jnp.float64),
+            jnp.asarray(settings.acquisition_learning_rate, jnp.float64),
+            jnp.asarray(centers),
+            jnp.asarray(snapped),
+        )
+        inputs = ProposalInputs(
+            params,
+            x_padded,
+            y_padded,
+            mask,
+            jnp.asarray(len(y)),
+            jnp.asarray(num),
+            propose_key,
+            jitter,
+            search,
+        )
+        proposals = PROPOSERS[settings.batch_scheme](inputs, proposal)
+        return np.clip(np.asarray(proposals, np.float64)[:num], 0.0, 1.0)
+
+
+def _ask(settings: _Settings, state: BayesState, num: int) -> tuple[list[Config], BayesState]:
+    num = check_num(num)
+    space = state.space
+    if space.dim == 0:  # only Fixed parameters: every config is the same
+        return space.decode(np.zeros((num, 0))), state._replace(num_asked=state.num_asked + num)
+    num_from_design = min(num, max(0, settings.num_initial - state.num_asked))
+    if len(state.history.scores) == 0:
+        num_from_design = num
+    parts = []
+    if num_from_design:
+        parts.append(_initial_points(state, num_from_design))
+    if num - num_from_design:
+        parts.append(_model_points(settings, state, num - num_from_design))
+    u = np.concatenate(parts) if parts else np.zeros((0, space.dim))
+    new_state = state._replace(
+        num_asked=state.num_asked + num,
+        num_initial_asked=state.num_initial_asked + num_from_design,
+    )
+    return space.decode(u), new_state
+
+
+def _tell(state: BayesState, configs: list[Config], scores: Any) -> BayesState:
+    return state._replace(history=append_history(state.history, state.space, configs, scores))
 
 
 def bayes_search(
@@ -220,10 +373,7 @@ def bayes_search(
     batch on device; ``ask`` is a pure function of the state (its randomness is
     ``fold_in(key, num_asked)``), and ``tell`` appends to ``state.history``.
 
-    Cost on a CPU (measured: 100 observations, 8 configs per ask, 2-D and 5-D spaces, default
-    settings): about 0.9 s per ask, most of it the hyperparameter fit; the first ask in each
-    padding bucket also compiles, 4 to 9 s. The GP's cost grows with the cube of the number of
-    observations (see ``max_observations``).
+    Cost: see the module docstring.
 
     Args:
       acquisition: ``"ei"`` (expected improvement) or ``"ucb"`` (confidence bound).
@@ -263,115 +413,9 @@ def bayes_search(
       >>> len(configs), state.num_asked
       (2, 6)
     """
-    if acquisition not in ACQUISITIONS:
-        raise ValueError(
-            f"bayes_search: acquisition = {acquisition!r} must be one of {ACQUISITIONS}."
-        )
-    if batch_scheme not in BATCH_SCHEMES:
-        raise ValueError(
-            f"bayes_search: batch_scheme = {batch_scheme!r} must be one of {BATCH_SCHEMES}."
-        )
-    num_initial = _check_int("num_initial", num_initial, 1)
-    num_restarts = _check_int("num_restarts", num_restarts, 2)
-    num_ascent = _check_int("num_ascent", num_ascent, 1)
-    if num_ascent > num_restarts:
-        raise ValueError(
-            f"bayes_search: num_ascent = {num_ascent} must be <= num_restarts = {num_restarts}."
-        )
-    acquisition_steps = _check_int("acquisition_steps", acquisition_steps, 0)
-    fit_restarts = _check_int("fit_restarts", fit_restarts, 1)
-    fit_steps = _check_int("fit_steps", fit_steps, 0)
-    beta = _check_positive("beta", beta)
-    acquisition_learning_rate = _check_positive(
-        "acquisition_learning_rate", acquisition_learning_rate
-    )
-    fit_learning_rate = _check_positive("fit_learning_rate", fit_learning_rate)
-    jitter = _check_positive("jitter", jitter)
-    max_observations = _check_int("max_observations", max_observations, 2)
-    propose = PROPOSERS[batch_scheme]
-
-    def settings_for(batch_bucket: int) -> ProposalSettings:
-        return ProposalSettings(
-            acquisition, batch_bucket, num_restarts, num_ascent, acquisition_steps
-        )
-
-    def init(space: Space, key: jax.Array) -> BayesState:
-        if not isinstance(space, Space):
-            raise TypeError(f"init(space, key): space must be a Space, got {type(space).__name__}.")
-        return BayesState(space, key, 0, 0, empty_history(space))
-
-    def initial_points(state: BayesState, num: int) -> np.ndarray:
-        dim = state.space.dim
-        key = jax.random.fold_in(state.key, 0)
-        if dim <= MAX_SOBOL_DIM:
-            return sobol_points(state.num_initial_asked, num, dim, scramble_seeds(key, dim))
-        key = jax.random.fold_in(key, state.num_initial_asked)
-        return np.asarray(jax.random.uniform(key, (num, dim)), np.float64)
-
-    def model_points(state: BayesState, num: int) -> np.ndarray:
-        space, history = state.space, state.history
-        key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.num_asked)
-        fit_key, propose_key = jax.random.split(key)
-        keep = _observations_kept(history.scores, max_observations)
-        y = standardize_scores(history.scores[keep])
-        settings = settings_for(bucket(num, 4))
-        # The fit needs no room for the batch's fantasy rows, the proposal does.
-        fit_rows, rows = bucket(len(y)), bucket(len(y) + settings.batch_bucket)
-        x_padded, y_padded, mask = pad(history.encoded[keep], y, rows)
-        centers, snapped = _snap_tables(space)
-        with gp_precision(rows):
-            x_padded, y_padded, mask = map(jnp.asarray, (x_padded, y_padded, mask))
-            params, _ = fit_hyperparameters(
-                x_padded[:fit_rows],
-                y_padded[:fit_rows],
-                mask[:fit_rows],
-                fit_key,
-                jnp.asarray(jitter, jnp.float64),
-                jnp.asarray(fit_learning_rate, jnp.float64),
-                num_restarts=fit_restarts,
-                num_steps=fit_steps,
-            )
-            search = AcquisitionSearch(
-                jnp.asarray(beta, jnp.float64),
-                jnp.asarray(acquisition_learning_rate, jnp.float64),
-                jnp.asarray(centers),
-                jnp.asarray(snapped),
-            )
-            inputs = ProposalInputs(
-                params,
-                x_padded,
-                y_padded,
-                mask,
-                jnp.asarray(len(y)),
-                jnp.asarray(num),
-                propose_key,
-                jnp.asarray(jitter, jnp.float64),
-                search,
-            )
-            proposals = propose(inputs, settings)
-            return np.clip(np.asarray(proposals, np.float64)[:num], 0.0, 1.0)
-
-    def ask(state: BayesState, num: int) -> tuple[list[Config], BayesState]:
-        num = check_num(num)
-        space = state.space
-        if space.dim == 0:  # only Fixed parameters: every config is the same
-            return space.decode(np.zeros((num, 0))), state._replace(num_asked=state.num_asked + num)
-        num_from_design = min(num, max(0, num_initial - state.num_asked))
-        if len(state.history.scores) == 0:
-            num_from_design = num
-        parts = []
-        if num_from_design:
-            parts.append(initial_points(state, num_from_design))
-        if num - num_from_design:
-            parts.append(model_points(state, num - num_from_design))
-        u = np.concatenate(parts) if parts else np.zeros((0, space.dim))
-        new_state = state._replace(
-            num_asked=state.num_asked + num,
-            num_initial_asked=state.num_initial_asked + num_from_design,
-        )
-        return space.decode(u), new_state
-
-    def tell(state: BayesState, configs: list[Config], scores: Any) -> BayesState:
-        return state._replace(history=append_history(state.history, state.space, configs, scores))
-
-    return Strategy(init, ask, tell)
+    settings = _Settings(
+        acquisition, num_initial, beta, batch_scheme, num_restarts, num_ascent,
+        acquisition_steps, acquisition_learning_rate, fit_restarts, fit_steps,
+        fit_learning_rate, jitter, max_observations
+    )  # fmt: skip
+    return Strategy(_init, functools.partial(_ask, _checked(settings)), _tell)
