@@ -68,7 +68,7 @@ def test_opt_out_leaves_the_cache_off():
 def test_explicit_enable_refuses_an_unwritable_folder(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(ValueError, match="not writable.*JAXTUNE_COMPILATION_CACHE=0"):
+    with pytest.raises(ValueError, match=r"not writable.*JAXTUNE_COMPILATION_CACHE=0"):
         compile_cache.enable_compilation_cache(blocker / "xla")
     with pytest.raises(ValueError, match="max_bytes"):
         compile_cache.enable_compilation_cache(tmp_path, max_bytes=0)

@@ -65,6 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtune import compile_cache
 from jaxtune.space import Choice, Int, Space
 from jaxtune.strategies.acquisitions import (
     ACQUISITIONS,
@@ -341,6 +342,9 @@ def _ask(settings: _Settings, state: BayesState, num: int) -> tuple[list[Config]
     if num_from_design:
         parts.append(_initial_points(state, num_from_design))
     if num - num_from_design:
+        # The GP programs compile once per machine (a side effect on JAX's configuration
+        # only: proposals are the same with or without the cache).
+        compile_cache.ensure_compilation_cache()
         parts.append(_model_points(settings, state, num - num_from_design))
     u = np.concatenate(parts) if parts else np.zeros((0, space.dim))
     new_state = state._replace(
