@@ -127,9 +127,6 @@ __all__ = [
 #: Int and Choice coordinates with at most this many values are snapped to a value's encoding.
 MAX_SNAPPED_VALUES = 256
 
-# The old private name, still used by tests/test_packaging.py (to move to gp.gp_precision).
-_gp_precision = gp_precision
-
 
 class BayesState(NamedTuple):
     """State of :func:`bayes_search`.
