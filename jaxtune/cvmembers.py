@@ -52,9 +52,10 @@ class CVRows(NamedTuple):
     """The rows a cross-validation draws its folds from.
 
     Attributes:
-      split: ``x_train``/``y_train`` are the cross-validated rows; the validation part has 0
-        rows (each member is validated on its own held-out rows of ``x_train``, through its
-        row tables); ``x_test``/``y_test`` are the untouched test rows (0 rows for a Dataset).
+      split: ``x_train``/``y_train`` are the cross-validated rows; each member is validated
+        on its own held-out rows of ``x_train`` through its row tables, never on
+        ``x_valid`` (see :func:`pool_rows`); ``x_test``/``y_test`` are the untouched test
+        rows (0 rows for a Dataset).
       source: ``"dataset"`` or ``"train+valid"`` (recorded in the results' metadata).
     """
 
@@ -99,6 +100,10 @@ def pool_rows(data: Dataset | Split) -> CVRows:
             f"data must be a jaxtune Dataset or Split, got {type(data).__name__}; use "
             "jt.load_dataset(...) or jt.Dataset(x, y, kind, num_classes, name)."
         )
+    # The validation part is never read: with member row tables the engine validates each
+    # member on its own rows of x_train. It would hold 0 rows, but the engine still checks
+    # split.x_valid like any Split (task.check_task_data refuses empty arrays), so one row of
+    # x stands in until that check skips the validation part when member_rows are given.
     split = Split(x, y, x[:1], y[:1], x_test, y_test, kind, num_classes, name)
     return CVRows(split, source)
 
