@@ -20,14 +20,13 @@ import numpy as np
 from jaxtune import checkpoint as checkpoint_lib
 from jaxtune import checks, contracts, drivers, engine, jsonio, limits
 from jaxtune import data as data_lib
+from jaxtune.contracts import Config
 from jaxtune.engine.options import EngineOptions
 from jaxtune.results import Results
 from jaxtune.space import Space
 from jaxtune.strategies.base import Strategy
 from jaxtune.strategies.random import random_search
 from jaxtune.task import Task
-
-Config = contracts.Config
 
 
 def scores_from_results(
