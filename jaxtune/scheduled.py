@@ -10,6 +10,15 @@ its slots hold between segments.
   ``metadata["pbt"]``.
 * :func:`replay_pbt_member` and :func:`lineage`: re-train one PBT member from its records.
 
+The drivers share these arguments: ``options`` (an
+:class:`~jaxtune.engine.options.EngineOptions`, which replaces ``num_steps``, ``batch_size``,
+``steps_per_segment`` and ``engine_options``), ``engine_options`` (the older form: a mapping of
+its fields, which may also carry ``member_seeds``, ``on_segment``, ``checkpoint``, ``resume``),
+``on_segment`` (progress, see :class:`~jaxtune.contracts.SegmentReport`), ``on_restore`` (told
+the member-steps a resume restored; default ``on_segment.restored`` when it has one, as
+:class:`~jaxtune.ProgressBar` does), ``checkpoint`` (a directory or
+:class:`~jaxtune.checkpoint.Checkpointer`) and ``resume``.
+
 The old paths (``jaxtune.strategies.run_halving``, ``jaxtune.strategies.halving.run_halving``,
 ``jaxtune.strategies.pbt.run_pbt``...) still resolve here, with a ``DeprecationWarning``.
 """
@@ -92,21 +101,12 @@ def run_halving(
         initial configurations.
       num_brackets: ``1``: one bracket (successive halving, ASHA); ``None``: Hyperband with
         every bracket; ``k``: Hyperband with its ``k`` most aggressive brackets.
-      metric: the selection metric (default from the task: ``valid_accuracy`` or
-        ``valid_mse``; a ``test_`` metric is refused).
-      mode: ``"max"`` or ``"min"`` (default from the task, see :mod:`jaxtune.contracts`).
+      metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
+        :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
       seed: the sweep seed (strategy keys and member keys derive from it).
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: default ``min_steps`` (then every rung is a segment boundary).
-      options: how to train (:class:`~jaxtune.engine.options.EngineOptions`); replaces
-        ``num_steps``, ``batch_size``, ``steps_per_segment`` and ``engine_options``.
-      engine_options: older form of ``options``: a mapping of its fields (it may also carry
-        ``member_seeds``, ``on_segment``, ``checkpoint``, ``resume``).
-      on_segment: progress callback, see :class:`~jaxtune.contracts.SegmentReport`.
-      on_restore: told the member-steps a resume restored (default: ``on_segment.restored``
-        when it has one, as :class:`~jaxtune.ProgressBar` does).
-      checkpoint: a directory (or :class:`~jaxtune.checkpoint.Checkpointer`) to save into.
-      resume: continue the run checkpointed in ``checkpoint``.
+      options, engine_options, on_segment, on_restore, checkpoint, resume: see the module.
 
     Returns:
       :class:`~jaxtune.results.Results` of every member started; stopped ones have status
@@ -138,21 +138,18 @@ def run_halving(
                                    num_brackets=num_brackets, metric=metric, mode=mode)
     run["hooks"] = run["hooks"]._replace(scheduler=scheduler)
     results = engine.run(task, configs, split, train_options, seed=seed, **run).results
-    metadata = dict(results.metadata)
     # From the rows (each member's last step), not from watching the scheduler: a resumed
     # call's restored chunks never pass through it.
     member_steps = sum(row.curve_steps[-1] for row in results if row.curve_steps)
-    metadata.update(
-        metric=metric, mode=mode, space=space.to_dict(), member_steps=int(member_steps),
-        scheduler={
-            "kind": "successive_halving" if num_brackets == 1 else "hyperband",
-            "min_steps": min_steps, "eta": eta, "max_member_steps": max_member_steps,
-            "num_brackets": num_brackets, "population_size": population_size,
-            "num_steps": train_options.num_steps,
-            "steps_per_segment": train_options.steps_per_segment,
-        },
-    )
-    return Results(list(results), metadata)
+    settings = {
+        "kind": "successive_halving" if num_brackets == 1 else "hyperband",
+        "min_steps": min_steps, "eta": eta, "max_member_steps": max_member_steps,
+        "num_brackets": num_brackets, "population_size": population_size,
+        "num_steps": train_options.num_steps, "steps_per_segment": train_options.steps_per_segment,
+    }
+    return Results(list(results), {**results.metadata, "metric": metric, "mode": mode,
+                                   "space": space.to_dict(), "member_steps": int(member_steps),
+                                   "scheduler": settings})
 
 
 def _halving_scheduler(space: Space, strategy: Strategy, configs: Sequence[Config], seed: int,
@@ -211,21 +208,13 @@ def run_pbt(
       fraction: truncation fraction.
       perturb: multiplicative explore factors.
       resample_probability: probability of resampling a value instead of perturbing it.
-      metric: the selection metric (default from the task: ``valid_accuracy`` or
-        ``valid_mse``; a ``test_`` metric is refused).
-      mode: ``"max"`` or ``"min"`` (default from the task, see :mod:`jaxtune.contracts`).
+      metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
+        :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
       seed: the sweep seed.
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: steps per segment.
-      options: how to train (:class:`~jaxtune.engine.options.EngineOptions`); replaces
-        ``num_steps``, ``batch_size``, ``steps_per_segment`` and ``engine_options``.
-      engine_options: older form of ``options``: a mapping of its fields (it may also carry
-        ``member_seeds``, ``on_segment``, ``checkpoint``, ``resume``).
       return_params: also return every member's final parameters.
-      on_segment: progress callback, see :class:`~jaxtune.contracts.SegmentReport`.
-      on_restore: told the member-steps a resume restored (default: ``on_segment.restored``).
-      checkpoint: a directory (or :class:`~jaxtune.checkpoint.Checkpointer`) to save into.
-      resume: continue the run checkpointed in ``checkpoint``.
+      options, engine_options, on_segment, on_restore, checkpoint, resume: see the module.
 
     Returns:
       :class:`~jaxtune.results.Results`, one row per member with its ``hp_schedule``; with

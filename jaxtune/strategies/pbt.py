@@ -36,6 +36,7 @@ resolve (deprecated).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -114,64 +115,84 @@ def pbt(
     if not 0.0 <= float(resample_probability) <= 1.0:
         raise ValueError(f"resample_probability={resample_probability!r} must be in [0, 1].")
     mode = selection_mode(metric, mode)  # default from the name: valid_loss -> min
-    dynamic = list(space.dynamic_names)
-    searchable = list(space.searchable_names)
+    settings = _Settings(space, interval_segments, float(fraction), perturb,
+                         float(resample_probability), metric, mode, key,
+                         tuple(space.dynamic_names), tuple(space.searchable_names))
+    return Scheduler(functools.partial(_init, settings), functools.partial(_update, settings))
 
-    def init(view: SlotView) -> PBTState:
-        if metric not in view.metrics:
-            raise ValueError(
-                f"metric={metric!r} is not reported by the task; choose one of "
-                f"{sorted(view.metrics)}."
-            )
-        return PBTState(key=key, num_exploits=0)
 
-    def explore(config: Mapping[str, Any], draws: np.ndarray) -> Config:
-        # draws: [2 * len(dynamic) + dim] uniforms: resample flags, factor picks, a unit point.
-        new = dict(config)
-        point = draws[2 * len(dynamic):]
-        resampled = space.decode(point[None, :])[0]
-        for j, name in enumerate(dynamic):
-            if draws[j] < resample_probability:
-                new[name] = resampled[name]
-                continue
-            factor = perturb[min(int(draws[len(dynamic) + j] * len(perturb)), len(perturb) - 1)]
-            new[name] = _perturbed(space[name], config[name], factor)
-        return new
+class _Settings(NamedTuple):
+    """What a PBT scheduler is made of (its state is :class:`PBTState`)."""
 
-    def update(
-        state: PBTState, view: SlotView
-    ) -> tuple[PopulationUpdate | None, PBTState]:
-        if view.segment % interval_segments:
-            return None, state
-        training = np.flatnonzero(~np.asarray(view.finished, bool))
-        if len(training) < 2:
-            return None, state
-        values = np.asarray(view.metrics[metric], np.float64)
-        losses = -values if mode == "max" else values.copy()
-        losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
-        order = training[np.argsort(losses[training], kind="stable")]
-        count = max(1, int(fraction * len(training)))
-        top = [int(s) for s in order[:count] if np.isfinite(losses[s])]
-        bottom = [int(s) for s in order[len(order) - count:]]
-        if not top:
-            return None, state
-        num_slots = len(view.step)
-        draws = np.asarray(
-            jax.random.uniform(
-                jax.random.fold_in(state.key, view.segment),
-                (num_slots, 1 + 2 * len(dynamic) + len(searchable)),
-            ),
-            np.float64,
+    space: Space
+    interval_segments: int
+    fraction: float
+    perturb: tuple[float, ...]
+    resample_probability: float
+    metric: str
+    mode: str
+    key: jax.Array
+    dynamic: tuple[str, ...]
+    searchable: tuple[str, ...]
+
+
+def _init(settings: _Settings, view: SlotView) -> PBTState:
+    if settings.metric not in view.metrics:
+        raise ValueError(
+            f"metric={settings.metric!r} is not reported by the task; choose one of "
+            f"{sorted(view.metrics)}."
         )
-        exploit, new_configs = {}, {}
-        for slot in bottom:
-            donor = top[min(int(draws[slot, 0] * len(top)), len(top) - 1)]
-            exploit[slot] = donor
-            new_configs[slot] = explore(view.configs[donor], draws[slot, 1:])
-        decision = PopulationUpdate(exploit=exploit, explore=new_configs)
-        return decision, state._replace(num_exploits=state.num_exploits + len(exploit))
+    return PBTState(key=settings.key, num_exploits=0)
 
-    return Scheduler(init, update)
+
+def _explore(settings: _Settings, config: Mapping[str, Any], draws: np.ndarray) -> Config:
+    """``config`` with each dynamic value resampled or perturbed.
+
+    ``draws``: ``[2 * num_dynamic + dim]`` uniforms: resample flags, factor picks, a unit point.
+    """
+    dynamic, perturb, space = settings.dynamic, settings.perturb, settings.space
+    new = dict(config)
+    point = draws[2 * len(dynamic):]
+    resampled = space.decode(point[None, :])[0]
+    for j, name in enumerate(dynamic):
+        if draws[j] < settings.resample_probability:
+            new[name] = resampled[name]
+            continue
+        factor = perturb[min(int(draws[len(dynamic) + j] * len(perturb)), len(perturb) - 1)]
+        new[name] = _perturbed(space[name], config[name], factor)
+    return new
+
+
+def _update(settings: _Settings, state: PBTState,
+            view: SlotView) -> tuple[PopulationUpdate | None, PBTState]:
+    """Every ``interval_segments`` segments: the bottom ``fraction`` copies the top one."""
+    if view.segment % settings.interval_segments:
+        return None, state
+    training = np.flatnonzero(~np.asarray(view.finished, bool))
+    if len(training) < 2:
+        return None, state
+    values = np.asarray(view.metrics[settings.metric], np.float64)
+    losses = -values if settings.mode == "max" else values.copy()
+    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
+    order = training[np.argsort(losses[training], kind="stable")]
+    count = max(1, int(settings.fraction * len(training)))
+    top = [int(s) for s in order[:count] if np.isfinite(losses[s])]
+    bottom = [int(s) for s in order[len(order) - count:]]
+    if not top:
+        return None, state
+    num_draws = 1 + 2 * len(settings.dynamic) + len(settings.searchable)
+    draws = np.asarray(
+        jax.random.uniform(jax.random.fold_in(state.key, view.segment),
+                           (len(view.step), num_draws)),
+        np.float64,
+    )
+    exploit, new_configs = {}, {}
+    for slot in bottom:
+        donor = top[min(int(draws[slot, 0] * len(top)), len(top) - 1)]
+        exploit[slot] = donor
+        new_configs[slot] = _explore(settings, view.configs[donor], draws[slot, 1:])
+    decision = PopulationUpdate(exploit=exploit, explore=new_configs)
+    return decision, state._replace(num_exploits=state.num_exploits + len(exploit))
 
 
 def _perturbed(param: Any, value: Any, factor: float) -> Any:
