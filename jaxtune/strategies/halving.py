@@ -369,8 +369,12 @@ class _Settings(NamedTuple):
     brackets: Callable[[int], list[tuple[int, int]]]
 
 
-def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, key,
-                       brackets) -> Scheduler:
+def _halving_scheduler(space: Space, strategy: Strategy | None, *, eta: int,
+                       max_member_steps: int | None, metric: str, mode: str | None,
+                       key: jax.Array,
+                       brackets: Callable[[int], list[tuple[int, int]]]) -> Scheduler:
+    """The scheduler of :func:`successive_halving` and :func:`hyperband`: ``brackets(num_steps)``
+    gives each bracket's ``(first_rung_steps, n_s)``."""
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxtune Space, got {type(space).__name__}.")
     mode = selection_mode(metric, mode)  # default from the name: valid_loss -> min
