@@ -20,6 +20,7 @@ Quickstart::
     print(results.table(k=5))
 """
 
+from jaxtune.contracts import PopulationUpdate, Scheduler, SlotView
 from jaxtune.data import (
     DATASETS,
     Dataset,
@@ -30,6 +31,7 @@ from jaxtune.data import (
     train_valid_test_split,
 )
 from jaxtune.engine import PopulationState, SegmentReport, train
+from jaxtune.engine.options import EngineOptions, Hooks
 from jaxtune.losses import (
     accuracy,
     binary_accuracy,
@@ -43,8 +45,18 @@ from jaxtune.models import CNN, MLP, Linear
 from jaxtune.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from jaxtune.progress import ProgressBar
 from jaxtune.results import MemberResult, Results
+from jaxtune.scheduled import lineage, replay_pbt_member, run_halving, run_pbt
 from jaxtune.space import Choice, Fixed, Float, Int, Space
-from jaxtune.strategies import Strategy, grid_search, random_search
+from jaxtune.strategies import (
+    Strategy,
+    bayes_search,
+    grid_search,
+    hyperband,
+    pbt,
+    random_search,
+    sobol_search,
+    successive_halving,
+)
 from jaxtune.task import Task, classification_task, regression_task
 from jaxtune.tuning import tune
 
@@ -58,35 +70,49 @@ __all__ = [
     "SCHEDULES",
     "Choice",
     "Dataset",
+    "EngineOptions",
     "Fixed",
     "Float",
+    "Hooks",
     "Int",
     "Linear",
     "MemberResult",
     "PopulationState",
+    "PopulationUpdate",
     "ProgressBar",
     "Results",
+    "Scheduler",
     "SegmentReport",
+    "SlotView",
     "Space",
     "Split",
     "Strategy",
     "Task",
     "accuracy",
+    "bayes_search",
     "binary_accuracy",
     "classification_task",
     "grid_search",
+    "hyperband",
     "l1_penalty",
     "l2_penalty",
+    "lineage",
     "load_dataset",
     "make_linear",
     "make_optimizer",
     "make_schedule",
     "mse",
+    "pbt",
     "random_search",
     "regression_task",
+    "replay_pbt_member",
+    "run_halving",
+    "run_pbt",
     "sigmoid_binary_cross_entropy",
+    "sobol_search",
     "softmax_cross_entropy",
     "standardize",
+    "successive_halving",
     "train",
     "train_valid_test_split",
     "tune",

@@ -1,25 +1,31 @@
 """The loop between a search strategy and the engine.
 
 Each round, the strategy proposes a batch of configurations (``ask``); every configuration is
-trained with every seed as one vectorized population (``engine.train``); the per-config score
-(the mean of the metric over seeds, negated when the metric is maximized) goes back to the
-strategy (``tell``). Diverged members score ``+inf``, so a failed configuration is never best.
+trained with every seed as one vectorized population (:func:`jaxtune.engine.run`); the
+per-config score (the mean of the metric over seeds, negated when the metric is maximized)
+goes back to the strategy (``tell``). Diverged members score ``+inf``, so a failed
+configuration is never best.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from jaxtune import checks, contracts, engine, jsonio, limits
+from jaxtune import checkpoint as checkpoint_lib
+from jaxtune import checks, contracts, drivers, engine, jsonio, limits
 from jaxtune import data as data_lib
+from jaxtune.contracts import Config
+from jaxtune.engine.options import EngineOptions
 from jaxtune.results import Results
 from jaxtune.space import Space
-from jaxtune.strategies import Strategy, random_search
+from jaxtune.strategies.base import Strategy
+from jaxtune.strategies.random import random_search
 from jaxtune.task import Task
 
 
@@ -45,7 +51,7 @@ def round_counts(batches: Sequence[Results], space: Space) -> dict[str, int]:
     """The engine's counters over every round of a search.
 
     ``num_compilations``, ``num_segment_compilations`` and ``num_guarded_segments`` are summed
-    over the rounds (each round is its own ``engine.train`` call); ``num_static_groups`` is the
+    over the rounds (each round is its own engine run); ``num_static_groups`` is the
     number of distinct static groups over all rounds (a group met in two rounds counts once).
     """
     counts = {
@@ -70,73 +76,218 @@ def _replayed_round(saved: Results, members: Sequence[Mapping[str, Any]],
     return saved
 
 
+class _Sweep(NamedTuple):
+    """A checked ``tune`` call: what every round needs."""
+
+    task: Task
+    split: data_lib.Split
+    space: Space
+    strategy: Strategy
+    num_configs: int
+    round_size: int
+    seeds: list[int]
+    metric: str
+    mode: str
+    seed: int
+    options: EngineOptions
+    run: dict[str, Any]  # hooks, and what an old engine_options mapping carried for engine.run
+    checkpoint: Any
+    resume: bool
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    """The member seeds of a sweep: a non-empty sequence of valid seeds."""
+    if isinstance(seeds, str | int) or not isinstance(seeds, Sequence | np.ndarray):
+        raise TypeError(f"seeds: got {seeds!r}; give a sequence of ints, e.g. seeds=(0, 1).")
+    seeds = [checks.check_seed(f"seeds[{i}]", s, limits.MAX_MEMBER_SEED)
+             for i, s in enumerate(seeds)]
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
+    return seeds
+
+
+def _check_sweep(task: Task, split: data_lib.Split, space: Space, strategy: Strategy | None,
+                 call: Mapping[str, Any]) -> _Sweep:
+    """Everything ``tune`` refuses before a config is drawn, as one value (``call``: its
+    other arguments)."""
+    checks.check_task_and_data(task, split)
+    seed = checks.check_seed("seed", call["seed"])
+    limits.check_positive_int("num_configs", call["num_configs"])
+    if call["population_size"] is not None:
+        limits.check_positive_int("population_size", call["population_size"])
+    seeds = _check_seeds(call["seeds"])
+    # Before a single config is drawn: a population the host cannot hold aborts XLA.
+    limits.check_population("num_configs", call["num_configs"] * len(seeds), len(space))
+    options, run = drivers.engine_call(
+        call["options"], call["engine_options"], on_segment=call["on_segment"],
+        on_restore=call["on_restore"], checkpoint=call["checkpoint"], resume=call["resume"],
+        num_steps=call["num_steps"], batch_size=call["batch_size"],
+        steps_per_segment=call["steps_per_segment"], devices=call["devices"],
+        allow_unused_hparams=call["allow_unused_hparams"])
+    options = drivers.space_options(task, split, space, options)
+    metric, mode = contracts.selection(call["metric"], call["mode"],
+                                       metric_modes=task.metric_modes, kind=task.kind)
+    strategy = strategy if strategy is not None else random_search()
+    round_size = call["population_size"] or call["num_configs"]
+    checkpoint, resume = run.pop("checkpoint", None), run.pop("resume")
+    return _Sweep(task, split, space, strategy, call["num_configs"], round_size, seeds, metric,
+                  mode, seed, options, run, checkpoint, resume)
+
+
+#: Options a tune checkpoint stores under their own names, not in its ``engine_options``.
+_STORED_APART = ("num_steps", "batch_size", "steps_per_segment", "devices", "static_names",
+                 "sweep_reads")
+
+
+def _stored_engine_options(options: EngineOptions | None,
+                           engine_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``engine_options`` entry of a tune checkpoint's arguments: the old mapping as given
+    (so checkpoints written before ``options=`` existed still resume), or the fields of
+    ``options`` that differ from their defaults; values that are not JSON scalars by type."""
+    given = {}
+    if options is not None:
+        given = {field.name: getattr(options, field.name)
+                 for field in dataclasses.fields(options)
+                 if field.name not in _STORED_APART
+                 and getattr(options, field.name) != field.default}
+    given.update(engine_options or {})
+    return {name: value if isinstance(value, int | float | str | bool | None)
+            else type(value).__name__ for name, value in given.items()}
+
+
+def _open_store(sweep: _Sweep, call: Mapping[str, Any]) -> checkpoint_lib.Store | None:
+    """The sweep's checkpoint store (``None`` without a checkpoint)."""
+    if sweep.resume and sweep.checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
+    if sweep.checkpoint is None:
+        return None
+    options = sweep.options
+    return checkpoint_lib.Store(
+        checkpoint_lib.Checkpointer.of(sweep.checkpoint), "tune",
+        {
+            "task": sweep.task.name, "data": checkpoint_lib.split_digest(sweep.split),
+            "space": sweep.space.to_dict(), "num_configs": sweep.num_configs,
+            "num_steps": options.num_steps, "population_size": call["population_size"],
+            "seeds": sweep.seeds, "batch_size": options.batch_size,
+            "steps_per_segment": options.steps_per_segment, "metric": sweep.metric,
+            "mode": sweep.mode, "seed": sweep.seed,
+            "num_devices": len(options.devices) if options.devices is not None else None,
+            "engine_options": _stored_engine_options(call["options"], call["engine_options"]),
+        },
+        sweep.resume,
+    )
+
+
+def _saved_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None) -> list[Results]:
+    """The rounds a resumed sweep finished before; the member-steps they hold are told to the
+    ``on_restore`` hook (no segment report covers them, so a progress bar ends at 100% and its
+    rate counts only this run's work; the engine tells it the interrupted round's part)."""
+    latest = store.latest() if store is not None and sweep.resume else None
+    if latest is None:
+        return []
+    saved = checkpoint_lib.unpack_rounds(*latest)
+    restored = sweep.options.num_steps * sum(len(batch) for batch in saved)
+    on_restore = sweep.run["hooks"].on_restore
+    if on_restore is not None and restored > 0:
+        on_restore(restored)
+    return saved
+
+
+def _train_round(sweep: _Sweep, store: checkpoint_lib.Store | None, configs: Sequence[Config],
+                 first: int, batches: Sequence[Results], restore: bool) -> Results:
+    """One round: every config with every seed as one population, member ids from ``first``
+    config onwards; with a store, checkpointed within the round."""
+    num_seeds = len(sweep.seeds)
+    scope = None
+    if store is not None:
+        outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
+        scope = checkpoint_lib.TrainScope(store, outer, {"round": len(batches)},
+                                          restore=restore, outer_arrays=outer_arrays)
+    return engine.run(
+        sweep.task, [dict(c) for c in configs for _ in sweep.seeds], sweep.split, sweep.options,
+        seed=sweep.seed, member_seeds=[s for _ in configs for s in sweep.seeds],
+        member_ids=list(range(first * num_seeds, (first + len(configs)) * num_seeds)),
+        checkpoint=scope, **sweep.run,
+    ).results
+
+
+def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequence[Results],
+                on_round: Callable[[Results], None] | None) -> list[Results]:
+    """Ask, train (or replay a saved round to the strategy), tell, until the budget is spent."""
+    space, strategy = sweep.space, sweep.strategy
+    state = strategy.init(space, jax.random.PRNGKey(sweep.seed))
+    batches: list[Results] = []
+    evaluated = 0
+    while evaluated < sweep.num_configs:
+        configs, state = strategy.ask(state, min(sweep.round_size,
+                                                 sweep.num_configs - evaluated))
+        if not configs:
+            break
+        for config in configs:
+            space.validate_config(config)
+        round_index = len(batches)
+        if round_index < len(saved):  # finished before the resume: told its stored results
+            members = [dict(c) for c in configs for _ in sweep.seeds]
+            results = _replayed_round(saved[round_index], members, round_index)
+        else:
+            results = _train_round(sweep, store, configs, evaluated, batches,
+                                   restore=sweep.resume and round_index == len(saved))
+        scores = scores_from_results(results, len(configs), len(sweep.seeds), sweep.metric,
+                                     sweep.mode)
+        state = strategy.tell(state, configs, scores)
+        batches.append(results)
+        if round_index >= len(saved):
+            if store is not None:
+                outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
+                store.save({**outer, "train": None}, outer_arrays)
+            if on_round is not None:
+                on_round(results)
+        evaluated += len(configs)
+    return batches
+
+
 def tune(
-    task: Task,
-    split: data_lib.Split,
-    space: Space,
-    strategy: Strategy | None = None,
-    *,
-    num_configs: int,
-    num_steps: int,
-    population_size: int | None = None,
-    seeds: Sequence[int] = (0,),
-    batch_size: int | None = 128,
-    steps_per_segment: int = 50,
-    metric: str | None = None,
-    mode: str | None = None,
-    seed: int = 0,
+    task: Task, split: data_lib.Split, space: Space, strategy: Strategy | None = None, *,
+    num_configs: int, num_steps: int | None = None, population_size: int | None = None,
+    seeds: Sequence[int] = (0,), batch_size: int | None = 128, steps_per_segment: int = 50,
+    metric: str | None = None, mode: str | None = None, seed: int = 0,
     devices: Sequence[jax.Device] | None = None,
-    on_segment: Callable[[engine.SegmentReport], None] | None = None,
+    on_segment: Callable[[contracts.SegmentReport], None] | None = None,
     on_round: Callable[[Results], None] | None = None,
-    engine_options: Mapping[str, Any] | None = None,
-    checkpoint: Any = None,
-    resume: bool = False,
-    allow_unused_hparams: bool = False,
+    engine_options: Mapping[str, Any] | None = None, checkpoint: Any = None,
+    resume: bool = False, allow_unused_hparams: bool = False,
+    options: EngineOptions | None = None, on_restore: Callable[[int], None] | None = None,
 ) -> Results:
     """Runs a search: ask a batch, train it as one population, tell the scores, repeat.
 
     Args:
-      task: what each member trains.
-      split: the data (train / validation / test).
+      task, split: what each member trains, on which data.
       space: the search space; its static parameters define static groups.
       strategy: a :class:`~jaxtune.strategies.Strategy` (default: random search).
       num_configs: total configurations to evaluate (the budget).
-      num_steps: training steps per member.
-      population_size: configurations per round (default: all at once, which is right for
-        grid and random search; model-based strategies want several rounds).
+      num_steps, batch_size, steps_per_segment, devices, allow_unused_hparams: how members
+        train (:class:`~jaxtune.engine.options.EngineOptions`; a static ``batch_size`` in the
+        space overrides it per group); or give ``options``. ``engine_options``: a mapping of
+        more option fields (older form).
+      population_size: configurations per round (default: all at once, right for grid and
+        random search; model-based strategies want several rounds).
       seeds: member seeds; every configuration is trained once per seed.
-      batch_size: minibatch rows (``None``: full batch). A static ``batch_size`` in the space
-        overrides it per static group.
-      steps_per_segment: steps per compiled segment (learning-curve resolution).
-      metric: the selection metric, e.g. ``"valid_accuracy"`` or ``"valid_mse"``; default
-        from the task (:func:`jaxtune.contracts.default_metric`: ``valid_mse`` for a
-        regression task, ``valid_accuracy`` for classification). A ``test_`` metric is refused.
-      mode: ``"max"`` or ``"min"``; default from the task's ``metric_modes``, else the name
-        (:func:`jaxtune.contracts.resolve_mode`).
+      metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
+        :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
       seed: the sweep seed (strategy key and member keys derive from it).
-      devices: devices of the population mesh (default: ``jax.devices()``, every process's).
-      on_segment: progress callback, see :class:`~jaxtune.engine.SegmentReport`. On a resume,
-        its ``restored(member_steps)`` method, when it has one (as
-        :class:`~jaxtune.ProgressBar` does), is called with the member-steps restored from
-        the checkpoint, which no segment report covers (once for the replayed rounds, and by
-        :func:`~jaxtune.engine.train` for the interrupted round's restored chunks).
-      on_round: called with the Results of each round as soon as it finishes.
-      engine_options: extra keyword arguments for :func:`jaxtune.engine.train`.
-      checkpoint: a directory (or a :class:`jaxtune.checkpoint.Checkpointer`) to checkpoint
-        into: after every round and at segment boundaries within a round
+      on_segment: progress callback, see :class:`~jaxtune.contracts.SegmentReport`.
+      on_restore: told the member-steps a resume restored, which no report covers (default:
+        ``on_segment.restored`` when it has one, as :class:`~jaxtune.ProgressBar` does).
+      on_round: called with the Results of each round this call runs, when it finishes.
+      checkpoint, resume: a directory (or :class:`~jaxtune.checkpoint.Checkpointer`) saved
+        after every round and within rounds; ``resume`` replays the finished rounds to the
+        strategy (it must propose the same configs) and continues the interrupted one
         (docs/checkpointing.md).
-      resume: continue the search checkpointed in ``checkpoint``: finished rounds are replayed
-        to the strategy from the stored results (it must propose the same configurations), the
-        interrupted round continues from its last saved segment. ``on_round`` is called only
-        for rounds run by this call.
-      allow_unused_hparams: warn about a hyperparameter of the space that nothing reads (not
-        the optimizer, the schedule, the engine nor the task) instead of refusing it.
 
     Raises:
-      TypeError, ValueError: before anything trains: a ``task`` that is not a Task, no data,
-        a ``seed``/``seeds`` entry that is not a non-negative int, a Space range reaching
-        values outside the valid ranges (:func:`jaxtune.checks.check_space_ranges`), and all
-        that :func:`jaxtune.engine.train` refuses before compiling (names nothing reads...).
+      TypeError, ValueError: before anything trains (a ``task`` that is not a Task, no data,
+        bad seeds, a Space range outside the valid ranges, all that the engine refuses before
+        compiling).
 
     Returns:
       :class:`~jaxtune.results.Results` of every member, ids in evaluation order.
@@ -148,123 +299,13 @@ def tune(
       ...                   "optimizer": jt.Fixed("adam")})
       >>> task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
       >>> results = jt.tune(task, split, space, num_configs=8, num_steps=100)  # doctest: +SKIP
-      >>> results.best("valid_accuracy").config  # doctest: +SKIP
     """
-    checks.check_task_and_data(task, split)
-    seed = checks.check_seed("seed", seed)
-    limits.check_positive_int("num_configs", num_configs)
-    if population_size is not None:
-        limits.check_positive_int("population_size", population_size)
-    if isinstance(seeds, str | int) or not isinstance(seeds, Sequence | np.ndarray):
-        raise TypeError(f"seeds: got {seeds!r}; give a sequence of ints, e.g. seeds=(0, 1).")
-    seeds = [checks.check_seed(f"seeds[{i}]", s, limits.MAX_MEMBER_SEED)
-             for i, s in enumerate(seeds)]
-    if not seeds:
-        raise ValueError("seeds is empty: give at least one member seed, e.g. seeds=(0,).")
-    # Before a single config is drawn: a population the host cannot hold aborts XLA.
-    limits.check_population("num_configs", num_configs * len(seeds), len(space))
-    allow_unused_hparams = bool(
-        (engine_options or {}).get("allow_unused_hparams", allow_unused_hparams))
-    sweep_reads = checks.check_space(task, split, space, batch_size=batch_size,
-                                     allow_unused=allow_unused_hparams)
-    metric, mode = contracts.selection(metric, mode, metric_modes=task.metric_modes,
-                                       kind=task.kind)
-    strategy = strategy if strategy is not None else random_search()
-    round_size = population_size or num_configs
-
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
-    store, saved_batches = None, []
-    if checkpoint is not None:
-        from jaxtune import checkpoint as checkpoint_lib
-
-        store = checkpoint_lib.Store(
-            checkpoint_lib.Checkpointer.of(checkpoint), "tune",
-            {
-                "task": task.name, "data": checkpoint_lib.split_digest(split),
-                "space": space.to_dict(), "num_configs": num_configs, "num_steps": num_steps,
-                "population_size": population_size, "seeds": seeds, "batch_size": batch_size,
-                "steps_per_segment": steps_per_segment, "metric": metric, "mode": mode,
-                "seed": seed, "num_devices": len(devices) if devices is not None else None,
-                "engine_options": {
-                    name: value if isinstance(value, int | float | str | bool | None)
-                    else type(value).__name__
-                    for name, value in dict(engine_options or {}).items()
-                },
-            },
-            resume,
-        )
-        latest = store.latest() if resume else None
-        if latest is not None:
-            saved_batches = checkpoint_lib.unpack_rounds(*latest)
-            # Replayed rounds never reach on_segment: a progress bar is told them apart, so it
-            # ends at 100% and its rate counts only the work of this run (engine.train tells
-            # it the restored part of the interrupted round the same way).
-            restored = num_steps * sum(len(batch) for batch in saved_batches)
-            report_restored = getattr(on_segment, "restored", None)
-            if callable(report_restored) and restored > 0:
-                report_restored(restored)
-
-    state = strategy.init(space, jax.random.PRNGKey(seed))
-    batches: list[Results] = []
-    evaluated = 0
-    while evaluated < num_configs:
-        configs, state = strategy.ask(state, min(round_size, num_configs - evaluated))
-        if not configs:
-            break
-        for config in configs:
-            space.validate_config(config)
-        members = [dict(c) for c in configs for _ in seeds]
-        member_seeds = [s for _ in configs for s in seeds]
-        ids = list(range(evaluated * len(seeds), (evaluated + len(configs)) * len(seeds)))
-        round_index = len(batches)
-        if round_index < len(saved_batches):
-            # A round finished before the resume: the strategy is told its stored results.
-            results = _replayed_round(saved_batches[round_index], members, round_index)
-            scores = scores_from_results(results, len(configs), len(seeds), metric, mode)
-            state = strategy.tell(state, configs, scores)
-            batches.append(results)
-            evaluated += len(configs)
-            continue
-        options = {"allow_unused_hparams": allow_unused_hparams,
-                   "sweep_reads": sweep_reads, **(engine_options or {})}
-        if store is not None:
-            outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
-            options["checkpoint"] = checkpoint_lib.TrainScope(
-                store, outer, {"round": round_index},
-                restore=resume and round_index == len(saved_batches), outer_arrays=outer_arrays,
-            )
-        results = engine.train(
-            task,
-            members,
-            split,
-            num_steps=num_steps,
-            batch_size=batch_size,
-            steps_per_segment=steps_per_segment,
-            seed=seed,
-            member_seeds=member_seeds,
-            member_ids=ids,
-            static_names=space.static_names,
-            devices=devices,
-            on_segment=on_segment,
-            **options,
-        )
-        scores = scores_from_results(results, len(configs), len(seeds), metric, mode)
-        state = strategy.tell(state, configs, scores)
-        batches.append(results)
-        if store is not None:
-            outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
-            store.save({**outer, "train": None}, outer_arrays)
-        if on_round is not None:
-            on_round(results)
-        evaluated += len(configs)
+    call = dict(locals())
+    sweep = _check_sweep(task, split, space, strategy, call)
+    store = _open_store(sweep, call)
+    batches = _run_rounds(sweep, store, _saved_rounds(sweep, store), on_round)
     combined = Results.concat(batches)
     metadata = dict(combined.metadata)
-    metadata.update(
-        metric=metric,
-        mode=mode,
-        seeds=seeds,
-        space=space.to_dict(),
-        **round_counts(batches, space),
-    )
+    metadata.update(metric=sweep.metric, mode=sweep.mode, seeds=sweep.seeds,
+                    space=space.to_dict(), **round_counts(batches, space))
     return Results(list(combined), metadata)

@@ -13,11 +13,11 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import engine
+from jaxtune.scheduled import run_halving
 from jaxtune.strategies import grid_search
 from jaxtune.strategies.halving import (
     hyperband,
     hyperband_brackets,
-    run_halving,
     rung_steps,
     successive_halving,
 )

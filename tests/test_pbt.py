@@ -12,7 +12,8 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import engine
-from jaxtune.strategies.pbt import lineage, pbt, replay_pbt_member, run_pbt
+from jaxtune.scheduled import lineage, replay_pbt_member, run_pbt
+from jaxtune.strategies.pbt import pbt
 
 TRAIN = dict(population_size=8, num_steps=80, steps_per_segment=20, batch_size=32)
 

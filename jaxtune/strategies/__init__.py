@@ -4,7 +4,9 @@ See :mod:`jaxtune.strategies.base` for the interface. Scores are losses to minim
 infinities count as ``+inf``.
 """
 
-from jaxtune.strategies.base import History, Strategy, sanitize_scores
+from typing import Any
+
+from jaxtune.strategies.base import History, Strategy, deprecated_driver, sanitize_scores
 from jaxtune.strategies.bayes import BayesState, bayes_search
 from jaxtune.strategies.grid import GridState, grid_search
 from jaxtune.strategies.random import RandomState, random_search
@@ -24,22 +26,21 @@ __all__ = [
     "sobol_search",
 ]
 
-# Schedulers acting between segments (engine.Scheduler), after the strategies they draw from.
-from jaxtune.strategies.halving import (
-    HalvingState,
-    hyperband,
-    run_halving,
-    successive_halving,
-)
-from jaxtune.strategies.pbt import PBTState, pbt, replay_pbt_member, run_pbt
+# Schedulers acting between segments (contracts.Scheduler), after the strategies they draw from.
+from jaxtune.strategies.halving import HalvingState, hyperband, successive_halving
+from jaxtune.strategies.pbt import PBTState, pbt
 
-__all__ += [
-    "HalvingState",
-    "PBTState",
-    "hyperband",
-    "pbt",
-    "replay_pbt_member",
-    "run_halving",
-    "run_pbt",
-    "successive_halving",
-]
+__all__ += ["HalvingState", "PBTState", "hyperband", "pbt", "successive_halving"]
+
+#: Drivers that lived here and moved to :mod:`jaxtune.scheduled` (see :func:`__getattr__`).
+_MOVED_DRIVERS = ("lineage", "replay_pbt_member", "run_halving", "run_pbt")
+
+
+def __getattr__(name: str) -> Any:
+    """The drivers' old paths (deprecated): ``jaxtune.strategies.run_halving`` and
+    ``run_pbt``, ``replay_pbt_member``, ``lineage`` are those of :mod:`jaxtune.scheduled`,
+    loaded on first use (PEP 562; an import here would be a circle: the drivers import the
+    schedulers of this package)."""
+    if name in _MOVED_DRIVERS:
+        return deprecated_driver(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,9 @@ member is never the best.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -23,7 +26,17 @@ import numpy as np
 from jaxtune.contracts import Config, Strategy
 from jaxtune.space import Space
 
-__all__ = ["History", "Strategy", "append_history", "check_num", "empty_history", "sanitize_scores"]
+__all__ = [
+    "History",
+    "Strategy",
+    "append_history",
+    "check_int_at_least",
+    "check_num",
+    "deprecated_driver",
+    "empty_history",
+    "sanitize_scores",
+]
+
 
 class History(NamedTuple):
     """Every told config and its score, in the unit cube.
@@ -89,3 +102,38 @@ def append_history(
         np.concatenate([history.encoded, encoded], axis=0),
         np.concatenate([history.scores, scores], axis=0),
     )
+
+
+def check_int_at_least(field: str, value: Any, minimum: int) -> None:
+    """Refuses anything but an int (or numpy integer) ``>= minimum``, naming ``field``.
+
+    Raises:
+      ValueError: ``"{field} must be an int >= {minimum}, got {value!r}."``
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}.")
+
+
+#: Where the sweep drivers live since they left :mod:`jaxtune.strategies`.
+DRIVERS_MODULE = "jaxtune.scheduled"
+
+
+def deprecated_driver(old_module: str, name: str) -> Any:
+    """A driver asked for at its old path (``{old_module}.{name}``), with a warning.
+
+    The drivers (``run_halving``, ``run_pbt``, ``replay_pbt_member``, ``lineage``) moved to
+    :mod:`jaxtune.scheduled`, which imports the schedulers: the old paths are served by the
+    modules' PEP 562 ``__getattr__`` through :func:`importlib.import_module`, which runs only
+    when the name is asked for, so no import circle exists.
+
+    Raises:
+      AttributeError: ``name`` is not a driver of :mod:`jaxtune.scheduled`.
+    """
+    warnings.warn(
+        f"{old_module}.{name} moved: use jaxtune.{name} (or {DRIVERS_MODULE}.{name}); the old "
+        "path will be removed in a later release",
+        DeprecationWarning, stacklevel=3,
+    )
+    driver = getattr(importlib.import_module(DRIVERS_MODULE), name)
+    setattr(sys.modules[old_module], name, driver)  # warned once: later uses find it there
+    return driver

@@ -55,35 +55,35 @@ Example::
                                    key=jax.random.PRNGKey(0))
     results = engine.train(task, first_configs, split, num_steps=90, steps_per_segment=10,
                            static_names=space.static_names, scheduler=scheduler)
+
+:func:`jaxtune.run_halving` (in :mod:`jaxtune.scheduled`) is the driver that draws the first
+configurations and runs the engine; ``jaxtune.strategies.halving.run_halving`` still resolves
+there (deprecated path).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from jaxtune import checks, contracts, engine
-from jaxtune.data import Split
-from jaxtune.results import Results
+from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView, selection_mode
+from jaxtune.keys import fold_in_config
 from jaxtune.space import Fixed, Space
-from jaxtune.strategies.base import Strategy
+from jaxtune.strategies.base import Strategy, check_int_at_least, deprecated_driver
 from jaxtune.strategies.random import random_search
-from jaxtune.task import Task
 
 __all__ = [
     "HalvingState",
     "hyperband",
     "hyperband_brackets",
     "rung_steps",
-    "run_halving",
     "successive_halving",
 ]
-
-Config = dict[str, Any]
 
 #: Slot states of :class:`HalvingState`.
 RUNNING, DONE, IDLE = 0, 1, 2
@@ -167,10 +167,10 @@ def rung_steps(min_steps: int, eta: int, num_steps: int, steps_per_segment: int 
       >>> rung_steps(10, 3, 100, steps_per_segment=10)
       (10, 30, 90, 100)
     """
-    _check_int("min_steps", min_steps, 1)
-    _check_int("eta", eta, 2)
-    _check_int("num_steps", num_steps, 1)
-    _check_int("steps_per_segment", steps_per_segment, 1)
+    check_int_at_least("min_steps", min_steps, 1)
+    check_int_at_least("eta", eta, 2)
+    check_int_at_least("num_steps", num_steps, 1)
+    check_int_at_least("steps_per_segment", steps_per_segment, 1)
     rungs: list[int] = []
     r = int(min_steps)
     while r < num_steps:
@@ -206,8 +206,8 @@ def hyperband_brackets(
     Returns:
       ``[(first_rung_steps, n_s), ...]``.
     """
-    _check_int("min_steps", min_steps, 1)
-    _check_int("eta", eta, 2)
+    check_int_at_least("min_steps", min_steps, 1)
+    check_int_at_least("eta", eta, 2)
     if min_steps >= num_steps:
         raise ValueError(
             f"min_steps={min_steps} must be smaller than num_steps={num_steps} for early "
@@ -222,7 +222,7 @@ def hyperband_brackets(
         size = math.ceil((s_max + 1) / (s + 1) * eta**s)
         brackets.append((int(min_steps * eta**b), int(size)))
     if num_brackets is not None:
-        _check_int("num_brackets", num_brackets, 1)
+        check_int_at_least("num_brackets", num_brackets, 1)
         brackets = brackets[:num_brackets]
     return brackets
 
@@ -237,7 +237,7 @@ def successive_halving(
     metric: str = "valid_loss",
     mode: str | None = None,
     key: jax.Array,
-) -> engine.Scheduler:
+) -> Scheduler:
     """Asynchronous successive halving (ASHA) as an engine scheduler.
 
     One bracket: rungs at ``min_steps * eta**k`` (see :func:`rung_steps`); at each rung a
@@ -260,8 +260,8 @@ def successive_halving(
     Returns:
       An :class:`~jaxtune.engine.Scheduler` for ``engine.train(..., scheduler=...)``.
     """
-    _check_int("min_steps", min_steps, 1)
-    _check_int("eta", eta, 2)
+    check_int_at_least("min_steps", min_steps, 1)
+    check_int_at_least("eta", eta, 2)
     return _halving_scheduler(
         space, strategy, eta=eta, max_member_steps=max_member_steps, metric=metric, mode=mode,
         key=key, brackets=lambda num_steps: [(int(min_steps), 1)],
@@ -279,7 +279,7 @@ def hyperband(
     metric: str = "valid_loss",
     mode: str | None = None,
     key: jax.Array,
-) -> engine.Scheduler:
+) -> Scheduler:
     """Hyperband (Li et al., 2017) with asynchronous brackets (Li et al., 2018), one population.
 
     The brackets of :func:`hyperband_brackets` run side by side in one population: each new
@@ -301,10 +301,10 @@ def hyperband(
     Returns:
       An :class:`~jaxtune.engine.Scheduler`.
     """
-    _check_int("min_steps", min_steps, 1)
-    _check_int("eta", eta, 2)
+    check_int_at_least("min_steps", min_steps, 1)
+    check_int_at_least("eta", eta, 2)
     if num_brackets is not None:
-        _check_int("num_brackets", num_brackets, 1)
+        check_int_at_least("num_brackets", num_brackets, 1)
     return _halving_scheduler(
         space, strategy, eta=eta, max_member_steps=max_member_steps, metric=metric, mode=mode,
         key=key,
@@ -326,173 +326,233 @@ def _least_loaded(state: HalvingState) -> int:
     return int(np.argmin(np.where(fits, load, np.inf)))
 
 
-def _halving_scheduler(space, strategy, *, eta, max_member_steps, metric, mode, key, brackets):
+def _with(array: np.ndarray, index: Any, value: Any) -> np.ndarray:
+    """A copy of ``array`` with ``array[index] = value`` (the state's arrays are never written)."""
+    new = array.copy()
+    new[index] = value
+    return new
+
+
+def _added(array: np.ndarray, index: Any, value: Any) -> np.ndarray:
+    """A copy of ``array`` with ``value`` added at ``index`` (repeated indices add up)."""
+    new = array.copy()
+    np.add.at(new, index, value)
+    return new
+
+
+def _start(state: HalvingState, slot: int, bracket: int) -> HalvingState:
+    """``slot`` holds a new member of ``bracket``, training towards its first rung."""
+    return state._replace(slot_bracket=_with(state.slot_bracket, slot, bracket),
+                          slot_rung=_with(state.slot_rung, slot, 0),
+                          slot_state=_with(state.slot_state, slot, RUNNING))
+
+
+def _retire(state: HalvingState, slots: Any, steps: np.ndarray, status: int) -> HalvingState:
+    """``slots`` leave training with ``status`` (``DONE`` or ``IDLE``); their steps count."""
+    slots = np.asarray(slots, np.int64)
+    return state._replace(
+        slot_state=_with(state.slot_state, slots, status),
+        retired_steps=_added(state.retired_steps, state.slot_bracket[slots], steps[slots]),
+    )
+
+
+class _Settings(NamedTuple):
+    """What a halving scheduler is made of (its state is :class:`HalvingState`)."""
+
+    space: Space
+    strategy: Strategy
+    eta: int
+    max_member_steps: int | None
+    metric: str
+    mode: str
+    key: jax.Array
+    brackets: Callable[[int], list[tuple[int, int]]]
+
+
+def _halving_scheduler(space: Space, strategy: Strategy | None, *, eta: int,
+                       max_member_steps: int | None, metric: str, mode: str | None,
+                       key: jax.Array,
+                       brackets: Callable[[int], list[tuple[int, int]]]) -> Scheduler:
+    """The scheduler of :func:`successive_halving` and :func:`hyperband`: ``brackets(num_steps)``
+    gives each bracket's ``(first_rung_steps, n_s)``."""
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxtune Space, got {type(space).__name__}.")
-    mode = contracts.selection_mode(metric, mode)  # default from the name: valid_loss -> min
+    mode = selection_mode(metric, mode)  # default from the name: valid_loss -> min
     if max_member_steps is not None:
-        _check_int("max_member_steps", max_member_steps, 1)
+        check_int_at_least("max_member_steps", max_member_steps, 1)
     strategy = strategy if strategy is not None else random_search()
-    refill_completed = max_member_steps is not None
+    settings = _Settings(space, strategy, eta, max_member_steps, metric, mode, key, brackets)
+    return Scheduler(functools.partial(_init, settings), functools.partial(_update, settings))
 
-    def init(view: engine.SlotView) -> HalvingState:
-        if metric not in view.metrics:
+
+def _init(settings: _Settings, view: SlotView) -> HalvingState:
+    """The first state: every initial member joins the least loaded bracket, one by one."""
+    if settings.metric not in view.metrics:
+        raise ValueError(
+            f"metric={settings.metric!r} is not reported by the task; choose one of "
+            f"{sorted(view.metrics)}."
+        )
+    num_slots = len(view.step)
+    rungs = tuple(
+        rung_steps(first, settings.eta, view.num_steps, view.steps_per_segment)
+        for first, _ in settings.brackets(view.num_steps)
+    )
+    if len(rungs[0]) < 2:
+        raise ValueError(
+            f"min_steps rounded up to a segment boundary ({view.steps_per_segment} steps) "
+            f"is not below num_steps={view.num_steps}: nothing would be stopped early. "
+            "Lower min_steps or steps_per_segment."
+        )
+    num_brackets = len(rungs)
+    budget = np.full(num_brackets, np.inf)
+    if settings.max_member_steps is not None:
+        budget[:] = settings.max_member_steps / num_brackets
+    space = settings.space
+    static = {n: view.configs[0][n] for n in space.static_names if n in view.configs[0]}
+    state = HalvingState(
+        strategy_state=settings.strategy.init(_group_space(space, view.configs[0]),
+                                              fold_in_config(settings.key, static)),
+        rungs=rungs,
+        slot_bracket=np.zeros(num_slots, np.int64),
+        slot_rung=np.zeros(num_slots, np.int64),
+        slot_state=np.full(num_slots, IDLE, np.int64),
+        last_step=np.zeros(num_slots, np.int64),
+        rung_scores=tuple(tuple(np.zeros(0) for _ in r) for r in rungs),
+        budget=budget,
+        retired_steps=np.zeros(num_brackets, np.int64),
+        spent=np.zeros(num_brackets, np.int64),
+        num_started=np.zeros(num_brackets, np.int64),
+        incumbent=-1,
+        incumbent_loss=np.inf,
+    )
+    for slot in range(num_slots):
+        bracket = _least_loaded(state)
+        if bracket < 0:
             raise ValueError(
-                f"metric={metric!r} is not reported by the task; choose one of "
-                f"{sorted(view.metrics)}."
+                f"max_member_steps={settings.max_member_steps} cannot take the {num_slots} "
+                "initial members to their first rung; raise it or start fewer members."
             )
-        num_slots = len(view.step)
-        rungs = tuple(
-            rung_steps(first, eta, view.num_steps, view.steps_per_segment)
-            for first, _ in brackets(view.num_steps)
-        )
-        if len(rungs[0]) < 2:
-            raise ValueError(
-                f"min_steps rounded up to a segment boundary ({view.steps_per_segment} steps) "
-                f"is not below num_steps={view.num_steps}: nothing would be stopped early. "
-                "Lower min_steps or steps_per_segment."
-            )
-        num_brackets = len(rungs)
-        budget = np.full(num_brackets, np.inf)
-        if max_member_steps is not None:
-            budget[:] = max_member_steps / num_brackets
-        group_space = _group_space(space, view.configs[0])
-        static = {n: view.configs[0][n] for n in space.static_names if n in view.configs[0]}
-        strategy_key = engine.fold_in_config(key, static)
-        state = HalvingState(
-            strategy_state=strategy.init(group_space, strategy_key),
-            rungs=rungs,
-            slot_bracket=np.zeros(num_slots, np.int64),
-            slot_rung=np.zeros(num_slots, np.int64),
-            slot_state=np.full(num_slots, IDLE, np.int64),
-            last_step=np.zeros(num_slots, np.int64),
-            rung_scores=tuple(tuple(np.zeros(0) for _ in r) for r in rungs),
-            budget=budget,
-            retired_steps=np.zeros(num_brackets, np.int64),
-            spent=np.zeros(num_brackets, np.int64),
-            num_started=np.zeros(num_brackets, np.int64),
-            incumbent=-1,
-            incumbent_loss=np.inf,
-        )
-        # The initial members join brackets one by one, each the least loaded.
-        for slot in range(num_slots):
-            bracket = _least_loaded(state)
-            if bracket < 0:
-                raise ValueError(
-                    f"max_member_steps={max_member_steps} cannot take the {num_slots} initial "
-                    "members to their first rung; raise it or start fewer members."
-                )
-            state.slot_bracket[slot] = bracket
-            state.slot_state[slot] = RUNNING
-            state.num_started[bracket] += 1
-        return state
+        state = _start(state, slot, bracket)
+        state = state._replace(num_started=_added(state.num_started, bracket, 1))
+    return state
 
-    def update(
-        state: HalvingState, view: engine.SlotView
-    ) -> tuple[engine.PopulationUpdate | None, HalvingState]:
-        step = np.asarray(view.step, np.int64)
-        values = np.asarray(view.metrics[metric], np.float64)
-        losses = -values if mode == "max" else values.copy()
-        losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
-        running = state.slot_state == RUNNING
-        spent = state.spent.copy()
-        np.add.at(spent, state.slot_bracket[running], (step - state.last_step)[running])
+
+class _Observed(NamedTuple):
+    """What one segment's view says, before any decision: the state with the steps taken,
+    completed and diverged members retired, and rung arrivals recorded."""
+
+    state: HalvingState
+    arrivals: list[int]
+    told_configs: list[Config]
+    told_scores: list[float]
+
+
+def _observe(state: HalvingState, view: SlotView, step: np.ndarray,
+             losses: np.ndarray) -> _Observed:
+    """Counts the steps, retires finished and diverged members, records rung arrivals.
+
+    A member reaching the first rung of its bracket (or diverging before it) is told to the
+    strategy; ``+inf`` for a diverged one.
+    """
+    running = state.slot_state == RUNNING
+    finished = running & np.asarray(view.finished, bool)
+    died = running & ~finished & ~np.asarray(view.alive, bool)
+    target = np.array([state.rungs[b][r] for b, r in zip(state.slot_bracket, state.slot_rung,
+                                                         strict=True)], np.int64)
+    arrived = running & ~finished & ~died & (step >= target)
+    spent = _added(state.spent, state.slot_bracket[running], (step - state.last_step)[running])
+    incumbent, incumbent_loss = state.incumbent, state.incumbent_loss
+    if np.any(finished):
+        best = int(np.flatnonzero(finished)[np.argmin(losses[finished])])
+        if losses[best] < incumbent_loss:
+            incumbent, incumbent_loss = best, float(losses[best])
+    rung_scores = [list(scores) for scores in state.rung_scores]
+    arrivals = [int(s) for s in np.flatnonzero(arrived)]
+    for slot in arrivals:
+        bracket, rung = state.slot_bracket[slot], state.slot_rung[slot]
+        rung_scores[bracket][rung] = np.append(rung_scores[bracket][rung], losses[slot])
+    told = np.flatnonzero((arrived | died) & (state.slot_rung == 0))
+    state = _retire(state, np.flatnonzero(finished), step, DONE)
+    state = _retire(state, np.flatnonzero(died), step, IDLE)
+    state = state._replace(spent=spent, rung_scores=tuple(tuple(r) for r in rung_scores),
+                           incumbent=incumbent, incumbent_loss=incumbent_loss)
+    return _Observed(state, arrivals, [dict(view.configs[s]) for s in told],
+                     [np.inf if died[s] else losses[s] for s in told])
+
+
+def _promote(state: HalvingState, eta: int, arrivals: list[int], step: np.ndarray,
+             losses: np.ndarray) -> tuple[HalvingState, list[int]]:
+    """Promotes the arrivals in the top ``1 / eta`` of their rung while the budget allows
+    (best first); retires the others. Returns the state and the retired slots."""
+    promoted, not_promoted = [], []
+    for slot in arrivals:
+        scores = state.rung_scores[state.slot_bracket[slot]][state.slot_rung[slot]]
+        rank = int(np.sum(scores < losses[slot]))
+        keep = rank < len(scores) // eta and np.isfinite(losses[slot])
+        (promoted if keep else not_promoted).append(slot)
+    for slot in sorted(promoted, key=lambda s: (losses[s], s)):
+        bracket = state.slot_bracket[slot]
+        rungs = state.rungs[bracket]
+        extra = rungs[state.slot_rung[slot] + 1] - rungs[state.slot_rung[slot]]
+        if state.committed()[bracket] + extra <= state.budget[bracket]:
+            state = state._replace(slot_rung=_added(state.slot_rung, slot, 1))
+        else:
+            not_promoted.append(slot)
+    return _retire(state, not_promoted, step, IDLE), not_promoted
+
+
+def _refill(settings: _Settings, state: HalvingState, free: list[int],
+            strategy_state: Any) -> tuple[HalvingState, dict[int, Config], Any]:
+    """New members for the ``free`` slots, each in the least loaded bracket that affords it,
+    configured by the strategy. Returns the state, ``{slot: config}`` and the strategy state."""
+    before, wanted = state, []
+    for slot in free:
+        bracket = _least_loaded(state)
+        if bracket < 0:
+            break
+        state = _start(state, slot, bracket)
+        wanted.append((slot, bracket))
+    if not wanted:
+        return state, {}, strategy_state
+    configs, strategy_state = settings.strategy.ask(strategy_state, len(wanted))
+    refill = {slot: dict(config) for (slot, _), config in zip(wanted, configs, strict=False)}
+    started = [bracket for _, bracket in wanted[:len(configs)]]
+    state = state._replace(num_started=_added(state.num_started, started, 1))
+    unfilled = [slot for slot, _ in wanted[len(configs):]]  # the strategy ran out of configs
+    if unfilled:  # those slots keep what they held (the rung stays reset: they do not run)
         state = state._replace(
-            slot_bracket=state.slot_bracket.copy(), slot_rung=state.slot_rung.copy(),
-            slot_state=state.slot_state.copy(), retired_steps=state.retired_steps.copy(),
-            num_started=state.num_started.copy(), spent=spent,
-        )
-        rung_scores = [list(scores) for scores in state.rung_scores]
-        incumbent, incumbent_loss = state.incumbent, state.incumbent_loss
+            slot_state=_with(state.slot_state, unfilled, before.slot_state[unfilled]),
+            slot_bracket=_with(state.slot_bracket, unfilled, before.slot_bracket[unfilled]))
+    return state, refill, strategy_state
 
-        arrivals: list[int] = []
-        told_configs: list[Config] = []
-        told_scores: list[float] = []
-        for slot in np.flatnonzero(running):
-            slot = int(slot)
-            bracket, rung = state.slot_bracket[slot], state.slot_rung[slot]
-            if view.finished[slot]:
-                state.slot_state[slot] = DONE
-                state.retired_steps[bracket] += step[slot]
-                if losses[slot] < incumbent_loss:
-                    incumbent, incumbent_loss = slot, float(losses[slot])
-            elif not view.alive[slot]:
-                state.slot_state[slot] = IDLE
-                state.retired_steps[bracket] += step[slot]
-                if rung == 0:
-                    told_configs.append(dict(view.configs[slot]))
-                    told_scores.append(np.inf)
-            elif step[slot] >= state.rungs[bracket][rung]:
-                arrivals.append(slot)
-                rung_scores[bracket][rung] = np.append(rung_scores[bracket][rung], losses[slot])
-                if rung == 0:
-                    told_configs.append(dict(view.configs[slot]))
-                    told_scores.append(losses[slot])
 
-        promoted, not_promoted = [], []
-        for slot in arrivals:
-            scores = rung_scores[state.slot_bracket[slot]][state.slot_rung[slot]]
-            rank = int(np.sum(scores < losses[slot]))
-            keep = rank < len(scores) // eta and np.isfinite(losses[slot])
-            (promoted if keep else not_promoted).append(slot)
-        for slot in sorted(promoted, key=lambda s: (losses[s], s)):
-            bracket = state.slot_bracket[slot]
-            rungs = state.rungs[bracket]
-            extra = rungs[state.slot_rung[slot] + 1] - rungs[state.slot_rung[slot]]
-            if state.committed()[bracket] + extra <= state.budget[bracket]:
-                state.slot_rung[slot] += 1
-            else:
-                not_promoted.append(slot)
-        for slot in not_promoted:
-            state.retired_steps[state.slot_bracket[slot]] += step[slot]
-            state.slot_state[slot] = IDLE
-
-        # Free slots, those that must stop now first: each new member joins the least loaded
-        # bracket that can still afford it.
-        free = sorted(not_promoted) + [
-            int(s) for s in np.flatnonzero(state.slot_state == IDLE) if s not in not_promoted
-        ]
-        if refill_completed:
-            free += [int(s) for s in np.flatnonzero(state.slot_state == DONE) if s != incumbent]
-        wanted: list[tuple[int, int]] = []
-        previous = {}
-        for slot in free:
-            bracket = _least_loaded(state)
-            if bracket < 0:
-                break
-            previous[slot] = (state.slot_state[slot], state.slot_bracket[slot])
-            state.slot_bracket[slot] = bracket
-            state.slot_rung[slot] = 0
-            state.slot_state[slot] = RUNNING
-            wanted.append((slot, bracket))
-
-        strategy_state = state.strategy_state
-        if told_configs:
-            strategy_state = strategy.tell(strategy_state, told_configs, np.asarray(told_scores))
-        refill: dict[int, Config] = {}
-        if wanted:
-            configs, strategy_state = strategy.ask(strategy_state, len(wanted))
-            for (slot, bracket), config in zip(wanted, configs, strict=False):
-                refill[slot] = dict(config)
-                state.num_started[bracket] += 1
-            for slot, _ in wanted[len(configs):]:  # the strategy ran out of configurations
-                state.slot_state[slot], state.slot_bracket[slot] = previous[slot]
-        stop = sorted(s for s in not_promoted if s not in refill)
-        last_step = step.copy()
-        for slot in refill:
-            last_step[slot] = 0
-        state = state._replace(
-            strategy_state=strategy_state,
-            last_step=last_step,
-            rung_scores=tuple(tuple(r) for r in rung_scores),
-            incumbent=incumbent,
-            incumbent_loss=incumbent_loss,
-        )
-        if not stop and not refill:
-            return None, state
-        return engine.PopulationUpdate(stop=stop, refill=refill), state
-
-    return engine.Scheduler(init, update)
+def _update(settings: _Settings, state: HalvingState,
+            view: SlotView) -> tuple[PopulationUpdate | None, HalvingState]:
+    """One decision after a segment: record, promote or stop, refill the free slots."""
+    step = np.asarray(view.step, np.int64)
+    values = np.asarray(view.metrics[settings.metric], np.float64)
+    losses = -values if settings.mode == "max" else values.copy()
+    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
+    observed = _observe(state, view, step, losses)
+    state, not_promoted = _promote(observed.state, settings.eta, observed.arrivals, step, losses)
+    # Free slots, those that must stop now first.
+    free = sorted(not_promoted) + [
+        int(s) for s in np.flatnonzero(state.slot_state == IDLE) if s not in not_promoted
+    ]
+    if settings.max_member_steps is not None:  # with a budget, completed members make room
+        free += [int(s) for s in np.flatnonzero(state.slot_state == DONE)
+                 if s != state.incumbent]
+    strategy_state = state.strategy_state
+    if observed.told_configs:
+        strategy_state = settings.strategy.tell(strategy_state, observed.told_configs,
+                                                np.asarray(observed.told_scores))
+    state, refill, strategy_state = _refill(settings, state, free, strategy_state)
+    stop = sorted(s for s in not_promoted if s not in refill)
+    last_step = _with(step, list(refill), 0)
+    state = state._replace(strategy_state=strategy_state, last_step=last_step)
+    if not stop and not refill:
+        return None, state
+    return PopulationUpdate(stop=stop, refill=refill), state
 
 
 def _group_space(space: Space, config: Mapping[str, Any]) -> Space:
@@ -507,116 +567,10 @@ def _group_space(space: Space, config: Mapping[str, Any]) -> Space:
     return Space(params)
 
 
-def _check_int(field: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}.")
-
-
-def run_halving(
-    task: Task,
-    split: Split,
-    space: Space,
-    strategy: Strategy | None = None,
-    *,
-    population_size: int,
-    num_steps: int,
-    min_steps: int,
-    eta: int = 3,
-    max_member_steps: int | None = None,
-    num_brackets: int | None = 1,
-    metric: str | None = None,
-    mode: str | None = None,
-    seed: int = 0,
-    batch_size: int | None = 128,
-    steps_per_segment: int | None = None,
-    engine_options: Mapping[str, Any] | None = None,
-) -> Results:
-    """Tunes with successive halving (ASHA) or Hyperband in one ``engine.train`` call.
-
-    The first ``population_size`` configurations come from ``strategy``; the scheduler refills
-    slots with configurations from a second instance of it (its own key).
-
-    Args:
-      task: what each member trains.
-      split: the data.
-      space: the search space.
-      strategy: proposes configurations (default: random search).
-      population_size: slots trained at once.
-      num_steps: steps of a member that completes (the last rung).
-      min_steps: the first rung (of the most aggressive bracket).
-      eta: reduction factor.
-      max_member_steps: cap on member-steps, divided equally between the static groups of the
-        initial configurations.
-      num_brackets: ``1``: one bracket (successive halving, ASHA); ``None``: Hyperband with
-        every bracket; ``k``: Hyperband with its ``k`` most aggressive brackets.
-      metric: the selection metric (default from the task: ``valid_accuracy`` or
-        ``valid_mse``; a ``test_`` metric is refused).
-      mode: ``"max"`` or ``"min"`` (default from the task, see :mod:`jaxtune.contracts`).
-      seed: the sweep seed (strategy keys and member keys derive from it).
-      batch_size: minibatch rows (``None``: full batch).
-      steps_per_segment: default ``min_steps`` (then every rung is a segment boundary).
-      engine_options: more keyword arguments for :func:`jaxtune.engine.train`.
-
-    Returns:
-      :class:`~jaxtune.results.Results` of every member started; stopped ones have status
-      ``"stopped"``. ``metadata["member_steps"]`` is the compute spent and
-      ``metadata["scheduler"]`` the settings. Rank completed members with
-      ``results.filter(status="completed").best(metric, mode)``.
-
-    Example:
-      >>> import jaxtune as jt
-      >>> from jaxtune.strategies.halving import run_halving
-      >>> split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits")))
-      >>> task = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
-      >>> space = jt.Space({"learning_rate": jt.Float(1e-4, 1.0, log=True),
-      ...                   "optimizer": jt.Fixed("adam"), "width": jt.Fixed(32)})
-      >>> results = run_halving(task, split, space, population_size=27, num_steps=270,
-      ...                       min_steps=10, max_member_steps=20000)  # doctest: +SKIP
-    """
-    checks.check_task_and_data(task, split)
-    seed = checks.check_seed("seed", seed)
-    _check_int("population_size", population_size, 1)
-    metric, mode = contracts.selection(metric, mode, metric_modes=task.metric_modes,
-                                       kind=task.kind)
-    sweep_reads = checks.check_space(
-        task, split, space, batch_size=batch_size,
-        allow_unused=bool((engine_options or {}).get("allow_unused_hparams", False)))
-    strategy = strategy if strategy is not None else random_search()
-    steps_per_segment = steps_per_segment or min(min_steps, num_steps)
-    base = jax.random.PRNGKey(seed)
-    configs, _ = strategy.ask(strategy.init(space, jax.random.fold_in(base, 0)), population_size)
-    for config in configs:
-        space.validate_config(config)
-    num_groups = len({space.static_key(c) for c in configs})
-    budget = None if max_member_steps is None else max(1, int(max_member_steps) // num_groups)
-    common = dict(
-        eta=eta, max_member_steps=budget, metric=metric, mode=mode,
-        key=jax.random.fold_in(base, 1),
-    )
-    if num_brackets == 1:
-        scheduler = successive_halving(space, strategy, min_steps=min_steps, **common)
-    else:
-        scheduler = hyperband(
-            space, strategy, min_steps=min_steps, num_brackets=num_brackets, **common
-        )
-    results = engine.train(
-        task, configs, split, num_steps=num_steps, batch_size=batch_size,
-        steps_per_segment=steps_per_segment, seed=seed, static_names=space.static_names,
-        scheduler=scheduler,
-        **{"sweep_reads": sweep_reads, **(engine_options or {})},
-    )
-    metadata = dict(results.metadata)
-    # From the rows (each member's last step), not from watching the scheduler: a resumed
-    # call's restored chunks never pass through it.
-    member_steps = sum(row.curve_steps[-1] for row in results if row.curve_steps)
-    metadata.update(
-        metric=metric, mode=mode, space=space.to_dict(), member_steps=int(member_steps),
-        scheduler={
-            "kind": "successive_halving" if num_brackets == 1 else "hyperband",
-            "min_steps": min_steps, "eta": eta, "max_member_steps": max_member_steps,
-            "num_brackets": num_brackets,
-            "population_size": population_size, "num_steps": num_steps,
-            "steps_per_segment": steps_per_segment,
-        },
-    )
-    return Results(list(results), metadata)
+def __getattr__(name: str) -> Any:
+    """The driver's old path (deprecated): ``jaxtune.strategies.halving.run_halving`` is
+    :func:`jaxtune.scheduled.run_halving`, loaded on first use (an import here would be a
+    circle: the driver imports this module)."""
+    if name == "run_halving":
+        return deprecated_driver(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
