@@ -417,9 +417,6 @@ class Choice:
                     return i
             return None
 
-    # The old name, still called by strategies/pbt.py and tests/test_limits.py.
-    _index = index
-
     def from_unit(self, u: np.ndarray) -> list[Any]:
         """Unit-cube coordinates ``[num]`` -> values (bin ``min(floor(u k), k - 1)``)."""
         k = len(self.values)

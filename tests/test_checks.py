@@ -12,9 +12,8 @@ import pytest
 import jaxtune as jt
 from jaxtune import checks, cli, engine
 from jaxtune.cv import cross_validate, select_model
+from jaxtune.scheduled import run_halving, run_pbt
 from jaxtune.strategies import bayes_search
-from jaxtune.strategies.halving import run_halving
-from jaxtune.strategies.pbt import run_pbt
 
 STEPS = dict(num_steps=4, steps_per_segment=2, batch_size=16)
 

@@ -184,8 +184,7 @@ def test_optuna_bridge_uses_the_same_rule(sweep):
 
 
 def test_drivers_refuse_test_metrics(regression):
-    from jaxtune.strategies.halving import run_halving
-    from jaxtune.strategies.pbt import run_pbt
+    from jaxtune.scheduled import run_halving, run_pbt
 
     task, split = regression
     match = r"test set.*valid_mse"

@@ -272,8 +272,7 @@ def test_resumed_scheduler_run_reaches_what_an_uninterrupted_one_reports(tmp_pat
     checkpoint restored: restored + reported == what an uninterrupted run reports."""
     pytest.importorskip("orbax.checkpoint")
     from jaxtune.checkpoint import Checkpointer
-    from jaxtune.strategies.halving import run_halving
-    from jaxtune.strategies.pbt import run_pbt
+    from jaxtune.scheduled import run_halving, run_pbt
 
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
     task = jt.classification_task("linear", num_classes=3, input_shape=(13,))

@@ -202,7 +202,7 @@ def _perturbed(param: Any, value: Any, factor: float) -> Any:
     if isinstance(param, Int):
         return int(np.clip(round(float(value) * factor), param.low, param.high))
     if isinstance(param, Choice):
-        index = param._index(value)
+        index = param.index(value)
         index = index + 1 if factor > 1.0 else index - 1
         return param.values[int(np.clip(index, 0, len(param.values) - 1))]
     return value
