@@ -128,3 +128,23 @@ def test_bayes_pins_blas_threads_without_scikit_learn(monkeypatch):
     with gp.gp_precision(rows=8):
         inside = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     assert [i["num_threads"] for i in inside] == [1] * len(inside)
+
+
+def test_import_is_light_and_every_public_name_resolves():
+    """``import jaxtune`` loads no JAX (names import on first use), yet every name of
+    ``__all__`` and every submodule is reachable from the package."""
+    code = (
+        "import sys, jaxtune\n"
+        "assert 'jax' not in sys.modules and 'optax' not in sys.modules, sorted(sys.modules)\n"
+        "names = [getattr(jaxtune, n) for n in jaxtune.__all__]\n"
+        "assert 'jax' in sys.modules\n"
+        "assert jaxtune.cv.cross_validate and jaxtune.engine.train is jaxtune.train\n"
+        "assert set(jaxtune.__all__) <= set(dir(jaxtune))\n"
+        "print(len(names))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(jaxtune.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) == len(jaxtune.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        jaxtune.not_a_name  # noqa: B018
