@@ -246,18 +246,8 @@ def use_cpu_cores(num_devices: int | None = None) -> None:
 def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str) -> list[Path]:
     """Writes the standard figures of a sweep into ``out``; returns their paths.
 
-    See :func:`jaxtune.commands.saved.write_figures` (imported on use: matplotlib and the
-    plotting code load only when figures are drawn).
-
-    Args:
-      results: the sweep.
-      out: the folder (created if needed).
-      metric: the metric to show.
-      mode: ``"max"`` or ``"min"``.
-      fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
-
-    Returns:
-      The paths written.
+    The arguments and the figures are those of :func:`jaxtune.commands.saved.write_figures`,
+    imported on use (the plotting code loads only when figures are drawn).
     """
     from jaxtune.commands import saved
 

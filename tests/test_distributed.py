@@ -313,26 +313,19 @@ def test_engine_flags_reach_the_engine_on_the_scheduler_path(tmp_path, monkeypat
     """The engine flags are the same on every path: a scheduler's sweep takes them too."""
     from jaxtune import engine
 
-    space = tmp_path / "space.json"
-    space.write_text(json.dumps(SWEEP_SPACE))
+    (tmp_path / "space.json").write_text(json.dumps(SWEEP_SPACE))
     monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
-    seen = []
-    real_train = engine.train
-
-    def recording_train(*args, **kwargs):
-        seen.append((kwargs["batch_mode"], kwargs["max_members_per_chunk"],
-                     kwargs["member_loop"]))
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "train", recording_train)
+    calls = []
+    monkeypatch.setattr(engine, "train", lambda *a, _train=engine.train, **kw: (
+        calls.append(kw), _train(*a, **kw))[1])
     extra = ["--min-steps", "1", "--population-size", "2"] if strategy == "halving" else []
-    status = cli.main(["sweep", "--dataset", "wine", "--space", str(space), "--strategy",
-                       strategy, "--num-configs", "2", "--num-steps", "2", "--batch-size", "8",
-                       "--batch-mode", "shared", "--max-members-per-chunk", "1",
-                       "--member-loop", "vmap", "--quiet", "--no-plot", "--out",
-                       str(tmp_path / "out"), *extra])
-    assert status == 0
-    assert seen == [("shared", 1, "vmap")]
+    assert cli.main(["sweep", "--dataset", "wine", "--space", str(tmp_path / "space.json"),
+                     "--strategy", strategy, "--num-configs", "2", "--num-steps", "2",
+                     "--batch-size", "8", "--batch-mode", "shared", "--max-members-per-chunk",
+                     "1", "--member-loop", "vmap", "--quiet", "--no-plot", "--out",
+                     str(tmp_path / "out"), *extra]) == 0
+    assert [(kw["batch_mode"], kw["max_members_per_chunk"], kw["member_loop"])
+            for kw in calls] == [("shared", 1, "vmap")]
     results = jt.Results.load(tmp_path / "out")
     assert results.metadata["member_loop"] == "vmap" and results.metadata["num_chunks"] >= 2
 
