@@ -26,19 +26,16 @@ when the strategy is chosen). ``grid``, ``random``, ``sobol`` and ``bayes`` run 
 of :func:`jaxtune.tuning.tune`; ``halving``, ``hyperband`` and ``pbt`` are schedulers acting
 between segments of one population (their entries have a ``run``), spending the budget random
 search would (``--num-configs`` x ``--num-steps`` member-steps) unless ``--max-member-steps``.
-Every strategy takes the same engine flags (``--batch-mode``, ``--max-members-per-chunk``,
-``--members-per-device``, ``--member-loop``): one :class:`~jaxtune.engine.EngineOptions` is
-built for the sweep and passed to whichever driver runs it.
+Every strategy gets the same engine options (one :class:`~jaxtune.engine.EngineOptions`).
 
-The commands themselves live in :mod:`jaxtune.commands` (``sweep`` in four steps: parse, check,
-build, run). This module imports them, JAX and the strategies only when a command runs (the one
+``sweep`` runs in four steps: parse (here), then check, build and run (:mod:`jaxtune.commands`).
+This module imports the commands, JAX and the strategies only when a command runs (the one
 module of jaxtune whose imports are late), so that parsing the command line stays cheap.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
 import json
@@ -49,19 +46,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jaxtune import __version__, storage
+from jaxtune.commands.devices import use_cpu_cores
 from jaxtune.commands.request import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_ETA,
     DEFAULT_STEPS_PER_SEGMENT,
     CliError,
     StrategyEntry,
-    cpu_device_count,
-    parse_sweep,
+    SweepRequest,
 )
 
 if TYPE_CHECKING:
     from jaxtune.commands.build import SweepPlan
-    from jaxtune.commands.request import SweepRequest
     from jaxtune.results import Results
     from jaxtune.strategies import Strategy
 
@@ -90,10 +86,8 @@ DEBUG_ENV = "JAXTUNE_DEBUG"
 
 
 def _strategy_function(attribute: str, module: str) -> Callable[..., Strategy]:
-    """``<module>.<attribute>``: the factory of a strategy that lives outside jaxtune.
-
-    For a plug-in registered in :data:`STRATEGIES` by module name (jaxtune's own strategies
-    are imported plainly). Its module is imported when the strategy is chosen.
+    """``<module>.<attribute>``, imported when chosen: a plug-in strategy outside jaxtune
+    (jaxtune's own strategies are imported plainly).
 
     Raises:
       ImportError: the module is missing, needs a missing package or fails to import, or has
@@ -222,25 +216,6 @@ STRATEGIES: dict[str, StrategyEntry] = {
         default_rounds=4,
     ),
 }
-
-
-def use_cpu_cores(num_devices: int | None = None) -> None:
-    """Splits the host CPU into one XLA device per core, before JAX starts its backend.
-
-    One XLA CPU device does not keep several cores busy on a population's small matrix
-    products; one device per core, with the population sharded over them, does
-    (docs/benchmarks.md). Has no effect on GPU/TPU backends. Call it before any JAX
-    computation; later calls are ignored.
-
-    Args:
-      num_devices: CPU devices to create (default: ``JAXTUNE_CPU_DEVICES`` or the core count).
-    """
-    import jax
-
-    count = num_devices or cpu_device_count()
-    # Once the backend is up the setting is refused; keep the devices it has.
-    with contextlib.suppress(RuntimeError):
-        jax.config.update("jax_num_cpu_devices", int(count))
 
 
 def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str) -> list[Path]:
@@ -445,6 +420,41 @@ def _add_saved_commands(sub: Any) -> None:
                         help="add the trials to an existing study of that name")
 
 
+def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
+    """Step 1 of ``jaxtune sweep``: the namespace as a typed, frozen request.
+
+    ``args.argv`` and ``args.resumed`` (set by :func:`main`) are optional.
+    """
+    fields = {name: getattr(args, name) for name in (
+        "strategy", "dataset", "model", "space", "out", "num_configs", "population_size",
+        "num_steps", "batch_size", "steps_per_segment", "batch_mode", "max_members_per_chunk",
+        "members_per_device", "member_loop", "seed", "metric", "grid_points", "eta",
+        "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
+        "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
+        "num_processes", "process_id",
+    )}
+    return SweepRequest(
+        args=args,
+        entry=STRATEGIES[args.strategy],
+        seeds=tuple(args.seeds),
+        progress=_progress_enabled(args),
+        tensorboard=getattr(args, "tensorboard", None),
+        figure_format=args.format,
+        checkpoint_dir=args.resume if args.resume is not None else args.checkpoint_dir,
+        resume=args.resume is not None,
+        argv=tuple(getattr(args, "argv", None) or ()),
+        resumed=dict(getattr(args, "resumed", None) or {}),
+        **fields,
+    )
+
+
+def _progress_enabled(args: argparse.Namespace) -> bool | None:
+    """``--quiet``: never; ``--progress``: always; else only when stderr is a terminal."""
+    if args.quiet:
+        return False
+    return True if getattr(args, "progress", False) else None
+
+
 # --------------------------------------------------------------------------------------------
 # Commands
 
@@ -459,7 +469,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     """
     from jaxtune.commands import build, check, sweep
 
-    request = parse_sweep(args, STRATEGIES[args.strategy])
+    request = _parse_sweep(args)
     check.check_sweep(request)
     plan = build.build_sweep(request)
     use_cpu_cores(plan.cpu_devices)  # before the first JAX computation

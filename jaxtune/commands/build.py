@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 from jaxtune import contracts, data, limits, task
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.commands import resume as resume_lib
-from jaxtune.commands.request import DEFAULT_BATCH_SIZE, CliError, SweepRequest, cpu_device_count
+from jaxtune.commands.devices import cpu_device_count
+from jaxtune.commands.request import DEFAULT_BATCH_SIZE, CliError, SweepRequest
 from jaxtune.contracts import Strategy
 from jaxtune.engine.options import EngineOptions
 from jaxtune.space import Space

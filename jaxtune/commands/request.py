@@ -1,7 +1,7 @@
 """Step 1 of ``jaxtune sweep``: the parsed command line as one typed value.
 
-:func:`parse_sweep` turns argparse's namespace into a frozen :class:`SweepRequest`; the later
-steps (check, build, run) read its fields and never the namespace. The scheduler defaults that
+:func:`jaxtune.cli.main` turns argparse's namespace into a frozen :class:`SweepRequest`; the
+later steps (check, build, run) read its fields and never the namespace. The scheduler defaults that
 depend on other flags (``--min-steps``, ``--max-member-steps``, ``--steps-per-segment``) are
 resolved here, in one place.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -29,8 +28,6 @@ __all__ = [
     "CliError",
     "StrategyEntry",
     "SweepRequest",
-    "cpu_device_count",
-    "parse_sweep",
 ]
 
 #: ``--batch-size`` when not given (capped at the number of training rows).
@@ -76,12 +73,6 @@ class StrategyEntry(NamedTuple):
     help: str
     default_rounds: int = 1
     run: Callable[..., Results] | None = None
-
-
-def cpu_device_count() -> int:
-    """The CPU devices ``jaxtune sweep`` makes by default: ``JAXTUNE_CPU_DEVICES`` or the core
-    count."""
-    return int(os.environ.get("JAXTUNE_CPU_DEVICES", 0)) or os.cpu_count() or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,37 +176,3 @@ def _scheduler_budget(args: Any) -> int:
     if args.max_member_steps is not None:
         return int(args.max_member_steps)
     return args.num_configs * args.num_steps
-
-
-def parse_sweep(args: argparse.Namespace, entry: StrategyEntry) -> SweepRequest:
-    """The ``jaxtune sweep`` namespace as a :class:`SweepRequest`.
-
-    Args:
-      args: what :func:`jaxtune.cli.main` parsed (with ``argv`` and ``resumed`` set when it
-        ran the command line; both are optional).
-      entry: the registry entry of ``args.strategy``.
-
-    Returns:
-      The request; nothing is checked yet (:func:`jaxtune.commands.check.check_sweep`).
-    """
-    fields = {name: getattr(args, name) for name in (
-        "strategy", "dataset", "model", "space", "out", "num_configs", "population_size",
-        "num_steps", "batch_size", "steps_per_segment", "batch_mode", "max_members_per_chunk",
-        "members_per_device", "member_loop", "seed", "metric", "grid_points", "eta",
-        "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
-        "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
-        "num_processes", "process_id",
-    )}
-    return SweepRequest(
-        args=args,
-        entry=entry,
-        seeds=tuple(args.seeds),
-        progress=False if args.quiet else (True if getattr(args, "progress", False) else None),
-        tensorboard=getattr(args, "tensorboard", None),
-        figure_format=args.format,
-        checkpoint_dir=args.resume if args.resume is not None else args.checkpoint_dir,
-        resume=args.resume is not None,
-        argv=tuple(getattr(args, "argv", None) or ()),
-        resumed=dict(getattr(args, "resumed", None) or {}),
-        **fields,
-    )
