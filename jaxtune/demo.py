@@ -16,6 +16,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
+
+import jaxtune as jt
+from jaxtune.cli import use_cpu_cores
+from jaxtune.commands.saved import write_figures
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the demo sweep; returns the exit status.
@@ -36,13 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from jaxtune.cli import use_cpu_cores, write_figures
-
-    use_cpu_cores()
-    import jax
-
-    import jaxtune as jt
-
+    use_cpu_cores()  # before the first JAX computation (importing JAX starts nothing)
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=args.seed))
     space = jt.Space(
         {

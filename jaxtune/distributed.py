@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 
@@ -88,6 +89,63 @@ def initialize_from_env_or_args(
     """
     if jax.distributed.is_initialized():
         return True
+    cluster = _settings(coordinator_address, num_processes, process_id, local_device_ids,
+                        heartbeat_timeout_s)
+    if not cluster.described() and not _cluster_detected():
+        return False
+    cluster.check()
+    if jax.config.jax_cpu_collectives_implementation is None:
+        # Without it, computations spanning CPU devices of several processes are refused.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=cluster.coordinator_address,
+        num_processes=cluster.num_processes,
+        process_id=cluster.process_id,
+        local_device_ids=cluster.local_device_ids,
+        initialization_timeout=int(initialization_timeout_s),
+        heartbeat_timeout_seconds=int(cluster.heartbeat_timeout_s),
+        shutdown_timeout_seconds=int(shutdown_timeout_s),
+    )
+    return True
+
+
+class _Cluster(NamedTuple):
+    """The cluster settings of :func:`initialize_from_env_or_args`: arguments, else the
+    ``JAXTUNE_*`` variables (``None``: left to JAX's detection)."""
+
+    coordinator_address: str | None
+    num_processes: int | None
+    process_id: int | None
+    local_device_ids: int | Sequence[int] | None
+    heartbeat_timeout_s: int
+
+    def described(self) -> bool:
+        """Whether any of the cluster's settings is given."""
+        return any(value is not None for value in (
+            self.coordinator_address, self.num_processes, self.process_id,
+            self.local_device_ids))
+
+    def check(self) -> None:
+        """Refuses a process count below 1 or a process index outside it."""
+        num_processes, process_id = self.num_processes, self.process_id
+        if num_processes is not None and num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
+        if (process_id is not None and num_processes is not None
+                and not 0 <= process_id < num_processes):
+            raise ValueError(
+                f"process_id={process_id} must be in 0..{num_processes - 1} for "
+                f"num_processes={num_processes}."
+            )
+
+
+def _settings(
+    coordinator_address: str | None,
+    num_processes: int | None,
+    process_id: int | None,
+    local_device_ids: int | Sequence[int] | None,
+    heartbeat_timeout_s: int | None,
+) -> _Cluster:
+    """Each argument left as ``None`` read from its ``JAXTUNE_*`` variable."""
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
     if num_processes is None:
         num_processes = _env_int(ENV_NUM_PROCESSES)
@@ -104,30 +162,8 @@ def initialize_from_env_or_args(
         )
     if local_device_ids is None and os.environ.get(ENV_LOCAL_DEVICE_IDS):
         local_device_ids = _parse_ids(os.environ[ENV_LOCAL_DEVICE_IDS])
-    given = (coordinator_address, num_processes, process_id, local_device_ids)
-    if all(value is None for value in given) and not _cluster_detected():
-        return False
-    if num_processes is not None and num_processes < 1:
-        raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
-    if (process_id is not None and num_processes is not None
-            and not 0 <= process_id < num_processes):
-        raise ValueError(
-            f"process_id={process_id} must be in 0..{num_processes - 1} for "
-            f"num_processes={num_processes}."
-        )
-    if jax.config.jax_cpu_collectives_implementation is None:
-        # Without it, computations spanning CPU devices of several processes are refused.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-        local_device_ids=local_device_ids,
-        initialization_timeout=int(initialization_timeout_s),
-        heartbeat_timeout_seconds=int(heartbeat_timeout_s),
-        shutdown_timeout_seconds=int(shutdown_timeout_s),
-    )
-    return True
+    return _Cluster(coordinator_address, num_processes, process_id, local_device_ids,
+                    heartbeat_timeout_s)
 
 
 def is_writer() -> bool:

@@ -291,7 +291,18 @@ def validate_optimizer(
     provided = set(static_values) | set(dynamic_names)
     if not _is_int(num_steps) or num_steps <= 0:
         raise ValueError(f"num_steps: got {num_steps!r}; it must be a positive int.")
+    optimizer, schedule = _check_choices(static_values, dynamic_names)
+    for name in _REQUIRED[schedule]:
+        if name not in provided:
+            raise _missing(name, f"schedule {schedule!r}", provided)
+    _check_step_counts(static_values, num_steps)
+    _check_static_values(static_values, provided, optimizer)
+    return OPTIMIZER_HPARAMS[schedule] + OPTIMIZER_HPARAMS[optimizer]
 
+
+def _check_choices(static_values: Mapping[str, Any],
+                   dynamic_names: tuple[str, ...]) -> tuple[str, str]:
+    """The static names are static; ``optimizer`` and ``schedule`` are known: returns both."""
     for name in STATIC_HPARAMS:
         if name in dynamic_names:
             raise ValueError(
@@ -299,7 +310,6 @@ def validate_optimizer(
                 f"be a traced value); declare it with Choice(...), Int(...) or Fixed(...), "
                 f"never static=False."
             )
-
     optimizer = static_values.get("optimizer", _DEFAULT_OPTIMIZER)
     if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise ValueError(
@@ -310,11 +320,11 @@ def validate_optimizer(
         raise ValueError(
             f"schedule: unknown value {schedule!r}. Valid choices: {_choices(SCHEDULES)}."
         )
+    return optimizer, schedule
 
-    for name in _REQUIRED[schedule]:
-        if name not in provided:
-            raise _missing(name, f"schedule {schedule!r}", provided)
 
+def _check_step_counts(static_values: Mapping[str, Any], num_steps: int) -> None:
+    """``warmup_steps`` in ``[0, num_steps)``; ``step_size``, ``transition_steps`` positive."""
     if "warmup_steps" in static_values:
         warmup_steps = static_values["warmup_steps"]
         if not _is_int(warmup_steps) or not 0 <= warmup_steps < num_steps:
@@ -328,6 +338,10 @@ def validate_optimizer(
             if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name}: got {value!r}; it must be a positive int.")
 
+
+def _check_static_values(static_values: Mapping[str, Any], provided: set[str],
+                         optimizer: str) -> None:
+    """``nesterov`` a bool (with sgd: with momentum); a static value of a dynamic name finite."""
     if "nesterov" in static_values:
         nesterov = static_values["nesterov"]
         if not isinstance(nesterov, bool | np.bool_):
@@ -338,14 +352,11 @@ def validate_optimizer(
                 "applies to the momentum trace, so add 'momentum' (e.g. Float(0.5, 0.99)) or "
                 "remove 'nesterov'."
             )
-
     for name in _DYNAMIC_HPARAMS:
         if name in static_values:
             value = static_values[name]
             if not _is_real(value) or not math.isfinite(value):
                 raise ValueError(f"{name}: got {value!r}; it must be a finite number.")
-
-    return OPTIMIZER_HPARAMS[schedule] + OPTIMIZER_HPARAMS[optimizer]
 
 
 def _validate_hp(hp: Mapping[str, Any], num_steps: int) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from jaxtune import cli
+from jaxtune.commands import resume
 from jaxtune.results import MemberResult, Results
 
 SPACE = {
@@ -525,7 +526,7 @@ def test_resume_from_another_folder_takes_everything_from_the_checkpoint(tmp_pat
 def test_absolute_paths_of_both_flag_forms():
     argv = ["sweep", "--out=o", "--space", "s.json", "--tensorboard", "/abs/tb", "--metric",
             "valid_loss", "--checkpoint-dir=c"]
-    assert cli._absolute_paths(argv, "/work") == [
+    assert resume.absolute_paths(argv, "/work") == [
         "sweep", "--out=/work/o", "--space", "/work/s.json", "--tensorboard", "/abs/tb",
         "--metric", "valid_loss", "--checkpoint-dir=/work/c"]
 

@@ -14,6 +14,7 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import cli
+from jaxtune.commands import request
 from jaxtune.results import Results
 
 SPACE = {
@@ -113,12 +114,12 @@ def test_registry_has_every_strategy():
 def test_scheduler_defaults():
     args = argparse.Namespace(min_steps=None, eta=None, num_steps=270, num_configs=8,
                               max_member_steps=None)
-    assert cli._min_steps(args) == 10  # 270 // 3**3
-    assert cli._scheduler_budget(args) == 8 * 270  # random search's budget
+    assert request._min_steps(args) == 10  # 270 // 3**3
+    assert request._scheduler_budget(args) == 8 * 270  # random search's budget
     args.eta, args.num_steps = 2, 7
-    assert cli._min_steps(args) == 1  # never below one step
+    assert request._min_steps(args) == 1  # never below one step
     args.min_steps, args.max_member_steps = 3, 99
-    assert cli._min_steps(args) == 3 and cli._scheduler_budget(args) == 99
+    assert request._min_steps(args) == 3 and request._scheduler_budget(args) == 99
 
 
 # --------------------------------------------------------------------------------------------

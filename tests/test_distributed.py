@@ -292,10 +292,6 @@ def test_jaxtune_sweep_in_two_processes_writes_once_what_one_process_computes(tm
         (["--members-per-device", "0"], ["--members-per-device"]),
         (["--members-per-device", "2", "--max-members-per-chunk", "4"],
          ["--members-per-device", "--max-members-per-chunk"]),
-        (["--members-per-device", "2", "--strategy", "hyperband"],
-         ["--members-per-device", "hyperband"]),
-        (["--batch-mode", "shared", "--strategy", "pbt"], ["--batch-mode", "pbt"]),
-        (["--member-loop", "vmap", "--strategy", "halving"], ["--member-loop", "halving"]),
     ],
 )
 def test_bad_population_flags_are_one_line_errors(tmp_path, capsys, monkeypatch, flags, fields):
@@ -310,6 +306,28 @@ def test_bad_population_flags_are_one_line_errors(tmp_path, capsys, monkeypatch,
     for field in fields:
         assert field in err[0], (field, err[0])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("strategy", ["halving", "pbt"])
+def test_engine_flags_reach_the_engine_on_the_scheduler_path(tmp_path, monkeypatch, strategy):
+    """The engine flags are the same on every path: a scheduler's sweep takes them too."""
+    from jaxtune import engine
+
+    (tmp_path / "space.json").write_text(json.dumps(SWEEP_SPACE))
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
+    calls = []
+    monkeypatch.setattr(engine, "train", lambda *a, _train=engine.train, **kw: (
+        calls.append(kw), _train(*a, **kw))[1])
+    extra = ["--min-steps", "1", "--population-size", "2"] if strategy == "halving" else []
+    assert cli.main(["sweep", "--dataset", "wine", "--space", str(tmp_path / "space.json"),
+                     "--strategy", strategy, "--num-configs", "2", "--num-steps", "2",
+                     "--batch-size", "8", "--batch-mode", "shared", "--max-members-per-chunk",
+                     "1", "--member-loop", "vmap", "--quiet", "--no-plot", "--out",
+                     str(tmp_path / "out"), *extra]) == 0
+    assert [(kw["batch_mode"], kw["max_members_per_chunk"], kw["member_loop"])
+            for kw in calls] == [("shared", 1, "vmap")]
+    results = jt.Results.load(tmp_path / "out")
+    assert results.metadata["member_loop"] == "vmap" and results.metadata["num_chunks"] >= 2
 
 
 def test_sweep_flags_reach_the_engine(tmp_path, monkeypatch):

@@ -14,25 +14,7 @@ raises an ``ImportError`` that names ``pip install jaxtune[integrations]``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jaxtune.integrations.optuna import OptunaState, export_to_optuna, optuna_strategy
+from jaxtune.integrations.tensorboard import write_tensorboard
 
 __all__ = ["OptunaState", "export_to_optuna", "optuna_strategy", "write_tensorboard"]
-
-_WHERE = {
-    "OptunaState": "jaxtune.integrations.optuna",
-    "export_to_optuna": "jaxtune.integrations.optuna",
-    "optuna_strategy": "jaxtune.integrations.optuna",
-    "write_tensorboard": "jaxtune.integrations.tensorboard",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: `import jaxtune.integrations` stays cheap; each module imports its tool on use.
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'jaxtune.integrations' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

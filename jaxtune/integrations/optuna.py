@@ -31,14 +31,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import jax
 import numpy as np
 
-from jaxtune.results import Results
+from jaxtune import distributed
+from jaxtune.results import MemberResult, Results
 from jaxtune.space import Choice, Fixed, Float, Int, Param, Space
 from jaxtune.strategies.base import Config, Strategy, check_num, sanitize_scores
 
 if TYPE_CHECKING:
-    import jax
     import optuna
 
 __all__ = ["OptunaState", "export_to_optuna", "optuna_strategy"]
@@ -240,72 +241,74 @@ def export_to_optuna(
     direction = mode if direction is None else direction
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction={direction!r} must be one of {sorted(_DIRECTIONS)}")
-
     params = _params_of(results)
     maps = {name: _param_map(p) for name, p in params.items() if not isinstance(p, Fixed)}
-    trials = []
-    for row in results:
-        value = row.metrics.get(metric, math.nan)
-        if row.status == "diverged" or not math.isfinite(value):
-            state, value = optuna.trial.TrialState.FAIL, None
-        elif row.status == "stopped":
-            state = optuna.trial.TrialState.PRUNED
-        else:
-            state = optuna.trial.TrialState.COMPLETE
-        curve = row.curves.get(metric, [])
-        user_attrs = {
-            "member_id": row.member_id,
-            "seed": row.seed,
-            "fold": row.fold,
-            "static_group": row.static_group,
-            "status": row.status,
-            "diverged_step": row.diverged_step,
-            "wall_time_s": _json_attr(row.wall_time_s),
-            **{f"metrics.{k}": _json_attr(v) for k, v in row.metrics.items()},
-            **{
-                f"fixed.{name}": _json_attr(row.config[name])
-                for name, p in params.items()
-                if isinstance(p, Fixed) and name in row.config
-            },
-        }
-        trials.append(
-            optuna.trial.create_trial(
-                state=state,
-                value=value,
-                params={
-                    name: m.to_optuna(row.config[name])
-                    for name, m in maps.items()
-                    if name in row.config
-                },
-                distributions={
-                    name: m.distribution for name, m in maps.items() if name in row.config
-                },
-                user_attrs=user_attrs,
-                intermediate_values={
-                    int(step): float(v) for step, v in zip(row.curve_steps, curve, strict=False)
-                },
-            )
-        )
+    fixed = [name for name, p in params.items() if isinstance(p, Fixed)]
+    trials = [_trial(optuna, row, metric, maps, fixed) for row in results]
+    study = _export_study(optuna, storage, study_name, metric, _DIRECTIONS[direction],
+                          load_if_exists)
+    if "space" in results.metadata:
+        study.set_user_attr("jaxtune.space", _json_attr(dict(results.metadata["space"])))
+    study.add_trials(trials)
+    return study
+
+
+def _trial(optuna: Any, row: MemberResult, metric: str, maps: Mapping[str, _ParamMap],
+           fixed: Sequence[str]) -> Any:
+    """One member as a finished ``optuna.trial.FrozenTrial`` (see :func:`export_to_optuna`)."""
+    value = row.metrics.get(metric, math.nan)
+    if row.status == "diverged" or not math.isfinite(value):
+        state, value = optuna.trial.TrialState.FAIL, None
+    elif row.status == "stopped":
+        state = optuna.trial.TrialState.PRUNED
+    else:
+        state = optuna.trial.TrialState.COMPLETE
+    curve = row.curves.get(metric, [])
+    user_attrs = {
+        "member_id": row.member_id,
+        "seed": row.seed,
+        "fold": row.fold,
+        "static_group": row.static_group,
+        "status": row.status,
+        "diverged_step": row.diverged_step,
+        "wall_time_s": _json_attr(row.wall_time_s),
+        **{f"metrics.{k}": _json_attr(v) for k, v in row.metrics.items()},
+        **{f"fixed.{name}": _json_attr(row.config[name]) for name in fixed if name in row.config},
+    }
+    return optuna.trial.create_trial(
+        state=state,
+        value=value,
+        params={name: m.to_optuna(row.config[name]) for name, m in maps.items()
+                if name in row.config},
+        distributions={name: m.distribution for name, m in maps.items() if name in row.config},
+        user_attrs=user_attrs,
+        intermediate_values={
+            int(step): float(v) for step, v in zip(row.curve_steps, curve, strict=False)
+        },
+    )
+
+
+def _export_study(optuna: Any, storage: str | Any | None, study_name: str | None, metric: str,
+                  direction: str, load_if_exists: bool) -> Any:
+    """The study to export into (``direction``: ``"maximize"`` or ``"minimize"``), marked
+    with ``metric``; an existing one (``load_if_exists``) must rank the same way."""
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
-        direction=_DIRECTIONS[direction],
+        direction=direction,
         load_if_exists=load_if_exists,
     )
     # An existing study (load_if_exists) keeps its direction: values of another metric or sense
     # would be ranked wrongly next to its trials.
-    wanted = optuna.study.StudyDirection[_DIRECTIONS[direction].upper()]
+    wanted = optuna.study.StudyDirection[direction.upper()]
     existing_metric = study.user_attrs.get("jaxtune.metric", metric)
     if study.direction != wanted or existing_metric != metric:
         raise ValueError(
             f"study {study.study_name!r} already holds {existing_metric!r} to "
-            f"{study.direction.name.lower()}; exporting {metric!r} to {_DIRECTIONS[direction]} "
+            f"{study.direction.name.lower()}; exporting {metric!r} to {direction} "
             "would mix values that do not compare: use another study_name"
         )
     study.set_user_attr("jaxtune.metric", metric)
-    if "space" in results.metadata:
-        study.set_user_attr("jaxtune.space", _json_attr(dict(results.metadata["space"])))
-    study.add_trials(trials)
     return study
 
 
@@ -452,106 +455,121 @@ def optuna_strategy(
     """
 
     def init(space: Space, key: jax.Array) -> OptunaState:
-        optuna = _optuna()
-        import jax
+        return _init(sampler, storage, study_name, space, key)
 
-        if not isinstance(space, Space):
-            raise TypeError(f"init(space, key): space must be a Space, got {type(space).__name__}")
-        seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
-        if sampler is None:
-            chosen = optuna.samplers.TPESampler(seed=seed)
-        elif isinstance(sampler, optuna.samplers.BaseSampler):
-            chosen = copy.deepcopy(sampler)
-        elif callable(sampler):
-            chosen = sampler(seed)
-            if not isinstance(chosen, optuna.samplers.BaseSampler):
-                raise TypeError(
-                    f"optuna_strategy(sampler): the function returned {type(chosen).__name__}, "
-                    "not an optuna sampler"
-                )
-        else:
+    return Strategy(init, _ask, _tell)
+
+
+def _init(sampler: Any, storage: str | Any | None, study_name: str | None, space: Space,
+          key: jax.Array) -> OptunaState:
+    """``init`` of :func:`optuna_strategy`: a fresh in-memory study (and its stored mirror)."""
+    optuna = _optuna()
+    if not isinstance(space, Space):
+        raise TypeError(f"init(space, key): space must be a Space, got {type(space).__name__}")
+    seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+    study = optuna.create_study(sampler=_sampler(optuna, sampler, seed), direction="minimize")
+    mirror = None
+    # Every process runs the same proposals (the sampler is seeded), so process 0 alone
+    # opens the storage and records them: several writers would race (even creating the
+    # tables of a new SQLite file) and duplicate trials.
+    if storage is not None and distributed.is_writer():
+        mirror = _open_mirror(optuna, storage, study_name, f"seed={seed} "
+                              f"space={_label(space.to_dict())}")
+    return OptunaState(space, study, _space_maps(space), (), 0, mirror)
+
+
+def _sampler(optuna: Any, sampler: Any, seed: int) -> Any:
+    """The sampler of one ``init``: a deep copy of ``sampler``, ``sampler(seed)``, or TPE."""
+    if sampler is None:
+        return optuna.samplers.TPESampler(seed=seed)
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return copy.deepcopy(sampler)
+    if callable(sampler):
+        chosen = sampler(seed)
+        if not isinstance(chosen, optuna.samplers.BaseSampler):
             raise TypeError(
-                f"optuna_strategy(sampler): expected an optuna sampler or a function seed -> "
-                f"sampler, got {type(sampler).__name__}"
+                f"optuna_strategy(sampler): the function returned {type(chosen).__name__}, "
+                "not an optuna sampler"
             )
-        study = optuna.create_study(sampler=chosen, direction="minimize")
-        from jaxtune import distributed
+        return chosen
+    raise TypeError(
+        f"optuna_strategy(sampler): expected an optuna sampler or a function seed -> "
+        f"sampler, got {type(sampler).__name__}"
+    )
 
-        mirror = None
-        # Every process runs the same proposals (the sampler is seeded), so process 0 alone
-        # opens the storage and records them: several writers would race (even creating the
-        # tables of a new SQLite file) and duplicate trials.
-        if storage is not None and distributed.is_writer():
-            # The stored study only records; its sampler never proposes (params are enqueued).
-            mirror = optuna.create_study(
-                storage=storage, study_name=study_name, direction="minimize",
-                sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True,
-            )
-            if mirror.direction != optuna.study.StudyDirection.MINIMIZE:
-                raise ValueError(
-                    f"optuna_strategy: study {mirror.study_name!r} in storage maximizes; jaxtune "
-                    "tells losses to minimize: use another study_name"
-                )
-            # Which sweep the stored study records: the seed and the space fix the proposals,
-            # so a study written by another sweep is refused here, before anything trains.
-            sweep = f"seed={seed} space={_label(space.to_dict())}"
-            recorded = mirror.user_attrs.get(_SWEEP_ATTR)
-            if recorded is None and mirror.get_trials(deepcopy=False):
-                raise ValueError(
-                    f"optuna_strategy: study {mirror.study_name!r} in storage already holds "
-                    "trials that no jaxtune sweep wrote: use another study_name"
-                )
-            if recorded is not None and recorded != sweep:
-                raise ValueError(
-                    f"optuna_strategy: study {mirror.study_name!r} in storage belongs to another "
-                    f"sweep: use another study_name (it records {recorded}; this sweep is "
-                    f"{sweep})"
-                )
-            mirror.set_user_attr(_SWEEP_ATTR, sweep)
-        return OptunaState(space, study, _space_maps(space), (), 0, mirror)
 
-    def ask(state: OptunaState, num: int) -> tuple[list[Config], OptunaState]:
-        num = check_num(num)
-        distributions = {name: m.distribution for name, m in state.maps.items()}
-        configs, asked = [], []
-        for _ in range(num):
-            trial = state.study.ask(distributions)
-            if state.mirror is not None:
-                _mirror_trial(state.mirror, trial.number, trial.params, distributions)
-            config = {}
-            for name, param in state.space.items():
-                if isinstance(param, Fixed):
-                    config[name] = param.value
-                else:
-                    config[name] = state.maps[name].from_optuna(trial.params[name])
-            configs.append(config)
-            asked.append((trial.number, dict(config)))
-        return configs, state._replace(
-            pending=state.pending + tuple(asked), num_asked=state.num_asked + num
+def _open_mirror(optuna: Any, storage: str | Any, study_name: str | None, sweep: str) -> Any:
+    """The stored study that records the sweep ``sweep`` (its seed and space, which fix the
+    proposals); one written by another sweep is refused here, before anything trains."""
+    # The stored study only records; its sampler never proposes (params are enqueued).
+    mirror = optuna.create_study(
+        storage=storage, study_name=study_name, direction="minimize",
+        sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True,
+    )
+    if mirror.direction != optuna.study.StudyDirection.MINIMIZE:
+        raise ValueError(
+            f"optuna_strategy: study {mirror.study_name!r} in storage maximizes; jaxtune "
+            "tells losses to minimize: use another study_name"
         )
+    recorded = mirror.user_attrs.get(_SWEEP_ATTR)
+    if recorded is None and mirror.get_trials(deepcopy=False):
+        raise ValueError(
+            f"optuna_strategy: study {mirror.study_name!r} in storage already holds "
+            "trials that no jaxtune sweep wrote: use another study_name"
+        )
+    if recorded is not None and recorded != sweep:
+        raise ValueError(
+            f"optuna_strategy: study {mirror.study_name!r} in storage belongs to another "
+            f"sweep: use another study_name (it records {recorded}; this sweep is "
+            f"{sweep})"
+        )
+    mirror.set_user_attr(_SWEEP_ATTR, sweep)
+    return mirror
 
-    def tell(state: OptunaState, configs: list[Config], scores: Any) -> OptunaState:
-        optuna = _optuna()
-        scores = sanitize_scores(scores, len(configs))
-        if len(configs) > len(state.pending):
-            raise ValueError(
-                f"tell got {len(configs)} configs but only {len(state.pending)} are pending; "
-                "tell the configs returned by ask, once each."
-            )
-        told = state.pending[: len(configs)]
-        for i, ((_, asked), config) in enumerate(zip(told, configs, strict=True)):
-            if not _same_config(asked, config):
-                raise ValueError(
-                    f"tell: configs[{i}] = {dict(config)!r} is not the config asked next "
-                    f"({asked!r}); tell the configs of ask in the order ask returned them."
-                )
-        for (number, _), score in zip(told, scores, strict=True):
-            if np.isfinite(score):
-                state.study.tell(number, float(score))
+
+def _ask(state: OptunaState, num: int) -> tuple[list[Config], OptunaState]:
+    """``ask`` of :func:`optuna_strategy`: ``num`` trials in a row (mirrored when stored)."""
+    num = check_num(num)
+    distributions = {name: m.distribution for name, m in state.maps.items()}
+    configs, asked = [], []
+    for _ in range(num):
+        trial = state.study.ask(distributions)
+        if state.mirror is not None:
+            _mirror_trial(state.mirror, trial.number, trial.params, distributions)
+        config = {}
+        for name, param in state.space.items():
+            if isinstance(param, Fixed):
+                config[name] = param.value
             else:
-                state.study.tell(number, state=optuna.trial.TrialState.FAIL)
-            if state.mirror is not None:
-                _mirror_tell(state.mirror, number, score)
-        return state._replace(pending=state.pending[len(configs) :])
+                config[name] = state.maps[name].from_optuna(trial.params[name])
+        configs.append(config)
+        asked.append((trial.number, dict(config)))
+    return configs, state._replace(
+        pending=state.pending + tuple(asked), num_asked=state.num_asked + num
+    )
 
-    return Strategy(init, ask, tell)
+
+def _tell(state: OptunaState, configs: list[Config], scores: Any) -> OptunaState:
+    """``tell`` of :func:`optuna_strategy`: the pending trials' losses, in ask order."""
+    optuna = _optuna()
+    scores = sanitize_scores(scores, len(configs))
+    if len(configs) > len(state.pending):
+        raise ValueError(
+            f"tell got {len(configs)} configs but only {len(state.pending)} are pending; "
+            "tell the configs returned by ask, once each."
+        )
+    told = state.pending[: len(configs)]
+    for i, ((_, asked), config) in enumerate(zip(told, configs, strict=True)):
+        if not _same_config(asked, config):
+            raise ValueError(
+                f"tell: configs[{i}] = {dict(config)!r} is not the config asked next "
+                f"({asked!r}); tell the configs of ask in the order ask returned them."
+            )
+    for (number, _), score in zip(told, scores, strict=True):
+        if np.isfinite(score):
+            state.study.tell(number, float(score))
+        else:
+            state.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        if state.mirror is not None:
+            _mirror_tell(state.mirror, number, score)
+    return state._replace(pending=state.pending[len(configs) :])

@@ -1,0 +1,178 @@
+"""Step 3 of ``jaxtune sweep``: from a checked request to what the drivers take.
+
+:func:`build_sweep` reads the space and the data, makes the task and the strategy, resolves
+the metric, the population size and the batch size, and builds one
+:class:`~jaxtune.engine.EngineOptions` that every driver gets unchanged (``tune``,
+``run_halving``, ``run_pbt``). Nothing is traced or compiled here; the input errors that need
+the loaded space or data are raised here, as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, NamedTuple
+
+from jaxtune import contracts, data, limits, task
+from jaxtune.checkpoint import Checkpointer
+from jaxtune.commands import resume as resume_lib
+from jaxtune.commands.devices import cpu_device_count
+from jaxtune.commands.request import DEFAULT_BATCH_SIZE, CliError, SweepRequest
+from jaxtune.contracts import Strategy
+from jaxtune.engine.options import EngineOptions
+from jaxtune.space import Space
+from jaxtune.task import Task
+
+__all__ = ["COMMAND_LINE_OPTIONS", "SweepPlan", "build_sweep", "engine_options_mapping"]
+
+#: The engine options the command line sets (``--batch-mode``, ``--allow-unused-hparams``,
+#: ``--max-members-per-chunk``, ``--members-per-device``, ``--member-loop``): the drivers'
+#: ``engine_options``. ``num_steps``, ``batch_size`` and ``steps_per_segment`` are the
+#: drivers' own keywords; the other options keep the drivers' values (``static_names`` from
+#: the space, ``sweep_reads`` from the space check).
+COMMAND_LINE_OPTIONS = (
+    "batch_mode", "allow_unused_hparams", "max_members_per_chunk", "members_per_device",
+    "member_loop",
+)
+
+
+class SweepPlan(NamedTuple):
+    """What a sweep trains, built from a :class:`~jaxtune.commands.request.SweepRequest`.
+
+    Attributes:
+      task: the model and loss for ``--dataset``/``--model``.
+      split: the standardized train/valid/test split (numpy), drawn with ``--seed``.
+      space: the search space (from ``--space``, or the resumed checkpoint).
+      strategy: what ``--strategy``'s factory made.
+      metric: the selection metric; ``mode``: ``"max"`` or ``"min"``.
+      num_configs: configurations to evaluate (grid: at most the grid's size).
+      population_size: configurations per round (``None``: all at once); pbt: every member.
+      options: the engine options every driver gets (steps, batch, segment, population flags).
+      checkpointer: where the sweep checkpoints, or ``None``.
+      cpu_devices: CPU devices to split the host into (the resumed sweep's count on a resume).
+    """
+
+    task: Task
+    split: data.Split
+    space: Space
+    strategy: Strategy
+    metric: str
+    mode: str
+    num_configs: int
+    population_size: int | None
+    options: EngineOptions
+    checkpointer: Checkpointer | None
+    cpu_devices: int
+
+
+def engine_options_mapping(options: EngineOptions) -> dict[str, Any]:
+    """The drivers' ``engine_options`` for ``options``: the :data:`COMMAND_LINE_OPTIONS`."""
+    return {name: getattr(options, name) for name in COMMAND_LINE_OPTIONS}
+
+
+def build_sweep(request: SweepRequest) -> SweepPlan:
+    """Builds what the sweep trains; raises the input errors that need the space or the data.
+
+    Args:
+      request: a request :func:`~jaxtune.commands.check.check_sweep` accepted.
+
+    Returns:
+      The :class:`SweepPlan`.
+
+    Raises:
+      CliError: an unknown ``--metric``, a ``--batch-size`` larger than the training set.
+      ValueError: a malformed space file, a grid or population too large for the host.
+      ImportError: a strategy whose module or extra is missing.
+    """
+    resumed = request.resumed
+    space = (Space.from_dict(resumed["space"]) if "space" in resumed
+             else Space.from_file(request.space))
+    cpu_devices = int(resumed.get("cpu_devices") or cpu_device_count())
+    checkpointer = _checkpointer(request, space, cpu_devices)
+    strategy = request.entry.factory(request.args)
+    dataset = data.load_dataset(request.dataset)
+    the_task = _task(request.model, dataset)
+    metric, mode = _metric(request.metric, the_task)
+    num_configs = request.num_configs
+    if request.strategy == "grid":
+        num_configs = min(num_configs, len(space.grid(request.grid_points)))
+    # Before a single config is drawn: a population the host cannot hold aborts XLA.
+    limits.check_population("--num-configs", num_configs * len(request.seeds), len(space))
+    split = data.standardize(data.train_valid_test_split(dataset, seed=request.seed))  # numpy
+    options = EngineOptions(
+        num_steps=request.num_steps,
+        batch_size=_batch_size(request, len(split.y_train)),
+        steps_per_segment=request.segment_steps,
+        max_members_per_chunk=request.max_members_per_chunk,
+        members_per_device=request.members_per_device,
+        batch_mode=request.batch_mode,
+        member_loop=request.member_loop,
+        allow_unused_hparams=request.allow_unused_hparams,
+    )
+    return SweepPlan(the_task, split, space, strategy, metric, mode, num_configs,
+                     _population_size(request, num_configs), options, checkpointer, cpu_devices)
+
+
+def _checkpointer(request: SweepRequest, space: Space, cpu_devices: int) -> Checkpointer | None:
+    """The sweep's checkpointer; a first run's marker keeps what ``--resume`` needs."""
+    if request.checkpoint_dir is None:
+        return None
+    every_s = request.checkpoint_every_s
+    if every_s is None and request.checkpoint_every_segments is None:
+        every_s = 30.0
+    checkpointer = Checkpointer(
+        request.checkpoint_dir, every_segments=request.checkpoint_every_segments, every_s=every_s,
+    )
+    if request.resume:
+        return checkpointer
+    # What --resume needs, kept in the marker: paths made absolute (it may run from another
+    # folder), the space itself (the file may change or be gone) and the CPU device count
+    # (part of the sweep's identity; another machine has another core count).
+    cwd = os.getcwd()
+    return dataclasses.replace(checkpointer, metadata={"cli": {
+        "argv": resume_lib.absolute_paths(list(request.argv), cwd), "cwd": cwd,
+        "space": space.to_dict(), "cpu_devices": cpu_devices,
+    }})
+
+
+def _task(model: str, dataset: data.Dataset) -> Task:
+    input_shape = dataset.x.shape[1:]
+    if dataset.kind == "classification":
+        return task.classification_task(
+            model, num_classes=dataset.num_classes, input_shape=input_shape
+        )
+    return task.regression_task(model, input_shape=input_shape)
+
+
+def _metric(metric: str | None, the_task: Task) -> tuple[str, str]:
+    """``--metric`` (default: the task's) and its mode."""
+    metric = metric or contracts.default_metric(the_task.metric_modes, kind=the_task.kind)
+    try:
+        mode = contracts.selection_mode(metric, None, metric_modes=the_task.metric_modes)
+    except ValueError as error:
+        raise CliError(f"--metric: {error}") from error
+    return metric, mode
+
+
+def _population_size(request: SweepRequest, num_configs: int) -> int | None:
+    """``--population-size``; default ``ceil(num_configs / rounds)``; pbt: every member."""
+    if request.scheduled and not request.stops_early:  # pbt trains one population
+        return num_configs
+    if request.population_size is None and request.entry.default_rounds > 1:
+        return max(1, math.ceil(num_configs / request.entry.default_rounds))
+    return request.population_size
+
+
+def _batch_size(request: SweepRequest, num_train: int) -> int | None:
+    """``--batch-size``: default 128 (at most the training rows), ``0``: full batch."""
+    if request.batch_size is None:
+        return min(DEFAULT_BATCH_SIZE, num_train)
+    if request.batch_size == 0:
+        return None
+    if request.batch_size > num_train:
+        raise CliError(
+            f"--batch-size {request.batch_size} is larger than the {num_train} training rows "
+            f"of {request.dataset!r}; lower it, or pass 0 for full-batch training"
+        )
+    return request.batch_size

@@ -1,0 +1,118 @@
+"""Step 4 of ``jaxtune sweep``: train through the strategy's driver, then write ``--out``.
+
+:func:`run_sweep` joins the cluster (when there is one), holds ``--out``'s lock, trains with a
+progress bar and, on process 0, saves the results, prints the table and writes the figures
+(and the TensorBoard runs). The CPU is split into devices by the caller
+(:func:`jaxtune.cli.use_cpu_cores`) before this step, which runs the first JAX computation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+import jax
+
+from jaxtune import distributed, storage
+from jaxtune.checkpoint import Checkpointer
+from jaxtune.commands import drivers
+from jaxtune.commands.build import SweepPlan
+from jaxtune.commands.request import CliError, SweepRequest
+from jaxtune.commands.saved import write_figures
+from jaxtune.integrations.tensorboard import write_tensorboard
+from jaxtune.progress import ProgressBar
+from jaxtune.results import Results
+
+__all__ = ["run_sweep"]
+
+
+def run_sweep(request: SweepRequest, plan: SweepPlan) -> int:
+    """Trains the sweep and writes its outputs; returns the exit status.
+
+    Args:
+      request: the checked request.
+      plan: what :func:`~jaxtune.commands.build.build_sweep` built from it.
+
+    Returns:
+      0 (a failure to write is a one-line :class:`~jaxtune.commands.request.CliError`).
+    """
+    # Joins the cluster (flags, then JAXTUNE_* variables, then JAX's auto-detection) before
+    # the backend starts; alone, nothing happens.
+    distributed.initialize_from_env_or_args(
+        request.coordinator_address, request.num_processes, request.process_id
+    )
+    writer = distributed.is_writer()
+    # Held until the results are written: a second sweep into the same --out is refused now,
+    # not after both trained (and their results.json and results.csv never mix).
+    with storage.FolderLock(request.out, "--out") if writer else contextlib.nullcontext():
+        results = _train(request, plan, writer)
+        if not writer:  # every process holds every row; one writes, or they would race
+            print(f"process {jax.process_index()} of {jax.process_count()}: {len(results)} "
+                  f"members trained; process 0 writes {request.out}")
+            return 0
+        return _write_outputs(request, plan, results)
+
+
+def _train(request: SweepRequest, plan: SweepPlan, writer: bool) -> Results:
+    """Runs the strategy's driver (``tune`` for ask/tell) under a progress bar."""
+    budget = plan.num_configs * len(request.seeds) * request.num_steps
+    if request.stops_early:
+        budget = request.member_step_budget
+    progress = ProgressBar(budget, metric=plan.metric, mode=plan.mode,
+                           enabled=writer and request.progress)
+    run = request.entry.run or drivers.run_ask_tell
+    results = run(request, plan, progress)
+    progress.close()  # ends the live line even when the sweep did less than the estimate
+    return results
+
+
+def _write_outputs(request: SweepRequest, plan: SweepPlan, results: Results) -> int:
+    """Process 0: saves ``--out``, prints the table, writes TensorBoard runs and figures."""
+    out = Path(request.out)
+    _save_results(results, out, plan.checkpointer)
+    if request.tensorboard:
+        print(f"wrote TensorBoard runs into {write_tensorboard(results, request.tensorboard)} "
+              f"(tensorboard --logdir {request.tensorboard})")
+    metric, mode = plan.metric, plan.mode
+    if request.stops_early:
+        # Stopped members carry metrics from an early rung: rank the completed ones.
+        stopped = len(results.filter(status="stopped"))
+        completed = results.filter(status="completed")
+        print(f"{len(results)} members started, {stopped} stopped early, "
+              f"{results.metadata.get('member_steps', '?')} member-steps; "
+              + ("completed members:" if len(completed) else
+                 "none completed --num-steps within the budget (raise --max-member-steps):"))
+        shown = completed if len(completed) else results
+        print(shown.table(k=request.top, metric=metric, mode=mode))
+    else:
+        print(results.table(k=request.top, metric=metric, mode=mode))
+    print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
+    if not request.no_plot:
+        try:
+            for path in write_figures(results, out, metric, mode, request.figure_format):
+                print(f"wrote {path}")
+        except OSError as error:
+            raise CliError(f"--out: could not write the figures into {str(out)!r} "
+                           f"({error.strerror or error}); the results are written") from error
+    return 0
+
+
+def _save_results(results: Results, out: Path, checkpointer: Checkpointer | None) -> None:
+    """``results.save(out)`` (under the caller's lock); if that fails (a full or removed
+    disk), keeps the results in a new folder of the system's temporary directory and raises a
+    one-line :class:`~jaxtune.commands.request.CliError` that names it."""
+    try:
+        results.save(out, lock=False)
+        return
+    except OSError as error:
+        failure = f"could not write the results into {str(out)!r} ({error.strerror or error})"
+    resume = ("" if checkpointer is None else
+              f"; `jaxtune sweep --resume {checkpointer.directory}` writes them again")
+    try:
+        fallback = Path(tempfile.mkdtemp(prefix="jaxtune-results-"))
+        results.save(fallback)
+    except OSError as error:
+        raise CliError(f"--out: {failure}, nor into a temporary folder ({error.strerror or error})"
+                       f"{resume}") from error
+    raise CliError(f"--out: {failure}; kept them in {fallback}{resume}")
