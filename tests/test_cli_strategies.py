@@ -142,7 +142,7 @@ def assert_same_rows(got: Results, want: Results):
 
 
 def test_halving_sweep_matches_run_halving(space_file, tmp_path, digits):
-    from jaxtune.strategies import run_halving
+    from jaxtune.scheduled import run_halving
 
     task, split, space = digits
     out = tmp_path / "halving"
@@ -165,7 +165,7 @@ def test_halving_sweep_matches_run_halving(space_file, tmp_path, digits):
 
 
 def test_hyperband_sweep_spends_its_budget(space_file, tmp_path, capsys, digits):
-    from jaxtune.strategies import run_halving
+    from jaxtune.scheduled import run_halving
 
     task, split, space = digits
     out = tmp_path / "hyperband"
@@ -185,7 +185,7 @@ def test_hyperband_sweep_spends_its_budget(space_file, tmp_path, capsys, digits)
 
 
 def test_pbt_sweep_matches_run_pbt(space_file, tmp_path, digits):
-    from jaxtune.strategies import run_pbt
+    from jaxtune.scheduled import run_pbt
 
     task, _, space = digits
     # --seed also draws the train/valid/test split.

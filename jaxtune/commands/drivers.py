@@ -17,7 +17,7 @@ from jaxtune import tuning
 from jaxtune.commands.build import SweepPlan, engine_options_mapping
 from jaxtune.commands.request import DEFAULT_ETA, SweepRequest
 from jaxtune.results import Results
-from jaxtune.strategies import run_halving, run_pbt
+from jaxtune.scheduled import run_halving, run_pbt
 
 __all__ = ["run_ask_tell", "run_halving_sweep", "run_pbt_sweep"]
 
