@@ -1,13 +1,9 @@
 """The vectorized trainer: a whole population of training runs as one compiled program.
 
-Every array of a run carries a leading population axis ``[num_members, ...]``. Training is
-
-    jit(segment),  segment = every member's lax.scan over steps_per_segment steps of step,
-                   the members batched (vmap) or looped over per device (shard_map + lax.map),
-
-followed, inside the same program, by a validation pass. The population axis is sharded over a
-one-dimensional device mesh (axis name ``"population"``). Between segments the host reads the
-metrics back, grows the learning curves and reports progress; nothing else crosses.
+Every array of a run carries a leading population axis ``[num_members, ...]``; one compiled
+segment trains every member for ``steps_per_segment`` steps and validates it, and between
+segments the host records the metrics, reports progress and lets a scheduler act
+(:mod:`jaxtune.engine.population` says how).
 
 The package, top to bottom (each module imports only those below it):
 
@@ -15,7 +11,7 @@ The package, top to bottom (each module imports only those below it):
   :func:`train` (its keyword form);
 * :mod:`~jaxtune.engine.chunk`: one chunk's loop over a :class:`ChunkState`;
 * :mod:`~jaxtune.engine.session`: the engine's side of checkpoint and resume;
-* :mod:`~jaxtune.engine.state`: :class:`MemberRecord` and :class:`ChunkState`;
+* :mod:`~jaxtune.engine.records`: :class:`MemberRecord` and :class:`ChunkState`;
 * :mod:`~jaxtune.engine.plan`: host-side checks, static groups, member keys, chunking;
 * :mod:`~jaxtune.engine.memory`: the memory estimate and chunk sizes;
 * :mod:`~jaxtune.engine.layout`: the device mesh and host <-> device transfers;
@@ -42,8 +38,8 @@ from jaxtune.engine.plan import (
     member_keys,
 )
 from jaxtune.engine.population import POPULATION_AXIS, GroupSpec, MemberRows, PopulationState
+from jaxtune.engine.records import ChunkState, MemberRecord
 from jaxtune.engine.runner import RunOutput, run, train
-from jaxtune.engine.state import ChunkState, MemberRecord
 
 __all__ = [
     "DYNAMIC_NAMES", "ENGINE_STATIC_NAMES", "POPULATION_AXIS", "ChunkState", "EngineOptions",

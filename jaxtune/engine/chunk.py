@@ -1,5 +1,5 @@
-"""One chunk's training loop: a :class:`~jaxtune.engine.state.ChunkState` carried from segment
-to segment, each step a function returning a new state.
+"""One chunk's training loop: a :class:`~jaxtune.engine.records.ChunkState` carried from
+segment to segment, each step a function returning a new state.
 
 ``run_chunk`` repeats, while a member has steps left: save if due, run one compiled segment,
 record every member's metrics, report progress, and let the scheduler stop, refill, copy or
@@ -23,8 +23,8 @@ from jaxtune.engine.layout import Layout, to_host
 from jaxtune.engine.options import Hooks
 from jaxtune.engine.plan import ChunkPlan, hashable, member_keys
 from jaxtune.engine.population import GroupSpec, MemberRows
+from jaxtune.engine.records import ChunkState, MemberRecord
 from jaxtune.engine.session import TrainSession, view_to_json
-from jaxtune.engine.state import ChunkState, MemberRecord
 
 __all__ = ["ChunkContext", "DeviceData", "finish_chunk", "open_chunk", "run_chunk"]
 

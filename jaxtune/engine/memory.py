@@ -262,6 +262,8 @@ def chunk_size(label: str, num_members: int, per_member: int, budget: float, dat
 
 
 def chunk_population_size(num_real: int, chunk: int, pad_to: int | None, layout: Layout) -> int:
+    """Slots of a chunk of ``num_real`` members: the group's chunk size (or ``pad_to``) rounded
+    up to a multiple of the device count."""
     # Every chunk of a group has the same size, so all chunks share one compiled program.
     size = max(num_real, chunk)
     if pad_to is not None:

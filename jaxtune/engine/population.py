@@ -177,6 +177,7 @@ def _apply_preprocess(preprocess, x: jax.Array) -> jax.Array:
 
 
 def member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array]):
+    """One member's fresh ``(params, opt_state)`` from its key and dynamic values."""
     hp = spec.hp(dynamic)
     params = spec.task.init(jax.random.fold_in(key, 0), hp)
     opt_state = optim.make_optimizer(hp, spec.num_steps).init(params)
@@ -469,6 +470,7 @@ def evaluate_population(spec, sharding, state, dynamic, rows, train, data, prefi
 
 
 def init_population(spec, member_key, dynamic, rows, train, alive):
+    """A fresh population: every member initialized from its own key ``member_key[i]``."""
     params, opt_state = jax.vmap(member_init, in_axes=(None, 0, 0))(spec, member_key, dynamic)
     train_rows = None if rows is None else rows.train_rows
     train_counts = None if rows is None else rows.train_counts

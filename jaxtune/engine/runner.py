@@ -4,6 +4,42 @@
 static groups, layout, chunk sizes), opens the checkpoint session if asked
 (:mod:`jaxtune.engine.session`), trains every chunk (:mod:`jaxtune.engine.chunk`) and gathers
 one :class:`~jaxtune.results.MemberResult` per member, in the order of ``configs``.
+
+**Members.** Every member's identity is its config, its seed (``member_seeds``) and its fold
+(``folds``); ``member_ids`` are the ids written into the results. With ``member_rows``
+(cross-validation folds, aligned with ``configs``), members train on their ``train_rows`` of
+``split.x_train`` and are validated on their ``valid_rows`` of it (weighted means over real
+rows); ``split.x_valid`` is then never read. A scheduler (halving, Hyperband, PBT) acts between
+segments: members it stops are recorded as ``"stopped"``; members it starts get new ids after
+the largest of ``member_ids``.
+
+**Checkpoints.** ``checkpoint`` is a directory (or a
+:class:`jaxtune.checkpoint.Checkpointer`) to checkpoint into at segment boundaries
+(docs/checkpointing.md; needs ``orbax-checkpoint``). ``resume`` continues the sweep
+checkpointed there (from its last saved segment; a directory without a checkpoint yet starts
+afresh). The results equal those of an uninterrupted run except ``wall_time_s``, the compile
+counts and ``num_guarded_segments``.
+
+**Results.** :class:`~jaxtune.results.Results` with one row per member, in the order of
+``configs``. ``metadata["num_compilations"]`` counts the XLA compilations the call triggered and
+``metadata["num_segment_compilations"]`` those of the training segment (one per static group on
+a first call, zero when the same signatures ran before); ``metadata["num_guarded_segments"]``
+counts the segments that ran the guarded scan (a member diverged in them, or one had less than
+a segment left: see :mod:`jaxtune.engine.population`).
+
+**Errors**, all raised before any compilation. ``ValueError``, ``TypeError``: bad configs, data,
+step counts or optimizer names, hyperparameter values outside their valid ranges
+(``optim.VALUE_RANGES`` for the names the group's optimizer and schedule read,
+``task.value_ranges``), a name the engine or the task reads as static (``batch_size``,
+``num_steps``, ``task.static_hparams``) declared dynamic, or a task that does not fit the data
+(declared ``input_shape``/``num_classes``/``kind``, or shapes that fail the abstract trace), a
+``task`` that is not a Task, a seed that is not a non-negative int, and a hyperparameter name
+that nothing in the sweep reads: not the optimizer or schedule of any static group
+(``optim.OPTIMIZER_HPARAMS``), not the engine (``batch_size``, ``num_steps``), not the task (the
+names its init/loss/evaluate look up in ``hp`` while traced abstractly for some group, and
+``task.extra_hparams``), nor ``sweep_reads``, with a "did you mean". An exception of the task's
+own code met while tracing it (a ``NameError``, a wrong key) is raised as itself, with a note
+naming the task function that raised it.
 """
 
 from __future__ import annotations
@@ -30,7 +66,7 @@ from jaxtune.engine.chunk import (
 )
 from jaxtune.engine.options import EngineOptions, Hooks
 from jaxtune.engine.population import MemberRows
-from jaxtune.engine.state import MemberRecord
+from jaxtune.engine.records import MemberRecord
 from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task
 
@@ -96,8 +132,10 @@ def run(
 
     Args:
       task: the :class:`~jaxtune.task.Task` each member runs.
-      configs: one dict per member.
-      split: the data.
+      configs: one dict per member, mapping hyperparameter names to values.
+      split: the data; members train on ``split.train``, are validated on ``split.valid``
+        after every segment (or on their ``member_rows``) and on ``split.test`` at the end if
+        ``options.evaluate_test``.
       options: how to train (:class:`~jaxtune.engine.options.EngineOptions`).
       seed: the sweep seed.
       member_seeds: one seed per member (default 0 for all); part of its identity.
@@ -110,7 +148,10 @@ def run(
       keep_params: also return every member's final parameters.
 
     Returns:
-      A :class:`RunOutput`.
+      A :class:`RunOutput` (the module docstring describes the results' metadata).
+
+    Raises:
+      ValueError, TypeError: see the module docstring; all before any compilation.
     """
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
@@ -288,105 +329,28 @@ def train(
     allow_unused_hparams: bool = False,
     sweep_reads: Iterable[str] = (),
 ) -> Results | tuple[Results, list[Any]]:
-    """Trains every configuration as one member of a vectorized population.
+    """Trains every configuration as one member of a vectorized population (:func:`run`).
 
     Args:
-      task: the :class:`~jaxtune.task.Task` each member runs.
-      configs: one dict per member, mapping hyperparameter names to values.
-      split: the data; members train on ``split.train`` and are validated on ``split.valid``
-        after every segment (and on ``split.test`` at the end if ``evaluate_test``).
-      num_steps: optimizer steps per member. A config's static ``num_steps`` overrides it.
-      batch_size: rows per minibatch (sampled per member, with replacement, inside the
-        compiled step), or ``None`` for full-batch gradient descent. A config's static
-        ``batch_size`` overrides it.
-      steps_per_segment: steps per compiled segment; metrics are recorded once a segment.
-      seed: the sweep seed.
-      member_seeds: one seed per member (default 0 for all); part of the member's identity.
-      folds: one fold index (or None) per member; part of the member's identity.
-      member_ids: ids written into Results (default ``0..len(configs)-1``).
-      static_names: which names are static. Default: a :class:`~jaxtune.space.Space` has
-        already said so for configs it made; for hand-written configs every non-float value is
-        static and every float is dynamic.
-      devices: devices of the population mesh (default: ``jax.devices()``, every device of
-        every process; with one process, its local devices).
-      pad_to: pad every population chunk to this many members (inert copies that never reach
-        Results). Replaying one member with ``pad_to`` equal to the original population size
-        and the same devices reproduces it bit for bit.
-      max_members_per_chunk: cap on members trained at once; larger groups run in chunks of
-        this size (the same compiled program). Rounded down to a multiple of the device count
-        (so padding never takes a chunk past the cap); must be at least the device count.
-        Default: as many as fit in memory.
-      members_per_device: pin the per-device layout: every chunk holds exactly
-        ``members_per_device * num_devices`` slots (the last one padded with inert copies), so
-        each device always trains a ``[members_per_device, ...]`` slice. Every member then runs
-        the same per-device program whatever the device count, and its parameters, metrics and
-        curves are bit-identical on 1, 2, 4 or 8 devices (docs/distributed.md). Exclusive with
-        ``pad_to`` and ``max_members_per_chunk``; must fit the memory budget.
-      memory_budget_bytes: device memory jaxtune may use (default: the device's limit, or host
-        memory on CPU).
-      evaluate_test: also evaluate final parameters on ``split.test``.
-      on_segment: called on the host after every segment with a :class:`SegmentReport`. On a
-        resume, its ``restored(member_steps)`` method, when it has one (as
-        :class:`~jaxtune.ProgressBar` does), is told the member-steps restored from the
-        checkpoint, which no report covers.
+      task, configs, split, seed, member_seeds, folds, member_ids, member_rows, checkpoint,
+        resume: as for :func:`run`.
+      num_steps, batch_size, steps_per_segment, static_names, devices, pad_to,
+        max_members_per_chunk, members_per_device, memory_budget_bytes, evaluate_test,
+        standardize, batch_mode, member_loop, allow_unused_hparams, sweep_reads: the
+        :class:`~jaxtune.engine.options.EngineOptions` of the same names.
+      on_segment: called on the host after every segment with a :class:`SegmentReport`; its
+        ``restored(member_steps)`` method, if any (:class:`~jaxtune.ProgressBar` has one), is
+        told the member-steps a resume restored, which no report covers.
       return_params: also return every member's final parameters.
-      member_rows: per-member row tables (cross-validation folds), aligned with ``configs``:
-        members train on their ``train_rows`` of ``split.x_train`` and are validated on their
-        ``valid_rows`` of it (weighted means over real rows).
-      standardize: members standardize their inputs with the mean and standard deviation of
-        their own training rows (fitted on device, per fold: nothing leaks from held-out rows).
-      batch_mode: ``"independent"`` (default: each member samples its own minibatches) or
-        ``"shared"`` (one minibatch per step for all members: common random numbers, less
-        variance between members, and with ``member_loop="vmap"`` the first layer becomes
-        one wide product).
-      member_loop: how a device runs its members in a segment: ``"vmap"`` batches them into
-        one program (``[P, ...]`` products: what fills a GPU or TPU), ``"map"`` loops over
-        them one after another, each member's whole segment at a time (its own products, its
-        state in cache: about 1.25x faster than ``"vmap"`` on XLA:CPU). Default (None):
-        ``"map"`` on CPU devices, ``"vmap"`` on others. Either way it is one compiled program,
-        and with ``"map"`` a member's arithmetic does not depend on the population at all.
       scheduler: a :class:`Scheduler` acting between segments (halving, Hyperband, PBT).
-        Members it stops are recorded as ``"stopped"``; members it starts get new ids after
-        the largest of ``member_ids``.
-      checkpoint: a directory (or a :class:`jaxtune.checkpoint.Checkpointer`) to checkpoint
-        into at segment boundaries (docs/checkpointing.md); needs ``orbax-checkpoint``.
-      resume: continue the sweep checkpointed in ``checkpoint`` (from its last saved segment;
-        a directory without a checkpoint yet starts afresh). The Results equal those of an
-        uninterrupted run except ``wall_time_s``, the compile counts and
-        ``num_guarded_segments``.
-      allow_unused_hparams: warn (``UserWarning``) about a hyperparameter nothing reads
-        instead of refusing it (see Raises).
-      sweep_reads: names the rest of the sweep reads (a driver passes what
-        :func:`jaxtune.checks.check_space` found for its Space): never refused as unread,
-        like the names read by any static group of this call (a sweep may mix schedules or
-        models, and one round may draw only some of its static groups).
 
     Returns:
-      :class:`~jaxtune.results.Results` with one row per member, in the order of ``configs``.
-      ``metadata["num_compilations"]`` counts the XLA compilations this call triggered and
-      ``metadata["num_segment_compilations"]`` those of the training segment (one per static
-      group on a first call, zero when the same signatures ran before);
-      ``metadata["num_guarded_segments"]`` counts the segments that ran the guarded scan (a
-      member diverged in them, or one had less than a segment left: see the module
-      docstring). With
+      :class:`~jaxtune.results.Results`, one row per member in the order of ``configs``; with
       ``return_params``, a tuple ``(results, params)`` where ``params[i]`` is member i's final
       parameter pytree (numpy arrays).
 
     Raises:
-      ValueError, TypeError: bad configs, data, step counts or optimizer names, hyperparameter
-        values outside their valid ranges (``optim.VALUE_RANGES`` for the names the group's
-        optimizer and schedule read, ``task.value_ranges``), a name the engine or the task
-        reads as static (``batch_size``, ``num_steps``, ``task.static_hparams``) declared
-        dynamic, or a task that does not fit the data (declared
-        ``input_shape``/``num_classes``/``kind``, or shapes that fail the abstract trace), a
-        ``task`` that is not a Task, a seed that is not a non-negative int, and a hyperparameter
-        name that nothing in the sweep reads: not the optimizer or schedule of any static group
-        (``optim.OPTIMIZER_HPARAMS``), not the engine (``batch_size``, ``num_steps``), not the
-        task (the names its init/loss/evaluate look up in ``hp`` while traced abstractly for
-        some group, and ``task.extra_hparams``), nor ``sweep_reads``, with a "did you mean",
-        all before any compilation.
-      Exception: an exception of the task's own code met while tracing it (a ``NameError``, a
-        wrong key) is raised as itself, with a note naming the task function that raised it.
+      ValueError, TypeError: see :func:`run`; all before any compilation.
 
     Example:
       >>> from jaxtune import data, task as task_lib
@@ -396,9 +360,8 @@ def train(
       ...            for lr in (1e-3, 3e-3)]
       >>> results = train(task, configs, split, num_steps=100)  # doctest: +SKIP
     """
-    # Compatibility: a callback with a ``restored(member_steps)`` method (as ProgressBar has)
-    # was told the work a resume skipped; run() takes that as Hooks.on_restore. Only this
-    # keyword form looks for the method.
+    # Compatibility, in this keyword form only: a callback's ``restored(member_steps)`` method
+    # (ProgressBar has one) becomes Hooks.on_restore.
     restored = getattr(on_segment, "restored", None)
     hooks = Hooks(on_segment=on_segment, on_restore=restored if callable(restored) else None,
                   scheduler=scheduler)

@@ -29,7 +29,7 @@ from jaxtune.checkpoint import (
 from jaxtune.contracts import Scheduler, SlotView
 from jaxtune.engine.layout import Layout, put_like, to_host
 from jaxtune.engine.plan import Plan
-from jaxtune.engine.state import ChunkState, MemberRecord
+from jaxtune.engine.records import ChunkState, MemberRecord
 from jaxtune.results import MemberResult
 
 __all__ = [
