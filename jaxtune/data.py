@@ -1,8 +1,10 @@
-"""Datasets, splits, k-fold index tables and per-member minibatch sampling.
+"""Datasets, splits and per-member minibatch sampling.
 
 Host side (numpy, before anything is traced): the embedded datasets, a synthetic linear
-regression problem, input validation (`check_arrays`), train/validation/test splits,
-standardization fitted on the training rows, and k-fold index tables.
+regression problem, train/validation/test splits and standardization fitted on the training
+rows. Input validation (`check_arrays`) lives in :mod:`jaxtune.arraychecks` and the k-fold
+index tables (`kfold_rows`) in :mod:`jaxtune.rowtables` (the fold type in
+:mod:`jaxtune.folds`); both are re-exported here.
 
 Device side (inside the compiled training step, once per member under `vmap`):
 `sample_batch_indices` and `sample_rows`, which draw minibatch row indices from a member's key.
@@ -36,6 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtune.arraychecks import KINDS, check_arrays, check_finite_columns, check_int
+from jaxtune.rowtables import kfold_rows
+
 __all__ = [
     "DATASETS",
     "KINDS",
@@ -52,7 +57,6 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "linear")
-KINDS = ("classification", "regression")
 
 
 def _describe(array: np.ndarray) -> str:
@@ -147,140 +151,12 @@ class Split(NamedTuple):
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-
-def _check_numeric(array: np.ndarray, field: str) -> None:
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise TypeError(
-            f"{field} has dtype {array.dtype}, which is not a real number type; convert it "
-            f"first, e.g. {field}.astype(np.float32)"
-            + (" (labels: np.int32)" if field == "y" else "")
-        )
-
-
-def _check_finite(array: np.ndarray, field: str) -> None:
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.reshape(array.shape[0], -1).all(axis=1))
-        raise ValueError(
-            f"{field} contains {int((~finite).sum())} NaN or inf value(s) in "
-            f"{bad_rows.size} row(s) (first at row {int(bad_rows[0])}); remove or impute "
-            f"those rows before tuning"
-        )
-
-
-def _check_finite_columns(x: np.ndarray, field: str) -> None:
-    """Refuses NaN or inf in the features, naming the columns (features) that hold them."""
-    if x.size == 0 or not np.issubdtype(x.dtype, np.inexact):
-        return
-    bad = ~np.isfinite(x.reshape(x.shape[0], -1))
-    if bad.any():
-        columns = np.flatnonzero(bad.any(axis=0))
-        shown = ", ".join(map(str, columns[:10])) + (" ..." if columns.size > 10 else "")
-        raise ValueError(
-            f"{field} holds {int(bad.sum())} NaN or inf value(s) in column(s) {shown} (first "
-            f"at row {int(np.flatnonzero(bad.any(axis=1))[0])}); standardizing would turn "
-            "those columns into NaN. Remove or impute them first."
-        )
-
-
-def check_arrays(x: Any, y: Any, kind: str, num_classes: int | None = None) -> None:
-    """Validates features and labels on the host, before anything is compiled.
-
-    Args:
-        x: features `[num_rows, ...]` (at least two dimensions), any real numeric dtype.
-        y: labels or targets `[num_rows]`.
-        kind: ``"classification"`` or ``"regression"``.
-        num_classes: for classification, the number of classes; labels must lie in
-            `[0, num_classes)`. ``None`` only requires non-negative integer labels. Must be
-            ``None`` for regression.
-
-    Raises:
-        TypeError: `x` or `y` has a non-numeric (or complex) dtype.
-        ValueError: an unknown `kind`; empty data; `x` with fewer than two dimensions or `y`
-            not one-dimensional; different numbers of rows in `x` and `y`; NaN or inf in `x`
-            or `y`; classification labels that are not integers in `[0, num_classes)`; an
-            invalid `num_classes`. Each message names the field and the fix.
-
-    Example:
-        >>> check_arrays(np.zeros((4, 2)), np.array([0, 1, 1, 0]), "classification", 2)
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    x = np.asarray(x)
-    y = np.asarray(y)
-    _check_numeric(x, "x")
-    _check_numeric(y, "y")
-    if x.ndim < 2:
-        raise ValueError(
-            f"x must have shape [num_rows, num_features, ...], got shape {x.shape}; "
-            f"for a single feature use x[:, None]"
-        )
-    if y.ndim != 1:
-        raise ValueError(
-            f"y must have shape [num_rows], got shape {y.shape}; flatten it with y.reshape(-1)"
-        )
-    if x.shape[0] == 0 or x.size == 0:
-        raise ValueError(f"x is empty (shape {x.shape}); provide at least one row and feature")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"x and y have different numbers of rows: x has {x.shape[0]}, y has {y.shape[0]}; "
-            f"pass one label or target per row of x"
-        )
-    _check_finite(x, "x")
-    _check_finite(y, "y")
-    if kind == "regression":
-        if num_classes is not None:
-            raise ValueError(
-                f"num_classes must be None for regression, got {num_classes!r}; "
-                f"use kind='classification' for labels"
-            )
-        return
-    if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-            raise TypeError(f"num_classes must be an int, got {num_classes!r}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    if not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
-        first = int(np.flatnonzero(y != np.round(y))[0])
-        raise ValueError(
-            f"y holds classification labels, which must be integers; "
-            f"y[{first}] = {y[first].item()!r}; encode classes as 0..num_classes-1 "
-            f"(or use kind='regression')"
-        )
-    low, high = y.min(), y.max()
-    if low < 0:
-        raise ValueError(
-            f"y holds classification labels, which must be >= 0; got {low.item()!r}; "
-            f"encode classes as 0..num_classes-1"
-        )
-    if num_classes is not None and high >= num_classes:
-        raise ValueError(
-            f"y holds classification labels, which must be < num_classes={num_classes}; got "
-            f"{high.item()!r}; raise num_classes or encode classes as 0..num_classes-1"
-        )
-
-
 def _check_dataset(ds: Dataset) -> int | None:
     """Validates a Dataset and returns its number of classes (inferred when missing)."""
     check_arrays(ds.x, ds.y, ds.kind, ds.num_classes)
     if ds.kind == "classification" and ds.num_classes is None:
         return max(int(np.max(ds.y)) + 1, 2)
     return ds.num_classes
-
-
-def _check_int(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{field} must be an int, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{field} must be an int, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{field} must be at least {minimum}, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,8 +243,8 @@ def make_linear(
         >>> ds.x.shape, ds.y.shape
         ((100, 1), (100,))
     """
-    num_samples = _check_int(num_samples, "num_samples", 1)
-    seed = _check_int(seed, "seed", 0)
+    num_samples = check_int(num_samples, "num_samples", 1)
+    seed = check_int(seed, "seed", 0)
     for field, value in (("slope", slope), ("intercept", intercept), ("noise", noise)):
         if not np.isfinite(value):
             raise ValueError(f"{field} must be finite, got {value!r}")
@@ -490,7 +366,7 @@ def train_valid_test_split(
         ((106, 13), (36, 13), (36, 13))
     """
     num_classes = _check_dataset(ds)
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     for field, fraction in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not (isinstance(fraction, (int, float, np.number)) and 0 <= fraction < 1):
             raise ValueError(f"{field} must be a number in [0, 1), got {fraction!r}")
@@ -562,7 +438,7 @@ def standardize(split: Split, eps: float = 1e-8) -> Split:
     if x_train.shape[0] == 0:
         raise ValueError("split has no training rows to fit the standardization on")
     for part in ("train", "valid", "test"):
-        _check_finite_columns(np.asarray(getattr(split, f"x_{part}")), f"split.x_{part}")
+        check_finite_columns(np.asarray(getattr(split, f"x_{part}")), f"split.x_{part}")
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > eps, std, 1.0)
@@ -575,90 +451,6 @@ def standardize(split: Split, eps: float = 1e-8) -> Split:
         x_valid=transform(split.x_valid),
         x_test=transform(split.x_test),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# K-fold index tables
-
-
-def _pad_rows(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Stacks index lists into `[len(groups), max_len]` int32, padding with each first row."""
-    counts = np.array([g.size for g in groups], dtype=np.int32)
-    table = np.empty((len(groups), int(counts.max())), dtype=np.int32)
-    for fold, rows in enumerate(groups):
-        table[fold, : rows.size] = rows
-        table[fold, rows.size :] = rows[0]
-    return table, counts
-
-
-def kfold_rows(
-    num_rows: int,
-    num_folds: int,
-    seed: int = 0,
-    stratify_labels: Any | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Builds k-fold cross-validation index tables that stack into arrays.
-
-    Rows are shuffled (numpy `Generator` seeded with `seed`) and dealt to the folds in turn,
-    so every row is in exactly one validation fold and fold sizes differ by at most one (the
-    first `num_rows % num_folds` folds get the extra row, as scikit-learn's `KFold`). With
-    `stratify_labels` the rows are shuffled within each class and the classes dealt one after
-    the other (in order of first appearance), so each fold gets `floor` or `ceil` of
-    `n_c / num_folds` rows of each class `c`: the same allocation as scikit-learn's
-    `StratifiedKFold`. A class with fewer rows than folds is missing from some validation folds.
-
-    Folds differ in size, so each table is padded to the largest fold with that fold's first
-    row: padding is always a valid index, and `sample_rows(key, rows[f], counts[f], ...)` never
-    reads it. Rows are sorted within each fold.
-
-    Args:
-        num_rows: number of rows of the data being cross-validated.
-        num_folds: number of folds `F`, in `[2, num_rows]`.
-        seed: seed of the shuffle; the same arguments give the same tables.
-        stratify_labels: optional labels `[num_rows]` (any integer values) to stratify on.
-
-    Returns:
-        `(train_rows, train_counts, valid_rows, valid_counts)`: int32 arrays of shapes
-        `[F, max_train]`, `[F]`, `[F, max_valid]`, `[F]`. Row `f` of `train_rows` holds the
-        `train_counts[f]` training rows of fold `f` followed by padding; likewise for
-        validation.
-
-    Example:
-        >>> train_rows, train_counts, valid_rows, valid_counts = kfold_rows(10, 3)
-        >>> train_rows.shape, valid_counts.tolist()
-        ((3, 7), [4, 3, 3])
-    """
-    num_rows = _check_int(num_rows, "num_rows", 2)
-    num_folds = _check_int(num_folds, "num_folds", 2)
-    seed = _check_int(seed, "seed", 0)
-    if num_folds > num_rows:
-        raise ValueError(
-            f"num_folds={num_folds} is more than num_rows={num_rows}; every fold needs a "
-            f"validation row, lower num_folds"
-        )
-    rng = np.random.default_rng(seed)
-    if stratify_labels is None:
-        order = rng.permutation(num_rows)
-    else:
-        labels = np.asarray(stratify_labels)
-        if labels.shape != (num_rows,):
-            raise ValueError(
-                f"stratify_labels must have shape [num_rows] = ({num_rows},), got {labels.shape}"
-            )
-        _check_numeric(labels, "stratify_labels")
-        _, first_index, codes = np.unique(labels, return_index=True, return_inverse=True)
-        appearance = np.argsort(np.argsort(first_index))
-        codes = appearance[codes.reshape(-1)]
-        order = np.concatenate(
-            [rng.permutation(np.flatnonzero(codes == c)) for c in range(first_index.size)]
-        )
-    fold_of_row = np.empty(num_rows, dtype=np.int64)
-    fold_of_row[order] = np.arange(num_rows) % num_folds
-    valid_groups = [np.flatnonzero(fold_of_row == f) for f in range(num_folds)]
-    train_groups = [np.flatnonzero(fold_of_row != f) for f in range(num_folds)]
-    train_rows, train_counts = _pad_rows(train_groups)
-    valid_rows, valid_counts = _pad_rows(valid_groups)
-    return train_rows, train_counts, valid_rows, valid_counts
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxtune.results import MemberResult, Results, _is_log_spread, _is_number
+from jaxtune.report import is_log_spread, is_number
+from jaxtune.results import MemberResult, Results
 
 __all__ = [
     "best_so_far",
@@ -105,6 +106,21 @@ def save_figure(figure_or_axes: Any, path: str | os.PathLike[str], dpi: int = 12
     return path
 
 
+def _curve_points(results: Results, metric: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(normal, diverged)``: each member's finite ``[num_points, 2]`` (step, value) points."""
+    normal, diverged = [], []
+    for row in results:
+        if metric not in row.curves:
+            continue
+        points = np.column_stack(
+            [np.asarray(row.curve_steps, float), np.asarray(row.curves[metric], float)]
+        )
+        points = points[np.all(np.isfinite(points), axis=1)]
+        if len(points):
+            (diverged if row.diverged else normal).append(points)
+    return normal, diverged
+
+
 def learning_curves(
     results: Results,
     metric: str | None = None,
@@ -138,16 +154,7 @@ def learning_curves(
         raise ValueError(f"no learning curve for {metric!r}; curves available: {available}")
     ax = _axes(ax)
     best = _best_member(results, metric, mode)
-    normal, diverged = [], []
-    for row in results:
-        if metric not in row.curves:
-            continue
-        points = np.column_stack(
-            [np.asarray(row.curve_steps, float), np.asarray(row.curves[metric], float)]
-        )
-        points = points[np.all(np.isfinite(points), axis=1)]
-        if len(points):
-            (diverged if row.diverged else normal).append(points)
+    normal, diverged = _curve_points(results, metric)
     # One collection per style: one artist however many members.
     ax.add_collection(
         mpl["LineCollection"](normal, colors=_MEMBER_COLOR, linewidths=0.8, alpha=0.45)
@@ -216,6 +223,27 @@ def _space_log(results: Results, hparam: str) -> bool | None:
     return None
 
 
+def _hparam_positions(
+    results: Results, hparam: str, raw: Sequence[Any], log: bool | None
+) -> tuple[np.ndarray, list[str], bool]:
+    """``(x, labels, log)`` of :func:`metric_vs_hparam`: numbers as they are (log axis when asked,
+    or when the space or the spread says so), other values as categories spread in strips."""
+    labels: list[str] = []
+    if all(is_number(v) for v in raw):
+        x = np.asarray(raw, float)
+        if log is None:
+            log = _space_log(results, hparam)
+        if log is None:
+            log = is_log_spread(raw)
+        elif log and np.any(x <= 0):
+            raise ValueError(f"log=True but {hparam!r} has values <= 0; use log=False")
+    else:
+        x, labels = _categorical_positions(raw)
+        x = x + _strip_offsets(x)
+        log = False
+    return x, labels, bool(log)
+
+
 def metric_vs_hparam(
     results: Results,
     hparam: str,
@@ -256,21 +284,7 @@ def metric_vs_hparam(
     if metric not in results.metric_names:
         raise ValueError(f"unknown metric {metric!r}; available metrics: {results.metric_names}")
     rows = [row for row in results if row.config.get(hparam) is not None]
-    raw = [row.config[hparam] for row in rows]
-    numeric = all(_is_number(v) for v in raw)
-    labels: list[str] = []
-    if numeric:
-        x = np.asarray(raw, float)
-        if log is None:
-            log = _space_log(results, hparam)
-        if log is None:
-            log = _is_log_spread(raw)
-        elif log and np.any(x <= 0):
-            raise ValueError(f"log=True but {hparam!r} has values <= 0; use log=False")
-    else:
-        x, labels = _categorical_positions(raw)
-        x = x + _strip_offsets(x)
-        log = False
+    x, labels, log = _hparam_positions(results, hparam, [row.config[hparam] for row in rows], log)
     y = np.asarray([row.score(metric) for row in rows], float)
     ok = np.isfinite(y)
     ax = _axes(ax)
@@ -410,14 +424,14 @@ def _axis_positions(values: Sequence[Any], log: bool | None = None
     and spread over more than two decades. Anything else is placed as evenly spaced
     categories. NaN stays NaN.
     """
-    if all(_is_number(v) for v in values):
+    if all(is_number(v) for v in values):
         x = np.asarray(values, float)
         finite = x[np.isfinite(x)]
         if finite.size == 0:
             return np.full(len(x), np.nan), "", ""
         low, high = float(finite.min()), float(finite.max())
         if log is None:
-            log = _is_log_spread(values)
+            log = is_log_spread(values)
         if log and low > 0:
             scaled = np.log10(np.where(x > 0, x, np.nan))
             lo, hi = math.log10(low), math.log10(high)

@@ -1,7 +1,7 @@
 """Progress reporting at segment boundaries (host side, never inside traced code).
 
 :class:`ProgressBar` is an ``on_segment`` callback: the engine hands it a
-:class:`~jaxtune.engine.SegmentReport` after every segment, and it shows
+:class:`~jaxtune.contracts.SegmentReport` after every segment, and it shows
 
 * member-steps done out of the sweep's total, as a bar and a percentage;
 * the members of the running chunk still alive, and all members diverged so far;
@@ -20,7 +20,7 @@ Where it shows it:
 
 Example:
   >>> import io
-  >>> from jaxtune.engine import SegmentReport
+  >>> from jaxtune.contracts import SegmentReport
   >>> stream = io.StringIO()
   >>> bar = ProgressBar(400, stream=stream, enabled=True)
   >>> bar(SegmentReport("width=64", 0, 1, 50, 100, 4, 3, 1, {"valid_accuracy": [0.5, 0.7]}))
@@ -40,7 +40,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from jaxtune import contracts
-from jaxtune.engine import SegmentReport
+from jaxtune.contracts import SegmentReport
 
 __all__ = ["ProgressBar"]
 
@@ -62,7 +62,7 @@ def _format_seconds(seconds: float) -> str:
 
 
 class ProgressBar:
-    """A progress bar fed with :class:`~jaxtune.engine.SegmentReport` values (``on_segment``).
+    """A progress bar fed with :class:`~jaxtune.contracts.SegmentReport` values (``on_segment``).
 
     Args:
       total_member_steps: the work of the whole sweep, in member-steps (configs x seeds x folds

@@ -254,10 +254,23 @@ def _hidden_sizes(hp: HParams, default_width: int, default_depth: int) -> tuple[
     return (width,) * depth
 
 
-def _model_factory(
+def model_factory(
     model: str | ModelFactory, num_outputs: int, input_shape: Sequence[int]
 ) -> ModelFactory:
-    """Returns ``hp -> nn.Module`` for a model name or passes a user's factory through."""
+    """Returns ``hp -> nn.Module`` for a model name or passes a user's factory through.
+
+    Args:
+      model: ``"linear"`` (or ``"logistic"``), ``"mlp"``, ``"cnn"`` or a factory
+        ``hp -> flax.linen.Module`` (returned unchanged).
+      num_outputs: outputs of the model.
+      input_shape: shape of one example (a ``"cnn"`` needs square images).
+
+    Returns:
+      The factory ``hp -> flax.linen.Module``.
+
+    Raises:
+      ValueError: an unknown model name, or non-square inputs for ``"cnn"``.
+    """
     if callable(model):
         return model
     if model == "mlp":
@@ -285,6 +298,9 @@ def _model_factory(
         f"model={model!r} is not a known model; use one of {MODELS} or pass a function "
         "hp -> flax.linen.Module."
     )
+
+
+_model_factory = model_factory  # the old private name, kept for existing callers
 
 
 def _penalty(params: Params, hp: HParams) -> jax.Array:

@@ -17,7 +17,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
 from jaxtune.space import Choice, Fixed, Float, Int, Space
-from jaxtune.strategies import Strategy, bayes, random_search
+from jaxtune.strategies import Strategy, acquisitions, bayes, gp, random_search
 from jaxtune.strategies.bayes import (
     BayesState,
     GPParams,
@@ -207,7 +207,7 @@ def test_safe_cholesky_raises_jitter_and_never_fails():
         ones = jnp.ones((4, 4))  # rank one: the plain factor fails
         mask = jnp.ones(4)
         assert not np.all(np.isfinite(np.asarray(jnp.linalg.cholesky(ones - 1e-9 * jnp.eye(4)))))
-        safe_cholesky = jax.jit(bayes._safe_cholesky)
+        safe_cholesky = jax.jit(gp.safe_cholesky)
         factor = np.asarray(safe_cholesky(ones - 1e-9 * jnp.eye(4), mask, 1e-10))
         assert np.all(np.isfinite(factor))
         chex.assert_trees_all_close(factor @ factor.T, np.ones((4, 4)), atol=1e-3)
@@ -387,14 +387,14 @@ def test_padding_buckets_avoid_recompiling_every_round():
     """Rounds whose history stays in one power-of-two bucket reuse the compiled programs."""
     strategy = bayes_search(num_initial=3, **FAST)
     state = run_search(strategy, SMALL_SPACE, lambda c: c["a"] * c["b"], KEY, [3, 2], None)
-    fit, propose = bayes._fit_jit, bayes._PROPOSERS["kriging_believer"]
+    fit, propose = gp.fit_hyperparameters, acquisitions.PROPOSERS["kriging_believer"]
     sizes = fit._cache_size(), propose._cache_size()
     for num in (1, 3, 4, 2):  # 5 .. 15 observations, batches of 1 .. 4: one bucket
         configs, state = strategy.ask(state, num)
         state = strategy.tell(state, configs, [c["a"] * c["b"] for c in configs])
     assert (fit._cache_size(), propose._cache_size()) == sizes
-    assert bayes._bucket(5) == bayes._bucket(28) == 32 and bayes._bucket(29, 4) == 32
-    assert bayes._bucket(33) == 64 and bayes._bucket(3, 4) == 4 and bayes._bucket(5, 4) == 8
+    assert gp.bucket(5) == gp.bucket(28) == 32 and gp.bucket(29, 4) == 32
+    assert gp.bucket(33) == 64 and gp.bucket(3, 4) == 4 and gp.bucket(5, 4) == 8
 
 
 def test_large_histories_are_subsampled():
@@ -427,7 +427,7 @@ def test_snapping_lands_on_value_encodings():
     assert centers.shape == (5, 64)  # widths are padded to powers of two (>= 8)
     u = np.random.default_rng(0).uniform(size=(200, 5))
     with jax.enable_x64(True):
-        snapped_u = np.asarray(jax.jit(bayes._snap)(u, centers, snapped))
+        snapped_u = np.asarray(jax.jit(acquisitions.snap)(u, centers, snapped))
     np.testing.assert_array_equal(snapped_u[:, continuous], u[:, continuous])
     # Snapped coordinates are exact encodings: decoding then encoding gives them back.
     np.testing.assert_allclose(space.encode(space.decode(snapped_u))[:, discrete],

@@ -12,6 +12,8 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import cv
+from jaxtune import data as data_lib
+from jaxtune import folds as folds_lib
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -89,6 +91,31 @@ def test_member_layout_is_config_major():
     assert layout.member_seeds == [0, 0, 7, 7, 0, 0, 7, 7]
     assert layout.folds == [0, 1] * 4
     np.testing.assert_array_equal(layout.member_rows.train_rows[3], folds.train_rows[1])
+
+
+def test_folds_give_the_engines_member_rows():
+    folds = cv.kfold(10, 3, seed=2)
+    rows = folds.member_rows([2, 0, 2])
+    assert isinstance(rows, jt.engine.MemberRows)
+    np.testing.assert_array_equal(rows.train_rows[0], folds.train_rows[2])
+    np.testing.assert_array_equal(rows.valid_weight[1], folds.valid_weight[0])
+    assert cv.Folds is folds_lib.Folds and data_lib.kfold_rows is folds_lib.kfold_rows
+
+
+def test_options_value_equals_the_keywords():
+    """``options=EngineOptions(...)`` and the older keywords train bit-identical members."""
+    ds = jt.load_dataset("wine")
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    configs = [{"learning_rate": 0.1, "optimizer": "adam"}]
+    keywords = cv.cross_validate(task, ds, configs, num_steps=10, batch_size=16, num_folds=2,
+                                 steps_per_segment=10)
+    options = jt.engine.EngineOptions(num_steps=10, batch_size=16, steps_per_segment=10,
+                                      standardize=True)
+    valued = cv.cross_validate(task, ds, configs, num_folds=2, options=options)
+    assert [r.metrics for r in valued] == [r.metrics for r in keywords]
+    assert valued.metadata["num_steps"] == 10 and valued.metadata["standardize"] is True
+    with pytest.raises(ValueError, match="num_steps"):
+        cv.cross_validate(task, ds, configs, num_steps=5, options=options)
 
 
 # ------------------------------------------------------------------------------ leakage

@@ -93,7 +93,7 @@ def test_a_huge_choice_is_checked_in_linear_time():
     with pytest.raises(ValueError, match="duplicate"):
         Choice([1, 1.0])
     assert Choice([1, True, 0, False]).values == (1, True, 0, False)
-    assert Choice([(1, 2), [1, 2.5]])._index([1, 2.5]) == 1
+    assert Choice([(1, 2), [1, 2.5]]).index([1, 2.5]) == 1
     with pytest.raises(ValueError, match="duplicate"):
         Choice([{"a": 1}, {"a": 1}])  # unhashable values are still compared
 

@@ -121,10 +121,10 @@ def test_bayes_pins_blas_threads_without_scikit_learn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     import threadpoolctl  # an ImportError here is the failure: it must come with jaxtune
 
-    from jaxtune.strategies import bayes
+    from jaxtune.strategies import gp
 
     blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     assert blas, "numpy's BLAS should be visible to threadpoolctl"
-    with bayes._gp_precision(rows=8):
+    with gp.gp_precision(rows=8):
         inside = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     assert [i["num_threads"] for i in inside] == [1] * len(inside)

@@ -51,6 +51,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxtune import compile_cache
 from jaxtune import data as data_lib
 from jaxtune.contracts import Scheduler, SegmentReport
 from jaxtune.engine import plan as plan_lib
@@ -70,32 +71,10 @@ from jaxtune.engine.records import MemberRecord
 from jaxtune.results import MemberResult, Results
 from jaxtune.task import Task
 
-__all__ = ["CompileCounter", "RunOutput", "run", "train"]
+__all__ = ["SEGMENT_PROGRAM", "RunOutput", "run", "train"]
 
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 #: The name JAX reports for the compiled training segment.
 SEGMENT_PROGRAM = f"jit({population.run_segment.__name__})"
-
-
-class CompileCounter:
-    """Counts XLA backend compilations while active (jax.monitoring events), by function."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.by_function: dict[str, int] = {}
-
-    def __call__(self, event: str, duration_s: float, **kwargs: Any) -> None:
-        if event == _COMPILE_EVENT:
-            self.count += 1
-            name = str(kwargs.get("fun_name", "?"))
-            self.by_function[name] = self.by_function.get(name, 0) + 1
-
-    def __enter__(self) -> CompileCounter:
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        jax.monitoring.unregister_event_duration_listener(self)
 
 
 class RunOutput(NamedTuple):
@@ -153,14 +132,21 @@ def run(
     Raises:
       ValueError, TypeError: see the module docstring; all before any compilation.
     """
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
-    hooks = Hooks() if hooks is None else hooks
+    compile_cache.ensure_compilation_cache()
     plan = plan_lib.plan(task, configs, split, options, seed=seed, member_seeds=member_seeds,
                          folds=folds, member_ids=member_ids, member_rows=member_rows)
+    return _run_plan(plan, split, Hooks() if hooks is None else hooks, checkpoint, resume,
+                     keep_params)
+
+
+def _run_plan(plan: plan_lib.Plan, split: data_lib.Split, hooks: Hooks, checkpoint: Any,
+              resume: bool, keep_params: bool) -> RunOutput:
+    """Trains a planned run: every chunk, then the rows in member order."""
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
     session = _open_session(plan, split, checkpoint, resume, keep_params, hooks)
     data = _place_data(plan, split)
-    with CompileCounter() as counter:
+    with compile_cache.CompileCounter() as counter:
         rows, params, num_guarded = _run_chunks(plan, data, hooks, session, keep_params,
                                                 counter)
     if session is not None and session.num_restored_chunks:
@@ -209,7 +195,7 @@ def _place_data(plan: plan_lib.Plan, split: data_lib.Split) -> DeviceData:
 
 def _run_chunks(plan: plan_lib.Plan, data: DeviceData, hooks: Hooks,
                 session: session_lib.TrainSession | None, keep_params: bool,
-                counter: CompileCounter) -> tuple[list[MemberResult], list[Any], int]:
+                counter: compile_cache.CompileCounter) -> tuple[list[MemberResult], list[Any], int]:
     """Trains every chunk not finished before a resume: rows, parameters, guarded segments."""
     next_id = max(plan.member_ids) + 1 if session is None else session.next_id
     rows: list[MemberResult] = []
@@ -271,7 +257,7 @@ def _in_member_order(member_ids: Sequence[int], rows: list[MemberResult],
     return [rows[i] for i in ranked], [params[i] for i in ranked]
 
 
-def _counts(counter: CompileCounter, num_guarded: int) -> dict[str, int]:
+def _counts(counter: compile_cache.CompileCounter, num_guarded: int) -> dict[str, int]:
     """The counts of a run's metadata: compilations and guarded segments."""
     return {
         "num_compilations": counter.count,
@@ -373,7 +359,8 @@ def train(
         standardize=standardize, batch_mode=batch_mode, member_loop=member_loop,
         allow_unused_hparams=allow_unused_hparams, sweep_reads=sweep_reads,
     )
-    out = run(task, configs, split, options, seed=seed, member_seeds=member_seeds, folds=folds,
-              member_ids=member_ids, member_rows=member_rows, hooks=hooks,
-              checkpoint=checkpoint, resume=resume, keep_params=return_params)
+    # Not run(): like train() before it, this form leaves the compilation cache as it is.
+    plan = plan_lib.plan(task, configs, split, options, seed=seed, member_seeds=member_seeds,
+                         folds=folds, member_ids=member_ids, member_rows=member_rows)
+    out = _run_plan(plan, split, hooks, checkpoint, resume, return_params)
     return (out.results, out.params) if return_params else out.results
