@@ -346,8 +346,7 @@ def train(
       ...            for lr in (1e-3, 3e-3)]
       >>> results = train(task, configs, split, num_steps=100)  # doctest: +SKIP
     """
-    # Compatibility, in this keyword form only: a callback's ``restored(member_steps)`` method
-    # (ProgressBar has one) becomes Hooks.on_restore.
+    # Compatibility, this form only: on_segment.restored(member_steps) becomes Hooks.on_restore.
     restored = getattr(on_segment, "restored", None)
     hooks = Hooks(on_segment=on_segment, on_restore=restored if callable(restored) else None,
                   scheduler=scheduler)
