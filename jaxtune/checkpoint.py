@@ -38,14 +38,17 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxtune import jsonio, storage
+from jaxtune.results import Results
 
 __all__ = ["FORMAT", "MARKER", "Checkpointer", "fingerprint", "read_marker"]
 
@@ -231,8 +234,6 @@ class Store:
                  resume: bool) -> None:
         if not isinstance(resume, bool):
             raise TypeError(f"resume must be True or False, got {resume!r}")
-        import jax
-
         if jax.process_count() > 1:
             # Every process would write the same directory; Orbax's multi-host protocol is not
             # wired in (yet).
@@ -414,8 +415,6 @@ class Store:
 def remove_unfinished_steps(directory: str | os.PathLike[str]) -> list[Path]:
     """Deletes the temporary step folders (``*.orbax-checkpoint-tmp*``) a failed or killed
     save left in a checkpoint directory; returns them."""
-    import shutil
-
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -432,55 +431,7 @@ def _first_line(error: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Engine side: what train() stores and restores
-
-
-def member_to_json(member: Any) -> dict[str, Any]:
-    """A running member's host record (``engine._Member``), without its parameters."""
-    return {
-        "member_id": member.member_id, "config": member.config, "seed": member.seed,
-        "fold": member.fold, "status": member.status, "diverged_step": member.diverged_step,
-        "curve_steps": member.curve_steps, "curves": member.curves, "metrics": member.metrics,
-        "hp_schedule": member.hp_schedule, "wall_time_s": member.wall_time_s,
-    }
-
-
-def member_from_json(record: Mapping[str, Any]) -> Any:
-    from jaxtune import engine
-
-    return engine._Member(
-        member_id=int(record["member_id"]), config=dict(record["config"]),
-        seed=int(record["seed"]), fold=None if record["fold"] is None else int(record["fold"]),
-        status=str(record["status"]), diverged_step=record["diverged_step"],
-        curve_steps=[int(s) for s in record["curve_steps"]],
-        curves={k: [float(v) for v in values] for k, values in record["curves"].items()},
-        metrics={k: float(v) for k, v in record["metrics"].items()},
-        hp_schedule=record["hp_schedule"], wall_time_s=float(record["wall_time_s"]),
-    )
-
-
-def view_to_json(view: Any) -> dict[str, Any]:
-    """A scheduler's ``SlotView`` (metrics kept as exact float32 values)."""
-    return {
-        "segment": view.segment, "step": np.asarray(view.step).tolist(),
-        "alive": np.asarray(view.alive).tolist(), "finished": np.asarray(view.finished).tolist(),
-        "metrics": {k: np.asarray(v, np.float32).tolist() for k, v in view.metrics.items()},
-        "configs": [dict(c) for c in view.configs], "member_ids": list(view.member_ids),
-        "num_steps": view.num_steps, "steps_per_segment": view.steps_per_segment,
-    }
-
-
-def view_from_json(record: Mapping[str, Any], step_dtype: Any, alive_dtype: Any) -> Any:
-    from jaxtune import engine
-
-    return engine.SlotView(
-        segment=int(record["segment"]), step=np.asarray(record["step"], step_dtype),
-        alive=np.asarray(record["alive"], alive_dtype),
-        finished=np.asarray(record["finished"], bool),
-        metrics={k: np.asarray(v, np.float32) for k, v in record["metrics"].items()},
-        configs=[dict(c) for c in record["configs"]], member_ids=list(record["member_ids"]),
-        num_steps=int(record["num_steps"]), steps_per_segment=int(record["steps_per_segment"]),
-    )
+# Learning curves as arrays, finished rounds
 
 
 def pack_curves(records: Sequence[Mapping[str, Any]], prefix: str
@@ -533,241 +484,12 @@ def unpack_curves(records: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.
     return out
 
 
-@dataclasses.dataclass
-class ChunkProgress:
-    """A chunk restored mid-way: host arrays of its population and its members' records."""
-
-    state_leaves: list[np.ndarray]
-    dynamic: dict[str, np.ndarray]
-    slots: list[Any]
-    finished: list[Any]
-    segment_index: int
-    num_diverged: int
-    views: list[dict[str, Any]]
-
-
-class TrainSession:
-    """Checkpointing of one :func:`jaxtune.train` call (on its own, or one round of ``tune``).
-
-    Holds what finished chunks produced (restored or new) and saves the running chunk's
-    progress; the engine calls :meth:`chunk_progress`, :meth:`save_chunk` and
-    :meth:`chunk_done`.
-    """
-
-    def __init__(self, store: Store, arguments: Mapping[str, Any],
-                 outer: Mapping[str, Any] | None, scope: Any, next_id: int,
-                 restore: bool, outer_arrays: Mapping[str, np.ndarray] | None = None) -> None:
-        self.store = store
-        self.fingerprint = fingerprint(arguments)
-        self.outer = dict(outer or {})
-        self.outer_arrays = dict(outer_arrays or {})
-        self.scope = scope
-        self.done_rows: list[dict[str, Any]] = []
-        self.done_params: list[tuple[int, list[bool]]] = []  # (chunk, has-params per row)
-        self.done_arrays: dict[str, np.ndarray] = {}
-        self.num_done_chunks = self.num_restored_chunks = self._num_restored_rows = 0
-        self.next_id = next_id
-        self._chunk: dict[str, Any] | None = None
-        self._chunk_arrays: dict[str, np.ndarray] = {}
-        self._packed_rows: tuple[int, list[dict[str, Any]], dict[str, np.ndarray]] | None = None
-        #: Counts of the engine's metadata (compilations...) before the resume, and this run's
-        #: (set by the engine): a resumed call's metadata covers the whole call.
-        self.restored_counts: dict[str, int] = {}
-        self.counts: dict[str, int] = {}
-        if not restore:
-            return
-        latest = store.latest()
-        if latest is None:
-            return
-        document, arrays = latest
-        section = document.get("train")
-        if not isinstance(section, dict) or section.get("scope") != to_json(scope):
-            return  # nothing saved for this call yet (e.g. tune saved only finished rounds)
-        if section.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"checkpoint {str(store.checkpointer.directory)!r} holds a train() call with "
-                "other arguments than this one (configs, seeds, data, steps or chunking differ);"
-                " resume with the original arguments, or use a new checkpoint directory"
-            )
-        self.done_rows = unpack_curves(section["rows"], arrays, "rows")
-        self.done_params = [(int(c), list(has)) for c, has in section["params"]]
-        self.done_arrays = {k: v for k, v in arrays.items() if k.startswith("params.")}
-        self.num_done_chunks = self.num_restored_chunks = int(section["num_done_chunks"])
-        self._num_restored_rows = len(self.done_rows)
-        self.restored_counts = {k: int(v) for k, v in dict(section.get("counts", {})).items()}
-        self.next_id = int(section["next_id"])
-        self._chunk = section.get("chunk")
-        self._chunk_arrays = {k: v for k, v in arrays.items() if k.startswith("chunk.")}
-        if section.get("chunk") is None and self._chunk_arrays:
-            raise ValueError("checkpoint is damaged: arrays of a chunk without its record")
-
-    # ---- the running chunk ----
-
-    def chunk_progress(self, chunk_index: int, template_leaves: Sequence[Any],
-                       dynamic_names: Sequence[str]) -> ChunkProgress | None:
-        """The saved progress of chunk ``chunk_index``, checked against a fresh population."""
-        chunk = self._chunk
-        if chunk is None or int(chunk["index"]) != chunk_index:
-            return None
-        leaves = []
-        for i, template in enumerate(template_leaves):
-            value = self._chunk_arrays.get(f"chunk.state.{i:05d}")
-            if value is None or value.shape != tuple(template.shape) or (
-                value.dtype != np.dtype(template.dtype)
-            ):
-                raise ValueError(
-                    f"checkpoint {str(self.store.checkpointer.directory)!r}: the saved "
-                    f"population (leaf {i}) does not match this sweep's model; it was written "
-                    "by another version of the task or jaxtune"
-                )
-            leaves.append(value)
-        if f"chunk.state.{len(template_leaves):05d}" in self._chunk_arrays:
-            raise ValueError(
-                f"checkpoint {str(self.store.checkpointer.directory)!r}: the saved population "
-                "has more arrays than this sweep's model"
-            )
-        dynamic = {name: self._chunk_arrays[f"chunk.dynamic.{name}"] for name in dynamic_names}
-        members = unpack_curves(chunk["members"], self._chunk_arrays, "chunk.members")
-        slots = [None if i < 0 else member_from_json(members[i]) for i in chunk["slots"]]
-        return ChunkProgress(
-            state_leaves=leaves, dynamic=dynamic, slots=slots,
-            finished=[member_from_json(m) for m in members[len(chunk["slots"]):]],
-            segment_index=int(chunk["segment_index"]), num_diverged=int(chunk["num_diverged"]),
-            views=list(chunk["views"]),
-        )
-
-    def save_chunk(self, chunk_index: int, state_leaves: Sequence[np.ndarray],
-                   dynamic: Mapping[str, np.ndarray], slots: Sequence[Any],
-                   finished: Sequence[Any], segment_index: int, num_diverged: int,
-                   views: Sequence[Mapping[str, Any]], next_id: int) -> None:
-        """Saves the running chunk's progress (with everything finished before it)."""
-        self.next_id = next_id
-        # Slots first (padding slots as -1), then the members that left them.
-        records = [member_to_json(m) for m in slots if m is not None]
-        records += [member_to_json(m) for m in finished]
-        members, arrays = pack_curves(records, "chunk.members")
-        positions, count = [], 0
-        for member in slots:
-            positions.append(-1 if member is None else count)
-            count += member is not None
-        chunk = {
-            "index": chunk_index, "segment_index": segment_index, "num_diverged": num_diverged,
-            "slots": positions, "members": members, "views": list(views),
-        }
-        arrays.update({f"chunk.state.{i:05d}": np.asarray(v) for i, v in enumerate(state_leaves)})
-        arrays.update({f"chunk.dynamic.{k}": np.asarray(v) for k, v in dynamic.items()})
-        self._save(chunk, arrays)
-
-    def chunk_done(self, chunk_index: int, rows: Sequence[Any], params: Sequence[Any] | None,
-                   next_id: int, final: bool) -> None:
-        """Records a finished chunk's rows (``MemberResult``) and parameters; saves if due."""
-        import jax
-
-        self.done_rows.extend(row.to_dict() for row in rows)
-        self.num_done_chunks = chunk_index + 1
-        self.next_id = next_id
-        if params is not None:
-            has = [p is not None for p in params]
-            present = [p for p in params if p is not None]
-            self.done_params.append((chunk_index, has))
-            if present:
-                for i, leaves in enumerate(zip(*(jax.tree_util.tree_leaves(p) for p in present),
-                                               strict=True)):
-                    self.done_arrays[f"params.{chunk_index}.{i:05d}"] = np.stack(leaves)
-        if final or self.store.due():
-            self._save(None, {})
-
-    def total_counts(self) -> dict[str, int]:
-        """The restored counts plus this run's (see :attr:`counts`)."""
-        names = set(self.restored_counts) | set(self.counts)
-        return {k: self.restored_counts.get(k, 0) + self.counts.get(k, 0) for k in sorted(names)}
-
-    def restored_member_steps(self) -> int:
-        """Steps taken by the members of the chunks finished before the resume."""
-        rows = self.done_rows[: self._num_restored_rows]
-        return sum(row["curve_steps"][-1] for row in rows if row.get("curve_steps"))
-
-    def restored_rows_and_params(
-        self, treedef_of: Callable[[int], Any]
-    ) -> tuple[list[Any], list[Any]]:
-        """Rows (``MemberResult``) of the chunks finished before the resume, and their
-        parameters (``[]`` when they were not returned).
-
-        ``treedef_of(chunk)`` is the parameter tree structure of that chunk's group.
-        """
-        from jaxtune.results import MemberResult
-
-        rows = [MemberResult.from_dict(r) for r in self.done_rows[: self._num_restored_rows]]
-        params: list[Any] = []
-        for chunk, has in self.done_params:
-            if chunk >= self.num_restored_chunks:
-                break
-            leaves = []
-            while f"params.{chunk}.{len(leaves):05d}" in self.done_arrays:
-                leaves.append(self.done_arrays[f"params.{chunk}.{len(leaves):05d}"])
-            treedef = treedef_of(chunk) if any(has) else None
-            position = 0
-            for present in has:
-                if present:
-                    member = [leaf[position] for leaf in leaves]
-                    params.append(jax_unflatten(treedef, member))
-                    position += 1
-                else:
-                    params.append(None)
-        if params and len(params) != len(rows):
-            raise ValueError("checkpoint is damaged: finished rows and parameters disagree")
-        return rows, params
-
-    def _save(self, chunk: dict[str, Any] | None, chunk_arrays: Mapping[str, np.ndarray]) -> None:
-        if self._packed_rows is None or self._packed_rows[0] != len(self.done_rows):
-            self._packed_rows = (len(self.done_rows), *pack_curves(self.done_rows, "rows"))
-        _, rows, row_arrays = self._packed_rows
-        section = {
-            "scope": self.scope, "fingerprint": self.fingerprint, "rows": rows,
-            "params": self.done_params, "num_done_chunks": self.num_done_chunks,
-            "next_id": self.next_id, "chunk": chunk, "counts": self.total_counts(),
-        }
-        self.store.save({**self.outer, "train": section},
-                        {**self.outer_arrays, **self.done_arrays, **row_arrays, **chunk_arrays})
-
-
-def jax_unflatten(treedef: Any, leaves: Sequence[Any]) -> Any:
-    import jax
-
-    return jax.tree_util.tree_unflatten(treedef, list(leaves))
-
-
-def replay_scheduler(scheduler: Any, views: Sequence[Mapping[str, Any]], step_dtype: Any,
-                     alive_dtype: Any) -> Any:
-    """The scheduler's state after the stored views: ``init`` on the first, ``update`` on
-    each (the decisions are already in the restored population and are dropped)."""
-    state = None
-    for record in views:
-        view = view_from_json(record, step_dtype, alive_dtype)
-        if state is None:
-            state = scheduler.init(view)
-        _, state = scheduler.update(state, view)
-    return state
-
-
-def open_train_session(
-    checkpoint: str | os.PathLike[str] | Checkpointer | TrainScope,
-    resume: bool,
-    arguments: Mapping[str, Any],
-    next_id: int,
-) -> TrainSession:
-    """The session of one train() call: top-level (opens the directory) or a tune round."""
-    if isinstance(checkpoint, TrainScope):
-        return TrainSession(checkpoint.store, arguments, checkpoint.outer, checkpoint.scope,
-                            next_id, restore=checkpoint.restore,
-                            outer_arrays=checkpoint.outer_arrays)
-    store = Store(Checkpointer.of(checkpoint), "train", arguments, resume)
-    return TrainSession(store, arguments, None, None, next_id, restore=resume)
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainScope:
     """Hands an open :class:`Store` to the train() call of one tune round.
+
+    The engine's session (:mod:`jaxtune.engine.session`) saves the round's progress under
+    ``scope`` next to ``outer``.
 
     Attributes:
       store: the tune call's store.
@@ -802,8 +524,6 @@ def unpack_rounds(document: Mapping[str, Any], arrays: Mapping[str, np.ndarray])
       ValueError: the document has no tune section (it was not written by ``tune``) or a
         round is malformed.
     """
-    from jaxtune.results import Results
-
     section = document.get("tune")
     if not isinstance(section, dict) or not isinstance(section.get("rounds"), list):
         raise ValueError("checkpoint is damaged: no finished-rounds section for tune()")

@@ -182,7 +182,8 @@ class Task:
         return isinstance(other, Task) and self._key() == other._key()
 
 
-def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = True) -> None:
+def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = True,
+                    include_valid: bool = True) -> None:
     """Checks on the host that ``split`` is valid data and matches what ``task`` declares.
 
     Runs :func:`jaxtune.data.check_arrays` on the training, validation and (with
@@ -194,6 +195,8 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
       task: the task.
       split: the data.
       include_test: also check ``split.x_test``/``split.y_test``.
+      include_valid: also check ``split.x_valid``/``split.y_valid`` (not when members validate
+        on row tables of ``x_train``: the validation part is then never read).
 
     Raises:
       ValueError, TypeError: naming the field (``split.x_valid``, ``task.input_shape``...)
@@ -221,7 +224,7 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
     # Binary tasks read labels as floats (sigmoid loss, threshold 0.5); a softmax over more
     # classes indexes with them, so they must be integers.
     needs_integer_labels = task.kind == "classification" and (num_classes or 0) > 2
-    parts = ["train", "valid"] + (["test"] if include_test else [])
+    parts = ["train"] + (["valid"] if include_valid else []) + (["test"] if include_test else [])
     for part in parts:
         x, y = getattr(split, f"x_{part}"), getattr(split, f"y_{part}")
         try:

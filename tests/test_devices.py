@@ -30,6 +30,7 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import engine
+from jaxtune.engine import memory, population
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 # Default layout across device counts: measured differences 4.8e-7 in the losses, 0 in the
@@ -160,7 +161,7 @@ def test_memory_budget_splits_a_population_into_chunks(digits_split):
     assert whole.metadata["num_chunks"] == 1
     (per_member,) = whole.metadata["member_memory_bytes"].values()
     # A chunk gets 80% of the budget, less the replicated data: room for 2 members here.
-    data_bytes = engine._replicated_data_bytes(digits_split, evaluate_test=False)
+    data_bytes = memory.replicated_data_bytes(digits_split, evaluate_test=False)
     budget = int((data_bytes + 2.5 * per_member) / 0.8)
     chunked, chunked_params = engine.train(task, configs, digits_split,
                                            memory_budget_bytes=budget, **kwargs)
@@ -217,7 +218,7 @@ class _FakeLayout:
 
 
 def test_chunk_cap_is_a_multiple_of_the_device_count():
-    cap = engine._chunk_cap
+    cap = memory.chunk_cap
     assert cap(_FakeLayout(4), 10, None, None) == 8  # rounded down, never padded past 10
     assert cap(_FakeLayout(4), 4, None, None) == 4
     assert cap(_FakeLayout(1), 3, None, None) == 3
@@ -241,8 +242,8 @@ def test_memory_counts_all_replicated_data_and_blames_the_right_thing(digits_spl
     configs = [{"learning_rate": 1e-2, "optimizer": "adam", "width": 16, "depth": 1}] * 3
     split = digits_split
     arrays = [split.x_train, split.y_train, split.x_valid, split.y_valid]
-    assert engine._replicated_data_bytes(split, False) == sum(a.nbytes for a in arrays)
-    assert engine._replicated_data_bytes(split, True) == sum(
+    assert memory.replicated_data_bytes(split, False) == sum(a.nbytes for a in arrays)
+    assert memory.replicated_data_bytes(split, True) == sum(
         a.nbytes for a in [*arrays, split.x_test, split.y_test])
     kwargs = dict(num_steps=2, batch_size=16, steps_per_segment=2)
     # Room for the inputs but not for the labels and test set: the data is what does not fit.
@@ -250,7 +251,7 @@ def test_memory_counts_all_replicated_data_and_blames_the_right_thing(digits_spl
     with pytest.raises(ValueError, match=r"the data alone .* evaluate_test=False"):
         jt.train(task, configs, split, memory_budget_bytes=int((inputs_only + 2000) / 0.8),
                  **kwargs)
-    data_bytes = engine._replicated_data_bytes(split, True)
+    data_bytes = memory.replicated_data_bytes(split, True)
     with pytest.raises(ValueError, match=r"one member of group .* needs about .* MiB but only"):
         jt.train(task, configs, split, memory_budget_bytes=int((data_bytes + 1000) / 0.8),
                  **kwargs)
@@ -278,7 +279,7 @@ def _compiled_member_bytes(spec, eval_rows):
 
     dynamic = {"learning_rate": jax.ShapeDtypeStruct((), np.float32)}
     key = jax.ShapeDtypeStruct((2,), np.uint32)
-    params, opt_state = jax.eval_shape(lambda k, d: engine._member_init(spec, k, d), key,
+    params, opt_state = jax.eval_shape(lambda k, d: population.member_init(spec, k, d), key,
                                        dynamic)
 
     def data(rows):
@@ -335,21 +336,21 @@ def test_memory_estimate_bounds_the_compiled_segment(monkeypatch, model, static,
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
     task = jt.classification_task(model, num_classes=10, input_shape=(64,))
     configs = [{"learning_rate": lr, **static} for lr in (1e-3, 3e-3, 1e-2, 3e-2)]
-    real = engine._segment_jit
+    real = population.segment_jit
     seen = {}
 
     def spy(*args):
         seen["args"] = args
         return real(*args)
 
-    monkeypatch.setattr(engine, "_segment_jit", spy)
+    monkeypatch.setattr(population, "segment_jit", spy)
     results = jt.train(task, configs, split, num_steps=4, batch_size=128, steps_per_segment=2,
                        evaluate_test=False, member_loop=member_loop)
     analysis = real.lower(*seen["args"]).compile().memory_analysis()
     compiled = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
                 + analysis.temp_size_in_bytes)
     (per_member,) = results.metadata["member_memory_bytes"].values()
-    estimate = len(configs) * per_member + engine._replicated_data_bytes(split, False)
+    estimate = len(configs) * per_member + memory.replicated_data_bytes(split, False)
     # Never below what XLA needs; measured 1.24x (MLP) and 1.14x (CNN) above it with vmap,
     # 2.1x and 4.0x with map (every member's activations counted where one device holds one
     # member's at a time: chunks smaller than they could be, never too large).

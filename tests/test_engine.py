@@ -672,3 +672,37 @@ def test_member_loop_map_is_the_solo_run_and_agrees_with_vmap(digits_split):
         assert looped[i].curves == solo[0].curves
     with pytest.raises(ValueError, match="member_loop='scan' must be"):
         engine.train(_mlp_task(), configs, digits_split, member_loop="scan", num_steps=10)
+
+
+def test_member_rows_never_read_the_validation_split(digits_split):
+    """With row tables a member validates on its own rows of x_train: a Split whose validation
+    part is empty trains exactly as one with a placeholder row (cross-validation passes one)."""
+    num_rows = len(digits_split.y_train)
+    folds = np.arange(num_rows) % 2
+    train = [np.flatnonzero(folds != k) for k in (0, 1)]
+    valid = [np.flatnonzero(folds == k) for k in (0, 1)]
+    width_t, width_v = max(map(len, train)), max(map(len, valid))
+
+    def padded(rows, width):
+        return np.concatenate([rows, np.zeros(width - len(rows), rows.dtype)]).astype(np.int32)
+
+    member_rows = engine.MemberRows(
+        train_rows=np.stack([padded(r, width_t) for r in train * 2]),
+        train_counts=np.asarray([len(r) for r in train * 2], np.int32),
+        valid_rows=np.stack([padded(r, width_v) for r in valid * 2]),
+        valid_weight=np.stack([(np.arange(width_v) < len(r)).astype(np.float32)
+                               for r in valid * 2]),
+    )
+    configs = _configs("adam", [1e-3, 1e-3, 3e-3, 3e-3], width=16)
+    kwargs = dict(num_steps=10, batch_size=32, steps_per_segment=5, evaluate_test=False,
+                  member_rows=member_rows, folds=[0, 1, 0, 1], return_params=True)
+    x_train, y_train = digits_split.x_train, digits_split.y_train
+    placeholder = digits_split._replace(x_valid=x_train[:1], y_valid=y_train[:1])
+    empty = digits_split._replace(x_valid=x_train[:0], y_valid=y_train[:0])
+    one, one_params = engine.train(_mlp_task(), configs, placeholder, **kwargs)
+    none, none_params = engine.train(_mlp_task(), configs, empty, **kwargs)
+    assert [row.metrics for row in none] == [row.metrics for row in one]
+    assert [row.curves for row in none] == [row.curves for row in one]
+    assert none.metadata["member_memory_bytes"] == one.metadata["member_memory_bytes"]
+    for a, b in zip(none_params, one_params, strict=True):
+        _assert_params_close(a, b, atol=0, rtol=0)

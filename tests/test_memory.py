@@ -7,9 +7,9 @@ else held per segment would show as growth beyond that: a leaked population stat
 
 Measured (``python -m pytest -s tests/test_memory.py``, 2 shared CPU cores, jax 0.10.2):
 the resident set grows 0.56 to 0.74 MiB per segment after warm-up, of which tracemalloc
-attributes 0.48 MiB to the curves (``_Member.record``) and nothing else above 40 KiB. The bound
-asserted is three times the curves' own size, 1.5 MiB per segment: room for the allocator's
-slack, still half of one leaked population state.
+attributes 0.48 MiB to the curves (``MemberRecord.record``) and nothing else above 40 KiB. The
+bound asserted is three times the curves' own size, 1.5 MiB per segment: room for the
+allocator's slack, still half of one leaked population state.
 """
 
 from __future__ import annotations

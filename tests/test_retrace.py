@@ -14,6 +14,8 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import engine
+from jaxtune.engine import population
+from jaxtune.engine.population import init_population, pinned, run_segment
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +34,11 @@ def _task():
 def _count_traces(monkeypatch, n):
     """Swap the engine's init and segment programs for ones traced at most ``n`` times each."""
     chex.clear_trace_counter()
-    init = chex.assert_max_traces(engine._pinned(engine._init_population), n=n)
-    segment = chex.assert_max_traces(engine._pinned(engine._segment, pass_sharding=True), n=n)
-    monkeypatch.setattr(engine, "_init_jit", jax.jit(init, static_argnums=(0, 1)))
-    monkeypatch.setattr(engine, "_segment_jit", jax.jit(segment, static_argnums=(0, 1)))
-    monkeypatch.setattr(engine, "_segment_jit_donating",
+    init = chex.assert_max_traces(pinned(init_population), n=n)
+    segment = chex.assert_max_traces(pinned(run_segment, pass_sharding=True), n=n)
+    monkeypatch.setattr(population, "init_jit", jax.jit(init, static_argnums=(0, 1)))
+    monkeypatch.setattr(population, "segment_jit", jax.jit(segment, static_argnums=(0, 1)))
+    monkeypatch.setattr(population, "segment_jit_donating",
                         jax.jit(segment, static_argnums=(0, 1), donate_argnums=2))
 
 

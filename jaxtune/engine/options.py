@@ -30,23 +30,51 @@ class EngineOptions:
     """Every setting of how a population trains (not *which* members: those are arguments).
 
     Attributes:
-      num_steps: optimizer steps per member (a config's static ``num_steps`` overrides it).
-      batch_size: rows per minibatch, or ``None`` for full-batch gradient descent (a config's
-        static ``batch_size`` overrides it).
+      num_steps: optimizer steps per member. A config's static ``num_steps`` overrides it.
+      batch_size: rows per minibatch (sampled per member, with replacement, inside the
+        compiled step), or ``None`` for full-batch gradient descent. A config's static
+        ``batch_size`` overrides it.
       steps_per_segment: steps per compiled segment; metrics are recorded once a segment.
-      static_names: which hyperparameter names are static (``None``: inferred, see
+      static_names: which names are static. Default (``None``): a
+        :class:`~jaxtune.space.Space` has already said so for configs it made; for hand-written
+        configs every non-float value is static and every float is dynamic (see
         :func:`jaxtune.engine.infer_static_names`).
-      devices: devices of the population mesh (``None``: ``jax.devices()``).
-      pad_to: pad every chunk to this many members (for bit-identical replays).
-      max_members_per_chunk: cap on members trained at once.
-      members_per_device: members per device in each chunk (overrides the memory estimate).
-      memory_budget_bytes: memory one chunk may use (default: what the devices report).
-      evaluate_test: evaluate ``split.test`` at the end.
-      standardize: standardize features with training-rows statistics, per member.
-      batch_mode: one of :data:`BATCH_MODES`.
-      member_loop: one of :data:`MEMBER_LOOPS` or ``None`` (``"map"`` on CPU, else ``"vmap"``).
-      allow_unused_hparams: warn instead of refusing a name nothing in the sweep reads.
-      sweep_reads: names the calling driver reads itself (they count as read).
+      devices: devices of the population mesh (default: ``jax.devices()``, every device of
+        every process; with one process, its local devices).
+      pad_to: pad every population chunk to this many members (inert copies that never reach
+        Results). Replaying one member with ``pad_to`` equal to the original population size
+        and the same devices reproduces it bit for bit.
+      max_members_per_chunk: cap on members trained at once; larger groups run in chunks of
+        this size (the same compiled program). Rounded down to a multiple of the device count
+        (so padding never takes a chunk past the cap); must be at least the device count.
+        Default: as many as fit in memory.
+      members_per_device: pin the per-device layout: every chunk holds exactly
+        ``members_per_device * num_devices`` slots (the last one padded with inert copies), so
+        each device always trains a ``[members_per_device, ...]`` slice. Every member then runs
+        the same per-device program whatever the device count, and its parameters, metrics and
+        curves are bit-identical on 1, 2, 4 or 8 devices (docs/distributed.md). Exclusive with
+        ``pad_to`` and ``max_members_per_chunk``; must fit the memory budget.
+      memory_budget_bytes: device memory jaxtune may use (default: the device's limit, or host
+        memory on CPU).
+      evaluate_test: also evaluate final parameters on ``split.test``.
+      standardize: members standardize their inputs with the mean and standard deviation of
+        their own training rows (fitted on device, per fold: nothing leaks from held-out rows).
+      batch_mode: one of :data:`BATCH_MODES`: ``"independent"`` (default: each member samples
+        its own minibatches) or ``"shared"`` (one minibatch per step for all members: common
+        random numbers, less variance between members, and with ``member_loop="vmap"`` the
+        first layer becomes one wide product).
+      member_loop: how a device runs its members in a segment: ``"vmap"`` batches them into
+        one program (``[P, ...]`` products: what fills a GPU or TPU), ``"map"`` loops over
+        them one after another, each member's whole segment at a time (its own products, its
+        state in cache: about 1.25x faster than ``"vmap"`` on XLA:CPU). Default (None):
+        ``"map"`` on CPU devices, ``"vmap"`` on others. Either way it is one compiled program,
+        and with ``"map"`` a member's arithmetic does not depend on the population at all.
+      allow_unused_hparams: warn (``UserWarning``) about a hyperparameter nothing reads
+        instead of refusing it.
+      sweep_reads: names the rest of the sweep reads (a driver passes what
+        :func:`jaxtune.checks.check_space` found for its Space): never refused as unread,
+        like the names read by any static group of this call (a sweep may mix schedules or
+        models, and one round may draw only some of its static groups).
     """
 
     num_steps: int
