@@ -354,21 +354,21 @@ def profile_ops(run, hlo_text, num_steps, top=8):
 
 def profile(task, configs, split, num_steps, batch_size):
     """Where a step's time goes in (a) and (b), op by op (``--profile``)."""
-    from jaxtune import engine
+    from jaxtune.engine import population
 
     runner_a, _, _ = bench_jaxtune(task, configs, split, num_steps, batch_size)
     seen = {}
-    segment_jit = engine._segment_jit
+    segment_jit = population.segment_jit
 
     def spy(*args):
         seen["args"] = args
         return segment_jit(*args)
 
-    engine._segment_jit = spy
+    population.segment_jit = spy
     try:
         runner_a()
     finally:
-        engine._segment_jit = segment_jit
+        population.segment_jit = segment_jit
     print("(a) jaxtune, one segment program:")
     profile_ops(runner_a, segment_jit.lower(*seen["args"]).compile().as_text(), num_steps)
     runner_b = bench_vmap(configs, split, num_steps, batch_size)

@@ -197,11 +197,11 @@ def cross_validate(
     run_options, run_keywords = resolve_options(
         options, engine_options, num_steps=num_steps, batch_size=batch_size,
         steps_per_segment=steps_per_segment, static_names=static_names_of(space, static_names),
-        standardize=standardize, evaluate_test=evaluate_test,
+        standardize=standardize, evaluate_test=evaluate_test, on_segment=on_segment,
     )
     layout = member_layout(configs, seeds, folds)
     results = run_members(task, rows.split, layout, run_options, _extra(layout, folds),
-                          seed=seed, on_segment=on_segment, run_keywords=run_keywords)
+                          seed=seed, run_keywords=run_keywords)
     metadata = _metadata(results, rows, folds, run_options, metric=metric, mode=mode,
                          fold_seed=fold_seed, seeds=seeds, space=space)
     return Results(list(results), metadata)

@@ -21,17 +21,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxtune import checks, contracts, engine, limits
+from jaxtune import checks, contracts, drivers, engine, limits
 from jaxtune.data import Dataset, Split, check_arrays
 from jaxtune.engine import MemberRows
-from jaxtune.engine.options import EngineOptions, Hooks
+from jaxtune.engine.options import EngineOptions
 from jaxtune.folds import Folds
 from jaxtune.results import Results
 from jaxtune.space import Space
 from jaxtune.task import Task
 
 __all__ = [
-    "RUN_KEYWORDS",
     "CVRows",
     "MemberLayout",
     "check_configs",
@@ -45,9 +44,6 @@ __all__ = [
 
 Config = Mapping[str, Any]
 #: Keys of an old-style ``engine_options`` mapping that are runner arguments, not options.
-RUN_KEYWORDS = ("checkpoint", "resume")
-
-
 class CVRows(NamedTuple):
     """The rows a cross-validation draws its folds from.
 
@@ -100,11 +96,9 @@ def pool_rows(data: Dataset | Split) -> CVRows:
             f"data must be a jaxtune Dataset or Split, got {type(data).__name__}; use "
             "jt.load_dataset(...) or jt.Dataset(x, y, kind, num_classes, name)."
         )
-    # The validation part is never read: with member row tables the engine validates each
-    # member on its own rows of x_train. It would hold 0 rows, but the engine still checks
-    # split.x_valid like any Split (task.check_task_data refuses empty arrays), so one row of
-    # x stands in until that check skips the validation part when member_rows are given.
-    split = Split(x, y, x[:1], y[:1], x_test, y_test, kind, num_classes, name)
+    # No validation rows: with member row tables the engine validates each member on its
+    # own held-out rows of x_train and never reads (or checks) split.x_valid.
+    split = Split(x, y, x[:0], y[:0], x_test, y_test, kind, num_classes, name)
     return CVRows(split, source)
 
 
@@ -196,25 +190,29 @@ def check_configs(task: Task, data: Any, configs: Sequence[Config], seeds: Seque
 def resolve_options(
     options: EngineOptions | None,
     old_options: Mapping[str, Any] | None,
+    *,
+    on_segment: Callable[[engine.SegmentReport], None] | None = None,
     **given: Any,
 ) -> tuple[EngineOptions, dict[str, Any]]:
-    """A driver's :class:`~jaxtune.engine.options.EngineOptions` and its runner keywords.
+    """A CV driver's :class:`~jaxtune.engine.options.EngineOptions` and its runner keywords.
 
-    ``old_options`` is the driver's older ``engine_options`` mapping: its :data:`RUN_KEYWORDS`
-    (``checkpoint``, ``resume``) go to :func:`jaxtune.engine.run`, the rest are options.
+    The rule every driver follows (:func:`jaxtune.drivers.engine_call`): ``old_options`` is
+    the older ``engine_options`` mapping, whose runner keywords (``checkpoint``, ``resume``...)
+    go to :func:`jaxtune.engine.run` and whose other names are options; the hooks carry
+    ``on_segment`` and its ``restored`` method.
 
     Args:
       options: the driver's ``options`` value, or None.
       old_options: its ``engine_options`` mapping, or None.
+      on_segment: progress callback.
       **given: the driver's own keywords (``num_steps``, ``batch_size``...), used without
         ``options`` (:meth:`~jaxtune.engine.options.EngineOptions.resolve`).
 
     Returns:
-      ``(options, run_keywords)``.
+      ``(options, run_keywords)``, ``run_keywords`` with the ``hooks``.
     """
-    old = dict(old_options or {})
-    run_keywords = {name: old.pop(name) for name in RUN_KEYWORDS if name in old}
-    resolved = EngineOptions.resolve(options, old, **given)
+    resolved, run_keywords = drivers.engine_call(options, old_options, on_segment=on_segment,
+                                                 **given)
     if options is not None and resolved.static_names is None and given.get("static_names"):
         resolved = resolved.replace(static_names=given["static_names"])
     return resolved, run_keywords
@@ -228,7 +226,6 @@ def run_members(
     extra: Sequence[Mapping[str, Any]],
     *,
     seed: int,
-    on_segment: Callable[[engine.SegmentReport], None] | None = None,
     run_keywords: Mapping[str, Any] | None = None,
 ) -> Results:
     """Trains the members of ``layout`` in one :func:`jaxtune.engine.run` call.
@@ -240,16 +237,15 @@ def run_members(
       options: how to train.
       extra: one mapping per member, merged into its ``MemberResult.extra``.
       seed: the sweep seed.
-      on_segment: progress callback.
-      run_keywords: ``checkpoint``/``resume`` for the runner.
+      run_keywords: the ``hooks``, ``checkpoint`` and ``resume`` of the runner call
+        (:func:`resolve_options`).
 
     Returns:
       The results, one row per member in layout order.
     """
     out = engine.run(
         task, layout.configs, split, options, seed=seed, member_seeds=layout.member_seeds,
-        folds=layout.folds, member_rows=layout.member_rows,
-        hooks=Hooks(on_segment=on_segment), **dict(run_keywords or {}),
+        folds=layout.folds, member_rows=layout.member_rows, **dict(run_keywords or {}),
     )
     rows = [dataclasses.replace(row, extra={**row.extra, **extra[i]})
             for i, row in enumerate(out.results)]

@@ -140,13 +140,12 @@ def nested_cross_validate(
     run_options, run_keywords = resolve_options(
         options, engine_options, num_steps=num_steps, batch_size=batch_size,
         steps_per_segment=steps_per_segment, static_names=static_names_of(space, static_names),
-        standardize=standardize, evaluate_test=evaluate_test,
+        standardize=standardize, evaluate_test=evaluate_test, on_segment=on_segment,
     )
     # The refit trains only the chosen configs: every config's optimizer/schedule names count.
     run_options = run_options.replace(
         sweep_reads=run_options.sweep_reads | checks.optimizer_reads(configs))
-    run = functools.partial(run_members, task, rows.split, seed=seed, on_segment=on_segment,
-                            run_keywords=run_keywords)
+    run = functools.partial(run_members, task, rows.split, seed=seed, run_keywords=run_keywords)
     inner_results = _inner_stage(run, configs, seeds, outer, inner, num_inner_folds,
                                  run_options.replace(evaluate_test=False), metric, mode)
     selections = [_choose(inner_results, o, metric, mode, rule, complexity)

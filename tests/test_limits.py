@@ -153,7 +153,7 @@ def no_compile(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("compiled before refusing the input")
 
-    monkeypatch.setattr(engine, "member_memory_bytes", refuse)
+    monkeypatch.setattr(engine.memory, "member_memory_bytes", refuse)
 
 
 @pytest.mark.parametrize("name, value", [

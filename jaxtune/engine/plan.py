@@ -8,8 +8,6 @@ from each member's identity (sweep seed, own seed, config, fold), never from its
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -18,40 +16,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import checks, jsonio, limits, optim
+from jaxtune import checks, limits, optim
 from jaxtune import data as data_lib
 from jaxtune.engine import memory
 from jaxtune.engine.layout import Layout
 from jaxtune.engine.options import BATCH_MODES, MEMBER_LOOPS, EngineOptions
 from jaxtune.engine.population import GroupSpec, MemberRows
+from jaxtune.keys import config_hash as config_hash  # re-exported: engine.config_hash
+from jaxtune.keys import fold_in_config as fold_in_config
 from jaxtune.task import Task, check_task_data
 
 __all__ = [
     "DYNAMIC_NAMES", "ENGINE_STATIC_NAMES", "GroupPlan", "Plan", "check_integer_value",
     "config_hash", "fold_in_config", "hashable", "infer_static_names", "member_keys", "plan",
 ]
-
-
-def config_hash(config: Mapping[str, Any]) -> int:
-    """A stable 64-bit hash of a config, used to derive the member's key.
-
-    64 bits make two different configs of a sweep share a key with odds of about
-    ``n**2 / 2**65`` (a 31-bit hash gave pairs among 100,000 configs).
-
-    Args:
-      config: a configuration (plain JSON-serializable values).
-
-    Returns:
-      An int in ``[0, 2**64)``, the same in every process and Python session.
-    """
-    text = json.dumps(jsonio.plain(config), sort_keys=True)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-def fold_in_config(key: jax.Array, config: Mapping[str, Any]) -> jax.Array:
-    """``key`` with a config's 64-bit :func:`config_hash` folded in (high, then low 32 bits)."""
-    value = config_hash(config)
-    return jax.random.fold_in(jax.random.fold_in(key, value >> 32), value & 0xFFFFFFFF)
 
 
 def member_keys(
