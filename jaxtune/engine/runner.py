@@ -358,8 +358,7 @@ def train(
         standardize=standardize, batch_mode=batch_mode, member_loop=member_loop,
         allow_unused_hparams=allow_unused_hparams, sweep_reads=sweep_reads,
     )
-    # Not run(): like train() before it, this form leaves the compilation cache as it is.
-    plan = plan_lib.plan(task, configs, split, options, seed=seed, member_seeds=member_seeds,
-                         folds=folds, member_ids=member_ids, member_rows=member_rows)
-    out = _run_plan(plan, split, hooks, checkpoint, resume, return_params)
+    out = run(task, configs, split, options, seed=seed, member_seeds=member_seeds, folds=folds,
+              member_ids=member_ids, member_rows=member_rows, hooks=hooks,
+              checkpoint=checkpoint, resume=resume, keep_params=return_params)
     return (out.results, out.params) if return_params else out.results
