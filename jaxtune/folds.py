@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxtune.engine import MemberRows
+from jaxtune.engine.population import MemberRows
 from jaxtune.rowtables import kfold_rows, pad_rows
 
 __all__ = [
