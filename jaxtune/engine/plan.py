@@ -28,7 +28,8 @@ from jaxtune.task import Task, check_task_data
 
 __all__ = [
     "DYNAMIC_NAMES", "ENGINE_STATIC_NAMES", "GroupPlan", "Plan", "check_integer_value",
-    "config_hash", "fold_in_config", "hashable", "infer_static_names", "member_keys", "plan",
+    "Members", "config_hash", "fold_in_config", "hashable", "infer_static_names", "member_keys",
+    "plan",
 ]
 
 
@@ -267,33 +268,42 @@ class Plan(NamedTuple):
                 index += 1
 
 
+class Members(NamedTuple):
+    """Who a run's members are, beside their configs (each field is part of their identity).
+
+    Attributes:
+      seed: the sweep seed.
+      member_seeds: one seed per member (default 0).
+      folds: one fold per member (default ``None``).
+      member_ids: one id per member (default ``0..len(configs)-1``).
+      member_rows: per-member row tables (cross-validation), or ``None``.
+    """
+
+    seed: int = 0
+    member_seeds: Sequence[int] | None = None
+    folds: Sequence[int | None] | None = None
+    member_ids: Sequence[int] | None = None
+    member_rows: MemberRows | None = None
+
+
 def plan(
     task: Task,
     configs: Sequence[Mapping[str, Any]],
     split: data_lib.Split,
     options: EngineOptions,
-    *,
-    seed: int = 0,
-    member_seeds: Sequence[int] | None = None,
-    folds: Sequence[int | None] | None = None,
-    member_ids: Sequence[int] | None = None,
-    member_rows: MemberRows | None = None,
+    members: Members | None = None,
 ) -> Plan:
     """Checks a run's arguments and decides its static groups, device layout and chunks.
 
-    With ``member_rows``, ``split.x_valid``/``y_valid`` are never read: each member validates
-    on its own rows of ``x_train``.
+    With ``members.member_rows``, ``split.x_valid``/``y_valid`` are never read: each member
+    validates on its own rows of ``x_train``.
 
     Args:
       task: the task every member runs.
       configs: one config per member.
       split: the data.
       options: how to train.
-      seed: the sweep seed.
-      member_seeds: one seed per member (default 0).
-      folds: one fold per member (default ``None``).
-      member_ids: one id per member (default ``0..len(configs)-1``).
-      member_rows: per-member row tables (cross-validation), or ``None``.
+      members: the members' identities (default: :class:`Members` defaults).
 
     Returns:
       The :class:`Plan`.
@@ -301,6 +311,7 @@ def plan(
     Raises:
       ValueError, TypeError: see :func:`jaxtune.engine.train`; all before any compilation.
     """
+    seed, member_seeds, folds, member_ids, member_rows = members or Members()
     checks.check_task_and_data(task, split)
     seed = checks.check_seed("seed", seed)
     configs = [dict(c) for c in configs]
