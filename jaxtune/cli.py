@@ -257,8 +257,17 @@ def _parser() -> argparse.ArgumentParser:
 def _add_budget_flags(sweep: argparse.ArgumentParser) -> None:
     """What to tune and how much: data, model, space, strategy, configs, steps."""
 
-    sweep.add_argument("--dataset", required=True, choices=DATASETS)
-    sweep.add_argument("--model", default="mlp", choices=MODELS)
+    sweep.add_argument("--dataset", default=None, choices=DATASETS,
+                       help="an embedded dataset (or --data)")
+    sweep.add_argument("--data", default=None, metavar="FILE", help="your own data: .npz with "
+                       "x, y (and x_valid/y_valid, x_test/y_test) or .csv with a header")
+    sweep.add_argument("--target", default=None, help="--data .csv: the target column (default: "
+                       "the last)")
+    sweep.add_argument("--kind", default=None, choices=("classification", "regression"),
+                       help="--data: default inferred (whole-number targets: classification)")
+    sweep.add_argument("--model", default=None, choices=MODELS, help="default mlp (or --task)")
+    sweep.add_argument("--task", default=None, metavar="MODULE:ATTR", help="your own Task, or a "
+                       "function returning one, imported from MODULE (docs/cli.md)")
     sweep.add_argument("--space", required=True, help="search-space file (.json, .yaml, .yml)")
     sweep.add_argument(
         "--strategy",
@@ -431,7 +440,7 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
         "members_per_device", "member_loop", "seed", "metric", "grid_points", "eta",
         "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
         "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
-        "num_processes", "process_id",
+        "num_processes", "process_id", "task", "data", "target", "kind",
     )}
     return SweepRequest(
         args=args,
