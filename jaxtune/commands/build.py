@@ -168,7 +168,9 @@ def _task_and_split(request: SweepRequest) -> tuple[Task, data.Split]:
         task.check_task_data(the_task, split)
     except (TypeError, ValueError) as error:
         model = f"--task {request.task}" if request.task else f"--model {request.model or 'mlp'}"
-        raise CliError(f"{request.data_flag} does not fit {model}: {error}") from error
+        hint = ("" if request.data is None or the_task.kind in (None, split.kind) else
+                f" (--kind {the_task.kind} reads the file as {the_task.kind} data)")
+        raise CliError(f"{request.data_flag} does not fit {model}: {error}{hint}") from error
     return the_task, data.standardize(split)  # numpy
 
 

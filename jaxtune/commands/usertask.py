@@ -81,8 +81,8 @@ def make_task(found: Any, spec: str, description: Mapping[str, Any]) -> Task:
     if isinstance(found, Task):
         return found
     if not callable(found):
-        raise CliError(f"--task: {spec} is a {type(found).__name__}, not a jaxtune Task or a "
-                       "function returning one")
+        raise CliError(f"--task: {spec} is of type {type(found).__name__}, not a jaxtune Task "
+                       "or a function returning one")
     kwargs = _factory_arguments(found, spec, description)
     shown = ", ".join(f"{name}={value!r}" for name, value in kwargs.items())
     try:
@@ -90,8 +90,8 @@ def make_task(found: Any, spec: str, description: Mapping[str, Any]) -> Task:
     except Exception as error:  # the user's code: any failure is reported in one line
         raise CliError(f"--task: {spec}({shown}) raised {_first_line(error)}") from error
     if not isinstance(made, Task):
-        raise CliError(f"--task: {spec}({shown}) returned a {type(made).__name__}, not a "
-                       "jaxtune Task")
+        raise CliError(f"--task: {spec}({shown}) returned an object of type "
+                       f"{type(made).__name__}, not a jaxtune Task")
     return made
 
 
