@@ -472,17 +472,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     """Runs ``jaxtune sweep``; returns the exit status.
 
     Four steps (:mod:`jaxtune.commands`): parse the namespace into a typed request, check every
-    flag and file, build the space, data, task, strategy and engine options (the input errors
-    that need them are raised there), then split the CPU into devices and run: train through
-    the strategy's driver and write ``--out``. Nothing is compiled before the last step.
+    flag and file, split the CPU into devices, build the space, data, task, strategy and
+    engine options (the input errors that need them are raised there), then run: train
+    through the strategy's driver and write ``--out``. Nothing is compiled before the last
+    step.
     """
     from jaxtune.commands import build, check, sweep
 
     request = _parse_sweep(args)
     check.check_sweep(request)
-    plan = build.build_sweep(request)
-    use_cpu_cores(plan.cpu_devices)  # before the first JAX computation
-    return sweep.run_sweep(request, plan)
+    # Before the first JAX computation, which a --task module may run when it is imported.
+    use_cpu_cores(build.sweep_cpu_devices(request))
+    return sweep.run_sweep(request, build.build_sweep(request))
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ def _user_project(tmp_path, monkeypatch):
     (tmp_path / "usermod.py").write_text(USER_MODULE, encoding="utf-8")
     (tmp_path / "space.json").write_text(json.dumps(SPACE), encoding="utf-8")
     yield
-    for name in ("usermod", "brokenmod", "syntaxmod"):
+    for name in ("usermod", "brokenmod", "syntaxmod", "eagermod"):
         sys.modules.pop(name, None)
 
 
@@ -343,3 +344,16 @@ def test_csv_errors(tmp_path, capsys):
 )
 def test_flag_combinations(capsys, npz_file, extra, fields):
     error_line(capsys, sweep(*extra), *fields)
+
+
+def test_cpu_is_split_before_the_task_module_is_imported(tmp_path, monkeypatch, npz_file):
+    """A --task module may run JAX when imported: the devices are made before that."""
+    (tmp_path / "eagermod.py").write_text(
+        "from pathlib import Path\nPath('imported').touch()\nfrom usermod import make_task\n",
+        encoding="utf-8")
+    calls = []
+    monkeypatch.setattr(cli, "use_cpu_cores",
+                        lambda num_devices=None: calls.append(Path("imported").exists()))
+    argv = sweep("--task", "eagermod:make_task", "--data", npz_file, "--batch-size", "1000")
+    assert cli.main(argv) == 2  # refused after the import: the devices came first
+    assert calls == [False] and Path("imported").exists()

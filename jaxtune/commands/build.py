@@ -25,7 +25,8 @@ from jaxtune.engine.options import EngineOptions
 from jaxtune.space import Space
 from jaxtune.task import Task
 
-__all__ = ["COMMAND_LINE_OPTIONS", "SweepPlan", "build_sweep", "engine_options_mapping"]
+__all__ = ["COMMAND_LINE_OPTIONS", "SweepPlan", "build_sweep", "engine_options_mapping",
+           "sweep_cpu_devices"]
 
 #: The engine options the command line sets (``--batch-mode``, ``--allow-unused-hparams``,
 #: ``--max-members-per-chunk``, ``--members-per-device``, ``--member-loop``): the drivers'
@@ -92,7 +93,7 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
     resumed = request.resumed
     space = (Space.from_dict(resumed["space"]) if "space" in resumed
              else Space.from_file(request.space))
-    cpu_devices = int(resumed.get("cpu_devices") or cpu_device_count())
+    cpu_devices = sweep_cpu_devices(request)
     checkpointer = _checkpointer(request, space, cpu_devices)
     strategy = request.entry.factory(request.args)
     the_task, split = _task_and_split(request)
@@ -114,6 +115,13 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
     )
     return SweepPlan(the_task, split, space, strategy, metric, mode, num_configs,
                      _population_size(request, num_configs), options, checkpointer, cpu_devices)
+
+
+def sweep_cpu_devices(request: SweepRequest) -> int:
+    """The CPU devices the sweep splits the host into: a resumed sweep's count, else
+    ``JAXTUNE_CPU_DEVICES`` or the core count
+    (:func:`~jaxtune.commands.devices.cpu_device_count`)."""
+    return int(request.resumed.get("cpu_devices") or cpu_device_count())
 
 
 def _checkpointer(request: SweepRequest, space: Space, cpu_devices: int) -> Checkpointer | None:
