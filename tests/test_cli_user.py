@@ -357,3 +357,18 @@ def test_cpu_is_split_before_the_task_module_is_imported(tmp_path, monkeypatch, 
     argv = sweep("--task", "eagermod:make_task", "--data", npz_file, "--batch-size", "1000")
     assert cli.main(argv) == 2  # refused after the import: the devices came first
     assert calls == [False] and Path("imported").exists()
+
+
+def test_resume_imports_the_task_from_the_first_runs_folder(tmp_path, monkeypatch, npz_file):
+    argv = sweep("--task", "usermod:make_task", "--data", npz_file, "--steps-per-segment", "10",
+                 "--num-configs", "2", "--checkpoint-dir", "ckpt")
+    assert cli.main(argv) == 0
+    first = Results.load("out")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "usermod")
+    (tmp_path / "out" / "results.json").unlink()
+    assert cli.main(["sweep", "--resume", str(tmp_path / "ckpt")]) == 0
+    assert_same_rows(Results.load(tmp_path / "out"), first)
