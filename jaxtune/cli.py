@@ -16,7 +16,8 @@ Every process trains its share of the population and ends with every row; proces
 prints the table and writes ``--out`` (docs/distributed.md).
 
 Errors in the input (a malformed space file, an unknown dataset, model or strategy, a negative
-budget, a missing or corrupt results folder) print one line, ``jaxtune: error: ...``, naming the
+budget, a missing or corrupt results folder, a ``--task`` module that does not import, a
+``--data`` file that does not fit) print one line, ``jaxtune: error: ...``, naming the
 offending field, and exit with status 2; so do argparse's usage errors. Set ``JAXTUNE_DEBUG=1``
 to get the full traceback instead. Anything else (a bug) is not caught and shows its traceback.
 

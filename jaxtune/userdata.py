@@ -15,8 +15,9 @@ File layouts:
   target is the column ``target`` (default: the last one), the other columns are the features.
 
 The kind is ``kind`` when given, else inferred from the targets: integer values (an integer
-dtype, or a CSV column of whole numbers) are classification labels ``0..num_classes-1``, anything
-else regression targets. Every message names the file, the array or column, and the rows.
+dtype, or a CSV column of whole numbers, none negative) are classification labels
+``0..num_classes-1``, anything else regression targets. Every message names the file, the
+array or column, and the rows.
 """
 
 from __future__ import annotations
@@ -253,9 +254,9 @@ def _check_rows(file: Path, suffix: str, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def _infer_kind(targets: Iterable[np.ndarray]) -> str:
-    """Classification when every target is a whole number (or of an integer dtype)."""
+    """Classification when every target is a whole number >= 0 (or of an integer dtype)."""
     for y in targets:
-        if not (np.issubdtype(y.dtype, np.integer) or np.all(y == np.round(y))):
+        if not (np.issubdtype(y.dtype, np.integer) or np.all(y == np.round(y))) or y.min() < 0:
             return "regression"
     return "classification"
 

@@ -211,6 +211,9 @@ def test_regression_csv_is_inferred_and_kind_overrides(tmp_path):
     assert userdata.load_data_file(csv, target="label").dataset.kind == "regression"
     whole = write_csv(tmp_path / "whole.csv", x, np.abs(np.round(target)))
     assert userdata.load_data_file(whole, target="label").dataset.kind == "classification"
+    signed = write_csv(tmp_path / "signed.csv", x, np.round(target))  # negative: no labels
+    assert np.round(target).min() < 0
+    assert userdata.load_data_file(signed, target="label").dataset.kind == "regression"
     loaded = userdata.load_data_file(whole, target="label", kind="regression").dataset
     assert loaded.kind == "regression" and loaded.y.dtype == np.float32
 
