@@ -158,6 +158,11 @@ def test_csv_halving_with_a_task_object_matches_run_halving(tmp_path):
     np.testing.assert_array_equal(loaded.dataset.x, x)
     np.testing.assert_array_equal(loaded.dataset.y, y)
     assert (loaded.dataset.kind, loaded.dataset.num_classes) == ("classification", 3)
+    np.savetxt(tmp_path / "last.csv", np.column_stack([x, y]), delimiter=",",
+               header="a,b,c,d,label", comments="")
+    last = userdata.load_data_file(tmp_path / "last.csv").dataset  # the target: the last column
+    np.testing.assert_array_equal(last.y, y)
+    np.testing.assert_allclose(last.x, x, rtol=1e-6)
     argv = sweep("--task", "usermod:TASK", "--data", csv, "--target", "label",
                  "--strategy", "halving", "--min-steps", "5", "--eta", "4")
     assert cli.main(argv) == 0
@@ -169,6 +174,7 @@ def test_csv_halving_with_a_task_object_matches_run_halving(tmp_path):
                        num_brackets=1, batch_size=32, steps_per_segment=5, seed=0)
     assert_same_rows(got, want)
     assert got.metadata["scheduler"]["kind"] == "successive_halving"
+    assert len(got.filter(status="stopped")) >= 1  # members did stop at a rung
 
 
 def test_pbt_with_a_bare_factory_and_engine_flags(npz_file):

@@ -53,10 +53,13 @@ def find_task(spec: str, directory: str) -> Any:
     where = module_name
     for part in attribute.split("."):
         if not hasattr(found, part):
-            names = [name for name in dir(found) if not name.startswith("_")]
+            names = [name for name in dir(found) if not name.startswith("_")
+                     for value in [getattr(found, name, None)]
+                     if (isinstance(value, Task) or callable(value))
+                     and not inspect.ismodule(value)]
             close = difflib.get_close_matches(part, names, n=3)
             hint = (f"; did you mean {', '.join(close)}?" if close else
-                    f"; it has {', '.join(names[:12]) or 'no public names'}")
+                    f"; it has {', '.join(names[:12]) or 'no Task or function'}")
             raise CliError(f"--task: {where} has no attribute {part!r}{hint}")
         found = getattr(found, part)
         where = f"{where}.{part}"
