@@ -114,7 +114,10 @@ class GroupSpec:
       task: the :class:`~jaxtune.task.Task`.
       static_hp: sorted ``(name, value)`` pairs of the static hyperparameters.
       dynamic_names: names of the traced hyperparameters, sorted.
-      num_steps: training steps per member.
+      num_steps: the group's largest step budget. A member's own budget is a runtime value
+        (``run_segment``'s ``budget``), so members with different budgets share the program;
+        only groups whose schedule reads the horizon (``cosine``, ``warmup_cosine``) have one
+        budget, this one (see :func:`jaxtune.engine.plan.member_budget`).
       batch_size: minibatch rows per step, or ``None`` for full-batch gradient descent.
       steps_per_segment: steps per compiled segment (the learning-curve resolution).
       batch_mode: ``"independent"`` (each member samples its own minibatch) or ``"shared"``
@@ -227,15 +230,15 @@ def _member_update(spec, params, opt_state, train_key, step, preprocess, dynamic
     return loss, updates, optax.apply_updates(params, updates), new_opt_state
 
 
-def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step, preprocess,
-                 dynamic, rows, count, train, shared_batch):
+def _member_step(spec, params, opt_state, train_key, step, budget, alive, diverged_step,
+                 preprocess, dynamic, rows, count, train, shared_batch):
     """One member's guarded step: it freezes a member that is stopped, done or not finite."""
     loss, updates, new_params, new_opt_state = _member_update(
         spec, params, opt_state, train_key, step, preprocess, dynamic, rows, count, train,
         shared_batch,
     )
     finite = jnp.isfinite(loss) & _all_finite(updates)
-    in_range = step < spec.num_steps
+    in_range = step < budget
     take = alive & finite & in_range
     params = _tree_select(take, new_params, params)
     opt_state = _tree_select(take, new_opt_state, opt_state)
@@ -295,13 +298,13 @@ def _mean_loss(losses: jax.Array, steps_taken: jax.Array) -> jax.Array:
 
 def _guarded_member(spec: GroupSpec, member: Any, shared: Any) -> Any:
     """One member's guarded scan over a segment: every step checked and frozen if need be."""
-    params, opt_state, train_key, step, alive, diverged_step, preprocess, dyn, r, c = member
+    params, opt_state, train_key, step, budget, alive, diverged_step, preprocess, dyn, r, c = member
 
     def body(carry, i):
         params, opt_state, step, alive, diverged_step = carry
         params, opt_state, step, alive, diverged_step, loss, counted = _member_step(
-            spec, params, opt_state, train_key, step, alive, diverged_step, preprocess,
-            dyn, r, c, shared[0], _shared_batch_at(spec, shared, i),
+            spec, params, opt_state, train_key, step, budget, alive, diverged_step,
+            preprocess, dyn, r, c, shared[0], _shared_batch_at(spec, shared, i),
         )
         return (params, opt_state, step, alive, diverged_step), (loss, counted)
 
@@ -313,9 +316,9 @@ def _guarded_member(spec: GroupSpec, member: Any, shared: Any) -> Any:
 
 
 def _guarded_scan(spec: GroupSpec, sharding: NamedSharding, start: PopulationState,
-                  dynamic: Any, rows: MemberRows | None, shared: Any) -> Any:
+                  budget: jax.Array, dynamic: Any, rows: MemberRows | None, shared: Any) -> Any:
     """Every member's guarded scan: ``(new_state, train_loss)``."""
-    members = (start.params, start.opt_state, start.train_key, start.step, start.alive,
+    members = (start.params, start.opt_state, start.train_key, start.step, budget, start.alive,
                start.diverged_step, start.preprocess, dynamic, *_train_rows(rows))
     carry, train_loss = _over_members(
         spec, sharding, functools.partial(_guarded_member, spec), members, shared
@@ -378,10 +381,14 @@ def run_segment(
     segment_index: jax.Array,
     train: Mapping[str, jax.Array],
     valid: Mapping[str, jax.Array] | None,
+    budget: jax.Array | None = None,
 ) -> tuple[PopulationState, dict[str, jax.Array], jax.Array]:
     """``steps_per_segment`` steps of every member, then the validation pass.
 
     Returns the new state, the per-member metrics and whether the guarded scan ran.
+    ``budget`` (``[P]`` int32) is every member's own step budget, a runtime value: a member
+    at its budget is frozen like a finished one, so members with different budgets share one
+    program. ``None`` gives every member ``spec.num_steps``.
 
     Two scans of the same steps are in the program, and ``lax.cond`` picks at run time:
 
@@ -401,7 +408,9 @@ def run_segment(
     Each member's scan is its own (:func:`_over_members` loops or batches the members).
     """
     shared = (train, shared_key, segment_index)
-    live = state.alive & (state.step < spec.num_steps)
+    if budget is None:
+        budget = jnp.full(state.step.shape, spec.num_steps, jnp.int32)
+    live = state.alive & (state.step < budget)
     any_live = jnp.any(live)
 
     def skip(start):
@@ -419,10 +428,10 @@ def run_segment(
         ), fast_loss
 
     def rerun_guarded(start, fast_state, fast_loss):
-        return _guarded_scan(spec, sharding, start, dynamic, rows, shared)
+        return _guarded_scan(spec, sharding, start, budget, dynamic, rows, shared)
 
     fast = functools.partial(_fast_scan, spec, sharding, live, dynamic, rows, shared)
-    whole_segment_left = ~jnp.any(live & (state.step + spec.steps_per_segment > spec.num_steps))
+    whole_segment_left = ~jnp.any(live & (state.step + spec.steps_per_segment > budget))
     fast_state, fast_loss, redo = jax.lax.cond(whole_segment_left & any_live, fast, skip, state)
     # The restoring select is a pass over the whole state: skipped when every member is live.
     branch = jnp.where(redo, 2, jnp.where(jnp.all(live), 0, 1))

@@ -1,0 +1,71 @@
+"""Step budgets are runtime values: an epochs grid is one program, each member its solo run."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import jaxtune as jt
+from jaxtune import engine
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    return jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
+
+
+def _task():
+    return jt.classification_task("mlp", num_classes=10, input_shape=(64,))
+
+
+def _grid(budgets, **extra):
+    return [{"learning_rate": lr, "optimizer": "adam", "width": 16, "depth": 1,
+             "num_steps": n, **extra} for n in budgets for lr in (3e-3, 1e-2)]
+
+
+KWARGS = dict(num_steps=12, batch_size=32, steps_per_segment=5, evaluate_test=False,
+              return_params=True)
+
+
+def test_epochs_grid_is_one_program_and_every_member_its_solo_run(digits_split):
+    configs = _grid((4, 7, 12))
+    results, params = engine.train(_task(), configs, digits_split, **KWARGS)
+    assert results.metadata["num_segment_compilations"] == 1
+    assert results.metadata["num_static_groups"] == 1
+    for i, config in enumerate(configs):
+        row = results[i]
+        assert row.config == config and row.status == "completed"
+        assert row.curve_steps[-1] == config["num_steps"]
+    for i in (0, 3, 4):  # one member of each budget
+        row, config = results[i], configs[i]
+        # The curve is the solo run's: a member whose budget ends inside a segment is frozen
+        # there (the guarded scan), as a solo run's last, shorter segment ends.
+        solo, solo_params = engine.train(_task(), [config], digits_split, **KWARGS)
+        assert row.curve_steps == solo[0].curve_steps
+        assert row.curves == solo[0].curves
+        assert row.metrics == solo[0].metrics
+        for a, b in zip(jax.tree_util.tree_leaves(params[i]),
+                        jax.tree_util.tree_leaves(solo_params[0]), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_schedules_that_read_the_horizon_keep_one_program_per_budget(digits_split):
+    configs = _grid((6, 12), schedule="cosine", alpha=0.1)
+    results = engine.train(_task(), configs, digits_split, **{**KWARGS, "return_params": False})
+    assert results.metadata["num_segment_compilations"] == 2
+    assert [row.curve_steps[-1] for row in results] == [6, 6, 12, 12]
+
+
+def test_configs_without_a_budget_take_the_runs(digits_split):
+    """Configs that name no num_steps group apart from those that do: they take the run's."""
+    configs = _grid((4,)) + [{k: v for k, v in c.items() if k != "num_steps"} for c in _grid((4,))]
+    results = engine.train(_task(), configs, digits_split, **{**KWARGS, "return_params": False})
+    assert [row.curve_steps[-1] for row in results] == [4, 4, 12, 12]
+
+
+def test_a_bad_budget_is_refused_before_compiling(digits_split):
+    with pytest.raises(ValueError, match="num_steps"):
+        engine.train(_task(), _grid((4, 0)), digits_split, **KWARGS)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        engine.train(_task(), _grid((4, 12), warmup_steps=6), digits_split, **KWARGS)
