@@ -69,3 +69,18 @@ def test_a_bad_budget_is_refused_before_compiling(digits_split):
         engine.train(_task(), _grid((4, 0)), digits_split, **KWARGS)
     with pytest.raises(ValueError, match="warmup_steps"):
         engine.train(_task(), _grid((4, 12), warmup_steps=6), digits_split, **KWARGS)
+
+
+def test_another_num_steps_reuses_the_program(digits_split):
+    """The run's ``num_steps`` is a budget too: a second run with another compiles nothing, and
+    its members are the solo runs of that budget (a fresh program's)."""
+    configs = [{k: v for k, v in c.items() if k != "num_steps"} for c in _grid((1,))]
+    kwargs = {**KWARGS, "return_params": False, "steps_per_segment": 4}
+    engine.train(_task(), configs, digits_split, **{**kwargs, "num_steps": 12})
+    again = engine.train(_task(), configs, digits_split, **{**kwargs, "num_steps": 9})
+    assert again.metadata["num_segment_compilations"] == 0
+    assert [row.curve_steps for row in again] == [[4, 8, 9]] * 2
+    jax.clear_caches()
+    fresh = engine.train(_task(), configs, digits_split, **{**kwargs, "num_steps": 9})
+    assert fresh.metadata["num_segment_compilations"] == 1
+    assert [row.curves for row in again] == [row.curves for row in fresh]

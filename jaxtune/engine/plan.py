@@ -42,6 +42,10 @@ HORIZON_SCHEDULES = frozenset({"cosine", "warmup_cosine"})
 _RUNTIME_BUDGET = "runtime"
 
 
+def _reads_horizon(config: Mapping[str, Any]) -> bool:
+    return config.get("schedule", "constant") in HORIZON_SCHEDULES
+
+
 def member_budget(spec: GroupSpec, config: Mapping[str, Any]) -> int:
     """A member's step budget: its config's ``num_steps``, else the group's (the run's)."""
     return int(config.get("num_steps", spec.num_steps))
@@ -188,7 +192,7 @@ def _split_groups(
     """Configs by static values; ``num_steps``'s value counts only where the schedule reads it."""
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
-        runtime = config.get("schedule", "constant") not in HORIZON_SCHEDULES
+        runtime = not _reads_horizon(config)
         key = tuple(sorted(
             (k, _RUNTIME_BUDGET if runtime and k == "num_steps" else hashable(v))
             for k, v in config.items() if k in static_names))
@@ -446,6 +450,7 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
         spec = GroupSpec(
             task=task, static_hp=tuple(sorted(static_hp.items())), dynamic_names=dynamic_names,
             num_steps=group_steps, batch_size=None if group_batch is None else int(group_batch),
+            horizon=group_steps if _reads_horizon(static_hp) else None,
             steps_per_segment=min(options.steps_per_segment, group_steps),
             batch_mode=options.batch_mode, member_rows=has_member_rows,
             standardize=options.standardize, member_loop=options.member_loop,

@@ -49,7 +49,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxtune import data as data_lib
-from jaxtune import optim
+from jaxtune import limits, optim
 from jaxtune.task import Task
 
 __all__ = [
@@ -114,10 +114,9 @@ class GroupSpec:
       task: the :class:`~jaxtune.task.Task`.
       static_hp: sorted ``(name, value)`` pairs of the static hyperparameters.
       dynamic_names: names of the traced hyperparameters, sorted.
-      num_steps: the group's largest step budget. A member's own budget is a runtime value
-        (``run_segment``'s ``budget``), so members with different budgets share the program;
-        only groups whose schedule reads the horizon (``cosine``, ``warmup_cosine``) have one
-        budget, this one (see :func:`jaxtune.engine.plan.member_budget`).
+      num_steps: the group's largest step budget, for the host. It is not part of the key:
+        a member's own budget is a runtime value (``run_segment``'s ``budget``), so members
+        with different budgets, and runs with different ``num_steps``, share the program.
       batch_size: minibatch rows per step, or ``None`` for full-batch gradient descent.
       steps_per_segment: steps per compiled segment (the learning-curve resolution).
       batch_mode: ``"independent"`` (each member samples its own minibatch) or ``"shared"``
@@ -126,22 +125,32 @@ class GroupSpec:
       standardize: members standardize inputs with statistics of their own training rows.
       member_loop: ``"vmap"`` (members batched into one program) or ``"map"`` (each device
         loops over its own members); see :func:`train`.
+      horizon: the step horizon of a schedule that reads it (``cosine``, ``warmup_cosine``:
+        their groups have one budget, this one, part of the key), else ``None``.
     """
 
     task: Task
     static_hp: tuple[tuple[str, Any], ...]
     dynamic_names: tuple[str, ...]
-    num_steps: int
+    num_steps: int = dataclasses.field(compare=False)
     batch_size: int | None
     steps_per_segment: int
     batch_mode: str = "independent"
     member_rows: bool = False
     standardize: bool = False
     member_loop: str = "vmap"
+    horizon: int | None = None
 
     def hp(self, dynamic: Mapping[str, jax.Array]) -> dict[str, Any]:
         """One member's hyperparameters: static Python values and traced dynamic scalars."""
         return {**dict(self.static_hp), **dynamic}
+
+    @property
+    def optimizer_steps(self) -> int:
+        """The ``num_steps`` the optimizer is built with in traced code: the horizon, or for a
+        schedule that does not read it the largest int32 (``plan`` checked every member's own
+        budget against ``warmup_steps``; nothing else reads it)."""
+        return limits.INT32_MAX if self.horizon is None else self.horizon
 
     @property
     def label(self) -> str:
@@ -183,7 +192,7 @@ def member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array
     """One member's fresh ``(params, opt_state)`` from its key and dynamic values."""
     hp = spec.hp(dynamic)
     params = spec.task.init(jax.random.fold_in(key, 0), hp)
-    opt_state = optim.make_optimizer(hp, spec.num_steps).init(params)
+    opt_state = optim.make_optimizer(hp, spec.optimizer_steps).init(params)
     return params, opt_state
 
 
@@ -225,7 +234,7 @@ def _member_update(spec, params, opt_state, train_key, step, preprocess, dynamic
     (loss, _), grads = jax.value_and_grad(spec.task.loss, has_aux=True)(
         params, batch, dropout_key, hp
     )
-    optimizer = optim.make_optimizer(hp, spec.num_steps)
+    optimizer = optim.make_optimizer(hp, spec.optimizer_steps)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     return loss, updates, optax.apply_updates(params, updates), new_opt_state
 
@@ -381,14 +390,14 @@ def run_segment(
     segment_index: jax.Array,
     train: Mapping[str, jax.Array],
     valid: Mapping[str, jax.Array] | None,
-    budget: jax.Array | None = None,
+    budget: jax.Array,
 ) -> tuple[PopulationState, dict[str, jax.Array], jax.Array]:
     """``steps_per_segment`` steps of every member, then the validation pass.
 
     Returns the new state, the per-member metrics and whether the guarded scan ran.
     ``budget`` (``[P]`` int32) is every member's own step budget, a runtime value: a member
     at its budget is frozen like a finished one, so members with different budgets share one
-    program. ``None`` gives every member ``spec.num_steps``.
+    program.
 
     Two scans of the same steps are in the program, and ``lax.cond`` picks at run time:
 
@@ -408,8 +417,6 @@ def run_segment(
     Each member's scan is its own (:func:`_over_members` loops or batches the members).
     """
     shared = (train, shared_key, segment_index)
-    if budget is None:
-        budget = jnp.full(state.step.shape, spec.num_steps, jnp.int32)
     live = state.alive & (state.step < budget)
     any_live = jnp.any(live)
 
