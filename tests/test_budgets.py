@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxtune as jt
-from jaxtune import engine
+from jaxtune import compile_cache, engine
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,17 @@ def test_another_num_steps_reuses_the_program(digits_split):
     fresh = engine.train(_task(), configs, digits_split, **{**kwargs, "num_steps": 9})
     assert fresh.metadata["num_segment_compilations"] == 1
     assert [row.curves for row in again] == [row.curves for row in fresh]
+
+
+def test_batch_sizes_share_the_set_up_program(digits_split):
+    """Groups that differ only in what training reads (batch size) share the set-up program:
+    one init compile for two batch sizes, and each member is its solo run."""
+    configs = [{**c, "batch_size": b} for b in (16, 32) for c in _grid((6,))[:1]]
+    kwargs = {**KWARGS, "return_params": False}
+    jax.clear_caches()
+    with compile_cache.CompileCounter() as counter:
+        results = engine.train(_task(), configs, digits_split, **kwargs)
+    assert results.metadata["num_segment_compilations"] == 2
+    assert counter.by_function["jit(_init_over_members)"] == 1
+    for row, config in zip(results, configs, strict=True):
+        assert row.curves == engine.train(_task(), [config], digits_split, **kwargs)[0].curves

@@ -91,8 +91,8 @@ def open_chunk(ctx: ChunkContext, members: Sequence[MemberRecord],
     slots = (*members, *([None] * (size - len(members))))
     member_key, dynamic = _slot_arrays(ctx, slots)
     alive = np.arange(size) < len(members)
-    state = population.init_jit(ctx.spec, ctx.layout.population, member_key, dynamic, ctx.rows,
-                                ctx.data.train, ctx.layout.put(alive))
+    state = population.init_jit(ctx.spec.setup, ctx.layout.population, member_key, dynamic,
+                                ctx.rows, ctx.data.train, ctx.layout.put(alive))
     steps = np.zeros(size, np.int64)
     fresh = ChunkState(
         population=state, dynamic=dynamic, slots=slots, finished=(), step=steps.copy(),
@@ -126,7 +126,7 @@ def finish_chunk(ctx: ChunkContext, state: ChunkState, keep_params: bool) -> lis
     finished = [*state.finished, *state.slots[:num_real]]
     if ctx.data.test is not None:
         test_metrics = to_host(population.evaluate_jit(
-            ctx.spec, ctx.layout.population, state.population, state.dynamic, None,
+            ctx.spec.setup, ctx.layout.population, state.population, state.dynamic, None,
             ctx.data.train, ctx.data.test, "test"))
         for slot, member in enumerate(state.slots[:num_real]):
             member.metrics.update({k: float(v[slot]) for k, v in test_metrics.items()})

@@ -146,6 +146,16 @@ class GroupSpec:
         return {**dict(self.static_hp), **dynamic}
 
     @property
+    def setup(self) -> GroupSpec:
+        """The key of the set-up and evaluation programs: the group without what only
+        training reads (batch size, batch mode, steps per segment; a config's ``batch_size``
+        is not in the task's ``hp`` there), so groups that differ in those alone share one
+        set-up program."""
+        return dataclasses.replace(
+            self, static_hp=tuple(item for item in self.static_hp if item[0] != "batch_size"),
+            batch_size=None, batch_mode="independent", steps_per_segment=1)
+
+    @property
     def optimizer_steps(self) -> int:
         """The ``num_steps`` the optimizer is built with in traced code: the horizon, or for a
         schedule that does not read it the largest int32 (``plan`` checked every member's own
@@ -485,9 +495,21 @@ def evaluate_population(spec, sharding, state, dynamic, rows, train, data, prefi
     return {f"{prefix}_{name}": jnp.asarray(v, jnp.float32) for name, v in values.items()}
 
 
-def init_population(spec, member_key, dynamic, rows, train, alive):
-    """A fresh population: every member initialized from its own key ``member_key[i]``."""
-    params, opt_state = jax.vmap(member_init, in_axes=(None, 0, 0))(spec, member_key, dynamic)
+def init_population(spec, member_key, dynamic, rows, train, alive, sharding=None):
+    """A fresh population: every member initialized from its own key ``member_key[i]``.
+
+    With ``sharding`` the members are initialized as they train (:func:`_over_members`): with
+    ``member_loop="map"`` one after another, which XLA:CPU compiles in about half the time of the
+    batched initializers (their random-number code batched over ``P`` keys dominates) and which
+    gives the same bits (docs/faq.md, "Why does the first call take seconds?").
+    """
+    if sharding is None:
+        params, opt_state = jax.vmap(member_init, in_axes=(None, 0, 0))(spec, member_key,
+                                                                       dynamic)
+    else:
+        params, opt_state = _over_members(
+            spec, sharding, lambda member, _: member_init(spec, *member), (member_key, dynamic),
+            None)
     train_rows = None if rows is None else rows.train_rows
     train_counts = None if rows is None else rows.train_counts
     num_members = member_key.shape[0]
@@ -505,8 +527,8 @@ def init_population(spec, member_key, dynamic, rows, train, alive):
     )
 
 
-def update_population(spec, state, dynamic, source, reinit, stop, new_keys, new_dynamic,
-                       rows, train):
+def update_population(spec, sharding, state, dynamic, source, reinit, stop, new_keys,
+                      new_dynamic, rows, train):
     """Applies a scheduler's decision with fixed shapes: one program, never recompiled.
 
     ``source[i]`` is the slot whose parameters, optimizer state and step slot ``i`` takes
@@ -517,7 +539,7 @@ def update_population(spec, state, dynamic, source, reinit, stop, new_keys, new_
     take = lambda x: x[source]  # noqa: E731
     params = jax.tree_util.tree_map(take, state.params)
     opt_state = jax.tree_util.tree_map(take, state.opt_state)
-    fresh = init_population(spec, new_keys, new_dynamic, rows, train, ~stop)
+    fresh = init_population(spec, new_keys, new_dynamic, rows, train, ~stop, sharding)
     params = _tree_select_members(reinit, fresh.params, params)
     opt_state = _tree_select_members(reinit, fresh.opt_state, opt_state)
     updated = PopulationState(
@@ -556,11 +578,15 @@ def pinned(fn: Callable[..., Any], *, pass_sharding: bool = False) -> Callable[.
     return pinned
 
 
-init_jit = jax.jit(pinned(init_population), static_argnums=(0, 1))
+def _init_over_members(spec, sharding, member_key, dynamic, rows, train, alive):
+    return init_population(spec, member_key, dynamic, rows, train, alive, sharding)
+
+
+init_jit = jax.jit(pinned(_init_over_members, pass_sharding=True), static_argnums=(0, 1))
 segment_jit = jax.jit(pinned(run_segment, pass_sharding=True), static_argnums=(0, 1))
 segment_jit_donating = jax.jit(pinned(run_segment, pass_sharding=True), static_argnums=(0, 1),
                                 donate_argnums=2)
-update_jit = jax.jit(pinned(update_population), static_argnums=(0, 1))
+update_jit = jax.jit(pinned(update_population, pass_sharding=True), static_argnums=(0, 1))
 evaluate_jit = jax.jit(evaluate_population, static_argnums=(0, 1, 7))
 
 
