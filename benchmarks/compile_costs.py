@@ -10,6 +10,8 @@ with Adam, 8 learning rates, on this machine's CPU devices.
   batch: a run at batch 32 and at batch 128 (the program a batch-32 member padded to 128 rows
          with zero weights would run: the same products, plus a per-row weight): the cold run
          (compiling) and the warm one (compiled) of each, and the per-step cost.
+  epochs: a cold epochs grid (4 learning rates x num_steps 100, 200, 300, batch 32): wall
+         time and the training programs compiled (run it on two checkouts to compare).
 
     python benchmarks/compile_costs.py [--steps 300] [--repeats 3]
 
@@ -92,18 +94,33 @@ def batch_costs(split: jt.Split, num_members: int, steps: int, repeats: int) -> 
     print(f"per-step cost of batch 32 padded to 128: {warm[128] / warm[32]:.2f}x batch 32")
 
 
+def epochs_costs(split: jt.Split) -> None:
+    """A cold epochs grid: wall seconds, static groups and training programs compiled."""
+    configs = [{**c, "num_steps": n} for n in (100, 200, 300) for c in _configs(4)]
+    jax.clear_caches()
+    start = time.perf_counter()
+    results = engine.train(TASK, configs, split, num_steps=300, batch_size=32,
+                           steps_per_segment=100, evaluate_test=False)
+    meta = results.metadata
+    print(f"epochs grid: cold {time.perf_counter() - start:.1f} s, "
+          f"{meta['num_static_groups']} groups, {meta['num_segment_compilations']} training "
+          f"programs, {meta['num_compilations']} compilations")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=("init", "batch"), default=None)
+    parser.add_argument("--only", choices=("init", "batch", "epochs"), default=None)
     args = parser.parse_args()
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
     if args.only in (None, "init"):
         init_costs(split, args.members)
     if args.only in (None, "batch"):
         batch_costs(split, args.members, args.steps, args.repeats)
+    if args.only in (None, "epochs"):
+        epochs_costs(split)
 
 
 if __name__ == "__main__":
