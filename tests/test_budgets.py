@@ -98,3 +98,26 @@ def test_batch_sizes_share_the_set_up_program(digits_split):
     assert counter.by_function["jit(_init_over_members)"] == 1
     for row, config in zip(results, configs, strict=True):
         assert row.curves == engine.train(_task(), [config], digits_split, **kwargs)[0].curves
+
+
+def _refill_once(budget):
+    """A scheduler that, after the first segment, refills slot 0 with ``budget`` steps."""
+
+    def update(state, view):
+        if state:
+            return None, state
+        return engine.PopulationUpdate(refill={0: {**view.configs[0], "num_steps": budget}}), True
+
+    return engine.Scheduler(lambda view: False, update)
+
+
+def test_a_scheduler_refills_with_its_own_budget_up_to_the_groups(digits_split):
+    """A refilled member runs its own budget; one above the group's largest is refused."""
+    configs = _grid((10,))
+    kwargs = {**KWARGS, "return_params": False}
+    results = engine.train(_task(), configs, digits_split, scheduler=_refill_once(7), **kwargs)
+    refilled = [row for row in results if row.member_id >= len(configs)]
+    assert [row.curve_steps[-1] for row in refilled] == [7]
+    assert [row.status for row in refilled] == ["completed"]
+    with pytest.raises(ValueError, match=r"num_steps=11 must be an int in 1\.\.10"):
+        engine.train(_task(), configs, digits_split, scheduler=_refill_once(11), **kwargs)
