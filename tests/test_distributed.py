@@ -316,16 +316,17 @@ def test_engine_flags_reach_the_engine_on_the_scheduler_path(tmp_path, monkeypat
     (tmp_path / "space.json").write_text(json.dumps(SWEEP_SPACE))
     monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
     calls = []
-    monkeypatch.setattr(engine, "train", lambda *a, _train=engine.train, **kw: (
-        calls.append(kw), _train(*a, **kw))[1])
+    # Every driver calls the one runner, engine.run(task, configs, split, options, ...).
+    monkeypatch.setattr(engine, "run", lambda *a, _run=engine.run, **kw: (
+        calls.append(a[3]), _run(*a, **kw))[1])
     extra = ["--min-steps", "1", "--population-size", "2"] if strategy == "halving" else []
     assert cli.main(["sweep", "--dataset", "wine", "--space", str(tmp_path / "space.json"),
                      "--strategy", strategy, "--num-configs", "2", "--num-steps", "2",
                      "--batch-size", "8", "--batch-mode", "shared", "--max-members-per-chunk",
                      "1", "--member-loop", "vmap", "--quiet", "--no-plot", "--out",
                      str(tmp_path / "out"), *extra]) == 0
-    assert [(kw["batch_mode"], kw["max_members_per_chunk"], kw["member_loop"])
-            for kw in calls] == [("shared", 1, "vmap")]
+    assert [(options.batch_mode, options.max_members_per_chunk, options.member_loop)
+            for options in calls] == [("shared", 1, "vmap")]
     results = jt.Results.load(tmp_path / "out")
     assert results.metadata["member_loop"] == "vmap" and results.metadata["num_chunks"] >= 2
 
@@ -337,13 +338,14 @@ def test_sweep_flags_reach_the_engine(tmp_path, monkeypatch):
     space.write_text(json.dumps(SWEEP_SPACE))
     monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
     seen = []
-    real_train = engine.train
+    real_run = engine.run
 
-    def recording_train(*args, **kwargs):
-        seen.append((kwargs["batch_mode"], kwargs["max_members_per_chunk"]))
-        return real_train(*args, **kwargs)
+    def recording_run(task, configs, split, options, **kwargs):
+        # Every driver calls the one runner, engine.run, with one EngineOptions value.
+        seen.append((options.batch_mode, options.max_members_per_chunk))
+        return real_run(task, configs, split, options, **kwargs)
 
-    monkeypatch.setattr(engine, "train", recording_train)
+    monkeypatch.setattr(engine, "run", recording_run)
     status = cli.main(["sweep", "--dataset", "wine", "--space", str(space), "--num-configs",
                        "2", "--num-steps", "2", "--steps-per-segment", "2", "--batch-size", "8",
                        "--batch-mode", "shared", "--max-members-per-chunk", "1", "--quiet",
