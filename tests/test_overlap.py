@@ -130,20 +130,30 @@ def test_one_static_group_prepares_nothing(monkeypatch, wine_split):
 
 
 def test_switch_and_threads_from_the_environment(monkeypatch, wine_split):
-    assert precompile.overlap_enabled({})
+    threads = precompile.overlap_threads
+    env_on, env_off = {precompile.ENV_SWITCH: "1"}, {precompile.ENV_SWITCH: "0"}
     for word in ("0", "off", "False", " no "):
-        assert not precompile.overlap_enabled({precompile.ENV_SWITCH: word})
-    assert precompile.overlap_threads({}) == precompile.DEFAULT_THREADS
-    assert precompile.overlap_threads({precompile.ENV_THREADS: "3"}) == 3
+        assert threads("gpu", {precompile.ENV_SWITCH: word}) == 0
+    for word in ("1", "on", "TRUE", "yes"):
+        assert threads("cpu", {precompile.ENV_SWITCH: word}) == precompile.DEFAULT_THREADS
+    assert threads("cpu", {**env_on, precompile.ENV_THREADS: "3"}) == 3
+    # Auto (unset): on with accelerators, and on CPU only with enough cores to spare.
+    assert threads("gpu", {}) == threads("tpu", {"JAXTUNE_OVERLAP": "auto"}) == 2
+    monkeypatch.setattr(precompile, "usable_cores", lambda: precompile.MIN_CPU_CORES - 1)
+    assert threads("cpu", {}) == 0 and threads("gpu", {}) == 2
+    monkeypatch.setattr(precompile, "usable_cores", lambda: precompile.MIN_CPU_CORES)
+    assert threads("cpu", {}) == 2
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(ValueError, match=precompile.ENV_THREADS):
-            precompile.overlap_threads({precompile.ENV_THREADS: bad})
+            threads("cpu", {**env_off, precompile.ENV_THREADS: bad})
+    with pytest.raises(ValueError, match="JAXTUNE_OVERLAP='maybe': must be 1/on, 0/off or auto"):
+        threads("cpu", {precompile.ENV_SWITCH: "maybe"})
     # A bad value stops the run before anything compiles.
     monkeypatch.setenv(precompile.ENV_THREADS, "many")
     task = jt.classification_task("mlp", num_classes=3, input_shape=(13,))
     with (compile_cache.CompileCounter() as counter,
           pytest.raises(ValueError, match="JAXTUNE_OVERLAP_THREADS='many'")):
-        engine.train(task, _configs(), wine_split, num_steps=5)
+        engine.train(task, _configs(), wine_split, num_steps=5, batch_size=8)
     assert counter.count == 0
 
 

@@ -25,10 +25,14 @@ something, and preparing it would compile a program the run may never use. A chu
 programs equal an earlier chunk's (the same group, the same population size) prepares
 nothing: the jit's cache serves it.
 
-The overlap is on when a run has programs to prepare (several static groups, or chunks of
-different sizes). ``JAXTUNE_OVERLAP=0`` (or ``off``, ``false``, ``no``) turns it off: every
-program then compiles when its chunk first calls it. ``JAXTUNE_OVERLAP_THREADS`` sets the
-number of compiling threads (default 2).
+The overlap acts when a run has programs to prepare (several static groups, or chunks of
+different sizes), and by default where it can help: with accelerators (the host's cores are
+free while they train) or on a CPU-only host with at least :data:`MIN_CPU_CORES` usable cores.
+XLA compiles a program on one core, so compiling ahead needs cores nothing else uses; on the
+project's 2-core CPU machine, shared with other work, it measured no gain
+(docs/benchmarks.md, "Overlap"). ``JAXTUNE_OVERLAP=1`` (or ``on``) turns it on anyway,
+``JAXTUNE_OVERLAP=0`` (or ``off``) off: every program then compiles when its chunk first calls
+it. ``JAXTUNE_OVERLAP_THREADS`` sets the number of compiling threads (default 2).
 """
 
 from __future__ import annotations
@@ -47,41 +51,65 @@ from jaxtune.engine.layout import Layout
 from jaxtune.engine.plan import ChunkPlan, Plan
 
 __all__ = [
-    "DEFAULT_THREADS", "ENV_SWITCH", "ENV_THREADS", "ProgramCall", "Programs",
-    "chunk_calls", "overlap_enabled", "overlap_threads", "prepare", "signature",
+    "DEFAULT_THREADS", "ENV_SWITCH", "ENV_THREADS", "MIN_CPU_CORES", "ProgramCall", "Programs",
+    "chunk_calls", "overlap_threads", "prepare", "signature", "usable_cores",
 ]
 
-#: The environment variable that turns the overlap off (``0``, ``off``, ``false``, ``no``).
+#: The environment variable that turns the overlap on (``1``, ``on``, ``true``, ``yes``), off
+#: (``0``, ``off``, ``false``, ``no``) or leaves it to the machine (unset or ``auto``).
 ENV_SWITCH = "JAXTUNE_OVERLAP"
 #: The environment variable naming how many threads compile ahead (a positive integer).
 ENV_THREADS = "JAXTUNE_OVERLAP_THREADS"
 #: Threads compiling ahead when :data:`ENV_THREADS` is not set.
 DEFAULT_THREADS = 2
+#: Below this many usable CPU cores, a CPU-only run leaves the overlap off by default: XLA
+#: compiles on one core and trains on all of them, so on a small machine the compiling threads
+#: only take cores from the training and from each other (docs/benchmarks.md, "Overlap").
+MIN_CPU_CORES = 4
+_ON_WORDS = ("1", "on", "true", "yes")
 _OFF_WORDS = ("0", "off", "false", "no")
 
 
-def overlap_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether later chunks' programs compile ahead (:data:`ENV_SWITCH` not turning it off)."""
-    environ = os.environ if environ is None else environ
-    return environ.get(ENV_SWITCH, "").strip().lower() not in _OFF_WORDS
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-def overlap_threads(environ: Mapping[str, str] | None = None) -> int:
-    """Threads compiling ahead (:data:`ENV_THREADS`, default :data:`DEFAULT_THREADS`).
+def overlap_threads(platform: str, environ: Mapping[str, str] | None = None) -> int:
+    """Threads compiling later chunks' programs ahead; 0 when the overlap is off.
+
+    :data:`ENV_SWITCH` ``=0`` turns it off and ``=1`` on. Unset (or ``auto``), it is on when
+    the devices are accelerators (the host's cores are free while they train) or the host has
+    at least :data:`MIN_CPU_CORES` usable cores, and off on a smaller CPU-only machine. The
+    threads are :data:`ENV_THREADS` (default :data:`DEFAULT_THREADS`).
+
+    Args:
+      platform: the devices' platform (``"cpu"``, ``"gpu"``, ``"tpu"``...).
+      environ: the environment to read (default ``os.environ``).
 
     Raises:
-      ValueError: :data:`ENV_THREADS` is set and is not a positive integer.
+      ValueError: either variable is set to a value it does not take.
     """
     environ = os.environ if environ is None else environ
+    switch = environ.get(ENV_SWITCH, "").strip().lower()
+    if switch not in ("", "auto", *_ON_WORDS, *_OFF_WORDS):
+        raise ValueError(
+            f"{ENV_SWITCH}={environ[ENV_SWITCH]!r}: must be 1/on, 0/off or auto (the default: "
+            f"on with accelerators or at least {MIN_CPU_CORES} CPU cores)"
+        )
     text = environ.get(ENV_THREADS, "").strip()
-    if not text:
-        return DEFAULT_THREADS
-    if not text.isdigit() or int(text) < 1:
+    if text and (not text.isdigit() or int(text) < 1):
         raise ValueError(
             f"{ENV_THREADS}={text!r}: must be a positive integer (threads compiling ahead); "
             f"unset it for {DEFAULT_THREADS}, or set {ENV_SWITCH}=0 to turn the overlap off"
         )
-    return int(text)
+    if switch in _OFF_WORDS:
+        return 0
+    if switch not in _ON_WORDS and platform == "cpu" and usable_cores() < MIN_CPU_CORES:
+        return 0
+    return int(text) if text else DEFAULT_THREADS
 
 
 # --------------------------------------------------------------------------- call signatures

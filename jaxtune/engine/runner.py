@@ -15,8 +15,10 @@ the largest of ``member_ids``.
 
 **Overlap.** While a chunk trains, the programs of the next static groups compile in background
 threads (:mod:`jaxtune.engine.precompile`), so a sweep of several groups pays little more than
-one compile in wall time. Results and compile counts are the same as without it;
-``JAXTUNE_OVERLAP=0`` turns it off and ``JAXTUNE_OVERLAP_THREADS`` sets the threads (default 2).
+one compile in wall time where the host has cores to spare (on by default with accelerators or
+at least 4 CPU cores). Results and compile counts are the same as without it;
+``JAXTUNE_OVERLAP=0``/``1`` turns it off/on and ``JAXTUNE_OVERLAP_THREADS`` sets the threads
+(default 2).
 
 **Checkpoints.** ``checkpoint`` is a directory (or a
 :class:`jaxtune.checkpoint.Checkpointer`) to checkpoint into at segment boundaries
@@ -44,8 +46,8 @@ that nothing in the sweep reads: not the optimizer or schedule of any static gro
 names its init/loss/evaluate look up in ``hp`` while traced abstractly for some group, and
 ``task.extra_hparams``), nor ``sweep_reads``, with a "did you mean". An exception of the task's
 own code met while tracing it (a ``NameError``, a wrong key) is raised as itself, with a note
-naming the task function that raised it. ``JAXTUNE_OVERLAP_THREADS`` set to anything but a
-positive integer is a ``ValueError``.
+naming the task function that raised it. ``JAXTUNE_OVERLAP`` or ``JAXTUNE_OVERLAP_THREADS`` set
+to a value they do not take is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -139,9 +141,9 @@ def run(
       ValueError, TypeError: see the module docstring; all before any compilation.
     """
     compile_cache.ensure_compilation_cache()
-    threads = precompile.overlap_threads() if precompile.overlap_enabled() else 0
     plan = plan_lib.plan(task, configs, split, options, seed=seed, member_seeds=member_seeds,
                          folds=folds, member_ids=member_ids, member_rows=member_rows)
+    threads = precompile.overlap_threads(plan.layout.mesh.devices.flat[0].platform)
     return _run_plan(plan, split, Hooks() if hooks is None else hooks, checkpoint, resume,
                      keep_params, threads)
 
