@@ -16,7 +16,8 @@ Every process trains its share of the population and ends with every row; proces
 prints the table and writes ``--out`` (docs/distributed.md).
 
 Errors in the input (a malformed space file, an unknown dataset, model or strategy, a negative
-budget, a missing or corrupt results folder) print one line, ``jaxtune: error: ...``, naming the
+budget, a missing or corrupt results folder, a ``--task`` module that does not import, a
+``--data`` file that does not fit) print one line, ``jaxtune: error: ...``, naming the
 offending field, and exit with status 2; so do argparse's usage errors. Set ``JAXTUNE_DEBUG=1``
 to get the full traceback instead. Anything else (a bug) is not caught and shows its traceback.
 
@@ -257,8 +258,17 @@ def _parser() -> argparse.ArgumentParser:
 def _add_budget_flags(sweep: argparse.ArgumentParser) -> None:
     """What to tune and how much: data, model, space, strategy, configs, steps."""
 
-    sweep.add_argument("--dataset", required=True, choices=DATASETS)
-    sweep.add_argument("--model", default="mlp", choices=MODELS)
+    sweep.add_argument("--dataset", default=None, choices=DATASETS,
+                       help="an embedded dataset (or --data)")
+    sweep.add_argument("--data", default=None, metavar="FILE", help="your own data: .npz with "
+                       "x, y (and x_valid/y_valid, x_test/y_test) or .csv with a header")
+    sweep.add_argument("--target", default=None, help="--data .csv: the target column (default: "
+                       "the last)")
+    sweep.add_argument("--kind", default=None, choices=("classification", "regression"),
+                       help="--data: default inferred (whole-number targets: classification)")
+    sweep.add_argument("--model", default=None, choices=MODELS, help="default mlp (or --task)")
+    sweep.add_argument("--task", default=None, metavar="MODULE:ATTR", help="your own Task, or a "
+                       "function returning one, imported from MODULE (docs/cli.md)")
     sweep.add_argument("--space", required=True, help="search-space file (.json, .yaml, .yml)")
     sweep.add_argument(
         "--strategy",
@@ -431,7 +441,7 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
         "members_per_device", "member_loop", "seed", "metric", "grid_points", "eta",
         "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
         "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
-        "num_processes", "process_id",
+        "num_processes", "process_id", "task", "data", "target", "kind",
     )}
     return SweepRequest(
         args=args,
@@ -463,17 +473,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     """Runs ``jaxtune sweep``; returns the exit status.
 
     Four steps (:mod:`jaxtune.commands`): parse the namespace into a typed request, check every
-    flag and file, build the space, data, task, strategy and engine options (the input errors
-    that need them are raised there), then split the CPU into devices and run: train through
-    the strategy's driver and write ``--out``. Nothing is compiled before the last step.
+    flag and file, split the CPU into devices, build the space, data, task, strategy and
+    engine options (the input errors that need them are raised there), then run: train
+    through the strategy's driver and write ``--out``. Nothing is compiled before the last
+    step.
     """
     from jaxtune.commands import build, check, sweep
 
     request = _parse_sweep(args)
     check.check_sweep(request)
-    plan = build.build_sweep(request)
-    use_cpu_cores(plan.cpu_devices)  # before the first JAX computation
-    return sweep.run_sweep(request, plan)
+    # Before the first JAX computation, which a --task module may run when it is imported.
+    use_cpu_cores(build.sweep_cpu_devices(request))
+    return sweep.run_sweep(request, build.build_sweep(request))
 
 
 def _show(args: argparse.Namespace) -> int:

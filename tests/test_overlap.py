@@ -26,7 +26,7 @@ from jaxtune.engine import precompile
 
 WIDTHS = (4, 8, 12)  # three static groups
 KWARGS = dict(num_steps=20, batch_size=8, steps_per_segment=10, return_params=True)
-PROGRAMS = ("jit(init_population)", "jit(run_segment)", "jit(evaluate_population)")
+PROGRAMS = ("jit(_init_over_members)", "jit(run_segment)", "jit(evaluate_population)")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,12 @@ def wine_split():
     return jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
 
 
-def _configs(widths=WIDTHS):
-    return [{"learning_rate": lr, "optimizer": "adam", "width": w, "depth": 1}
+def _configs(widths=WIDTHS, batch_sizes=()):
+    """Two members per width; then, per batch size, a group of the first width with that
+    batch size, which shares the first group's set-up and evaluation programs."""
+    base = [{"learning_rate": lr, "optimizer": "adam", "width": w, "depth": 1}
             for w in widths for lr in (0.003, 0.01)]
+    return base + [{**config, "batch_size": b} for b in batch_sizes for config in base[:2]]
 
 
 class _CompileThreads:
@@ -71,7 +74,7 @@ class _RecordingPrograms(precompile.Programs):
         _RecordingPrograms.made.append(self)
 
 
-def _sweep(monkeypatch, split, overlap, configs=None):
+def _sweep(monkeypatch, split, overlap, configs):
     """The sweep from fresh programs (no cache of an earlier run), overlap on or off."""
     monkeypatch.setenv(precompile.ENV_SWITCH, "1" if overlap else "0")
     monkeypatch.setattr(precompile, "Programs", _RecordingPrograms)
@@ -79,7 +82,7 @@ def _sweep(monkeypatch, split, overlap, configs=None):
     jax.clear_caches()
     task = jt.classification_task("mlp", num_classes=3, input_shape=(13,))
     with _CompileThreads() as threads:
-        results, params = engine.train(task, configs or _configs(), split, **KWARGS)
+        results, params = engine.train(task, configs, split, **KWARGS)
     (programs,) = _RecordingPrograms.made
     return results, params, threads, programs
 
@@ -94,8 +97,11 @@ def _assert_same_rows(a, b):
 
 
 def test_overlap_gives_the_sequential_results_and_compile_counts(monkeypatch, wine_split):
-    off, off_params, off_threads, off_programs = _sweep(monkeypatch, wine_split, overlap=False)
-    on, on_params, on_threads, on_programs = _sweep(monkeypatch, wine_split, overlap=True)
+    # Three widths, and the first width again with another batch size: a fourth group whose
+    # set-up and evaluation programs are the first group's (compiled once, by its jit).
+    configs = _configs(batch_sizes=(16,))
+    off, off_params, off_threads, off_programs = _sweep(monkeypatch, wine_split, False, configs)
+    on, on_params, on_threads, on_programs = _sweep(monkeypatch, wine_split, True, configs)
 
     # Bit-identical members: metrics, curves and parameters.
     _assert_same_rows(on, off)
@@ -106,19 +112,22 @@ def test_overlap_gives_the_sequential_results_and_compile_counts(monkeypatch, wi
     # The same compile counts, one segment per group.
     for key in ("num_compilations", "num_segment_compilations"):
         assert on.metadata[key] == off.metadata[key], key
-    assert on.metadata["num_segment_compilations"] == len(WIDTHS)
+    assert on.metadata["num_static_groups"] == on.metadata["num_segment_compilations"] == 4
 
     # Off: nothing prepared, every compile in the run's thread.
     assert off_programs.num_prepared == 0 and off_programs.num_used == 0
     assert all(not thread.startswith("jaxtune-compile") for _, thread in off_threads.events)
-    # On: the two later groups' programs compiled once each in a compiling thread, the first
+    # On: the later groups' programs compiled once each in a compiling thread, the first
     # group's in the run's thread, and none compiled again when its chunk called it.
-    for name in PROGRAMS:
-        assert on_threads.count(name) == len(WIDTHS), name
-        assert on_threads.count(name, background=True) == len(WIDTHS) - 1, name
-    assert on_programs.num_prepared == 3 * (len(WIDTHS) - 1)
-    # Used: the set-up, every segment (2 a chunk) and the test evaluation of the two groups.
-    assert on_programs.num_used == (1 + 2 + 1) * (len(WIDTHS) - 1)
+    segment, *setup_and_evaluation = PROGRAMS[1], PROGRAMS[0], PROGRAMS[2]
+    assert on_threads.count(segment) == 4 and on_threads.count(segment, background=True) == 3
+    for name in setup_and_evaluation:  # the fourth group's are the first's
+        assert on_threads.count(name) == 3, name
+        assert on_threads.count(name, background=True) == 2, name
+    assert on_programs.num_prepared == 3 + 3 + 1
+    # Used: the set-up, both segments and the test evaluation of the second and third
+    # groups; the fourth group's two segments (its set-up and evaluation are the jit's).
+    assert on_programs.num_used == 4 + 4 + 2
 
 
 def test_one_static_group_prepares_nothing(monkeypatch, wine_split):

@@ -7,7 +7,8 @@ loaded), :mod:`~jaxtune.commands.build` (space, data, task, strategy and one
 :class:`~jaxtune.engine.EngineOptions`) and :mod:`~jaxtune.commands.sweep` (train through a
 driver, :mod:`~jaxtune.commands.drivers`, and write ``--out``). :mod:`~jaxtune.commands.saved`
 holds the commands on a saved sweep (``show``, ``plot``, ``export-optuna``),
-:mod:`~jaxtune.commands.resume` the ``--resume DIR`` argument rewrite and
+:mod:`~jaxtune.commands.resume` the ``--resume DIR`` argument rewrite,
+:mod:`~jaxtune.commands.usertask` the import of a user's ``--task MODULE:ATTR`` and
 :mod:`~jaxtune.commands.devices` the split of the CPU into devices.
 
 Nothing here imports :mod:`jaxtune.cli`: the imports point down, from the entry to the commands.

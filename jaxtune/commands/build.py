@@ -14,9 +14,10 @@ import math
 import os
 from typing import Any, NamedTuple
 
-from jaxtune import contracts, data, limits, task
+from jaxtune import contracts, data, limits, task, userdata
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.commands import resume as resume_lib
+from jaxtune.commands import usertask
 from jaxtune.commands.devices import cpu_device_count
 from jaxtune.commands.request import DEFAULT_BATCH_SIZE, CliError, SweepRequest
 from jaxtune.contracts import Strategy
@@ -24,7 +25,8 @@ from jaxtune.engine.options import EngineOptions
 from jaxtune.space import Space
 from jaxtune.task import Task
 
-__all__ = ["COMMAND_LINE_OPTIONS", "SweepPlan", "build_sweep", "engine_options_mapping"]
+__all__ = ["COMMAND_LINE_OPTIONS", "SweepPlan", "build_sweep", "engine_options_mapping",
+           "sweep_cpu_devices"]
 
 #: The engine options the command line sets (``--batch-mode``, ``--allow-unused-hparams``,
 #: ``--max-members-per-chunk``, ``--members-per-device``, ``--member-loop``): the drivers'
@@ -41,8 +43,9 @@ class SweepPlan(NamedTuple):
     """What a sweep trains, built from a :class:`~jaxtune.commands.request.SweepRequest`.
 
     Attributes:
-      task: the model and loss for ``--dataset``/``--model``.
-      split: the standardized train/valid/test split (numpy), drawn with ``--seed``.
+      task: the model and loss: ``--model``'s for the data, or ``--task``'s.
+      split: the standardized train/valid/test split (numpy) of ``--dataset`` or ``--data``,
+        drawn with ``--seed`` (the parts a ``--data`` file gives are kept).
       space: the search space (from ``--space``, or the resumed checkpoint).
       strategy: what ``--strategy``'s factory made.
       metric: the selection metric; ``mode``: ``"max"`` or ``"min"``.
@@ -81,25 +84,25 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
       The :class:`SweepPlan`.
 
     Raises:
-      CliError: an unknown ``--metric``, a ``--batch-size`` larger than the training set.
+      CliError: an unknown ``--metric``, a ``--batch-size`` larger than the training set, a
+        ``--task`` that does not import or make a Task, a ``--data`` file that cannot be read
+        or does not fit the task.
       ValueError: a malformed space file, a grid or population too large for the host.
       ImportError: a strategy whose module or extra is missing.
     """
     resumed = request.resumed
     space = (Space.from_dict(resumed["space"]) if "space" in resumed
              else Space.from_file(request.space))
-    cpu_devices = int(resumed.get("cpu_devices") or cpu_device_count())
+    cpu_devices = sweep_cpu_devices(request)
     checkpointer = _checkpointer(request, space, cpu_devices)
     strategy = request.entry.factory(request.args)
-    dataset = data.load_dataset(request.dataset)
-    the_task = _task(request.model, dataset)
+    the_task, split = _task_and_split(request)
     metric, mode = _metric(request.metric, the_task)
     num_configs = request.num_configs
     if request.strategy == "grid":
         num_configs = min(num_configs, len(space.grid(request.grid_points)))
     # Before a single config is drawn: a population the host cannot hold aborts XLA.
     limits.check_population("--num-configs", num_configs * len(request.seeds), len(space))
-    split = data.standardize(data.train_valid_test_split(dataset, seed=request.seed))  # numpy
     options = EngineOptions(
         num_steps=request.num_steps,
         batch_size=_batch_size(request, len(split.y_train)),
@@ -112,6 +115,13 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
     )
     return SweepPlan(the_task, split, space, strategy, metric, mode, num_configs,
                      _population_size(request, num_configs), options, checkpointer, cpu_devices)
+
+
+def sweep_cpu_devices(request: SweepRequest) -> int:
+    """The CPU devices the sweep splits the host into: a resumed sweep's count, else
+    ``JAXTUNE_CPU_DEVICES`` or the core count
+    (:func:`~jaxtune.commands.devices.cpu_device_count`)."""
+    return int(request.resumed.get("cpu_devices") or cpu_device_count())
 
 
 def _checkpointer(request: SweepRequest, space: Space, cpu_devices: int) -> Checkpointer | None:
@@ -134,6 +144,42 @@ def _checkpointer(request: SweepRequest, space: Space, cpu_devices: int) -> Chec
         "argv": resume_lib.absolute_paths(list(request.argv), cwd), "cwd": cwd,
         "space": space.to_dict(), "cpu_devices": cpu_devices,
     }})
+
+
+def _task_and_split(request: SweepRequest) -> tuple[Task, data.Split]:
+    """The task (``--model`` or ``--task``) and the standardized split of ``--dataset`` or
+    ``--data`` (drawn with ``--seed``), checked against each other."""
+    found = None
+    if request.task is not None:
+        found = usertask.find_task(request.task, str(request.resumed.get("cwd") or os.getcwd()))
+    if request.data is None:
+        dataset = data.load_dataset(str(request.dataset))
+        split = data.train_valid_test_split(dataset, seed=request.seed)
+    else:
+        declared = found if isinstance(found, Task) else None  # a Task says its kind and classes
+        try:
+            file = userdata.load_data_file(
+                request.data, target=request.target,
+                kind=request.kind or (declared.kind if declared else None),
+                num_classes=declared.num_classes if declared else None)
+            split = userdata.split_data_file(file, seed=request.seed)
+        except (TypeError, ValueError, OSError) as error:
+            raise CliError(f"--data: {error}") from error
+        dataset = file.dataset
+    if found is None:
+        the_task = _task(request.model or "mlp", dataset)
+    else:
+        description = {"input_shape": tuple(dataset.x.shape[1:]),
+                       "num_classes": dataset.num_classes, "kind": dataset.kind}
+        the_task = usertask.make_task(found, str(request.task), description)
+    try:
+        task.check_task_data(the_task, split)
+    except (TypeError, ValueError) as error:
+        model = f"--task {request.task}" if request.task else f"--model {request.model or 'mlp'}"
+        hint = ("" if request.data is None or the_task.kind in (None, split.kind) else
+                f" (--kind {the_task.kind} reads the file as {the_task.kind} data)")
+        raise CliError(f"{request.data_flag} does not fit {model}: {error}{hint}") from error
+    return the_task, data.standardize(split)  # numpy
 
 
 def _task(model: str, dataset: data.Dataset) -> Task:
@@ -173,6 +219,6 @@ def _batch_size(request: SweepRequest, num_train: int) -> int | None:
     if request.batch_size > num_train:
         raise CliError(
             f"--batch-size {request.batch_size} is larger than the {num_train} training rows "
-            f"of {request.dataset!r}; lower it, or pass 0 for full-batch training"
+            f"of {request.data_flag}; lower it, or pass 0 for full-batch training"
         )
     return request.batch_size

@@ -30,11 +30,13 @@ def check_sweep(request: SweepRequest) -> None:
       request: the parsed command line.
 
     Raises:
-      CliError: a flag out of range, flags that do not go together, a missing space file, an
+      CliError: a flag out of range, flags that do not go together (``--dataset`` and
+        ``--data``, ``--model`` and ``--task``), a missing space file, an
         output folder that cannot be written, a checkpoint folder that is not empty.
       ImportError: ``--tensorboard`` without tensorboardX, figures without matplotlib.
     """
     _check_checkpoint(request)
+    _check_data_flags(request)
     _check_positive(
         request, "num_configs", "num_steps", "steps_per_segment", "population_size",
         "grid_points", "min_steps", "max_member_steps", "pbt_interval",
@@ -109,6 +111,19 @@ def _check_checkpoint(request: SweepRequest) -> None:
             f"--checkpoint-dir: {str(directory)!r} is not empty; continue its sweep with "
             f"`jaxtune sweep --resume {directory}`, or give a new directory"
         )
+
+
+def _check_data_flags(request: SweepRequest) -> None:
+    """One source of data (``--dataset`` or ``--data``), one of the model (``--model`` or
+    ``--task``), and ``--target``/``--kind`` only with ``--data``."""
+    if (request.dataset is None) == (request.data is None):
+        raise CliError("give the data with --dataset NAME (an embedded dataset) or --data FILE "
+                       "(.npz or .csv), " + ("not both" if request.data else "one of them"))
+    if request.model is not None and request.task is not None:
+        raise CliError("--model picks a ready-made model and --task gives your own; drop one")
+    for field in ("target", "kind"):
+        if getattr(request, field) is not None and request.data is None:
+            raise CliError(f"{_flag(field)} describes a --data file; drop it or give --data")
 
 
 def _check_scheduler_flags(request: SweepRequest) -> None:

@@ -92,6 +92,11 @@ class SweepRequest:
       argv: the arguments of this run, kept in a checkpoint's marker for ``--resume``.
       checkpoint_dir: ``--checkpoint-dir``, or the ``--resume`` directory.
       resume: whether ``--resume`` was given.
+      dataset, data: ``--dataset`` (an embedded dataset) or ``--data`` (a ``.npz``/``.csv``
+        file): exactly one is given. ``target``, ``kind``: ``--data``'s CSV target column and
+        kind (default: the last column; inferred from the targets).
+      model, task: ``--model`` (a ready-made model, default ``mlp``) or ``--task``
+        (``MODULE:ATTR``, the user's own Task or factory): at most one is given.
       progress: ``False`` (``--quiet``), ``True`` (``--progress``), or ``None`` (only when
         stderr is a terminal).
     """
@@ -99,8 +104,8 @@ class SweepRequest:
     args: argparse.Namespace
     entry: StrategyEntry
     strategy: str
-    dataset: str
-    model: str
+    dataset: str | None
+    model: str | None
     space: str
     out: str
     num_configs: int
@@ -133,6 +138,10 @@ class SweepRequest:
     coordinator_address: str | None
     num_processes: int | None
     process_id: int | None
+    task: str | None = None
+    data: str | None = None
+    target: str | None = None
+    kind: str | None = None
     argv: tuple[str, ...] = ()
     resumed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -162,6 +171,11 @@ class SweepRequest:
         if self.steps_per_segment:
             return self.steps_per_segment
         return self.rung_steps if self.stops_early else DEFAULT_STEPS_PER_SEGMENT
+
+    @property
+    def data_flag(self) -> str:
+        """The flag and value that name the data in messages: ``--data F`` or ``--dataset D``."""
+        return f"--data {self.data}" if self.data is not None else f"--dataset {self.dataset}"
 
 
 def _min_steps(args: Any) -> int:

@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtune import optim
 from jaxtune.contracts import PopulationUpdate, SegmentReport, SlotView
 from jaxtune.engine import population
 from jaxtune.engine.layout import Layout, to_host
 from jaxtune.engine.options import Hooks
-from jaxtune.engine.plan import ChunkPlan, hashable, member_keys
+from jaxtune.engine.plan import ChunkPlan, hashable, member_budget, member_keys
 from jaxtune.engine.population import GroupSpec, MemberRows
 from jaxtune.engine.precompile import Programs
 from jaxtune.engine.records import ChunkState, MemberRecord
@@ -94,8 +95,9 @@ def open_chunk(ctx: ChunkContext, members: Sequence[MemberRecord],
     slots = (*members, *([None] * (size - len(members))))
     member_key, dynamic = _slot_arrays(ctx, slots)
     alive = np.arange(size) < len(members)
-    state = ctx.programs.call(population.init_jit, ctx.spec, ctx.layout.population, member_key,
-                              dynamic, ctx.rows, ctx.data.train, ctx.layout.put(alive))
+    state = ctx.programs.call(population.init_jit, ctx.spec.setup, ctx.layout.population,
+                              member_key, dynamic, ctx.rows, ctx.data.train,
+                              ctx.layout.put(alive))
     steps = np.zeros(size, np.int64)
     fresh = ChunkState(
         population=state, dynamic=dynamic, slots=slots, finished=(), step=steps.copy(),
@@ -113,7 +115,7 @@ def open_chunk(ctx: ChunkContext, members: Sequence[MemberRecord],
 
 def run_chunk(ctx: ChunkContext, state: ChunkState) -> ChunkState:
     """Trains the chunk until no member has steps left; returns its final state."""
-    while np.any(state.alive & (state.step < ctx.spec.num_steps)):
+    while np.any(state.alive & (state.step < _budgets(ctx, state.slots))):
         state = _save_if_due(ctx, state)
         state, metrics, diverged = _train_segment(ctx, state)
         state, member_steps = _record_segment(ctx, state, metrics, diverged)
@@ -129,7 +131,7 @@ def finish_chunk(ctx: ChunkContext, state: ChunkState, keep_params: bool) -> lis
     finished = [*state.finished, *state.slots[:num_real]]
     if ctx.data.test is not None:
         test_metrics = to_host(ctx.programs.call(
-            population.evaluate_jit, ctx.spec, ctx.layout.population, state.population,
+            population.evaluate_jit, ctx.spec.setup, ctx.layout.population, state.population,
             state.dynamic, None, ctx.data.train, ctx.data.test, "test"))
         for slot, member in enumerate(state.slots[:num_real]):
             member.metrics.update({k: float(v[slot]) for k, v in test_metrics.items()})
@@ -174,6 +176,7 @@ def _train_segment(ctx: ChunkContext,
     new_population, metrics, guarded = ctx.programs.call(
         segment, ctx.spec, ctx.layout.population, state.population, state.dynamic, ctx.rows,
         ctx.shared_key, jnp.int32(state.segment_index), ctx.data.train, ctx.data.valid,
+        ctx.layout.put(_budgets(ctx, state.slots).astype(np.int32)),
     )
     if ctx.session is not None:
         ctx.session.store.segment_done()
@@ -191,6 +194,7 @@ def _record_segment(ctx: ChunkContext, state: ChunkState, metrics: Mapping[str, 
                     diverged: np.ndarray) -> tuple[ChunkState, int]:
     """Appends every running member's metrics; returns the state and the member-steps run."""
     num_diverged = state.num_diverged
+    budget = _budgets(ctx, state.slots)
     for slot, member in enumerate(state.slots):
         if member is None or member.status != "running":
             continue
@@ -198,7 +202,7 @@ def _record_segment(ctx: ChunkContext, state: ChunkState, metrics: Mapping[str, 
         if diverged[slot] >= 0:
             member.status, member.diverged_step = "diverged", int(diverged[slot])
             num_diverged += 1
-        elif state.step[slot] >= ctx.spec.num_steps:
+        elif state.step[slot] >= budget[slot]:
             member.status = "completed"
     member_steps = int(np.sum(state.step - state.previous_steps))
     return state._replace(num_diverged=num_diverged, previous_steps=state.step.copy()), member_steps
@@ -232,7 +236,7 @@ def _schedule(ctx: ChunkContext, state: ChunkState,
         segment=state.segment_index,
         step=state.step[:num_real],
         alive=np.asarray(state.alive[:num_real]),
-        finished=state.step[:num_real] >= spec.num_steps,
+        finished=state.step[:num_real] >= _budgets(ctx, state.slots)[:num_real],
         metrics={k: v[:num_real] for k, v in metrics.items()},
         configs=[m.config for m in state.slots[:num_real]],
         member_ids=[m.member_id for m in state.slots[:num_real]],
@@ -266,7 +270,7 @@ def _apply_decision(ctx: ChunkContext, state: ChunkState,
             raise ValueError(f"scheduler named slot {slot}; valid slots are 0..{num_real - 1}.")
     for what, configs in (("refill", decision.refill), ("explore", decision.explore)):
         for slot, config in configs.items():
-            _check_in_group(spec, what, slot, config)
+            _check_in_group(spec, what, slot, config, state.slots[slot].config)
     size = len(state.slots)
     stop, reinit = np.zeros(size, bool), np.zeros(size, bool)
     slots, finished = list(state.slots), list(state.finished)
@@ -331,10 +335,15 @@ def _schedule_with_start(member: MemberRecord) -> list[dict[str, Any]]:
     return [{"step": 0, "config": dict(member.config)}]
 
 
-def _check_in_group(spec: GroupSpec, what: str, slot: int, config: Mapping[str, Any]) -> None:
+def _check_in_group(spec: GroupSpec, what: str, slot: int, config: Mapping[str, Any],
+                    current: Mapping[str, Any]) -> None:
     """A scheduler's new config must keep the slot's static group: same names, same static
-    values (the compiled program has them baked in; a change would be silently ignored)."""
+    values (the compiled program has them baked in; a change would be silently ignored). Where
+    ``num_steps`` is a runtime budget (the slot's ``current`` config names it, the group's
+    static values do not) it may change, up to the group's largest budget."""
     names = {name for name, _ in spec.static_hp} | set(spec.dynamic_names)
+    if "num_steps" in current:
+        names.add("num_steps")
     changed = [
         name for name, value in spec.static_hp if hashable(config.get(name, ...)) != value
     ]
@@ -344,6 +353,20 @@ def _check_in_group(spec: GroupSpec, what: str, slot: int, config: Mapping[str, 
             f"{spec.label!r} (names must be {sorted(names)}; static values differ for "
             f"{changed}); a scheduler may only change dynamic values."
         )
+    budget = config.get("num_steps", spec.num_steps)
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or not (
+            0 < budget <= spec.num_steps):
+        raise ValueError(
+            f"scheduler {what}[{slot}]: num_steps={budget!r} must be an int in 1.."
+            f"{spec.num_steps} (the group's largest budget, which sized its program)."
+        )
+    optim.validate_optimizer(dict(spec.static_hp), spec.dynamic_names, int(budget))
+
+
+def _budgets(ctx: ChunkContext, slots: Sequence[MemberRecord | None]) -> np.ndarray:
+    """``[P]`` int64: every slot's step budget (0 for padding: it never trains)."""
+    return np.asarray([0 if m is None else member_budget(ctx.spec, m.config) for m in slots],
+                      np.int64)
 
 
 def _slot_arrays(ctx: ChunkContext,

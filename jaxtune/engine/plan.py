@@ -28,8 +28,27 @@ from jaxtune.task import Task, check_task_data
 
 __all__ = [
     "DYNAMIC_NAMES", "ENGINE_STATIC_NAMES", "GroupPlan", "Plan", "check_integer_value",
-    "config_hash", "fold_in_config", "hashable", "infer_static_names", "member_keys", "plan",
+    "HORIZON_SCHEDULES", "Members", "config_hash", "fold_in_config", "hashable",
+    "infer_static_names", "member_budget", "member_keys", "plan",
 ]
+
+#: Schedules that read the step horizon ``num_steps`` (``optim.make_schedule``) as a Python
+#: int: their groups keep ``num_steps`` static (one program per value). Every other group
+#: takes each member's ``num_steps`` as a runtime budget, so an epochs grid is one program.
+HORIZON_SCHEDULES = frozenset({"cosine", "warmup_cosine"})
+
+#: ``num_steps``'s place in a group key when it is a runtime budget: configs that give one
+#: group apart from configs that take the run's (a member's budget then follows its config).
+_RUNTIME_BUDGET = "runtime"
+
+
+def _reads_horizon(config: Mapping[str, Any]) -> bool:
+    return config.get("schedule", "constant") in HORIZON_SCHEDULES
+
+
+def member_budget(spec: GroupSpec, config: Mapping[str, Any]) -> int:
+    """A member's step budget: its config's ``num_steps``, else the group's (the run's)."""
+    return int(config.get("num_steps", spec.num_steps))
 
 
 def member_keys(
@@ -170,9 +189,13 @@ def _validate_configs(
 def _split_groups(
     configs: Sequence[Mapping[str, Any]], static_names: frozenset[str]
 ) -> dict[tuple, list[int]]:
+    """Configs by static values; ``num_steps``'s value counts only where the schedule reads it."""
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
-        key = tuple(sorted((k, hashable(v)) for k, v in config.items() if k in static_names))
+        runtime = not _reads_horizon(config)
+        key = tuple(sorted(
+            (k, _RUNTIME_BUDGET if runtime and k == "num_steps" else hashable(v))
+            for k, v in config.items() if k in static_names))
         groups.setdefault(key, []).append(i)
     return groups
 
@@ -267,33 +290,42 @@ class Plan(NamedTuple):
                 index += 1
 
 
+class Members(NamedTuple):
+    """Who a run's members are, beside their configs (each field is part of their identity).
+
+    Attributes:
+      seed: the sweep seed.
+      member_seeds: one seed per member (default 0).
+      folds: one fold per member (default ``None``).
+      member_ids: one id per member (default ``0..len(configs)-1``).
+      member_rows: per-member row tables (cross-validation), or ``None``.
+    """
+
+    seed: int = 0
+    member_seeds: Sequence[int] | None = None
+    folds: Sequence[int | None] | None = None
+    member_ids: Sequence[int] | None = None
+    member_rows: MemberRows | None = None
+
+
 def plan(
     task: Task,
     configs: Sequence[Mapping[str, Any]],
     split: data_lib.Split,
     options: EngineOptions,
-    *,
-    seed: int = 0,
-    member_seeds: Sequence[int] | None = None,
-    folds: Sequence[int | None] | None = None,
-    member_ids: Sequence[int] | None = None,
-    member_rows: MemberRows | None = None,
+    members: Members | None = None,
 ) -> Plan:
     """Checks a run's arguments and decides its static groups, device layout and chunks.
 
-    With ``member_rows``, ``split.x_valid``/``y_valid`` are never read: each member validates
-    on its own rows of ``x_train``.
+    With ``members.member_rows``, ``split.x_valid``/``y_valid`` are never read: each member
+    validates on its own rows of ``x_train``.
 
     Args:
       task: the task every member runs.
       configs: one config per member.
       split: the data.
       options: how to train.
-      seed: the sweep seed.
-      member_seeds: one seed per member (default 0).
-      folds: one fold per member (default ``None``).
-      member_ids: one id per member (default ``0..len(configs)-1``).
-      member_rows: per-member row tables (cross-validation), or ``None``.
+      members: the members' identities (default: :class:`Members` defaults).
 
     Returns:
       The :class:`Plan`.
@@ -301,6 +333,7 @@ def plan(
     Raises:
       ValueError, TypeError: see :func:`jaxtune.engine.train`; all before any compilation.
     """
+    seed, member_seeds, folds, member_ids, member_rows = members or Members()
     checks.check_task_and_data(task, split)
     seed = checks.check_seed("seed", seed)
     configs = [dict(c) for c in configs]
@@ -393,7 +426,7 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
     num_train_rows = len(split.y_train)
     specs: list[tuple[GroupSpec, list[int]]] = []
     for static_key, indices in _split_groups(configs, static).items():
-        static_hp = dict(static_key)
+        static_hp = {k: v for k, v in static_key if k != "num_steps" or v != _RUNTIME_BUDGET}
         dynamic_names = tuple(sorted(set(configs[indices[0]]) - static))
         for i in indices:
             if tuple(sorted(set(configs[i]) - static)) != dynamic_names:
@@ -402,9 +435,12 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
                     f"[{indices[0]}] of the same static group has {sorted(configs[indices[0]])};"
                     " every config of a group must name the same hyperparameters."
                 )
-        group_steps = int(static_hp.get("num_steps", options.num_steps))
+        budgets = sorted({configs[i].get("num_steps", options.num_steps) for i in indices})
+        for budget in budgets:
+            limits.check_positive_int("num_steps", budget)
+            optim.validate_optimizer(static_hp, dynamic_names, budget)
+        group_steps = int(budgets[-1])
         group_batch = static_hp.get("batch_size", options.batch_size)
-        limits.check_positive_int("num_steps", group_steps)
         if group_batch is not None:
             limits.check_positive_int("batch_size", group_batch)
             if group_batch > num_train_rows:
@@ -424,6 +460,7 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
         spec = GroupSpec(
             task=task, static_hp=tuple(sorted(static_hp.items())), dynamic_names=dynamic_names,
             num_steps=group_steps, batch_size=None if group_batch is None else int(group_batch),
+            horizon=group_steps if _reads_horizon(static_hp) else None,
             steps_per_segment=min(options.steps_per_segment, group_steps),
             batch_mode=options.batch_mode, member_rows=has_member_rows,
             standardize=options.standardize, member_loop=options.member_loop,

@@ -49,7 +49,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxtune import data as data_lib
-from jaxtune import optim
+from jaxtune import limits, optim
 from jaxtune.task import Task
 
 __all__ = [
@@ -114,7 +114,9 @@ class GroupSpec:
       task: the :class:`~jaxtune.task.Task`.
       static_hp: sorted ``(name, value)`` pairs of the static hyperparameters.
       dynamic_names: names of the traced hyperparameters, sorted.
-      num_steps: training steps per member.
+      num_steps: the group's largest step budget, for the host. It is not part of the key:
+        a member's own budget is a runtime value (``run_segment``'s ``budget``), so members
+        with different budgets, and runs with different ``num_steps``, share the program.
       batch_size: minibatch rows per step, or ``None`` for full-batch gradient descent.
       steps_per_segment: steps per compiled segment (the learning-curve resolution).
       batch_mode: ``"independent"`` (each member samples its own minibatch) or ``"shared"``
@@ -123,22 +125,42 @@ class GroupSpec:
       standardize: members standardize inputs with statistics of their own training rows.
       member_loop: ``"vmap"`` (members batched into one program) or ``"map"`` (each device
         loops over its own members); see :func:`train`.
+      horizon: the step horizon of a schedule that reads it (``cosine``, ``warmup_cosine``:
+        their groups have one budget, this one, part of the key), else ``None``.
     """
 
     task: Task
     static_hp: tuple[tuple[str, Any], ...]
     dynamic_names: tuple[str, ...]
-    num_steps: int
+    num_steps: int = dataclasses.field(compare=False)
     batch_size: int | None
     steps_per_segment: int
     batch_mode: str = "independent"
     member_rows: bool = False
     standardize: bool = False
     member_loop: str = "vmap"
+    horizon: int | None = None
 
     def hp(self, dynamic: Mapping[str, jax.Array]) -> dict[str, Any]:
         """One member's hyperparameters: static Python values and traced dynamic scalars."""
         return {**dict(self.static_hp), **dynamic}
+
+    @property
+    def setup(self) -> GroupSpec:
+        """The key of the set-up and evaluation programs: the group without what only
+        training reads (batch size, batch mode, steps per segment; a config's ``batch_size``
+        is not in the task's ``hp`` there), so groups that differ in those alone share one
+        set-up program."""
+        return dataclasses.replace(
+            self, static_hp=tuple(item for item in self.static_hp if item[0] != "batch_size"),
+            batch_size=None, batch_mode="independent", steps_per_segment=1)
+
+    @property
+    def optimizer_steps(self) -> int:
+        """The ``num_steps`` the optimizer is built with in traced code: the horizon, or for a
+        schedule that does not read it the largest int32 (``plan`` checked every member's own
+        budget against ``warmup_steps``; nothing else reads it)."""
+        return limits.INT32_MAX if self.horizon is None else self.horizon
 
     @property
     def label(self) -> str:
@@ -180,7 +202,7 @@ def member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array
     """One member's fresh ``(params, opt_state)`` from its key and dynamic values."""
     hp = spec.hp(dynamic)
     params = spec.task.init(jax.random.fold_in(key, 0), hp)
-    opt_state = optim.make_optimizer(hp, spec.num_steps).init(params)
+    opt_state = optim.make_optimizer(hp, spec.optimizer_steps).init(params)
     return params, opt_state
 
 
@@ -222,20 +244,20 @@ def _member_update(spec, params, opt_state, train_key, step, preprocess, dynamic
     (loss, _), grads = jax.value_and_grad(spec.task.loss, has_aux=True)(
         params, batch, dropout_key, hp
     )
-    optimizer = optim.make_optimizer(hp, spec.num_steps)
+    optimizer = optim.make_optimizer(hp, spec.optimizer_steps)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     return loss, updates, optax.apply_updates(params, updates), new_opt_state
 
 
-def _member_step(spec, params, opt_state, train_key, step, alive, diverged_step, preprocess,
-                 dynamic, rows, count, train, shared_batch):
+def _member_step(spec, params, opt_state, train_key, step, budget, alive, diverged_step,
+                 preprocess, dynamic, rows, count, train, shared_batch):
     """One member's guarded step: it freezes a member that is stopped, done or not finite."""
     loss, updates, new_params, new_opt_state = _member_update(
         spec, params, opt_state, train_key, step, preprocess, dynamic, rows, count, train,
         shared_batch,
     )
     finite = jnp.isfinite(loss) & _all_finite(updates)
-    in_range = step < spec.num_steps
+    in_range = step < budget
     take = alive & finite & in_range
     params = _tree_select(take, new_params, params)
     opt_state = _tree_select(take, new_opt_state, opt_state)
@@ -295,13 +317,13 @@ def _mean_loss(losses: jax.Array, steps_taken: jax.Array) -> jax.Array:
 
 def _guarded_member(spec: GroupSpec, member: Any, shared: Any) -> Any:
     """One member's guarded scan over a segment: every step checked and frozen if need be."""
-    params, opt_state, train_key, step, alive, diverged_step, preprocess, dyn, r, c = member
+    params, opt_state, train_key, step, budget, alive, diverged_step, preprocess, dyn, r, c = member
 
     def body(carry, i):
         params, opt_state, step, alive, diverged_step = carry
         params, opt_state, step, alive, diverged_step, loss, counted = _member_step(
-            spec, params, opt_state, train_key, step, alive, diverged_step, preprocess,
-            dyn, r, c, shared[0], _shared_batch_at(spec, shared, i),
+            spec, params, opt_state, train_key, step, budget, alive, diverged_step,
+            preprocess, dyn, r, c, shared[0], _shared_batch_at(spec, shared, i),
         )
         return (params, opt_state, step, alive, diverged_step), (loss, counted)
 
@@ -313,9 +335,9 @@ def _guarded_member(spec: GroupSpec, member: Any, shared: Any) -> Any:
 
 
 def _guarded_scan(spec: GroupSpec, sharding: NamedSharding, start: PopulationState,
-                  dynamic: Any, rows: MemberRows | None, shared: Any) -> Any:
+                  budget: jax.Array, dynamic: Any, rows: MemberRows | None, shared: Any) -> Any:
     """Every member's guarded scan: ``(new_state, train_loss)``."""
-    members = (start.params, start.opt_state, start.train_key, start.step, start.alive,
+    members = (start.params, start.opt_state, start.train_key, start.step, budget, start.alive,
                start.diverged_step, start.preprocess, dynamic, *_train_rows(rows))
     carry, train_loss = _over_members(
         spec, sharding, functools.partial(_guarded_member, spec), members, shared
@@ -378,10 +400,14 @@ def run_segment(
     segment_index: jax.Array,
     train: Mapping[str, jax.Array],
     valid: Mapping[str, jax.Array] | None,
+    budget: jax.Array,
 ) -> tuple[PopulationState, dict[str, jax.Array], jax.Array]:
     """``steps_per_segment`` steps of every member, then the validation pass.
 
     Returns the new state, the per-member metrics and whether the guarded scan ran.
+    ``budget`` (``[P]`` int32) is every member's own step budget, a runtime value: a member
+    at its budget is frozen like a finished one, so members with different budgets share one
+    program.
 
     Two scans of the same steps are in the program, and ``lax.cond`` picks at run time:
 
@@ -401,7 +427,7 @@ def run_segment(
     Each member's scan is its own (:func:`_over_members` loops or batches the members).
     """
     shared = (train, shared_key, segment_index)
-    live = state.alive & (state.step < spec.num_steps)
+    live = state.alive & (state.step < budget)
     any_live = jnp.any(live)
 
     def skip(start):
@@ -419,10 +445,10 @@ def run_segment(
         ), fast_loss
 
     def rerun_guarded(start, fast_state, fast_loss):
-        return _guarded_scan(spec, sharding, start, dynamic, rows, shared)
+        return _guarded_scan(spec, sharding, start, budget, dynamic, rows, shared)
 
     fast = functools.partial(_fast_scan, spec, sharding, live, dynamic, rows, shared)
-    whole_segment_left = ~jnp.any(live & (state.step + spec.steps_per_segment > spec.num_steps))
+    whole_segment_left = ~jnp.any(live & (state.step + spec.steps_per_segment > budget))
     fast_state, fast_loss, redo = jax.lax.cond(whole_segment_left & any_live, fast, skip, state)
     # The restoring select is a pass over the whole state: skipped when every member is live.
     branch = jnp.where(redo, 2, jnp.where(jnp.all(live), 0, 1))
@@ -469,9 +495,21 @@ def evaluate_population(spec, sharding, state, dynamic, rows, train, data, prefi
     return {f"{prefix}_{name}": jnp.asarray(v, jnp.float32) for name, v in values.items()}
 
 
-def init_population(spec, member_key, dynamic, rows, train, alive):
-    """A fresh population: every member initialized from its own key ``member_key[i]``."""
-    params, opt_state = jax.vmap(member_init, in_axes=(None, 0, 0))(spec, member_key, dynamic)
+def init_population(spec, member_key, dynamic, rows, train, alive, sharding=None):
+    """A fresh population: every member initialized from its own key ``member_key[i]``.
+
+    With ``sharding`` the members are initialized as they train (:func:`_over_members`): with
+    ``member_loop="map"`` one after another, which XLA:CPU compiles in about half the time of the
+    batched initializers (their random-number code batched over ``P`` keys dominates) and which
+    gives the same bits (docs/faq.md, "Why does the first call take seconds?").
+    """
+    if sharding is None:
+        params, opt_state = jax.vmap(member_init, in_axes=(None, 0, 0))(spec, member_key,
+                                                                       dynamic)
+    else:
+        params, opt_state = _over_members(
+            spec, sharding, lambda member, _: member_init(spec, *member), (member_key, dynamic),
+            None)
     train_rows = None if rows is None else rows.train_rows
     train_counts = None if rows is None else rows.train_counts
     num_members = member_key.shape[0]
@@ -489,8 +527,8 @@ def init_population(spec, member_key, dynamic, rows, train, alive):
     )
 
 
-def update_population(spec, state, dynamic, source, reinit, stop, new_keys, new_dynamic,
-                       rows, train):
+def update_population(spec, sharding, state, dynamic, source, reinit, stop, new_keys,
+                      new_dynamic, rows, train):
     """Applies a scheduler's decision with fixed shapes: one program, never recompiled.
 
     ``source[i]`` is the slot whose parameters, optimizer state and step slot ``i`` takes
@@ -501,7 +539,7 @@ def update_population(spec, state, dynamic, source, reinit, stop, new_keys, new_
     take = lambda x: x[source]  # noqa: E731
     params = jax.tree_util.tree_map(take, state.params)
     opt_state = jax.tree_util.tree_map(take, state.opt_state)
-    fresh = init_population(spec, new_keys, new_dynamic, rows, train, ~stop)
+    fresh = init_population(spec, new_keys, new_dynamic, rows, train, ~stop, sharding)
     params = _tree_select_members(reinit, fresh.params, params)
     opt_state = _tree_select_members(reinit, fresh.opt_state, opt_state)
     updated = PopulationState(
@@ -540,11 +578,15 @@ def pinned(fn: Callable[..., Any], *, pass_sharding: bool = False) -> Callable[.
     return pinned
 
 
-init_jit = jax.jit(pinned(init_population), static_argnums=(0, 1))
+def _init_over_members(spec, sharding, member_key, dynamic, rows, train, alive):
+    return init_population(spec, member_key, dynamic, rows, train, alive, sharding)
+
+
+init_jit = jax.jit(pinned(_init_over_members, pass_sharding=True), static_argnums=(0, 1))
 segment_jit = jax.jit(pinned(run_segment, pass_sharding=True), static_argnums=(0, 1))
 segment_jit_donating = jax.jit(pinned(run_segment, pass_sharding=True), static_argnums=(0, 1),
                                 donate_argnums=2)
-update_jit = jax.jit(pinned(update_population), static_argnums=(0, 1))
+update_jit = jax.jit(pinned(update_population, pass_sharding=True), static_argnums=(0, 1))
 evaluate_jit = jax.jit(evaluate_population, static_argnums=(0, 1, 7))
 
 

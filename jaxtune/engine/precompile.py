@@ -218,17 +218,19 @@ class Programs:
         """Whether programs are compiled ahead (threads were given)."""
         return self._pool is not None
 
-    def prepare(self, calls: Iterable[ProgramCall]) -> None:
-        """Starts compiling each of ``calls`` not prepared already (in this thread's trace
-        context, which the compiling threads check they share)."""
+    def prepare(self, calls: Iterable[ProgramCall], skip: Iterable[ProgramCall] = ()) -> None:
+        """Starts compiling each of ``calls`` not prepared already and not in ``skip`` (the
+        calls of the chunk about to run, whose jit compiles them), in this thread's trace
+        context, which the compiling threads check they share."""
         if self._pool is None:
             return
         context = _trace_context()
+        skipped = {signature(call.jitted, call.args) for call in skip}
         for call in calls:
             if not hasattr(call.jitted, "lower"):
                 continue  # not a jit (a test's stand-in): the call runs it as it is
             key = signature(call.jitted, call.args)
-            if key not in self._futures:
+            if key not in self._futures and key not in skipped:
                 self._futures[key] = self._pool.submit(_compile, call, context)
                 self.num_prepared += 1
 
@@ -306,8 +308,9 @@ def chunk_calls(plan: Plan, chunk: ChunkPlan, data: tuple[Any, Any, Any],
         ))
     keys = _population_struct(layout, size, (2,), np.uint32)
     alive = _population_struct(layout, size, (), np.bool_)
+    budgets = _population_struct(layout, size, (), np.int32)
     init = ProgramCall(population.init_jit,
-                       (spec, layout.population, keys, dynamic, rows, train, alive))
+                       (spec.setup, layout.population, keys, dynamic, rows, train, alive))
     # Every leaf of the state has the population axis, and the set-up program pins it there.
     state = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, weak_type=s.weak_type,
@@ -317,10 +320,11 @@ def chunk_calls(plan: Plan, chunk: ChunkPlan, data: tuple[Any, Any, Any],
     segment_jit = population.segment_jit_donating if layout.donate else population.segment_jit
     calls = [init, ProgramCall(segment_jit, (
         spec, layout.population, state, dynamic, rows, shared_key, jnp.int32(0), train, valid,
+        budgets,
     ))]
     if test is not None:
         calls.append(ProgramCall(population.evaluate_jit, (
-            spec, layout.population, state, dynamic, None, train, test, "test",
+            spec.setup, layout.population, state, dynamic, None, train, test, "test",
         )))
     return calls
 
@@ -331,14 +335,19 @@ def prepare(programs: Programs, plan: Plan, chunks: Sequence[ChunkPlan],
     and compiles its own, through the jit).
 
     Chunks of one group and one population size run the same programs: each such pair is
-    traced once, and not at all when it is the first chunk's. Nothing is traced when the
-    overlap is off or no later chunk has programs of its own.
+    traced once, and not at all when it is the first chunk's. Groups may share programs too
+    (the set-up and evaluation programs are keyed without the batch settings): a program of
+    the first chunk is never prepared, and a program shared by later chunks once. Nothing is
+    traced when the overlap is off or no later chunk has programs of its own.
     """
     if not programs.active or len(chunks) < 2:
         return
     distinct: dict[tuple[int, int], ChunkPlan] = {}
     for chunk in chunks:
         distinct.setdefault((chunk.group_index, chunk.population_size), chunk)
-    later = list(distinct.values())[1:]  # the first is chunks[0]'s
+    first, *later = distinct.values()
+    if not later:
+        return
     programs.prepare([call for chunk in later
-                      for call in chunk_calls(plan, chunk, data, shared_key)])
+                      for call in chunk_calls(plan, chunk, data, shared_key)],
+                     skip=chunk_calls(plan, first, data, shared_key))

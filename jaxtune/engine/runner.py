@@ -141,8 +141,8 @@ def run(
       ValueError, TypeError: see the module docstring; all before any compilation.
     """
     compile_cache.ensure_compilation_cache()
-    plan = plan_lib.plan(task, configs, split, options, seed=seed, member_seeds=member_seeds,
-                         folds=folds, member_ids=member_ids, member_rows=member_rows)
+    members = plan_lib.Members(seed, member_seeds, folds, member_ids, member_rows)
+    plan = plan_lib.plan(task, configs, split, options, members)
     threads = precompile.overlap_threads(plan.layout.mesh.devices.flat[0].platform)
     return _run_plan(plan, split, Hooks() if hooks is None else hooks, checkpoint, resume,
                      keep_params, threads)
