@@ -9,9 +9,11 @@ threads, and the chunk loop calls :meth:`Programs.call` instead of the jit.
 
 ``Programs.call(jitted, *args)`` runs the executable prepared for exactly this call (the same
 jit, the same static values, the same argument shapes, dtypes and shardings) and otherwise the
-jit itself, as before. A compile ahead of time does not fill the jit's own cache, so the
-prepared executable must be the one called; a call whose program is still compiling waits for
-it, and one whose compile has not started yet takes it back and compiles in its own thread.
+jit itself, as before. The prepared executable is the one called: whether a compile ahead of
+time also serves the jit's own cache is JAX's business (it did not when the abstract arguments'
+shardings differed from the call's), so nothing here relies on it. A call whose program is
+still compiling waits for it, and one whose compile has not started yet takes it back and
+compiles in its own thread.
 The executable is the program the jit would have compiled for the call (the same lowering of
 the same function), so results are bit-identical with and without the overlap, and the
 compile counts are the same: a prepared program is compiled once, in its thread (JAX reports
@@ -21,9 +23,10 @@ and never again by the jit.
 Which programs are prepared: for every chunk after the first (and after those a resume
 skips), its set-up and segment programs, and its test evaluation when the run evaluates the
 test set. The scheduler's update program is not: it runs only when a scheduler decides
-something, and preparing it would compile a program the run may never use. A chunk whose
-programs equal an earlier chunk's (the same group, the same population size) prepares
-nothing: the jit's cache serves it.
+something, and preparing it would compile a program the run may never use. A program the
+first chunk runs is never prepared (its jit compiles it, and a later group may share it: the
+set-up program is keyed without the batch settings), and a program shared by later chunks is
+prepared once.
 
 The overlap acts when a run has programs to prepare (several static groups, or chunks of
 different sizes), and by default where it can help: with accelerators (the host's cores are
