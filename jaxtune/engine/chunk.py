@@ -24,6 +24,7 @@ from jaxtune.engine.layout import Layout, to_host
 from jaxtune.engine.options import Hooks
 from jaxtune.engine.plan import ChunkPlan, hashable, member_budget, member_keys
 from jaxtune.engine.population import GroupSpec, MemberRows
+from jaxtune.engine.precompile import Programs
 from jaxtune.engine.records import ChunkState, MemberRecord
 from jaxtune.engine.session import TrainSession, view_to_json
 
@@ -59,6 +60,8 @@ class ChunkContext(NamedTuple):
       hooks: progress callbacks and the scheduler.
       session: the checkpoint session, or ``None``.
       start_time: when the chunk started (``time.perf_counter``).
+      programs: the executables compiled ahead (:mod:`~jaxtune.engine.precompile`); the
+        default prepares none, and every call runs its jit.
     """
 
     chunk: ChunkPlan
@@ -72,6 +75,7 @@ class ChunkContext(NamedTuple):
     hooks: Hooks
     session: TrainSession | None
     start_time: float
+    programs: Programs = Programs()
 
     @property
     def spec(self) -> GroupSpec:
@@ -91,8 +95,9 @@ def open_chunk(ctx: ChunkContext, members: Sequence[MemberRecord],
     slots = (*members, *([None] * (size - len(members))))
     member_key, dynamic = _slot_arrays(ctx, slots)
     alive = np.arange(size) < len(members)
-    state = population.init_jit(ctx.spec.setup, ctx.layout.population, member_key, dynamic,
-                                ctx.rows, ctx.data.train, ctx.layout.put(alive))
+    state = ctx.programs.call(population.init_jit, ctx.spec.setup, ctx.layout.population,
+                              member_key, dynamic, ctx.rows, ctx.data.train,
+                              ctx.layout.put(alive))
     steps = np.zeros(size, np.int64)
     fresh = ChunkState(
         population=state, dynamic=dynamic, slots=slots, finished=(), step=steps.copy(),
@@ -125,9 +130,9 @@ def finish_chunk(ctx: ChunkContext, state: ChunkState, keep_params: bool) -> lis
     num_real = ctx.num_real
     finished = [*state.finished, *state.slots[:num_real]]
     if ctx.data.test is not None:
-        test_metrics = to_host(population.evaluate_jit(
-            ctx.spec.setup, ctx.layout.population, state.population, state.dynamic, None,
-            ctx.data.train, ctx.data.test, "test"))
+        test_metrics = to_host(ctx.programs.call(
+            population.evaluate_jit, ctx.spec.setup, ctx.layout.population, state.population,
+            state.dynamic, None, ctx.data.train, ctx.data.test, "test"))
         for slot, member in enumerate(state.slots[:num_real]):
             member.metrics.update({k: float(v[slot]) for k, v in test_metrics.items()})
     if keep_params:
@@ -168,8 +173,8 @@ def _train_segment(ctx: ChunkContext,
     """One compiled segment; returns the new state, the host metrics and diverged steps."""
     # Looked up at each call (not bound at import): tests swap in counting programs.
     segment = population.segment_jit_donating if ctx.layout.donate else population.segment_jit
-    new_population, metrics, guarded = segment(
-        ctx.spec, ctx.layout.population, state.population, state.dynamic, ctx.rows,
+    new_population, metrics, guarded = ctx.programs.call(
+        segment, ctx.spec, ctx.layout.population, state.population, state.dynamic, ctx.rows,
         ctx.shared_key, jnp.int32(state.segment_index), ctx.data.train, ctx.data.valid,
         ctx.layout.put(_budgets(ctx, state.slots).astype(np.int32)),
     )
