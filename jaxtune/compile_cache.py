@@ -184,6 +184,7 @@ class CompileCounter:
         self.cache_hits = 0
         self.by_function: dict[str, int] = {}
         self._pending = threading.local()  # a hit seen, its compile event not yet
+        self._lock = threading.Lock()  # compiles finish in several threads (engine.precompile)
 
     def _on_event(self, event: str, **kwargs: Any) -> None:
         if event == CACHE_HIT_EVENT:
@@ -193,13 +194,16 @@ class CompileCounter:
         del duration_s
         if event != COMPILE_EVENT:
             return
-        if getattr(self._pending, "hits", 0) > 0:
-            self._pending.hits -= 1
-            self.cache_hits += 1
-            return
-        self.count += 1
         name = str(kwargs.get("fun_name", "?"))
-        self.by_function[name] = self.by_function.get(name, 0) + 1
+        hit = getattr(self._pending, "hits", 0) > 0
+        if hit:
+            self._pending.hits -= 1
+        with self._lock:
+            if hit:
+                self.cache_hits += 1
+            else:
+                self.count += 1
+                self.by_function[name] = self.by_function.get(name, 0) + 1
 
     def __enter__(self) -> CompileCounter:
         jax.monitoring.register_event_listener(self._on_event)
