@@ -17,10 +17,16 @@ from typing import Any
 
 from jaxtune import jsonio
 
-__all__ = ["STATUSES", "MemberResult", "config_key", "hp_names", "metric_names"]
+__all__ = [
+    "FLAT_FIELDS", "STATUSES", "MemberResult", "config_key", "hp_names", "metric_names",
+    "row_fields",
+]
 
 #: The values ``MemberResult.status`` may take.
 STATUSES = ("completed", "diverged", "stopped")
+#: A row's own fields, in the order every flat view of a row (CSV, pandas, Optuna) starts with.
+FLAT_FIELDS = ("member_id", "seed", "fold", "static_group", "status", "diverged_step",
+              "wall_time_s")
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,3 +251,8 @@ def metric_names(rows: Iterable[MemberResult]) -> list[str]:
 def hp_names(rows: Iterable[MemberResult]) -> list[str]:
     """Sorted hyperparameter names present in any of ``rows``' configs."""
     return sorted({name for row in rows for name in row.config})
+
+
+def row_fields(row: MemberResult) -> dict[str, Any]:
+    """``{name: value}`` of a row's :data:`FLAT_FIELDS`, in that order."""
+    return {name: getattr(row, name) for name in FLAT_FIELDS}

@@ -15,7 +15,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jaxtune import jsonio
-from jaxtune.member_result import MemberResult, config_key, hp_names, metric_names
+from jaxtune.member_result import (
+    FLAT_FIELDS,
+    MemberResult,
+    config_key,
+    hp_names,
+    metric_names,
+    row_fields,
+)
 from jaxtune.ranking import Ranking
 
 __all__ = [
@@ -220,13 +227,7 @@ def flat_columns(rows: Sequence[MemberResult]) -> list[str]:
         The row fields, then ``config.<name>`` and ``metrics.<name>``, each block sorted.
     """
     return [
-        "member_id",
-        "seed",
-        "fold",
-        "static_group",
-        "status",
-        "diverged_step",
-        "wall_time_s",
+        *FLAT_FIELDS,
         *(f"config.{name}" for name in hp_names(rows)),
         *(f"metrics.{name}" for name in metric_names(rows)),
     ]
@@ -244,15 +245,7 @@ def flat_records(rows: Sequence[MemberResult]) -> list[dict[str, Any]]:
     names, metrics = hp_names(rows), metric_names(rows)
     records = []
     for row in rows:
-        record = {
-            "member_id": row.member_id,
-            "seed": row.seed,
-            "fold": row.fold,
-            "static_group": row.static_group,
-            "status": row.status,
-            "diverged_step": row.diverged_step,
-            "wall_time_s": row.wall_time_s,
-        }
+        record = row_fields(row)
         record.update({f"config.{n}": row.config.get(n) for n in names})
         record.update({f"metrics.{n}": row.metrics.get(n, math.nan) for n in metrics})
         records.append(record)

@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from jaxtune import distributed
+from jaxtune.member_result import row_fields
 from jaxtune.results import MemberResult, Results
 from jaxtune.space import Choice, Fixed, Float, Int, Param, Space
 from jaxtune.strategies.base import Config, Strategy, check_num, sanitize_scores
@@ -265,12 +266,7 @@ def _trial(optuna: Any, row: MemberResult, metric: str, maps: Mapping[str, _Para
         state = optuna.trial.TrialState.COMPLETE
     curve = row.curves.get(metric, [])
     user_attrs = {
-        "member_id": row.member_id,
-        "seed": row.seed,
-        "fold": row.fold,
-        "static_group": row.static_group,
-        "status": row.status,
-        "diverged_step": row.diverged_step,
+        **row_fields(row),
         "wall_time_s": _json_attr(row.wall_time_s),
         **{f"metrics.{k}": _json_attr(v) for k, v in row.metrics.items()},
         **{f"fixed.{name}": _json_attr(row.config[name]) for name in fixed if name in row.config},
