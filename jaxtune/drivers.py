@@ -19,29 +19,12 @@ from jaxtune.engine.options import EngineOptions, Hooks
 from jaxtune.space import Space
 from jaxtune.task import Task
 
-__all__ = ["RUN_KEYWORDS", "engine_call", "hooks", "space_options"]
+__all__ = ["RUN_KEYWORDS", "engine_call", "space_options"]
 
 #: Keywords of :func:`jaxtune.engine.run` (not options) that an old ``engine_options``
 #: mapping may carry; every other name in it must be an :class:`EngineOptions` field.
 RUN_KEYWORDS = ("member_seeds", "folds", "member_ids", "member_rows", "on_segment",
                 "checkpoint", "resume")
-
-
-def hooks(
-    on_segment: Callable[[SegmentReport], None] | None,
-    on_restore: Callable[[int], None] | None = None,
-    scheduler: Scheduler | None = None,
-) -> Hooks:
-    """The hooks of a driver call.
-
-    Without ``on_restore``, a callback's own ``restored(member_steps)`` method is it (as
-    :class:`~jaxtune.ProgressBar` has, or any ``on_segment`` function given that attribute):
-    the one place where the drivers look for it.
-    """
-    if on_restore is None:
-        restored = getattr(on_segment, "restored", None)
-        on_restore = restored if callable(restored) else None
-    return Hooks(on_segment=on_segment, on_restore=on_restore, scheduler=scheduler)
 
 
 def engine_call(
@@ -61,7 +44,8 @@ def engine_call(
       options: the caller's options value, or ``None``.
       engine_options: an old-style mapping: option names, and any of :data:`RUN_KEYWORDS`.
       on_segment: the progress callback (may instead come in ``engine_options``).
-      on_restore: told the member-steps a resume restored (default: see :func:`hooks`).
+      on_restore: told the member-steps a resume restored (default: the callback's own
+        ``restored`` method, :meth:`~jaxtune.engine.options.Hooks.of`).
       scheduler: the driver's scheduler.
       checkpoint: the checkpoint directory (may instead come in ``engine_options``).
       resume: continue from ``checkpoint`` (true if either says so).
@@ -85,7 +69,7 @@ def engine_call(
                 raise TypeError(f"{name}: given as a keyword and in engine_options; give it once")
             run[name] = value
     run["resume"] = resume or run.get("resume", False)
-    run["hooks"] = hooks(run.pop("on_segment", None), on_restore, scheduler)
+    run["hooks"] = Hooks.of(run.pop("on_segment", None), on_restore, scheduler)
     return EngineOptions.resolve(options, fields, **given), run
 
 

@@ -165,12 +165,6 @@ class EngineOptions:
             out["static_names"] = list(self.static_names)
         return out
 
-    def train_kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments of :func:`jaxtune.engine.train`."""
-        out = {name: getattr(self, name) for name in self.names()}
-        out["sweep_reads"] = tuple(sorted(self.sweep_reads))
-        return out
-
 
 class Hooks(NamedTuple):
     """What the caller hears, and who acts, while a population runs.
@@ -185,3 +179,21 @@ class Hooks(NamedTuple):
     on_segment: Callable[[SegmentReport], None] | None = None
     on_restore: Callable[[int], None] | None = None
     scheduler: Scheduler | None = None
+
+    @classmethod
+    def of(
+        cls,
+        on_segment: Callable[[SegmentReport], None] | None,
+        on_restore: Callable[[int], None] | None = None,
+        scheduler: Scheduler | None = None,
+    ) -> Hooks:
+        """The hooks of a call that takes a progress callback.
+
+        Without ``on_restore``, the callback's own ``restored(member_steps)`` method is it (as
+        :class:`~jaxtune.ProgressBar` has, or any ``on_segment`` function given that
+        attribute): the one place where jaxtune looks for it.
+        """
+        if on_restore is None:
+            restored = getattr(on_segment, "restored", None)
+            on_restore = restored if callable(restored) else None
+        return cls(on_segment=on_segment, on_restore=on_restore, scheduler=scheduler)

@@ -368,10 +368,7 @@ def train(
       ...            for lr in (1e-3, 3e-3)]
       >>> results = train(task, configs, split, num_steps=100)  # doctest: +SKIP
     """
-    # Compatibility, this form only: on_segment.restored(member_steps) becomes Hooks.on_restore.
-    restored = getattr(on_segment, "restored", None)
-    hooks = Hooks(on_segment=on_segment, on_restore=restored if callable(restored) else None,
-                  scheduler=scheduler)
+    hooks = Hooks.of(on_segment, scheduler=scheduler)
     options = EngineOptions(
         num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment,
         static_names=static_names, devices=devices, pad_to=pad_to,
