@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import limits, optim
+from jaxtune import datatree, limits, optim
 from jaxtune.task import Task
 
 __all__ = [
@@ -270,8 +270,8 @@ def trace_error(error: BaseException, task: Task, function: str, group: str,
       task: the task traced.
       function: ``"init"``, ``"loss"``, ``"evaluate"`` (or several, joined by ``/``).
       group: the static group's label.
-      x: the features' abstract value (``shape``, ``dtype``).
-      y: the labels' abstract value.
+      x: the features (one array or a dict of arrays; ``shape``, ``dtype`` read).
+      y: the labels or targets, likewise.
       given: the hyperparameter names of the group (a ``KeyError`` for another name says so).
       dynamic: the group's dynamic names (named when one is read as a Python value).
 
@@ -290,8 +290,8 @@ def trace_error(error: BaseException, task: Task, function: str, group: str,
     if _is_shape_error(error):
         return ValueError(
             f"task {task.name!r} does not fit the data of static group {group}: tracing "
-            f"task.{function} on x of shape [rows, {', '.join(map(str, x.shape[1:]))}] "
-            f"({x.dtype}) and y [rows] ({y.dtype}) failed with {type(error).__name__}: "
+            f"task.{function} on x of shape {datatree.describe_rows(x)} and y "
+            f"{datatree.describe_rows(y)} failed with {type(error).__name__}: "
             f"{error}\nFix: make task.init build parameters for one example of that shape and "
             "task.loss/task.evaluate accept such batches (for the ready-made tasks, pass the "
             "data's input_shape and num_classes)."
@@ -327,9 +327,9 @@ def task_reads(task: Task, static_hp: Sequence[tuple[str, Any]], dynamic_names: 
       task: the task.
       static_hp: ``(name, value)`` pairs of the static group (hashable values).
       dynamic_names: the traced names.
-      x: one abstract feature array ``[rows, ...]`` (its shape after the first axis and dtype
-        are used).
-      y: one abstract label array (its dtype is used).
+      x: the features ``[rows, ...]``, one array or a dict of arrays (numpy or abstract; each
+        leaf's shape after the first axis and its dtype are used).
+      y: the labels or targets, likewise.
       batch_rows: rows of a training batch.
       eval_rows: rows of an evaluation.
       group: the static group's label, for messages.
@@ -342,8 +342,8 @@ def task_reads(task: Task, static_hp: Sequence[tuple[str, Any]], dynamic_names: 
     """
     try:
         return _task_reads(task, tuple(static_hp), tuple(sorted(dynamic_names)),
-                           tuple(x.shape[1:]), np.dtype(x.dtype), np.dtype(y.dtype),
-                           int(batch_rows), int(eval_rows))
+                           datatree.signature({"x": x, "y": y}), int(batch_rows),
+                           int(eval_rows))
     except _TaskRaisedError as raised:
         raise trace_error(raised.error, task, raised.function, group, x, y,
                           [n for n, _ in static_hp] + list(dynamic_names),
@@ -357,7 +357,7 @@ class _TaskRaisedError(Exception):
 
 
 @functools.lru_cache(maxsize=64)
-def _task_reads(task, static_hp, dynamic_names, example_shape, x_dtype, y_dtype, batch_rows,
+def _task_reads(task, static_hp, dynamic_names, data_signature, batch_rows,
                 eval_rows) -> frozenset[str]:
     read: set[str] = set()
     dyn = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in dynamic_names}
@@ -367,8 +367,7 @@ def _task_reads(task, static_hp, dynamic_names, example_shape, x_dtype, y_dtype,
         return ReadRecorder({**dict(static_hp), **d}, read)
 
     def data(rows):
-        return {"x": jax.ShapeDtypeStruct((rows, *example_shape), x_dtype),
-                "y": jax.ShapeDtypeStruct((rows,), y_dtype)}
+        return datatree.abstract(data_signature, rows)
 
     def run(function, fn, *args):
         try:
@@ -501,9 +500,9 @@ def check_space(task: Task, split: Any, space: Any, *, batch_size: int | None = 
         static_hp = tuple(sorted((n, _frozen(v)) for n, v in config.items() if n in static))
         dynamic = [n for n in config if n not in static]
         label = ",".join(f"{k}={v}" for k, v in static_hp) or "default"
-        rows = config.get("batch_size", batch_size) or len(split.y_train)
+        rows = config.get("batch_size", batch_size) or datatree.num_rows(split.y_train, "y")
         task_read |= task_reads(task, static_hp, dynamic, split.x_train, split.y_train,
-                                rows, len(split.y_valid), label)
+                                rows, datatree.num_rows(split.y_valid, "y"), label)
     readers = {"the optimizers and schedules of this space": optimizers,
                "the engine": ENGINE_HPARAMS, f"task {task.name!r}": task_read}
     check_names_read(space, readers, where="space", suggestions=known_names(task),

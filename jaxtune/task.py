@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from jaxtune import data as data_lib
-from jaxtune import losses, models
+from jaxtune import datatree, losses, models
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -231,7 +231,13 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
             data_lib.check_arrays(x, y, split.kind, num_classes)
         except (TypeError, ValueError) as error:
             raise type(error)(f"split.x_{part}/y_{part}: {error}") from error
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = datatree.to_numpy(x), datatree.to_numpy(y)
+        if task.input_shape is not None and datatree.is_tree(x):
+            raise ValueError(
+                f"split.x_{part} is a dict of arrays ({datatree.describe(x)}) but "
+                f"task.input_shape={task.input_shape} describes one array; leave input_shape "
+                "unset for a task that reads dict features (batch['x']['name'])."
+            )
         if task.input_shape is not None and tuple(x.shape[1:]) != task.input_shape:
             raise ValueError(
                 f"split.x_{part} has examples of shape {tuple(x.shape[1:])} but "

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import checks, limits, optim
+from jaxtune import checks, datatree, limits, optim
 from jaxtune import data as data_lib
 from jaxtune.engine import memory
 from jaxtune.engine.layout import Layout
@@ -122,7 +122,7 @@ def _check_names_read(task, specs, configs, split, num_valid, sweep_reads,
         optimizers.update(checks.optimizer_reads([static_hp]) | {"optimizer", "schedule"})
         task_read |= checks.task_reads(
             task, spec.static_hp, spec.dynamic_names, split.x_train, split.y_train,
-            spec.batch_size or len(split.y_train), num_valid, spec.label)
+            spec.batch_size or datatree.num_rows(split.y_train, "y"), num_valid, spec.label)
     readers = {"the optimizers and schedules of this sweep": optimizers,
                "the engine": checks.ENGINE_HPARAMS, f"task {task.name!r}": task_read}
     first = {}
@@ -345,7 +345,7 @@ def plan(
     if member_rows is not None:
         member_rows = _check_member_rows(member_rows, len(configs), split, options.batch_mode)
     evaluate_test = (options.evaluate_test and split.x_test is not None
-                     and len(split.y_test) > 0)
+                     and datatree.num_rows(split.y_test, "y") > 0)
     check_task_data(task, split, include_test=evaluate_test,
                     include_valid=member_rows is None)
     layout = Layout.build(options.devices)
@@ -355,7 +355,7 @@ def plan(
     options = options.replace(member_loop=member_loop, evaluate_test=evaluate_test)
     specs = _group_specs(task, configs, static, split, options, member_rows is not None)
     num_valid = (int(np.asarray(member_rows.valid_rows).shape[1]) if member_rows is not None
-                 else len(split.y_valid))
+                 else datatree.num_rows(split.y_valid, "y"))
     _check_names_read(task, specs, configs, split, num_valid, options.sweep_reads,
                       options.allow_unused_hparams)
     budget, groups = _size_chunks(task, configs, split, options, layout, specs, member_rows)
@@ -402,7 +402,7 @@ def _check_member_rows(member_rows: MemberRows, num_members: int, split: data_li
                 f"member_rows.{field} has {array.shape[0]} rows for {num_members} configs; "
                 "give one row per config."
             )
-    num_rows = len(split.y_train)
+    num_rows = datatree.num_rows(split.y_train, "y")
     for field in ("train_rows", "valid_rows"):
         table = getattr(member_rows, field)
         if table.size and (table.min() < 0 or table.max() >= num_rows):
@@ -423,7 +423,7 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
                  split: data_lib.Split, options: EngineOptions,
                  has_member_rows: bool) -> list[tuple[GroupSpec, list[int]]]:
     """The static groups: each one's :class:`GroupSpec` and its members' positions."""
-    num_train_rows = len(split.y_train)
+    num_train_rows = datatree.num_rows(split.y_train, "y")
     specs: list[tuple[GroupSpec, list[int]]] = []
     for static_key, indices in _split_groups(configs, static).items():
         static_hp = {k: v for k, v in static_key if k != "num_steps" or v != _RUNTIME_BUDGET}
@@ -463,7 +463,8 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
             horizon=group_steps if _reads_horizon(static_hp) else None,
             steps_per_segment=min(options.steps_per_segment, group_steps),
             batch_mode=options.batch_mode, member_rows=has_member_rows,
-            standardize=options.standardize, member_loop=options.member_loop,
+            standardize=datatree.select_leaves(split.x_train, options.standardize),
+            member_loop=options.member_loop,
         )
         specs.append((spec, indices))
     return specs
@@ -486,10 +487,9 @@ def _size_chunks(task: Task, configs: Sequence[dict[str, Any]], split: data_lib.
         try:
             per_member = memory.member_memory_bytes(
                 spec, {n: configs[indices[0]][n] for n in spec.dynamic_names},
-                split.x_train.shape[1:], eval_bytes=eval_bytes, eval_rows=eval_rows,
-                train_rows=len(split.y_train), input_dtype=split.x_train.dtype,
-                label_dtype=split.y_train.dtype,
-            )
+                eval_bytes=eval_bytes, eval_rows=eval_rows,
+                train_rows=datatree.num_rows(split.y_train, "y"),
+                data={"x": split.x_train, "y": split.y_train})
         except checks.TRACE_ERRORS as error:  # the names trace (checks.task_reads) saw most
             raise checks.trace_error(
                 error, task, "init/loss/evaluate", spec.label, split.x_train, split.y_train,
@@ -505,8 +505,9 @@ def _eval_size(split: data_lib.Split, member_rows: MemberRows | None) -> tuple[i
     """``(bytes, rows)`` of the validation data one member holds: ``split``'s validation set,
     or with row tables the member's own rows of ``x_train`` (``split.x_valid`` unread)."""
     if member_rows is None:
-        return split.x_valid.nbytes + split.y_valid.nbytes, len(split.y_valid)
+        valid = {"x": split.x_valid, "y": split.y_valid}
+        return datatree.nbytes(valid), datatree.num_rows(split.y_valid, "y")
     num_rows = int(member_rows.valid_rows.shape[1])
-    row_bytes = (math.prod(split.x_train.shape[1:]) * split.x_train.dtype.itemsize
-                 + split.y_train.dtype.itemsize + np.dtype(np.float32).itemsize)
+    row_bytes = (datatree.row_nbytes({"x": split.x_train, "y": split.y_train})
+                 + np.dtype(np.float32).itemsize)
     return num_rows * row_bytes, num_rows

@@ -49,7 +49,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxtune import data as data_lib
-from jaxtune import limits, optim
+from jaxtune import datatree, limits, optim
 from jaxtune.task import Task
 
 __all__ = [
@@ -74,7 +74,8 @@ class PopulationState(NamedTuple):
       alive: ``[P]`` bool, False once a member diverged, was stopped, or is inert padding.
       diverged_step: ``[P]`` int32, the step at which a member diverged, -1 otherwise.
       preprocess: ``{"mean": [P, F], "scale": [P, F]}`` when members standardize their inputs
-        with statistics of their own training rows, else ``{}``.
+        with statistics of their own training rows (for a dict ``x``, ``mean`` and ``scale``
+        are dicts shaped like it, ``None`` at the leaves left alone), else ``{}``.
     """
 
     params: Any
@@ -122,7 +123,9 @@ class GroupSpec:
       batch_mode: ``"independent"`` (each member samples its own minibatch) or ``"shared"``
         (one minibatch per step for every member: common random numbers).
       member_rows: members read the data through their own row tables (folds).
-      standardize: members standardize inputs with statistics of their own training rows.
+      standardize: members standardize inputs with statistics of their own training rows:
+        ``True`` (one array ``x``) or the names of the leaves of a dict ``x``
+        (:func:`jaxtune.datatree.select_leaves`).
       member_loop: ``"vmap"`` (members batched into one program) or ``"map"`` (each device
         loops over its own members); see :func:`train`.
       horizon: the step horizon of a schedule that reads it (``cosine``, ``warmup_cosine``:
@@ -137,7 +140,7 @@ class GroupSpec:
     steps_per_segment: int
     batch_mode: str = "independent"
     member_rows: bool = False
-    standardize: bool = False
+    standardize: bool | tuple[str, ...] = False
     member_loop: str = "vmap"
     horizon: int | None = None
 
@@ -173,29 +176,21 @@ class GroupSpec:
 # --------------------------------------------------------------------------- member code
 
 
-def _fit_preprocess(spec: GroupSpec, train: Mapping[str, jax.Array], rows, count):
-    """Per-member standardization statistics from the member's own training rows only."""
+def _fit_preprocess(spec: GroupSpec, train: Mapping[str, Any], rows, count):
+    """Per-member standardization statistics from the member's own training rows only, for
+    the leaves of ``x`` that ``spec.standardize`` selects (:mod:`jaxtune.datatree`)."""
     if not spec.standardize:
         return {}
-    x = train["x"].reshape(train["x"].shape[0], -1)
     if spec.member_rows:
-        weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)[:, None]
-        x = x[rows]
+        weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)
     else:
-        weight = jnp.ones((x.shape[0], 1), jnp.float32)
-    total = jnp.sum(weight)
-    mean = jnp.sum(x * weight, axis=0) / total
-    var = jnp.sum(((x - mean) ** 2) * weight, axis=0) / total
-    std = jnp.sqrt(var)
-    scale = jnp.where(std > 1e-8, 1.0 / jnp.where(std > 1e-8, std, 1.0), 1.0)
-    return {"mean": mean, "scale": scale}
+        weight = jnp.ones((datatree.num_rows(train["x"]),), jnp.float32)
+        rows = None
+    return datatree.fit_standardizer(train["x"], spec.standardize, weight, rows)
 
 
-def _apply_preprocess(preprocess, x: jax.Array) -> jax.Array:
-    if not preprocess:
-        return x
-    flat = x.reshape(x.shape[0], -1)
-    return ((flat - preprocess["mean"]) * preprocess["scale"]).reshape(x.shape)
+def _apply_preprocess(preprocess, x: Any) -> Any:
+    return datatree.apply_standardizer(preprocess, x)
 
 
 def member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array]):
@@ -207,17 +202,19 @@ def member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array
 
 
 def _sample_batch(spec: GroupSpec, key, train, rows, count):
-    """One minibatch for one member: indices drawn inside the compiled step."""
+    """One minibatch for one member: indices drawn inside the compiled step, every leaf of
+    ``x`` and ``y`` indexed with the same rows."""
     if spec.batch_size is None:
         if not spec.member_rows:
             return train
         weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)
-        return {"x": train["x"][rows], "y": train["y"][rows], "weight": weight}
+        return {**datatree.take_rows(train, rows), "weight": weight}
     if spec.member_rows:
         idx = data_lib.sample_rows(key, rows, count, spec.batch_size)
     else:
-        idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
-    return {"x": train["x"][idx], "y": train["y"][idx]}
+        idx = data_lib.sample_batch_indices(key, datatree.num_rows(train["y"], "y"),
+                                            spec.batch_size)
+    return datatree.take_rows(train, idx)
 
 
 def _tree_select(pred: jax.Array, new: Any, old: Any) -> Any:
@@ -304,8 +301,8 @@ def _shared_batch_at(spec: GroupSpec, shared: Any, i: jax.Array) -> Any:
     train, shared_key, segment_index = shared
     # Common random numbers: one minibatch per step for every member.
     key = jax.random.fold_in(shared_key, segment_index * spec.steps_per_segment + i)
-    idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
-    return {"x": train["x"][idx], "y": train["y"][idx]}
+    idx = data_lib.sample_batch_indices(key, datatree.num_rows(train["y"], "y"), spec.batch_size)
+    return datatree.take_rows(train, idx)
 
 
 def _mean_loss(losses: jax.Array, steps_taken: jax.Array) -> jax.Array:
@@ -475,11 +472,8 @@ def evaluate_population(spec, sharding, state, dynamic, rows, train, data, prefi
     num_members = state.step.shape[0]
     shared = None
     if rows is not None and prefix == "valid":
-        member_data = {
-            "x": train["x"][rows.valid_rows],
-            "y": train["y"][rows.valid_rows],
-            "weight": rows.valid_weight,
-        }
+        member_data = {**datatree.take_rows(dict(train), rows.valid_rows),
+                       "weight": rows.valid_weight}
     elif spec.member_loop == "vmap":
         # Shared data under vmap turns the first layer into one wide product x @ [W_1 ... W_P]
         # whose blocking (and so rounding) depends on P. A member axis on the data keeps every
