@@ -35,6 +35,7 @@ __all__ = [
     "nbytes",
     "num_rows",
     "row_nbytes",
+    "row_shapes",
     "select_leaves",
     "signature",
     "take_rows",
@@ -115,6 +116,13 @@ def describe(tree: Any) -> str:
         shape, dtype = _shape_dtype(tree)
         return f"{dtype}{list(shape)}"
     return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in tree.items()) + "}"
+
+
+def row_shapes(tree: Any) -> Any:
+    """One row's shape: ``tuple`` for one array, a dict of tuples shaped like a dict."""
+    if is_tree(tree):
+        return {k: row_shapes(v) for k, v in tree.items()}
+    return _shape_dtype(tree)[0][1:]
 
 
 def describe_rows(tree: Any) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from jaxtune import data as data_lib
-from jaxtune import datatree, losses, models
+from jaxtune import datatree, limits, losses, models
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -423,29 +423,44 @@ def regression_task(
     model: str | ModelFactory = "linear",
     *,
     input_shape: Sequence[int],
+    num_outputs: int | None = None,
 ) -> Task:
     """A regression task: mean squared error plus optional L1/L2 penalties.
 
     Args:
       model: ``"linear"``, ``"mlp"``, or a function ``hp -> flax.linen.Module`` returning
-        predictions ``[batch, 1]``.
+        predictions ``[batch, 1]`` (``[batch, num_outputs]`` with ``num_outputs``).
       input_shape: shape of one example, without the batch axis.
+      num_outputs: ``None`` for targets ``y [rows]``; a count for several outputs,
+        ``y [rows, num_outputs]`` (the squared error is then averaged over the outputs too).
 
     Returns:
       A :class:`Task` whose ``evaluate`` reports ``mse`` and ``loss`` (both the unpenalized
       mean squared error).
     """
     input_shape = tuple(int(d) for d in input_shape)
-    factory = _model_factory(model, 1, input_shape)
+    if num_outputs is not None:
+        limits.check_positive_int("num_outputs", num_outputs)
+    factory = _model_factory(model, num_outputs or 1, input_shape)
+
+    def squared_error(pred, y):  # per example
+        want = () if num_outputs is None else (num_outputs,)
+        if tuple(y.shape[1:]) != want:  # a silent broadcast would be wrong: refuse (traced)
+            raise ValueError(
+                f"regression_task(num_outputs={num_outputs}) needs targets y of shape "
+                f"[rows{''.join(f', {n}' for n in want)}], got [rows, "
+                f"{', '.join(map(str, y.shape[1:]))}]; build it with num_outputs="
+                f"{y.shape[-1] if y.ndim == 2 else None}")
+        return (pred[..., 0] - y) ** 2 if num_outputs is None else jnp.mean((pred - y) ** 2, -1)
 
     def loss(params, batch, key, hp):
-        pred = _apply(factory, params, batch["x"], key, hp)[..., 0]
-        data = _mean((pred - batch["y"]) ** 2, batch)
+        pred = _apply(factory, params, batch["x"], key, hp)
+        data = _mean(squared_error(pred, batch["y"]), batch)
         return data + _penalty(params, hp), {"data_loss": data}
 
     def evaluate(params, data, hp):
-        pred = _apply(factory, params, data["x"], None, hp)[..., 0]
-        err = _mean((pred - data["y"]) ** 2, data)
+        pred = _apply(factory, params, data["x"], None, hp)
+        err = _mean(squared_error(pred, data["y"]), data)
         return {"mse": err, "loss": err}
 
     return Task(
@@ -453,7 +468,7 @@ def regression_task(
         loss=loss,
         evaluate=evaluate,
         name=f"regression[{model if isinstance(model, str) else 'custom'}]",
-        identity=("regression", model, input_shape),
+        identity=("regression", model, input_shape, num_outputs),
         metric_modes={"mse": "min", "loss": "min"},
         input_shape=input_shape,
         kind="regression",
