@@ -91,7 +91,7 @@ def test_dict_x_and_two_output_y_train_as_a_numpy_loop():
     configs = [{"learning_rate": LEARNING_RATE}]
     results, params = jt.train(_task(), configs, split, num_steps=NUM_STEPS, batch_size=None,
                                steps_per_segment=NUM_STEPS, standardize=("feat",),
-                               return_params=True)
+                               return_params=True, evaluate_test=False)
     x, y = split.x_train, split.y_train.astype(np.float64)[:, 1:2]
     feat = _standardized(x["feat"], x["feat"]) * x["mask"]
     w = np.zeros((NUM_FEATURES, NUM_OUTPUTS))
@@ -115,7 +115,8 @@ def test_dict_x_and_two_output_y_train_as_a_numpy_loop():
 def test_minibatches_and_chunks_take_every_leaf_from_the_same_rows(batch_mode):
     configs = [{"learning_rate": 0.1}, {"learning_rate": 0.2}, {"learning_rate": 0.3}]
     results = jt.train(_row_task(), configs, _split(), num_steps=4, batch_size=8,
-                       steps_per_segment=2, batch_mode=batch_mode, max_members_per_chunk=2)
+                       steps_per_segment=2, batch_mode=batch_mode, max_members_per_chunk=2,
+                       evaluate_test=False)
     assert [r.metrics["train_loss"] for r in results.rows] == [0.0, 0.0, 0.0]
     assert [r.metrics["valid_gap"] for r in results.rows] == [0.0, 0.0, 0.0]
 
@@ -141,8 +142,8 @@ def test_cv_folds_on_a_dict_equal_folds_on_the_flat_array():
 
         return jt.Task(init, loss, evaluate, name="lin", metric_modes={"mse": "min"})
 
-    configs = [{"learning_rate": 0.05}, {"learning_rate": 0.1}]
-    kwargs = dict(num_steps=6, batch_size=8, num_folds=3, steps_per_segment=6,
+    configs = [{"learning_rate": 0.05}]
+    kwargs = dict(num_steps=4, batch_size=8, num_folds=3, steps_per_segment=4,
                   evaluate_test=False)
     by_flat = cv.cross_validate(task(lambda v: v, lambda v: v), flat, configs, **kwargs)
     by_tree = cv.cross_validate(task(lambda v: v["feat"], lambda v: v["target"]), tree,
@@ -204,8 +205,8 @@ def test_standardize_refuses_integer_leaves_and_unknown_names():
         _train(split, standardize="fet")
     with pytest.raises(TypeError, match=r"split.x_train\['mask'\], which has dtype int32"):
         jt.standardize(split, leaves=lambda name: True)
-    with pytest.raises(ValueError, match="y is a dict .* classification labels are one array"):
-        jt.check_arrays(split.x_train, {"label": np.zeros(24, np.int32)}, "classification")
+    with pytest.raises(ValueError, match=r"y is a dict .* classification labels are one array"):
+        jt.data.check_arrays(split.x_train, {"label": np.zeros(24, np.int32)}, "classification")
 
 
 def test_memory_estimate_counts_every_leaf():
@@ -260,13 +261,14 @@ def test_regression_task_with_several_outputs():
     y = np.stack([x @ np.ones(4), x @ np.arange(4.0)], axis=1).astype(np.float32)
     split = jt.train_valid_test_split(jt.Dataset(x, y, "regression", None, "two"), seed=0)
     task = jt.regression_task("linear", input_shape=(4,), num_outputs=2)
-    results, params = jt.train(task, [{"learning_rate": 0.2}], split, num_steps=60,
-                               batch_size=None, steps_per_segment=60, return_params=True)
+    results, params = jt.train(task, [{"learning_rate": 0.1}], split, num_steps=20,
+                               batch_size=None, steps_per_segment=20, return_params=True,
+                               evaluate_test=False)
     dense = params[0]["Dense_0"]
     pred = split.x_valid @ dense["kernel"] + dense["bias"]
-    mse = np.mean((pred - split.y_valid) ** 2)
-    assert results.rows[0].metrics["valid_mse"] == pytest.approx(mse, rel=1e-5)
-    assert mse < 1e-3  # both outputs learned
+    mse = np.mean((pred - split.y_valid) ** 2, axis=0)  # per output
+    assert results.rows[0].metrics["valid_mse"] == pytest.approx(mse.mean(), rel=1e-5)
+    assert np.all(mse < 0.05 * split.y_valid.var(axis=0))  # both outputs learned
     with pytest.raises(ValueError, match=r"num_outputs=None\) needs targets y of shape \[rows\], "
                                          r"got \[rows, 2\]; build it with num_outputs=2"):
         jt.train(jt.regression_task("linear", input_shape=(4,)), [{"learning_rate": 0.1}],
