@@ -234,6 +234,8 @@ def select_leaves(x: Any, standardize: Selection, root: str = "x") -> bool | tup
         single array.
       TypeError: a selected integer or boolean leaf, or a selection of another type.
     """
+    if isinstance(standardize, bool | np.bool_):
+        standardize = bool(standardize)
     if standardize is None or standardize is False:
         return False
     if not is_tree(x):

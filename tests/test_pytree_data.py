@@ -112,13 +112,21 @@ def test_dict_x_and_two_output_y_train_as_a_numpy_loop():
 
 
 @pytest.mark.parametrize("batch_mode", ["independent", "shared"])
-def test_minibatches_and_chunks_take_every_leaf_from_the_same_rows(batch_mode):
+def test_minibatches_and_chunks_take_every_leaf_from_the_same_rows(batch_mode, tmp_path):
+    """Two chunks; the independent run also checkpoints with a predicate selecting the
+    standardized leaves (stored by their names) and resumes to the same rows."""
     configs = [{"learning_rate": 0.1}, {"learning_rate": 0.2}, {"learning_rate": 0.3}]
-    results = jt.train(_row_task(), configs, _split(), num_steps=4, batch_size=8,
-                       steps_per_segment=2, batch_mode=batch_mode, max_members_per_chunk=2,
-                       evaluate_test=False)
+    kwargs = dict(num_steps=4, batch_size=8, steps_per_segment=2, batch_mode=batch_mode,
+                  max_members_per_chunk=2, evaluate_test=False,
+                  standardize=lambda name: name == "extra")
+    if batch_mode == "independent":
+        kwargs["checkpoint"] = tmp_path / "run"
+    results = jt.train(_row_task(), configs, _split(), **kwargs)
     assert [r.metrics["train_loss"] for r in results.rows] == [0.0, 0.0, 0.0]
     assert [r.metrics["valid_gap"] for r in results.rows] == [0.0, 0.0, 0.0]
+    if batch_mode == "independent":
+        resumed = jt.train(_row_task(), configs, _split(), resume=True, **kwargs)
+        assert [r.metrics for r in resumed.rows] == [r.metrics for r in results.rows]
 
 
 def test_cv_folds_on_a_dict_equal_folds_on_the_flat_array():
