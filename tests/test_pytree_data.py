@@ -114,11 +114,13 @@ def test_dict_x_and_two_output_y_train_as_a_numpy_loop():
 @pytest.mark.parametrize("batch_mode", ["independent", "shared"])
 def test_minibatches_and_chunks_take_every_leaf_from_the_same_rows(batch_mode, tmp_path):
     """Two chunks; the independent run also checkpoints with a predicate selecting the
-    standardized leaves (stored by their names) and resumes to the same rows."""
+    standardized leaves (stored by their names) and resumes to the same rows; the shared run
+    batches its members with vmap (the accelerators' default), broadcasting the dict data."""
     configs = [{"learning_rate": 0.1}, {"learning_rate": 0.2}, {"learning_rate": 0.3}]
     kwargs = dict(num_steps=4, batch_size=8, steps_per_segment=2, batch_mode=batch_mode,
                   max_members_per_chunk=2, evaluate_test=False,
-                  standardize=lambda name: name == "extra")
+                  standardize=lambda name: name == "extra",
+                  member_loop="map" if batch_mode == "independent" else "vmap")
     if batch_mode == "independent":
         kwargs["checkpoint"] = tmp_path / "run"
     results = jt.train(_row_task(), configs, _split(), **kwargs)
@@ -164,6 +166,9 @@ def test_cv_folds_on_a_dict_equal_folds_on_the_flat_array():
 
 def test_host_standardize_touches_only_the_named_leaves():
     split = _split()
+    for part in ("train", "valid", "test"):  # every leaf split with the same rows
+        np.testing.assert_array_equal(getattr(split, f"x_{part}")["row"],
+                                      getattr(split, f"y_{part}")[:, 0])
     out = jt.standardize(split, leaves=("feat",))
     for part in ("train", "valid", "test"):
         x, new = getattr(split, f"x_{part}"), getattr(out, f"x_{part}")
