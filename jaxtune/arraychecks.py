@@ -2,7 +2,8 @@
 
 The lowest layer of the data side: :mod:`jaxtune.data` (datasets, splits), the fold tables of
 :mod:`jaxtune.rowtables` and :mod:`jaxtune.task` all check arrays here, so this module imports
-nothing of jaxtune. Every message names the field, the value and the fix.
+nothing of jaxtune but :mod:`jaxtune.datatree` (data that is a dict of arrays). Every message
+names the field (the leaf, ``x['mask']``), the value and the fix.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import operator
 from typing import Any
 
 import numpy as np
+
+from jaxtune import datatree
 
 __all__ = ["KINDS", "check_arrays", "check_finite_columns", "check_int", "check_numeric"]
 
@@ -72,48 +75,47 @@ def check_finite_columns(x: np.ndarray, field: str) -> None:
 def check_arrays(x: Any, y: Any, kind: str, num_classes: int | None = None) -> None:
     """Validates features and labels on the host, before anything is compiled.
 
+    ``x`` and ``y`` may each be one array or a dict of arrays (:mod:`jaxtune.datatree`: nested
+    dicts allowed) sharing one row count. Every message names the leaf (``x['mask']``), its
+    shape or dtype, and the fix.
+
     Args:
-        x: features `[num_rows, ...]` (at least two dimensions), any real numeric dtype.
-        y: labels or targets `[num_rows]`.
+        x: features: one array `[num_rows, ...]` (at least two dimensions), any real numeric
+            dtype; or a dict whose leaves are `[num_rows, ...]` arrays of real numbers or bools
+            (a leaf may be one-dimensional: lengths, weights).
+        y: classification: labels `[num_rows]`, one array. Regression: targets `[num_rows]`,
+            `[num_rows, num_outputs, ...]` or a dict of such arrays.
         kind: ``"classification"`` or ``"regression"``.
         num_classes: for classification, the number of classes; labels must lie in
             `[0, num_classes)`. ``None`` only requires non-negative integer labels. Must be
             ``None`` for regression.
 
     Raises:
-        TypeError: `x` or `y` has a non-numeric (or complex) dtype.
-        ValueError: an unknown `kind`; empty data; `x` with fewer than two dimensions or `y`
-            not one-dimensional; different numbers of rows in `x` and `y`; NaN or inf in `x`
-            or `y`; classification labels that are not integers in `[0, num_classes)`; an
-            invalid `num_classes`. Each message names the field and the fix.
+        TypeError: a leaf of `x` or `y` has a non-numeric (or complex) dtype.
+        ValueError: an unknown `kind`; empty data; an array `x` with fewer than two dimensions;
+            labels that are not one `[num_rows]` array; leaves with different numbers of rows;
+            NaN or inf in any leaf; classification labels that are not integers in
+            `[0, num_classes)`; an invalid `num_classes`.
 
     Example:
         >>> check_arrays(np.zeros((4, 2)), np.array([0, 1, 1, 0]), "classification", 2)
+        >>> check_arrays({"f": np.zeros((4, 2)), "mask": np.ones((4, 3), bool)},
+        ...              np.zeros((4, 2)), "regression")
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    x = np.asarray(x)
-    y = np.asarray(y)
-    check_numeric(x, "x")
-    check_numeric(y, "y")
-    if x.ndim < 2:
+    x, y = datatree.to_numpy(x, "x"), datatree.to_numpy(y, "y")
+    _check_x(x)
+    _check_y(y, kind)
+    x_rows, y_rows = datatree.num_rows(x, "x"), datatree.num_rows(y, "y")
+    if x_rows != y_rows:
         raise ValueError(
-            f"x must have shape [num_rows, num_features, ...], got shape {x.shape}; "
-            f"for a single feature use x[:, None]"
-        )
-    if y.ndim != 1:
-        raise ValueError(
-            f"y must have shape [num_rows], got shape {y.shape}; flatten it with y.reshape(-1)"
-        )
-    if x.shape[0] == 0 or x.size == 0:
-        raise ValueError(f"x is empty (shape {x.shape}); provide at least one row and feature")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"x and y have different numbers of rows: x has {x.shape[0]}, y has {y.shape[0]}; "
+            f"x and y have different numbers of rows: x has {x_rows}, y has {y_rows}; "
             f"pass one label or target per row of x"
         )
-    _check_finite(x, "x")
-    _check_finite(y, "y")
+    for root, tree in (("x", x), ("y", y)):
+        for path, _, leaf in datatree.leaf_items(tree, root):
+            _check_finite(leaf, path)
     if kind == "regression":
         if num_classes is not None:
             raise ValueError(
@@ -121,6 +123,55 @@ def check_arrays(x: Any, y: Any, kind: str, num_classes: int | None = None) -> N
                 f"use kind='classification' for labels"
             )
         return
+    _check_labels(y, num_classes)
+
+
+def _check_x(x: Any) -> None:
+    if not datatree.is_tree(x):
+        check_numeric(x, "x")
+        if x.ndim < 2:
+            raise ValueError(
+                f"x must have shape [num_rows, num_features, ...], got shape {x.shape}; "
+                f"for a single feature use x[:, None]"
+            )
+        if x.shape[0] == 0 or x.size == 0:
+            raise ValueError(f"x is empty (shape {x.shape}); provide at least one row and "
+                             "feature")
+        return
+    for path, _, leaf in datatree.leaf_items(x, "x"):
+        if leaf.dtype != np.bool_:
+            check_numeric(leaf, path)
+        if leaf.ndim == 0 or leaf.shape[0] == 0:
+            raise ValueError(f"{path} has shape {leaf.shape}; every leaf of x needs a first "
+                             "axis of rows and at least one row")
+
+
+def _check_y(y: Any, kind: str) -> None:
+    if datatree.is_tree(y):
+        if kind == "classification":
+            raise ValueError(
+                f"y is a dict ({datatree.describe(y)}) but classification labels are one "
+                "array [num_rows] of ints; put per-row extras (weights, masks) in x, or use "
+                "kind='regression' for a user's own task")
+        for path, _, leaf in datatree.leaf_items(y, "y"):
+            check_numeric(leaf, path)
+            if leaf.ndim == 0 or leaf.shape[0] == 0:
+                raise ValueError(f"{path} has shape {leaf.shape}; every leaf of y needs a "
+                                 "first axis of rows and at least one row")
+        return
+    check_numeric(y, "y")
+    if kind == "classification" and y.ndim != 1:
+        raise ValueError(
+            f"y holds classification labels and must have shape [num_rows], got shape "
+            f"{y.shape}; for one-hot labels pass y.argmax(axis=-1), for several outputs use "
+            "kind='regression'"
+        )
+    if y.ndim == 0:
+        raise ValueError(f"y must have a first axis of rows, got a scalar {y!r}; pass one "
+                         "target per row")
+
+
+def _check_labels(y: np.ndarray, num_classes: int | None) -> None:
     if num_classes is not None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
             raise TypeError(f"num_classes must be an int, got {num_classes!r}")

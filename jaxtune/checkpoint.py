@@ -47,7 +47,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtune import jsonio, storage
+from jaxtune import datatree, jsonio, storage
 from jaxtune.results import Results
 
 __all__ = ["FORMAT", "MARKER", "Checkpointer", "fingerprint", "read_marker"]
@@ -117,8 +117,9 @@ def split_digest(split: Any) -> str:
     for name in ("x_train", "y_train", "x_valid", "y_valid", "x_test", "y_test"):
         part = getattr(split, name, None)
         digest.update(name.encode())
-        if part is not None:
-            digest.update(array_digest(np.asarray(part)).encode())
+        for _, leaf_name, leaf in ([] if part is None else datatree.leaf_items(part)):
+            # A dict part (jaxtune.datatree) adds each leaf's name; one array digests as ever.
+            digest.update((leaf_name + array_digest(np.asarray(leaf))).encode())
     return digest.hexdigest()
 
 

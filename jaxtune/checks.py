@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import limits, optim, optimizers
+from jaxtune import datatree, limits, optim, optimizers
 from jaxtune.step import Step
 from jaxtune.stepchecks import TaskRaisedError, model_state_pair, step_reads
 from jaxtune.task import Task
@@ -287,8 +287,8 @@ def trace_error(error: BaseException, task: Task, function: str, group: str,
       task: the task traced.
       function: ``"init"``, ``"loss"``, ``"evaluate"`` (or several, joined by ``/``).
       group: the static group's label.
-      x: the features' abstract value (``shape``, ``dtype``).
-      y: the labels' abstract value.
+      x: the features (one array or a dict of arrays; ``shape``, ``dtype`` read).
+      y: the labels or targets, likewise.
       given: the hyperparameter names of the group (a ``KeyError`` for another name says so).
       dynamic: the group's dynamic names (named when one is read as a Python value).
 
@@ -307,8 +307,8 @@ def trace_error(error: BaseException, task: Task, function: str, group: str,
     if _is_shape_error(error) and x is not None:
         return ValueError(
             f"task {task.name!r} does not fit the data of static group {group}: tracing "
-            f"task.{function} on x of shape [rows, {', '.join(map(str, x.shape[1:]))}] "
-            f"({x.dtype}) and y [rows] ({y.dtype}) failed with {type(error).__name__}: "
+            f"task.{function} on x of shape {datatree.describe_rows(x)} and y "
+            f"{datatree.describe_rows(y)} failed with {type(error).__name__}: "
             f"{error}\nFix: make task.init build parameters for one example of that shape and "
             "task.loss/task.evaluate accept such batches (for the ready-made tasks, pass the "
             "data's input_shape and num_classes)."
@@ -347,9 +347,9 @@ def task_reads(task: Task | Step, static_hp: Sequence[tuple[str, Any]],
       task: the task.
       static_hp: ``(name, value)`` pairs of the static group (hashable values).
       dynamic_names: the traced names.
-      x: one abstract feature array ``[rows, ...]`` (its shape after the first axis and dtype
-        are used).
-      y: one abstract label array (its dtype is used).
+      x: the features ``[rows, ...]``, one array or a dict of arrays (numpy or abstract; each
+        leaf's shape after the first axis and its dtype are used).
+      y: the labels or targets, likewise.
       batch_rows: rows of a training batch.
       eval_rows: rows of an evaluation.
       group: the static group's label, for messages.
@@ -362,7 +362,7 @@ def task_reads(task: Task | Step, static_hp: Sequence[tuple[str, Any]],
     """
     if isinstance(task, Step) and task.task is not None:
         task = task.task  # a Task's Step: trace the Task's own functions (errors name them)
-    data = None if x is None else (tuple(x.shape[1:]), np.dtype(x.dtype), np.dtype(y.dtype))
+    data = None if x is None else datatree.signature({"x": x, "y": y})
     try:
         return _task_reads(task, tuple(static_hp), tuple(sorted(dynamic_names)), data,
                            int(batch_rows), int(eval_rows))
@@ -373,7 +373,7 @@ def task_reads(task: Task | Step, static_hp: Sequence[tuple[str, Any]],
 
 
 @functools.lru_cache(maxsize=64)
-def _task_reads(task, static_hp, dynamic_names, data_spec, batch_rows,
+def _task_reads(task, static_hp, dynamic_names, data_signature, batch_rows,
                 eval_rows) -> frozenset[str]:
     read: set[str] = set()
     dyn = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in dynamic_names}
@@ -383,11 +383,9 @@ def _task_reads(task, static_hp, dynamic_names, data_spec, batch_rows,
         return ReadRecorder({**dict(static_hp), **d}, read)
 
     def data(rows):
-        if data_spec is None:
+        if data_signature is None:
             return None
-        example_shape, x_dtype, y_dtype = data_spec
-        return {"x": jax.ShapeDtypeStruct((rows, *example_shape), x_dtype),
-                "y": jax.ShapeDtypeStruct((rows,), y_dtype)}
+        return datatree.abstract(data_signature, rows)
 
     def run(function, fn, *args):
         try:
@@ -539,14 +537,15 @@ def check_space(task: Task | Step, split: Any, space: Any, *, batch_size: int | 
     if isinstance(getattr(source, "optimizer", None), Mapping):
         optimizers = {"optimizer"}
     x, y = (None, None) if split is None else (split.x_train, split.y_train)
-    num_valid = 0 if split is None else len(split.y_valid)
+    num_valid = 0 if split is None else datatree.num_rows(split.y_valid, "y")
     static = set(space.static_names)
     task_read: set[str] = set()
     for config in _representatives(space, sorted(static)):
         static_hp = tuple(sorted((n, _frozen(v)) for n, v in config.items() if n in static))
         dynamic = [n for n in config if n not in static]
         label = ",".join(f"{k}={v}" for k, v in static_hp) or "default"
-        rows = config.get("batch_size", batch_size) or (0 if y is None else len(y))
+        rows = config.get("batch_size", batch_size) or (
+            0 if y is None else datatree.num_rows(y, "y"))
         task_read |= task_reads(task, static_hp, dynamic, x, y, rows, num_valid, label)
     readers = {"the optimizers and schedules of this space": optimizers,
                "the engine": ENGINE_HPARAMS, f"task {task.name!r}": task_read}

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxtune import checks, contracts, drivers, engine, limits
+from jaxtune import checks, contracts, datatree, drivers, engine, limits
 from jaxtune.data import Dataset, Split, check_arrays
 from jaxtune.engine import MemberRows
 from jaxtune.engine.options import EngineOptions
@@ -61,7 +61,7 @@ class CVRows(NamedTuple):
     @property
     def num_rows(self) -> int:
         """Number of cross-validated rows."""
-        return len(self.split.y_train)
+        return datatree.num_rows(self.split.y_train, "y")
 
 
 def pool_rows(data: Dataset | Split) -> CVRows:
@@ -83,12 +83,13 @@ def pool_rows(data: Dataset | Split) -> CVRows:
         num_classes = data.num_classes
         if data.kind == "classification" and num_classes is None:
             num_classes = max(int(np.max(data.y)) + 1, 2)
-        x, y = np.asarray(data.x), np.asarray(data.y)
-        x_test, y_test = x[:0], y[:0]
+        x, y = datatree.to_numpy(data.x, "x"), datatree.to_numpy(data.y, "y")
+        x_test, y_test = datatree.take_rows(x, slice(0, 0)), datatree.take_rows(y, slice(0, 0))
         kind, name, source = data.kind, data.name, "dataset"
     elif isinstance(data, Split):
-        x = np.concatenate([data.x_train, data.x_valid], axis=0)
-        y = np.concatenate([data.y_train, data.y_valid], axis=0)
+        x = datatree.concat_rows([datatree.to_numpy(data.x_train), datatree.to_numpy(data.x_valid)])
+        y = datatree.concat_rows([datatree.to_numpy(data.y_train), datatree.to_numpy(data.y_valid)],
+                                 "y")
         x_test, y_test = data.x_test, data.y_test
         kind, name, num_classes, source = data.kind, data.name, data.num_classes, "train+valid"
     else:
@@ -98,7 +99,9 @@ def pool_rows(data: Dataset | Split) -> CVRows:
         )
     # No validation rows: with member row tables the engine validates each member on its
     # own held-out rows of x_train and never reads (or checks) split.x_valid.
-    split = Split(x, y, x[:0], y[:0], x_test, y_test, kind, num_classes, name)
+    none = slice(0, 0)
+    split = Split(x, y, datatree.take_rows(x, none), datatree.take_rows(y, none), x_test, y_test,
+                  kind, num_classes, name)
     return CVRows(split, source)
 
 

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtune import datatree
 from jaxtune.arraychecks import KINDS, check_arrays, check_finite_columns, check_int
 from jaxtune.rowtables import kfold_rows
 
@@ -59,24 +60,33 @@ __all__ = [
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "linear")
 
 
-def _describe(array: np.ndarray) -> str:
-    return f"{array.dtype}{list(array.shape)}"
+def _describe(array: Any) -> str:
+    return datatree.describe(array)
+
+
+def _num_features(x: Any) -> int:
+    return sum(math.prod(np.shape(leaf)[1:]) for _, _, leaf in datatree.leaf_items(x))
 
 
 class Dataset(NamedTuple):
     """A whole dataset held on the host.
 
+    `x` and `y` may each be one array or a dict of arrays sharing the row count (features,
+    masks, lengths, per-row weights; :mod:`jaxtune.datatree`), e.g.
+    ``Dataset({"features": f, "mask": m}, y, "regression", None, "mine")``.
+
     Attributes:
-        x: float32 features `[num_rows, ...]` (`[num_rows, num_features]` for tabular data).
-        y: int32 labels `[num_rows]` in `[0, num_classes)` for classification, float32 targets
-            `[num_rows]` for regression.
+        x: float32 features `[num_rows, ...]` (`[num_rows, num_features]` for tabular data), or
+            a dict of arrays `[num_rows, ...]` (any real or bool dtypes).
+        y: int32 labels `[num_rows]` in `[0, num_classes)` for classification; float32 targets
+            `[num_rows]`, `[num_rows, num_outputs]` or a dict of such arrays for regression.
         kind: ``"classification"`` or ``"regression"``.
         num_classes: number of classes for classification, ``None`` for regression.
         name: the dataset's name, e.g. ``"digits"``.
     """
 
-    x: np.ndarray
-    y: np.ndarray
+    x: Any
+    y: Any
     kind: str
     num_classes: int | None
     name: str
@@ -84,12 +94,13 @@ class Dataset(NamedTuple):
     @property
     def num_rows(self) -> int:
         """Number of rows (examples)."""
-        return int(self.x.shape[0])
+        return datatree.num_rows(self.x)
 
     @property
     def num_features(self) -> int:
-        """Number of features per row (the product of the trailing dimensions of `x`)."""
-        return math.prod(self.x.shape[1:])
+        """Number of features per row (the product of the trailing dimensions of `x`; for a
+        dict, summed over its leaves)."""
+        return _num_features(self.x)
 
     def __repr__(self) -> str:
         return (
@@ -100,6 +111,9 @@ class Dataset(NamedTuple):
 
 class Split(NamedTuple):
     """Training, validation and test rows of a dataset, as numpy arrays on the host.
+
+    Each `x_*` and `y_*` is one array or a dict of arrays (the same keys in every part), as in
+    :class:`Dataset`.
 
     Attributes:
         x_train: training features `[num_train, ...]`.
@@ -113,12 +127,12 @@ class Split(NamedTuple):
         name: the dataset's name.
     """
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_valid: np.ndarray
-    y_valid: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    x_train: Any
+    y_train: Any
+    x_valid: Any
+    y_valid: Any
+    x_test: Any
+    y_test: Any
     kind: str
     num_classes: int | None
     name: str
@@ -140,8 +154,9 @@ class Split(NamedTuple):
 
     @property
     def num_features(self) -> int:
-        """Number of features per row (the product of the trailing dimensions of `x`)."""
-        return math.prod(self.x_train.shape[1:])
+        """Number of features per row (the product of the trailing dimensions of `x`; for a
+        dict, summed over its leaves)."""
+        return _num_features(self.x_train)
 
     def __repr__(self) -> str:
         return (
@@ -342,7 +357,8 @@ def train_valid_test_split(
     cross-validation replaces the validation split. The training split takes the rest and
     must not be empty. For classification with `stratify`, each split holds every class in
     its share of the data to within a row or two; `stratify` is ignored for regression.
-    Rows keep their original order within each split. The same data and seed always give the
+    Rows keep their original order within each split, and every leaf of a dict `x` or `y` is
+    split with the same rows. The same data and seed always give the
     same split (numpy `Generator` seeded with `seed`; host-side, not training randomness).
 
     Args:
@@ -375,8 +391,8 @@ def train_valid_test_split(
             f"valid_fraction + test_fraction must be < 1 to leave training rows, got "
             f"{valid_fraction} + {test_fraction}; lower one of them"
         )
-    x, y = np.asarray(ds.x), np.asarray(ds.y)
-    num_rows = x.shape[0]
+    x, y = datatree.to_numpy(ds.x, "x"), datatree.to_numpy(ds.y, "y")
+    num_rows = datatree.num_rows(x)
     num_valid = _split_size(valid_fraction, num_rows)
     num_test = _split_size(test_fraction, num_rows)
     if num_rows - num_valid - num_test < 1:
@@ -393,39 +409,48 @@ def train_valid_test_split(
     test_rows = np.sort(order[:num_test])
     valid_rows = np.sort(order[num_test : num_test + num_valid])
     train_rows = np.sort(order[num_test + num_valid :])
+    take = datatree.take_rows
     return Split(
-        x_train=x[train_rows],
-        y_train=y[train_rows],
-        x_valid=x[valid_rows],
-        y_valid=y[valid_rows],
-        x_test=x[test_rows],
-        y_test=y[test_rows],
+        x_train=take(x, train_rows),
+        y_train=take(y, train_rows),
+        x_valid=take(x, valid_rows),
+        y_valid=take(y, valid_rows),
+        x_test=take(x, test_rows),
+        y_test=take(y, test_rows),
         kind=ds.kind,
         num_classes=num_classes,
         name=ds.name,
     )
 
 
-def standardize(split: Split, eps: float = 1e-8) -> Split:
+def standardize(split: Split, eps: float = 1e-8, leaves: datatree.Selection = True) -> Split:
     """Standardizes the features with statistics of the training rows only.
 
-    Every feature (every element of the trailing dimensions of `x`) becomes
-    `(x - mean_train) / std_train`, applied alike to the training, validation and test rows, so
-    nothing about the held-out rows leaks into the transform. A feature whose training standard
-    deviation is at most `eps` (constant) is only centred: its std is taken as 1. Targets are
-    left as they are.
+    Every feature (every element of the trailing dimensions of `x`, or of each selected leaf
+    of a dict `x`) becomes `(x - mean_train) / std_train`, applied alike to the training,
+    validation and test rows, so nothing about the held-out rows leaks into the transform. A
+    feature whose training standard deviation is at most `eps` (constant) is only centred: its
+    std is taken as 1. Targets are left as they are.
 
     Args:
         split: the split to transform.
         eps: threshold below which a standard deviation counts as zero; > 0.
+        leaves: which leaves of a dict `x` to standardize (:func:`jaxtune.datatree.select_leaves`):
+            ``True`` (every floating-point leaf), a leaf name such as ``"features"``, a
+            sequence of names, or a predicate ``name -> bool``. Integer and boolean leaves
+            (masks, lengths) are never standardized. For one array `x`, ``True`` (the default)
+            standardizes it.
 
     Returns:
-        A new `Split` with float32 features; labels and targets unchanged.
+        A new `Split` with float32 standardized features (a dict's other leaves unchanged);
+        labels and targets unchanged.
 
     Raises:
-        ValueError: `eps` not a positive finite number, no training rows, or a NaN or inf in
-            the features of any part (one NaN would turn its whole column into NaN), naming
-            the part, the column(s) and the first row.
+        ValueError: `eps` not a positive finite number, no training rows, a name that is no
+            leaf of `x`, or a NaN or inf in the standardized features of any part (one NaN
+            would turn its whole column into NaN), naming the part, the leaf, the column(s)
+            and the first row.
+        TypeError: `leaves` selects an integer or boolean leaf.
 
     Example:
         >>> split = standardize(train_valid_test_split(load_dataset("wine")))
@@ -434,23 +459,51 @@ def standardize(split: Split, eps: float = 1e-8) -> Split:
     """
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
-    x_train = np.asarray(split.x_train, dtype=np.float64)
-    if x_train.shape[0] == 0:
+    parts = ("train", "valid", "test")
+    xs = {part: datatree.to_numpy(getattr(split, f"x_{part}"), f"split.x_{part}")
+          for part in parts}
+    selected = datatree.select_leaves(xs["train"], leaves, "split.x_train")
+    if not selected:
+        return split
+    if datatree.num_rows(xs["train"]) == 0:
         raise ValueError("split has no training rows to fit the standardization on")
-    for part in ("train", "valid", "test"):
-        check_finite_columns(np.asarray(getattr(split, f"x_{part}")), f"split.x_{part}")
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std = np.where(std > eps, std, 1.0)
+    chosen = {""} if selected is True else set(selected)
+    stats = {}
+    for path, name, leaf in datatree.leaf_items(xs["train"], "split.x_train"):
+        if name not in chosen:
+            continue
+        for part in parts:
+            check_finite_columns(_leaf(xs[part], name), path.replace("x_train", f"x_{part}"))
+        flat = np.asarray(leaf, dtype=np.float64).reshape(leaf.shape[0], -1)
+        std = flat.std(axis=0)
+        stats[name] = (flat.mean(axis=0), np.where(std > eps, std, 1.0))
 
-    def transform(x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float64) - mean) / std).astype(np.float32)
+    def transform(x: Any) -> Any:
+        if not datatree.is_tree(x):
+            return _standardize_rows(x, *stats[""])
+        out = dict(x)
+        for key, value in x.items():
+            out[key] = transform_named(value, key)
+        return out
 
-    return split._replace(
-        x_train=transform(split.x_train),
-        x_valid=transform(split.x_valid),
-        x_test=transform(split.x_test),
-    )
+    def transform_named(x: Any, name: str) -> Any:
+        if datatree.is_tree(x):
+            return {k: transform_named(v, f"{name}/{k}") for k, v in x.items()}
+        return _standardize_rows(x, *stats[name]) if name in stats else x
+
+    return split._replace(**{f"x_{part}": transform(xs[part]) for part in parts})
+
+
+def _leaf(tree: Any, name: str) -> Any:
+    for _, leaf_name, leaf in datatree.leaf_items(tree):
+        if leaf_name == name:
+            return leaf
+    raise KeyError(name)
+
+
+def _standardize_rows(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    flat = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+    return ((flat - mean) / std).astype(np.float32).reshape(x.shape)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from jaxtune import data as data_lib
-from jaxtune import losses, models
+from jaxtune import datatree, limits, losses, models
 
 Params = Any
 Batch = Mapping[str, jax.Array]
@@ -273,7 +273,13 @@ def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = T
             data_lib.check_arrays(x, y, split.kind, num_classes)
         except (TypeError, ValueError) as error:
             raise type(error)(f"split.x_{part}/y_{part}: {error}") from error
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = datatree.to_numpy(x), datatree.to_numpy(y)
+        if task.input_shape is not None and datatree.is_tree(x):
+            raise ValueError(
+                f"split.x_{part} is a dict of arrays ({datatree.describe(x)}) but "
+                f"task.input_shape={task.input_shape} describes one array; leave input_shape "
+                "unset for a task that reads dict features (batch['x']['name'])."
+            )
         if task.input_shape is not None and tuple(x.shape[1:]) != task.input_shape:
             raise ValueError(
                 f"split.x_{part} has examples of shape {tuple(x.shape[1:])} but "
@@ -519,30 +525,42 @@ def regression_task(
     input_shape: Sequence[int],
     optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] | None = None,
     model_state: bool = False,
+    num_outputs: int | None = None,
 ) -> Task:
     """A regression task: mean squared error plus optional L1/L2 penalties.
 
     Args:
       model: ``"linear"``, ``"mlp"``, or a function ``hp -> flax.linen.Module`` returning
-        predictions ``[batch, 1]``.
+        predictions ``[batch, 1]`` (``[batch, num_outputs]`` with ``num_outputs``).
       input_shape: shape of one example, without the batch axis.
       optimizer, model_state: as for :func:`classification_task`.
+      num_outputs: ``None`` for targets ``y [rows]``; a count for several outputs,
+        ``y [rows, num_outputs]`` (the squared error is then averaged over the outputs too).
 
     Returns:
       A :class:`Task` whose ``evaluate`` reports ``mse`` and ``loss`` (both the unpenalized
       mean squared error).
     """
     input_shape = tuple(int(d) for d in input_shape)
-    factory = _model_factory(model, 1, input_shape)
+    if num_outputs is not None:
+        limits.check_positive_int("num_outputs", num_outputs)
+    factory = _model_factory(model, num_outputs or 1, input_shape)
 
-    def per_example_loss(out, y):
-        return (out[..., 0] - y) ** 2
+    def squared_error(pred, y):  # per example
+        want = () if num_outputs is None else (num_outputs,)
+        if tuple(y.shape[1:]) != want:  # a silent broadcast would be wrong: refuse (traced)
+            raise ValueError(
+                f"regression_task(num_outputs={num_outputs}) needs targets y of shape "
+                f"[rows{''.join(f', {n}' for n in want)}], got [rows, "
+                f"{', '.join(map(str, y.shape[1:]))}]; build it with num_outputs="
+                f"{y.shape[-1] if y.ndim == 2 else None}")
+        return (pred[..., 0] - y) ** 2 if num_outputs is None else jnp.mean((pred - y) ** 2, -1)
 
     def metrics(out, data):
-        err = _mean(per_example_loss(out, data["y"]), data)
+        err = _mean(squared_error(out, data["y"]), data)
         return {"mse": err, "loss": err}
 
-    loss, evaluate = _model_functions(factory, model_state, per_example_loss, metrics)
+    loss, evaluate = _model_functions(factory, model_state, squared_error, metrics)
 
     return Task(
         init=_init_fn(factory, input_shape, model_state),
@@ -551,7 +569,7 @@ def regression_task(
         optimizer=optimizer,
         model_state=model_state,
         name=f"regression[{model if isinstance(model, str) else 'custom'}]",
-        identity=("regression", model, input_shape),
+        identity=("regression", model, input_shape, num_outputs),
         metric_modes={"mse": "min", "loss": "min"},
         input_shape=input_shape,
         kind="regression",

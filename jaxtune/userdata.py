@@ -8,9 +8,12 @@ parts the file gives). ``jaxtune sweep --data FILE`` uses both (docs/cli.md).
 File layouts:
 
 * ``.npz`` (``numpy.savez``): arrays ``x`` (features ``[rows, ...]``) and ``y`` (labels or
-  targets ``[rows]``); optionally ``x_valid``/``y_valid`` and ``x_test``/``y_test`` (both of a
-  pair). No other names (a typo such as ``x_val`` is refused rather than ignored). Object arrays
-  are refused (the file is read with ``allow_pickle=False``).
+  targets ``[rows]``, or ``[rows, outputs]`` for regression); optionally ``x_valid``/``y_valid``
+  and ``x_test``/``y_test`` (both of a pair). A part may instead be a dict of arrays, one key
+  per leaf joined by ``/``: ``x/feat`` and ``x/mask`` are ``x = {"feat": ..., "mask": ...}``
+  (``x/enc/tokens`` is ``x["enc"]["tokens"]``), all sharing the row count; every part then
+  holds the same leaves. No other names (a typo such as ``x_val`` is refused rather than
+  ignored). Object arrays are refused (the file is read with ``allow_pickle=False``).
 * ``.csv``: a header line of column names, then one row per example, every value a number. The
   target is the column ``target`` (default: the last one), the other columns are the features.
 
@@ -26,11 +29,11 @@ import csv
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxtune import data
+from jaxtune import data, datatree
 from jaxtune.arraychecks import KINDS, check_arrays, check_numeric
 
 __all__ = ["DATA_SUFFIXES", "NPZ_KEYS", "DataFile", "load_data_file", "split_data_file"]
@@ -53,8 +56,8 @@ class DataFile(NamedTuple):
     """
 
     dataset: data.Dataset
-    valid: tuple[np.ndarray, np.ndarray] | None
-    test: tuple[np.ndarray, np.ndarray] | None
+    valid: tuple[Any, Any] | None
+    test: tuple[Any, Any] | None
 
 
 def load_data_file(path: str | Path, *, target: str | None = None, kind: str | None = None,
@@ -94,26 +97,25 @@ def load_data_file(path: str | Path, *, target: str | None = None, kind: str | N
         parts = _read_npz(file)
     for name, (x, y) in parts.items():
         _check_rows(file, name, x, y)
-        if x.shape[1:] != parts[""][0].shape[1:]:
-            raise ValueError(f"{str(file)!r}: x{name} has examples of shape {x.shape[1:]} but x "
-                             f"has {parts[''][0].shape[1:]}; every part needs the same features")
+        _check_same_leaves(file, name, x, parts[""][0], "x")
+        _check_same_leaves(file, name, y, parts[""][1], "y")
     kind = kind if kind is not None else _infer_kind(y for _, y in parts.values())
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if kind == "classification":
+    if kind == "classification" and not datatree.is_tree(parts[""][1]):
         if num_classes is None:
             num_classes = max(2, *(int(np.max(y)) + 1 for _, y in parts.values()))
         parts = {name: (x, _labels(file, name, y)) for name, (x, y) in parts.items()}
-    else:
+    elif kind == "regression":
         num_classes = None
-        parts = {name: (x, y.astype(np.float32)) for name, (x, y) in parts.items()}
+        parts = {name: (x, _as_float32(y)) for name, (x, y) in parts.items()}
     for name, (part_x, part_y) in parts.items():
         try:
             check_arrays(part_x, part_y, kind, num_classes)
         except (TypeError, ValueError) as error:
             raise type(error)(f"{str(file)!r}: {_names(name)}: {error}") from error
     x, y = parts[""]
-    dataset = data.Dataset(x.astype(np.float32), y, kind, num_classes, file.stem)
+    dataset = data.Dataset(_features(x), y, kind, num_classes, file.stem)
     return DataFile(dataset, parts.get("_valid"), parts.get("_test"))
 
 
@@ -142,7 +144,7 @@ def split_data_file(file: DataFile, *, seed: int = 0, valid_fraction: float = 0.
     for part, given in (("valid", file.valid), ("test", file.test)):
         if given is not None:
             x, y = given
-            split = split._replace(**{f"x_{part}": x.astype(np.float32), f"y_{part}": y})
+            split = split._replace(**{f"x_{part}": _features(x), f"y_{part}": y})
     return split
 
 
@@ -150,8 +152,9 @@ def _names(suffix: str) -> str:
     return f"x{suffix}/y{suffix}"
 
 
-def _read_npz(file: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The ``.npz`` file's parts: ``{"": (x, y), "_valid": ..., "_test": ...}``."""
+def _read_npz(file: Path) -> dict[str, tuple[Any, Any]]:
+    """The ``.npz`` file's parts: ``{"": (x, y), "_valid": ..., "_test": ...}``, each ``x`` and
+    ``y`` an array or (keys ``x/feat``, ``x/mask``) a dict of arrays."""
     try:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -159,20 +162,81 @@ def _read_npz(file: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise ValueError(f"{str(file)!r} could not be read as numeric .npz arrays "
                          f"({str(error).splitlines()[0]})") from error
     found = ", ".join(sorted(arrays)) or "no arrays"
-    unknown = sorted(set(arrays) - set(NPZ_KEYS))
+    unknown = sorted(name for name in arrays if name.split("/")[0] not in NPZ_KEYS
+                     or "" in name.split("/")[1:])
     if unknown:
         raise ValueError(f"{str(file)!r} holds array(s) {', '.join(unknown)} that jaxtune does "
-                         f"not read (found: {found}); it reads {', '.join(NPZ_KEYS)}")
-    missing = [name for name in ("x", "y") if name not in arrays]
+                         f"not read (found: {found}); it reads {', '.join(NPZ_KEYS)}, or "
+                         "NAME/KEY for a dict part (x/feat, x/mask)")
+    trees = {part: _npz_part(file, part, arrays) for part in NPZ_KEYS}
+    missing = [name for name in ("x", "y") if trees[name] is None]
     for suffix in ("_valid", "_test"):
         pair = [f"x{suffix}", f"y{suffix}"]
-        if any(name in arrays for name in pair):
-            missing += [name for name in pair if name not in arrays]
+        if any(trees[name] is not None for name in pair):
+            missing += [name for name in pair if trees[name] is None]
     if missing:
         raise ValueError(f"{str(file)!r} has no array {', '.join(missing)} (found: {found}); "
                          "it needs x and y, and x_valid/y_valid, x_test/y_test in pairs")
-    return {suffix: (arrays[f"x{suffix}"], arrays[f"y{suffix}"])
-            for suffix in ("", "_valid", "_test") if f"x{suffix}" in arrays}
+    return {suffix: (trees[f"x{suffix}"], trees[f"y{suffix}"])
+            for suffix in ("", "_valid", "_test") if trees[f"x{suffix}"] is not None}
+
+
+def _npz_part(file: Path, part: str, arrays: dict[str, np.ndarray]) -> Any:
+    """One part (``x``, ``y_valid``...) of an ``.npz``: its array, the dict of its ``part/...``
+    arrays, or ``None``."""
+    keys = sorted(name for name in arrays if name.split("/")[0] == part and name != part)
+    if part in arrays and keys:
+        raise ValueError(f"{str(file)!r} holds both {part} and {', '.join(keys)}; a part is one "
+                         f"array ({part}) or a dict of arrays ({part}/NAME), not both")
+    if not keys:
+        return arrays.get(part)
+    tree: dict[str, Any] = {}
+    for name in keys:
+        *inner, last = name.split("/")[1:]
+        node = tree
+        for key in inner:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{str(file)!r}: {name} nests under an array of the same name")
+        if last in node:
+            raise ValueError(f"{str(file)!r}: {name} nests under an array of the same name")
+        node[last] = arrays[name]
+    return tree
+
+
+def _leaf_names(tree: Any, part: str) -> list[tuple[str, np.ndarray]]:
+    """``(npz key, array)`` of each leaf: ``x``, or ``x/feat`` for a dict part."""
+    return [(f"{part}/{name}" if name else part, leaf)
+            for _, name, leaf in datatree.leaf_items(tree, part)]
+
+
+def _check_same_leaves(file: Path, suffix: str, tree: Any, main: Any, root: str) -> None:
+    """Every part holds the leaves of ``x``/``y`` with the same shapes after the rows."""
+    part = f"{root}{suffix}"
+    got = {name[len(part):]: leaf.shape[1:] for name, leaf in _leaf_names(tree, part)}
+    want = {name[len(root):]: leaf.shape[1:] for name, leaf in _leaf_names(main, root)}
+    if got.keys() != want.keys():
+        raise ValueError(f"{str(file)!r}: {part} holds {', '.join(part + k for k in got)} but "
+                         f"{root} holds {', '.join(root + k for k in want)}; every part needs "
+                         "the same arrays")
+    for key, shape in got.items():
+        if shape != want[key]:
+            raise ValueError(f"{str(file)!r}: {part}{key} has examples of shape {shape} but "
+                             f"{root}{key} has {want[key]}; every part needs the same features")
+
+
+def _features(x: Any) -> Any:
+    """Features as float32; a dict's integer and bool leaves (masks, lengths) kept as they are."""
+    if not datatree.is_tree(x):
+        return x.astype(np.float32)
+    return {k: _features(v) if datatree.is_tree(v)
+            else v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+            for k, v in x.items()}
+
+
+def _as_float32(y: Any) -> Any:
+    return {k: _as_float32(v) for k, v in y.items()} if datatree.is_tree(y) else \
+        y.astype(np.float32)
 
 
 def _read_csv(file: Path, target: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -238,24 +302,29 @@ def _check_finite(file: Path, table: np.ndarray, header: list[str]) -> None:
                          f"{_rows(bad[:, column])}; remove or impute those rows")
 
 
-def _check_rows(file: Path, suffix: str, x: np.ndarray, y: np.ndarray) -> None:
+def _check_rows(file: Path, suffix: str, x: Any, y: Any) -> None:
     """Numeric dtypes and no NaN or inf in one part, naming its arrays and rows."""
-    for name, array in ((f"x{suffix}", x), (f"y{suffix}", y)):
-        try:
-            check_numeric(array, name)
-        except TypeError as error:
-            raise TypeError(f"{str(file)!r}: {error}") from error
-        if array.ndim == 0 or array.shape[0] == 0:
-            raise ValueError(f"{str(file)!r}: {name} has shape {array.shape}; it needs rows")
-        bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
-        if bad.any():
-            raise ValueError(f"{str(file)!r}: {name} holds NaN or inf in {_rows(bad)}; "
-                             "remove or impute those rows")
+    for part, tree in ((f"x{suffix}", x), (f"y{suffix}", y)):
+        for name, array in _leaf_names(tree, part):
+            if array.dtype != np.bool_ or name == part:
+                try:
+                    check_numeric(array, name)
+                except TypeError as error:
+                    raise TypeError(f"{str(file)!r}: {error}") from error
+            if array.ndim == 0 or array.shape[0] == 0:
+                raise ValueError(f"{str(file)!r}: {name} has shape {array.shape}; it needs "
+                                 "rows")
+            bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{str(file)!r}: {name} holds NaN or inf in {_rows(bad)}; "
+                                 "remove or impute those rows")
 
 
 def _infer_kind(targets: Iterable[np.ndarray]) -> str:
     """Classification when every target is a whole number >= 0 (or of an integer dtype)."""
     for y in targets:
+        if datatree.is_tree(y):
+            return "regression"
         if not (np.issubdtype(y.dtype, np.integer) or np.all(y == np.round(y))) or y.min() < 0:
             return "regression"
     return "classification"

@@ -134,6 +134,7 @@ def test_check_arrays_accepts_valid_data():
     check_arrays(X, LABELS, "classification")
     check_arrays(X, LABELS.astype(np.float64), "classification", 3)  # integral floats are fine
     check_arrays(X, np.array([0.5, -1.0, 2.0, 3.0]), "regression")
+    check_arrays(X, np.zeros((4, 3)), "regression")  # several outputs
     check_arrays(np.zeros((4, 8, 8, 1)), LABELS, "classification", 3)
 
 
@@ -146,7 +147,10 @@ def test_check_arrays_accepts_valid_data():
         (np.zeros((0, 2)), np.zeros(0), "regression", None, "x is empty"),
         (np.zeros((4, 0)), np.zeros(4), "regression", None, "x is empty"),
         (np.zeros(4), np.zeros(4), "regression", None, r"x\[:, None\]"),
-        (X, np.zeros((4, 1)), "regression", None, r"y must have shape \[num_rows\]"),
+        # Labels are one column; several outputs are regression (2-D targets are fine there).
+        (X, np.zeros((4, 2), np.int32), "classification", 3,
+         r"must have shape \[num_rows\], got shape \(4, 2\); for one-hot labels pass "
+         r"y\.argmax"),
         (X, np.array([0.0, 0.5, 1.0, 1.0]), "classification", 3, r"must be integers; y\[1\]"),
         (X, np.array([0, -1, 1, 1]), "classification", 3, "must be >= 0"),
         (X, np.array([0, 1, 2, 3]), "classification", 3, "must be < num_classes=3"),

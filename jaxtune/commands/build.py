@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, NamedTuple
 
-from jaxtune import contracts, data, limits, task, userdata
+from jaxtune import contracts, data, datatree, limits, task, userdata
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.commands import resume as resume_lib
 from jaxtune.commands import usertask
@@ -105,7 +105,7 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
     limits.check_population("--num-configs", num_configs * len(request.seeds), len(space))
     options = EngineOptions(
         num_steps=request.num_steps,
-        batch_size=_batch_size(request, len(split.y_train)),
+        batch_size=_batch_size(request, datatree.num_rows(split.y_train, "y")),
         steps_per_segment=request.segment_steps,
         max_members_per_chunk=request.max_members_per_chunk,
         members_per_device=request.members_per_device,
@@ -169,7 +169,7 @@ def _task_and_split(request: SweepRequest) -> tuple[Task, data.Split]:
     if found is None:
         the_task = _task(request.model or "mlp", dataset)
     else:
-        description = {"input_shape": tuple(dataset.x.shape[1:]),
+        description = {"input_shape": datatree.row_shapes(dataset.x),
                        "num_classes": dataset.num_classes, "kind": dataset.kind}
         the_task = usertask.make_task(found, str(request.task), description)
     try:
@@ -183,12 +183,18 @@ def _task_and_split(request: SweepRequest) -> tuple[Task, data.Split]:
 
 
 def _task(model: str, dataset: data.Dataset) -> Task:
+    if datatree.is_tree(dataset.x) or datatree.is_tree(dataset.y):
+        raise CliError(f"--model {model} reads one array x and y, but the data holds dicts "
+                       f"(x: {datatree.describe(dataset.x)}); write a task that reads them and "
+                       "pass it with --task module:factory")
     input_shape = dataset.x.shape[1:]
     if dataset.kind == "classification":
         return task.classification_task(
             model, num_classes=dataset.num_classes, input_shape=input_shape
         )
-    return task.regression_task(model, input_shape=input_shape)
+    y = dataset.y
+    num_outputs = int(y.shape[1]) if y.ndim == 2 else None  # several outputs: y [rows, k]
+    return task.regression_task(model, input_shape=input_shape, num_outputs=num_outputs)
 
 
 def _metric(metric: str | None, the_task: Task) -> tuple[str, str]:

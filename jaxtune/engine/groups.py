@@ -40,7 +40,8 @@ class PopulationState(NamedTuple):
       alive: ``[P]`` bool, False once a member diverged, was stopped, or is inert padding.
       diverged_step: ``[P]`` int32, the step at which a member diverged, -1 otherwise.
       preprocess: ``{"mean": [P, F], "scale": [P, F]}`` when members standardize their inputs
-        with statistics of their own training rows, else ``{}``.
+        with statistics of their own training rows (for a dict ``x``, ``mean`` and ``scale``
+        are dicts shaped like it, ``None`` at the leaves left alone), else ``{}``.
     """
 
     carry: Any
@@ -88,7 +89,9 @@ class GroupSpec:
       batch_mode: ``"independent"`` (each member samples its own minibatch) or ``"shared"``
         (one minibatch per step for every member: common random numbers).
       member_rows: members read the data through their own row tables (folds).
-      standardize: members standardize inputs with statistics of their own training rows.
+      standardize: members standardize inputs with statistics of their own training rows:
+        ``True`` (one array ``x``) or the names of the leaves of a dict ``x``
+        (:func:`jaxtune.datatree.select_leaves`).
       member_loop: ``"vmap"`` (members batched into one program) or ``"map"`` (each device
         loops over its own members); see :func:`jaxtune.engine.train`.
       horizon: the step horizon of a schedule that reads it (``cosine``, ``warmup_cosine``:
@@ -103,7 +106,7 @@ class GroupSpec:
     steps_per_segment: int
     batch_mode: str = "independent"
     member_rows: bool = False
-    standardize: bool = False
+    standardize: bool | tuple[str, ...] = False
     member_loop: str = "vmap"
     horizon: int | None = None
 

@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from jax.extend.core import Literal
 
 from jaxtune import data as data_lib
-from jaxtune import limits
+from jaxtune import datatree, limits
 from jaxtune.engine.layout import Layout
 from jaxtune.engine.population import GroupSpec, member_init
 
@@ -67,13 +67,14 @@ def host_memory_bytes() -> int:
 def member_memory_bytes(
     spec: GroupSpec,
     example_dynamic: Mapping[str, float],
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | None = None,
     eval_bytes: int = 0,
     *,
     eval_rows: int = 0,
     train_rows: int | None = None,
     input_dtype: Any = np.float32,
     label_dtype: Any = np.int32,
+    data: Any = None,
 ) -> int:
     """Estimates one member's device memory from abstract shapes (tracing only, no compilation).
 
@@ -84,35 +85,47 @@ def member_memory_bytes(
     minibatch, ``eval_peak`` the same for ``task.evaluate`` on ``eval_rows`` rows, and
     ``eval_bytes`` the member's own copy of the validation data. Both peaks come from walking
     the traced jaxpr in order and freeing each value after its last use: what the program needs
-    before XLA fuses anything (fusion only removes intermediates). On XLA:CPU this lands above
-    the compiled segment's own ``memory_analysis()``: within 1.5x of it for the built-in MLP
-    and CNN with ``member_loop="vmap"``, 2-4x with ``"map"``, where a device holds one member's
-    activations at a time (tests/test_devices.py). The result is cached per signature: a sweep
-    calling ``train`` once per round traces the task once.
+    before XLA fuses anything (fusion only removes intermediates). Every leaf of the data counts:
+    a minibatch of a dict ``x`` (features, mask, lengths) is all its leaves' rows. On XLA:CPU
+    this lands above the compiled segment's own ``memory_analysis()``: within 1.5x of it for the
+    built-in MLP and CNN with ``member_loop="vmap"``, 2-4x with ``"map"``, where a device holds
+    one member's activations at a time (tests/test_devices.py). The result is cached per
+    signature: a sweep calling ``train`` once per round traces the task once.
 
     Args:
       spec: the static group.
       example_dynamic: the group's dynamic hyperparameter names (values are not used).
-      input_shape: one example's shape, without the batch axis.
+      input_shape: one example's shape, without the batch axis, of an array ``x`` (with
+        ``input_dtype`` and ``label_dtype``); or give ``data``.
       eval_bytes: bytes of the validation data each member holds.
       eval_rows: validation rows each member evaluates after every segment.
       train_rows: rows of a full batch (used when ``spec.batch_size`` is None; default 1024).
-      input_dtype: dtype of ``x``.
-      label_dtype: dtype of ``y``.
+      input_dtype: dtype of an array ``x``.
+      label_dtype: dtype of an array ``y`` of shape ``[rows]``.
+      data: instead of the three above, the training data ``{"x": x, "y": y}`` (one array or a
+        dict of arrays each, :mod:`jaxtune.datatree`; anything with ``shape`` and ``dtype``):
+        each leaf's shape after the rows and its dtype are used, its row count is not.
 
     Returns:
       Bytes per member.
+
+    Raises:
+      ValueError: neither or both of ``input_shape`` and ``data``.
     """
+    if (input_shape is None) == (data is None):
+        raise ValueError("give one of input_shape (an array x) and data ({'x': x, 'y': y})")
+    if data is None:
+        data = {"x": jax.ShapeDtypeStruct((1, *(int(d) for d in input_shape)), input_dtype),
+                "y": jax.ShapeDtypeStruct((1,), label_dtype)}
     return _member_memory_bytes(
-        spec, tuple(sorted(example_dynamic)), tuple(int(d) for d in input_shape), int(eval_bytes),
-        int(eval_rows), None if train_rows is None else int(train_rows), np.dtype(input_dtype),
-        np.dtype(label_dtype),
+        spec, tuple(sorted(example_dynamic)), datatree.signature(dict(data)), int(eval_bytes),
+        int(eval_rows), None if train_rows is None else int(train_rows),
     )
 
 
 @functools.lru_cache(maxsize=64)
-def _member_memory_bytes(spec, example_dynamic, input_shape, eval_bytes, eval_rows, train_rows,
-                         input_dtype, label_dtype) -> int:
+def _member_memory_bytes(spec, example_dynamic, data_signature, eval_bytes, eval_rows,
+                         train_rows) -> int:
     # Abstract inputs only: estimating must not compile (or run) anything.
     dyn = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in example_dynamic}
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
@@ -121,8 +134,7 @@ def _member_memory_bytes(spec, example_dynamic, input_shape, eval_bytes, eval_ro
                       for x in jax.tree_util.tree_leaves(carry))
 
     def data(rows):
-        return {"x": jax.ShapeDtypeStruct((rows, *input_shape), input_dtype),
-                "y": jax.ShapeDtypeStruct((rows,), label_dtype)}
+        return datatree.abstract(data_signature, rows)
 
     def step(c, batch, k, d):
         return spec.step.step(c, batch, k, spec.hp(d))
@@ -217,14 +229,14 @@ def replicated_data_bytes(split: data_lib.Split, evaluate_test: bool, *,
         member validates on rows of ``x_train`` and ``split.x_valid`` is never read).
 
     Returns:
-      Bytes per device.
+      Bytes per device (every leaf of a dict ``x`` or ``y`` counted).
     """
     arrays = [split.x_train, split.y_train]
     if include_valid:
         arrays += [split.x_valid, split.y_valid]
     if evaluate_test:
         arrays += [split.x_test, split.y_test]
-    return sum(np.asarray(a).nbytes for a in arrays)
+    return sum(datatree.nbytes(datatree.to_numpy(a)) for a in arrays)
 
 
 def chunk_size(label: str, num_members: int, per_member: int, budget: float, data_bytes: int,

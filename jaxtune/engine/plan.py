@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import checks, limits, optim
+from jaxtune import checks, datatree, limits, optim
 from jaxtune import data as data_lib
 from jaxtune.engine import memory
 from jaxtune.engine.layout import Layout
@@ -127,7 +127,8 @@ def _check_names_read(task, specs, configs, split, num_valid, sweep_reads,
             optimizers.add("optimizer")
         task_read |= checks.task_reads(
             spec.step, spec.static_hp, spec.dynamic_names, x, y,
-            spec.batch_size or (0 if y is None else len(y)), num_valid, spec.label)
+            spec.batch_size or (0 if y is None else datatree.num_rows(y, "y")), num_valid,
+            spec.label)
     readers = {"the optimizers and schedules of this sweep": optimizers,
                "the engine": checks.ENGINE_HPARAMS, f"task {task.name!r}": task_read}
     first = {}
@@ -354,7 +355,7 @@ def plan(
     if member_rows is not None:
         member_rows = _check_member_rows(member_rows, len(configs), split, options.batch_mode)
     evaluate_test = (options.evaluate_test and split is not None and split.x_test is not None
-                     and len(split.y_test) > 0 and task.evaluate is not None)
+                     and datatree.num_rows(split.y_test, "y") > 0 and task.evaluate is not None)
     if split is not None:
         check_task_data(task, split, include_test=evaluate_test,
                         include_valid=member_rows is None)
@@ -365,7 +366,8 @@ def plan(
     options = options.replace(member_loop=member_loop, evaluate_test=evaluate_test)
     specs = _group_specs(task, configs, static, split, options, member_rows is not None)
     num_valid = (int(np.asarray(member_rows.valid_rows).shape[1]) if member_rows is not None
-                 else 0 if split is None or task.evaluate is None else len(split.y_valid))
+                 else 0 if split is None or task.evaluate is None
+                 else datatree.num_rows(split.y_valid, "y"))
     _check_names_read(task, specs, configs, split, num_valid, options.sweep_reads,
                       options.allow_unused_hparams)
     budget, groups = _size_chunks(task, configs, split, options, layout, specs, member_rows)
@@ -424,7 +426,7 @@ def _check_member_rows(member_rows: MemberRows, num_members: int, split: data_li
                 f"member_rows.{field} has {array.shape[0]} rows for {num_members} configs; "
                 "give one row per config."
             )
-    num_rows = len(split.y_train)
+    num_rows = datatree.num_rows(split.y_train, "y")
     for field in ("train_rows", "valid_rows"):
         table = getattr(member_rows, field)
         if table.size and (table.min() < 0 or table.max() >= num_rows):
@@ -445,7 +447,7 @@ def _group_specs(task: Step, configs: Sequence[dict[str, Any]], static: frozense
                  split: data_lib.Split | None, options: EngineOptions,
                  has_member_rows: bool) -> list[tuple[GroupSpec, list[int]]]:
     """The static groups: each one's :class:`GroupSpec` and its members' positions."""
-    num_train_rows = 0 if split is None else len(split.y_train)
+    num_train_rows = 0 if split is None else datatree.num_rows(split.y_train, "y")
     specs: list[tuple[GroupSpec, list[int]]] = []
     for static_key, indices in _split_groups(configs, static).items():
         static_hp = {k: v for k, v in static_key if k != "num_steps" or v != _RUNTIME_BUDGET}
@@ -491,7 +493,9 @@ def _group_specs(task: Step, configs: Sequence[dict[str, Any]], static: frozense
             horizon=horizon,
             steps_per_segment=min(options.steps_per_segment, group_steps),
             batch_mode=options.batch_mode, member_rows=has_member_rows,
-            standardize=options.standardize, member_loop=options.member_loop,
+            standardize=(False if split is None
+                         else datatree.select_leaves(split.x_train, options.standardize)),
+            member_loop=options.member_loop,
         )
         specs.append((spec, indices))
     return specs
@@ -529,11 +533,9 @@ def _size_chunks(task: Step, configs: Sequence[dict[str, Any]], split: data_lib.
         try:
             per_member = memory.member_memory_bytes(
                 spec, {n: configs[indices[0]][n] for n in spec.dynamic_names},
-                () if x is None else x.shape[1:], eval_bytes=eval_bytes, eval_rows=eval_rows,
-                train_rows=None if y is None else len(y),
-                input_dtype=np.float32 if x is None else x.dtype,
-                label_dtype=np.int32 if y is None else y.dtype,
-            )
+                eval_bytes=eval_bytes, eval_rows=eval_rows,
+                train_rows=None if y is None else datatree.num_rows(y, "y"),
+                **({"input_shape": ()} if x is None else {"data": {"x": x, "y": y}}))
         except checks.TRACE_ERRORS as error:  # the names trace (checks.task_reads) saw most
             raise checks.trace_error(
                 error, task, "init/loss/evaluate", spec.label, x, y,
@@ -549,8 +551,9 @@ def _eval_size(split: data_lib.Split, member_rows: MemberRows | None) -> tuple[i
     """``(bytes, rows)`` of the validation data one member holds: ``split``'s validation set,
     or with row tables the member's own rows of ``x_train`` (``split.x_valid`` unread)."""
     if member_rows is None:
-        return split.x_valid.nbytes + split.y_valid.nbytes, len(split.y_valid)
+        valid = {"x": split.x_valid, "y": split.y_valid}
+        return datatree.nbytes(valid), datatree.num_rows(split.y_valid, "y")
     num_rows = int(member_rows.valid_rows.shape[1])
-    row_bytes = (math.prod(split.x_train.shape[1:]) * split.x_train.dtype.itemsize
-                 + split.y_train.dtype.itemsize + np.dtype(np.float32).itemsize)
+    row_bytes = (datatree.row_nbytes({"x": split.x_train, "y": split.y_train})
+                 + np.dtype(np.float32).itemsize)
     return num_rows * row_bytes, num_rows

@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtune import data as data_lib
+from jaxtune import datatree
 from jaxtune.engine.groups import (
     POPULATION_AXIS,
     GroupSpec,
@@ -77,29 +78,21 @@ EVALUATE_FOLD = 0x7FFFFFFF
 # --------------------------------------------------------------------------- member code
 
 
-def _fit_preprocess(spec: GroupSpec, train: Mapping[str, jax.Array], rows, count):
-    """Per-member standardization statistics from the member's own training rows only."""
+def _fit_preprocess(spec: GroupSpec, train: Mapping[str, Any], rows, count):
+    """Per-member standardization statistics from the member's own training rows only, for
+    the leaves of ``x`` that ``spec.standardize`` selects (:mod:`jaxtune.datatree`)."""
     if not spec.standardize:
         return {}
-    x = train["x"].reshape(train["x"].shape[0], -1)
     if spec.member_rows:
-        weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)[:, None]
-        x = x[rows]
+        weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)
     else:
-        weight = jnp.ones((x.shape[0], 1), jnp.float32)
-    total = jnp.sum(weight)
-    mean = jnp.sum(x * weight, axis=0) / total
-    var = jnp.sum(((x - mean) ** 2) * weight, axis=0) / total
-    std = jnp.sqrt(var)
-    scale = jnp.where(std > 1e-8, 1.0 / jnp.where(std > 1e-8, std, 1.0), 1.0)
-    return {"mean": mean, "scale": scale}
+        weight = jnp.ones((datatree.num_rows(train["x"]),), jnp.float32)
+        rows = None
+    return datatree.fit_standardizer(train["x"], spec.standardize, weight, rows)
 
 
-def _apply_preprocess(preprocess, x: jax.Array) -> jax.Array:
-    if not preprocess:
-        return x
-    flat = x.reshape(x.shape[0], -1)
-    return ((flat - preprocess["mean"]) * preprocess["scale"]).reshape(x.shape)
+def _apply_preprocess(preprocess, x: Any) -> Any:
+    return datatree.apply_standardizer(preprocess, x)
 
 
 def member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array]):
@@ -108,17 +101,19 @@ def member_init(spec: GroupSpec, key: jax.Array, dynamic: Mapping[str, jax.Array
 
 
 def _sample_batch(spec: GroupSpec, key, train, rows, count):
-    """One minibatch for one member: indices drawn inside the compiled step."""
+    """One minibatch for one member: indices drawn inside the compiled step, every leaf of
+    ``x`` and ``y`` indexed with the same rows."""
     if spec.batch_size is None:
         if not spec.member_rows:
             return train
         weight = (jnp.arange(rows.shape[0]) < count).astype(jnp.float32)
-        return {"x": train["x"][rows], "y": train["y"][rows], "weight": weight}
+        return {**datatree.take_rows(train, rows), "weight": weight}
     if spec.member_rows:
         idx = data_lib.sample_rows(key, rows, count, spec.batch_size)
     else:
-        idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
-    return {"x": train["x"][idx], "y": train["y"][idx]}
+        idx = data_lib.sample_batch_indices(key, datatree.num_rows(train["y"], "y"),
+                                            spec.batch_size)
+    return datatree.take_rows(train, idx)
 
 
 def _member_update(spec, carry, train_key, step, preprocess, dynamic, rows, count, train,
@@ -163,8 +158,8 @@ def _shared_batch_at(spec: GroupSpec, shared: Any, i: jax.Array) -> Any:
     train, shared_key, segment_index = shared
     # Common random numbers: one minibatch per step for every member.
     key = jax.random.fold_in(shared_key, segment_index * spec.steps_per_segment + i)
-    idx = data_lib.sample_batch_indices(key, train["y"].shape[0], spec.batch_size)
-    return {"x": train["x"][idx], "y": train["y"][idx]}
+    idx = data_lib.sample_batch_indices(key, datatree.num_rows(train["y"], "y"), spec.batch_size)
+    return datatree.take_rows(train, idx)
 
 
 def _mean_metrics(metrics: Mapping[str, jax.Array], steps_taken: jax.Array) -> dict:
@@ -369,11 +364,8 @@ def evaluate_population(spec, sharding, state, dynamic, rows, train, data, prefi
     if not spec.step.needs_data:
         member_data = _evaluate_keys(state)
     elif rows is not None and prefix == "valid":
-        member_data = {
-            "x": train["x"][rows.valid_rows],
-            "y": train["y"][rows.valid_rows],
-            "weight": rows.valid_weight,
-        }
+        member_data = {**datatree.take_rows(dict(train), rows.valid_rows),
+                       "weight": rows.valid_weight}
     elif spec.member_loop == "vmap":
         # Shared data under vmap turns the first layer into one wide product x @ [W_1 ... W_P]
         # whose blocking (and so rounding) depends on P. A member axis on the data keeps every

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtune import jsonio
+from jaxtune import datatree, jsonio
 from jaxtune.checkpoint import (
     Checkpointer,
     Store,
@@ -320,6 +320,8 @@ def checkpoint_arguments(plan: Plan, split: Any, keep_params: bool,
         "num_devices": plan.layout.num_devices, "evaluate_test": options.evaluate_test,
         "return_params": keep_params,
         "member_rows": None if plan.member_rows is None else list(plan.member_rows),
-        "standardize": options.standardize, "batch_mode": options.batch_mode,
+        # The leaves a selection names (a predicate is no JSON); True/False for one array x.
+        "standardize": datatree.select_leaves(split.x_train, options.standardize),
+        "batch_mode": options.batch_mode,
         "member_loop": options.member_loop, "scheduler": has_scheduler,
     }
