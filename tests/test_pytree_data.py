@@ -227,8 +227,9 @@ def test_memory_estimate_counts_every_leaf():
     leaves = [split.x_train, split.y_train, split.x_valid, split.y_valid]
     assert memory.replicated_data_bytes(split, False) == sum(
         a.nbytes for part in leaves for a in jax.tree_util.tree_leaves(part))
-    spec = jt.engine.GroupSpec(step=jt.step.from_task(_task()), static_hp=(), dynamic_names=("learning_rate",),
-                               num_steps=1, batch_size=None, steps_per_segment=1)
+    spec = jt.engine.GroupSpec(step=jt.step.from_task(_task()), static_hp=(),
+                               dynamic_names=("learning_rate",), num_steps=1, batch_size=None,
+                               steps_per_segment=1)
 
     def estimate(x):
         return memory.member_memory_bytes(spec, {"learning_rate": 0.1}, data={
