@@ -55,6 +55,8 @@ from jaxtune.commands.request import (
     CliError,
     StrategyEntry,
     SweepRequest,
+    objectives,
+    parse_constraint,
 )
 
 if TYPE_CHECKING:
@@ -332,7 +334,15 @@ def _add_population_flags(sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="member seeds")
     sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
-    sweep.add_argument("--metric", default=None, help="default valid_accuracy or valid_mse")
+    sweep.add_argument("--metric", action="append", default=None,
+                       help="the metric to select on (default valid_accuracy or valid_mse); "
+                       "repeat for several objectives: a Pareto front (docs/multiobjective.md)")
+    sweep.add_argument("--direction", action="append", choices=("max", "min"), default=None,
+                       help="max or min per --metric, in the same order (default: the task's "
+                       "or the name's: loss/error-like names are minimized)")
+    sweep.add_argument("--constraint", action="append", default=None, metavar="METRIC<=BOUND",
+                       help="feasibility: a member breaking it is marked infeasible, never "
+                       "chosen; bayes learns to avoid it (repeatable; <= or >=)")
     sweep.add_argument("--grid-points", type=int, default=5, help="points per float axis (grid)")
 
 
@@ -438,14 +448,24 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
     fields = {name: getattr(args, name) for name in (
         "strategy", "dataset", "model", "space", "out", "num_configs", "population_size",
         "num_steps", "batch_size", "steps_per_segment", "batch_mode", "max_members_per_chunk",
-        "members_per_device", "member_loop", "seed", "metric", "grid_points", "eta",
+        "members_per_device", "member_loop", "seed", "grid_points", "eta",
         "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
         "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
         "num_processes", "process_id", "task", "data", "target", "kind",
     )}
+    entry = STRATEGIES[args.strategy]
+    scheduled = entry.run is not None
+    metrics, directions = objectives(args.metric, getattr(args, "direction", None),
+                                     args.strategy, scheduled)
+    constraints = tuple(parse_constraint(text, scheduled)
+                        for text in getattr(args, "constraint", None) or ())
     return SweepRequest(
         args=args,
-        entry=STRATEGIES[args.strategy],
+        entry=entry,
+        metric=metrics[0] if metrics else None,
+        metrics=metrics,
+        directions=directions,
+        constraints=constraints,
         seeds=tuple(args.seeds),
         progress=_progress_enabled(args),
         tensorboard=getattr(args, "tensorboard", None),

@@ -343,3 +343,96 @@ def test_tune_refuses_bad_objectives_before_training(wine):
         jt.tune(task, split, TUNE_SPACE, constraints={"test_loss": ("<=", 1.0)}, **kwargs)
     with pytest.raises(ValueError, match="does not report"):
         jt.tune(task, split, TUNE_SPACE, metric=["valid_accuracy", "valid_f1"], **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The Pareto plot and the command line
+
+
+def test_pareto_plot_draws_members_infeasible_and_front():
+    pytest.importorskip("matplotlib")
+    from jaxtune import plot
+
+    rows = [row(0, {"valid_accuracy": 0.9, "valid_loss": 0.5}),
+            row(1, {"valid_accuracy": 0.8, "valid_loss": 0.2}),
+            row(2, {"valid_accuracy": 0.7, "valid_loss": 0.6}),
+            row(3, {"valid_accuracy": 0.95, "valid_loss": 0.1}, extra={"feasible": False})]
+    results = Results(rows, {"metrics": ["valid_accuracy", "valid_loss"],
+                             "modes": ["max", "min"]})
+    ax = plot.pareto_plot(results)
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["member", "infeasible", "Pareto front (2)"]
+    front = ax.collections[-1].get_offsets()
+    np.testing.assert_allclose(front, [[0.9, 0.5], [0.8, 0.2]])
+    with pytest.raises(ValueError, match="exactly two"):
+        plot.pareto_plot(Results([row(0, {"valid_a": 1.0, "valid_b": 2.0, "valid_c": 3.0})]),
+                         ["valid_a", "valid_b", "valid_c"])
+
+
+def cli_args(tmp_path, *extra):
+    space = tmp_path / "space.json"
+    space.write_text('{"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}, '
+                     '"optimizer": "adam"}', encoding="utf-8")
+    return ["sweep", "--dataset", "wine", "--space", str(space), "--out", str(tmp_path / "out"),
+            "--quiet", "--no-plot", "--num-configs", "2", "--num-steps", "2", *extra]
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    from jaxtune import cli
+
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    return cli
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--metric", "valid_accuracy", "--metric", "valid_loss", "--direction", "max"],
+     ["--direction", "1 time(s) for 2 --metric"]),
+    (["--direction", "max"], ["--direction", "0 --metric"]),
+    (["--metric", "valid_loss", "--direction", "down"], ["--direction", "down"]),
+    (["--metric", "valid_accuracy", "--metric", "valid_loss", "--strategy", "halving"],
+     ["--metric", "halving"]),
+    (["--constraint", "valid_loss<0.5"], ["--constraint", "METRIC<=BOUND"]),
+    (["--constraint", "valid_loss<=big"], ["--constraint", "finite"]),
+    (["--constraint", "test_loss<=0.5"], ["--constraint", "test set"]),
+    (["--constraint", "valid_loss<=0.5", "--constraint", "valid_loss>=0.1"],
+     ["--constraint", "more than once"]),
+    (["--metric", "valid_accuracy", "--metric", "valid_f1"], ["--metric", "valid_f1"]),
+])
+def test_cli_objective_flags_error_in_one_line(cli, tmp_path, capsys, extra, named):
+    status = cli.main(cli_args(tmp_path, *extra))
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("jaxtune: error: "), lines
+    for text in named:
+        assert text in lines[0], (text, lines[0])
+
+
+def test_cli_passes_metrics_directions_and_constraints_to_tune(cli, tmp_path, capsys,
+                                                                monkeypatch):
+    from jaxtune import tuning
+
+    seen = {}
+
+    def fake_tune(*args, **kwargs):
+        seen.update(kwargs)
+        rows = [row(0, {"valid_accuracy": 0.9, "valid_loss": 0.5}),
+                row(1, {"valid_accuracy": 0.8, "valid_loss": 0.2}),
+                row(2, {"valid_accuracy": 0.7, "valid_loss": 0.6})]
+        return Results(rows, {"metric": "valid_accuracy", "mode": "min",
+                              "metrics": ["valid_accuracy", "valid_loss"],
+                              "modes": ["min", "max"]})
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    status = cli.main(cli_args(tmp_path, "--metric", "valid_accuracy", "--direction", "min",
+                               "--metric", "valid_loss", "--direction", "max",
+                               "--constraint", "valid_loss<=0.55"))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert seen["metric"] == ["valid_accuracy", "valid_loss"]
+    assert seen["mode"] == ["min", "max"]
+    assert seen["constraints"].bounds == (("valid_loss", "<=", 0.55),)
+    assert "Pareto front over valid_accuracy (min), valid_loss (max):" in out
+    front_lines = out.split("Pareto front over")[1].splitlines()
+    assert "2 of 3 members" not in front_lines[1] and "of 1 members" in front_lines[1]
+
