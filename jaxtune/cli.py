@@ -55,8 +55,8 @@ from jaxtune.commands.request import (
     CliError,
     StrategyEntry,
     SweepRequest,
-    objectives,
-    parse_constraint,
+    add_objective_flags,
+    objective_fields,
 )
 
 if TYPE_CHECKING:
@@ -334,15 +334,7 @@ def _add_population_flags(sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="member seeds")
     sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
-    sweep.add_argument("--metric", action="append", default=None,
-                       help="the metric to select on (default valid_accuracy or valid_mse); "
-                       "repeat for several objectives: a Pareto front (docs/multiobjective.md)")
-    sweep.add_argument("--direction", action="append", choices=("max", "min"), default=None,
-                       help="max or min per --metric, in the same order (default: the task's "
-                       "or the name's: loss/error-like names are minimized)")
-    sweep.add_argument("--constraint", action="append", default=None, metavar="METRIC<=BOUND",
-                       help="feasibility: a member breaking it is marked infeasible, never "
-                       "chosen; bayes learns to avoid it (repeatable; <= or >=)")
+    add_objective_flags(sweep)
     sweep.add_argument("--grid-points", type=int, default=5, help="points per float axis (grid)")
 
 
@@ -454,18 +446,10 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
         "num_processes", "process_id", "task", "data", "target", "kind",
     )}
     entry = STRATEGIES[args.strategy]
-    scheduled = entry.run is not None
-    metrics, directions = objectives(args.metric, getattr(args, "direction", None),
-                                     args.strategy, scheduled)
-    constraints = tuple(parse_constraint(text, scheduled)
-                        for text in getattr(args, "constraint", None) or ())
     return SweepRequest(
         args=args,
         entry=entry,
-        metric=metrics[0] if metrics else None,
-        metrics=metrics,
-        directions=directions,
-        constraints=constraints,
+        **objective_fields(args, entry.run is not None),
         seeds=tuple(args.seeds),
         progress=_progress_enabled(args),
         tensorboard=getattr(args, "tensorboard", None),

@@ -217,7 +217,8 @@ def table(
 
     caption = (
         f"{len(shown)} of {len(rows)} members, ranked by {ranking.metric} ({ranking.mode}); "
-        f"{len(ranking.eligible)} ranked, diverged/non-finite rank '-'"
+        f"{len(ranking.eligible)} ranked, diverged/non-finite"
+        f"{'/infeasible' if _constrained(rows) else ''} rank '-'"
     )
     lines = [caption, line(header), line(["-" * w for w in widths])]
     lines += [line([text[i] for text in text_columns]) for i in range(len(shown))]

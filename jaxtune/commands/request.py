@@ -29,6 +29,8 @@ __all__ = [
     "CliError",
     "StrategyEntry",
     "SweepRequest",
+    "add_objective_flags",
+    "objective_fields",
     "objectives",
     "parse_constraint",
 ]
@@ -247,3 +249,26 @@ def parse_constraint(text: str, scheduled: bool = False) -> tuple[str, str, floa
         f"--constraint {text!r}: write METRIC<=BOUND or METRIC>=BOUND with a finite bound, "
         "e.g. --constraint 'valid_loss<=0.5'"
     )
+
+
+def add_objective_flags(sweep: argparse.ArgumentParser) -> None:
+    """``--metric`` (repeatable), ``--direction`` (one per ``--metric``), ``--constraint``."""
+    sweep.add_argument("--metric", action="append", default=None,
+                       help="the metric to select on (default valid_accuracy or valid_mse); "
+                       "repeat for several objectives: a Pareto front (docs/multiobjective.md)")
+    sweep.add_argument("--direction", action="append", choices=("max", "min"), default=None,
+                       help="max or min per --metric, in the same order (default: the task's "
+                       "or the name's: loss/error-like names are minimized)")
+    sweep.add_argument("--constraint", action="append", default=None, metavar="METRIC<=BOUND",
+                       help="feasibility: a member breaking it is marked infeasible, never "
+                       "chosen; bayes learns to avoid it (repeatable; <= or >=)")
+
+
+def objective_fields(args: argparse.Namespace, scheduled: bool) -> dict[str, Any]:
+    """The :class:`SweepRequest` fields of :func:`add_objective_flags`' flags, checked."""
+    metrics, directions = objectives(args.metric, getattr(args, "direction", None),
+                                     args.strategy, scheduled)
+    constraints = tuple(parse_constraint(text, scheduled)
+                        for text in getattr(args, "constraint", None) or ())
+    return {"metric": metrics[0] if metrics else None, "metrics": metrics,
+            "directions": directions, "constraints": constraints}

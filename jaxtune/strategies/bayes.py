@@ -41,6 +41,16 @@ again (hyperparameters kept) before choosing the next, all inside one device loo
 sampling* draws ``q`` joint posterior samples over a shared candidate set and takes the
 minimizer of each (no repeats).
 
+**Several objectives and constraints**: told :class:`~jaxtune.contracts.Outcomes` (what
+:func:`jaxtune.tune` tells for ``metric=[...]`` or ``constraints=``), each ``ask`` draws one
+weight vector per point of the batch (uniform on the simplex) and scalarizes the objectives,
+each scaled to ``[0, 1]`` over the told values, by ParEGO's augmented Chebyshev function
+``max_i w_i f_i + 0.05 sum_i w_i f_i`` (Knowles 2006); a GP is fitted to each scalarization
+and to each constraint's violations, and one device program proposes the batch: point ``i``
+maximizes ``log EI`` of its scalarization below the best feasible value plus
+``log P(feasible)`` (constrained EI, Gardner et al. 2014), then joins every GP at its
+posterior mean (kriging believer) before the next.
+
 The first ``num_initial`` configs come from a scrambled Sobol sequence
 (:mod:`jaxtune.strategies.sobol`; uniform random points above ``MAX_SOBOL_DIM`` dimensions),
 as do all configs asked before any score was told.
