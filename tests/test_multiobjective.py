@@ -173,34 +173,27 @@ def test_selections_one_and_several():
         contracts.selections(["valid_accuracy", "valid_loss"], ["up", "min"], metric_modes=modes)
 
 
-def test_infeasible_members_are_marked_never_best_and_shown():
+def test_infeasible_members_are_marked_never_best_and_shown(tmp_path):
     rows = [row(0, {"valid_accuracy": 0.95, "valid_loss": 0.9}),
             row(1, {"valid_accuracy": 0.90, "valid_loss": 0.3}),
-            row(2, {"valid_accuracy": 0.80, "valid_loss": 0.2})]
+            row(2, {"valid_accuracy": 0.80, "valid_loss": 0.2}),
+            row(3, {"valid_accuracy": 0.99, "valid_loss": 0.1}, status="diverged")]
     marked = tune_lib.mark_feasible(Results(rows), contracts.check_constraints(
         {"valid_loss": ("<=", 0.5)}))
-    assert [r.extra["feasible"] for r in marked] == [False, True, True]
+    assert [r.extra["feasible"] for r in marked] == [False, True, True, False]
     assert marked.best("valid_accuracy", "max").member_id == 1
     assert marked.best_config("valid_accuracy", "max")["members"] == [1]
-    table = marked.table(metric="valid_accuracy", mode="max")
-    assert "feasible" in table.splitlines()[1]
-    assert table.splitlines()[-1].split()[:4] == ["-", "0", "completed", "False"]
-    assert "feasible" in marked.to_pandas().columns if _has_pandas() else True
-    assert Results.load(marked.save(_tmp_dir())) == marked  # the marks round-trip
-
-
-def _has_pandas() -> bool:
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _tmp_dir():
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="jaxtune-test-mo-")
+    assert [r.member_id for r in marked.top(5, "valid_accuracy", "max")] == [1, 2]
+    lines = marked.table(metric="valid_accuracy", mode="max").splitlines()
+    assert "infeasible rank '-'" in lines[0] and "feasible" in lines[1]
+    assert lines[-2].split()[:4] == ["-", "0", "completed", "False"]
+    header = (marked.save(tmp_path) / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[header.index("wall_time_s") + 1] == "feasible"
+    assert Results.load(tmp_path) == marked  # the marks round-trip
+    # Without constraints nothing changes: no column, the same caption.
+    plain = Results(rows)
+    assert "feasible" not in plain.table(metric="valid_accuracy").splitlines()[1]
+    assert "infeasible" not in plain.table(metric="valid_accuracy").splitlines()[0]
 
 
 # --------------------------------------------------------------------------------------------
