@@ -7,6 +7,7 @@ import itertools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -220,43 +221,64 @@ def drive(strategy, objective, constraint, seed, rounds, batch=4, initial=8):
     return told
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_bayes_proposals_raise_the_hypervolume_of_the_front(seed):
-    reference = [1.1, 11.0]
-    told = drive(bayes_search(num_initial=8, **FAST), zdt1_2d, None, seed, rounds=2)
-    initial = pareto.hypervolume(told[0][1], reference)
-    gain_bo = pareto.hypervolume(np.concatenate([t[1] for t in told]), reference) - initial
-    # Eight BO proposals (two batches of four, each point its own scalarization) add more
-    # hypervolume than eight random points do, in each of ten draws.
-    gains_random = []
-    for draw in range(10):
-        extra = SPACE2.sample(jax.random.PRNGKey(100 + draw), 8)
-        points = np.concatenate([told[0][1], [zdt1_2d(c) for c in extra]])
-        gains_random.append(pareto.hypervolume(points, reference) - initial)
-    assert gain_bo > max(gains_random), (gain_bo, gains_random)
+def feasible_hypervolume(configs, objectives, reference=(1.1, 11.0)) -> float:
+    kept = [f for c, f in zip(configs, objectives, strict=True) if c["a"] + c["b"] <= 0.6]
+    return pareto.hypervolume(np.reshape(kept, (len(kept), 2)), reference)
 
 
-def test_constrained_ei_avoids_a_large_infeasible_region():
-    # Minimize the distance to (0.9, 0.9), feasible only where a + b <= 0.6 (18% of the
-    # square; the unconstrained optimum is infeasible).
-    def objective(c):
-        return [(c["a"] - 0.9) ** 2 + (c["b"] - 0.9) ** 2]
-
+def test_bayes_proposes_for_the_constrained_front():
+    # ZDT1 in two dimensions (front: b = 0, f2 = 1 - sqrt(f1)), feasible only where
+    # a + b <= 0.6: 18% of the square, and 60% of the front.
     def violation(c):
         return c["a"] + c["b"] - 0.6
 
-    told = drive(bayes_search(num_initial=8, **FAST), objective, violation, seed=0, rounds=3)
-    late = [c for configs, _ in told[2:] for c in configs]
+    told = drive(bayes_search(num_initial=8, **FAST), zdt1_2d, violation, seed=0, rounds=3)
+    configs = [c for batch, _ in told for c in batch]
+    objectives = np.concatenate([f for _, f in told])
+    initial = feasible_hypervolume(told[0][0], told[0][1])
+    gain_bo = feasible_hypervolume(configs, objectives) - initial
+    # Twelve BO proposals (three batches of four, each point its own scalarization, weighed
+    # by its probability of feasibility) add more feasible hypervolume than twelve random
+    # points do, in each of ten draws.
+    gains_random, feasible_random = [], []
+    for draw in range(10):
+        extra = SPACE2.sample(jax.random.PRNGKey(100 + draw), 12)
+        points = np.concatenate([told[0][1], [zdt1_2d(c) for c in extra]])
+        gains_random.append(feasible_hypervolume(told[0][0] + extra, points) - initial)
+        feasible_random += [violation(c) <= 0 for c in extra]
+    assert gain_bo > max(gains_random), (gain_bo, gains_random)
+    # Random points land in the feasible 18%; BO's later proposals mostly avoid the rest.
+    late = [c for batch, _ in told[2:] for c in batch]
     feasible_bo = np.mean([violation(c) <= 0.0 for c in late])
-    random = SPACE2.sample(jax.random.PRNGKey(7), 256)
-    feasible_random = np.mean([violation(c) <= 0.0 for c in random])
-    # Random search lands in the feasible 18%; BO's late proposals hug the boundary from the
-    # feasible side (measured: 50-100% feasible over seeds 0-3).
-    assert feasible_random < 0.25
-    assert feasible_bo > 2 * feasible_random, (feasible_bo, feasible_random)
-    # The best feasible point found is at the constrained optimum (0.3, 0.3), value 0.72.
-    values = [objective(c)[0] for configs, _ in told for c in configs if violation(c) <= 0]
-    assert min(values) < 0.73
+    assert np.mean(feasible_random) < 0.3
+    assert feasible_bo > max(0.5, 2 * np.mean(feasible_random)), feasible_bo
+
+
+def test_constrained_proposer_traces_without_constraints_and_with_one_objective():
+    # The other two shapes of the one device program, traced (not compiled: the test above
+    # compiles the multi-objective, constrained one; benchmarks/multiobjective.py runs the
+    # unconstrained one, tests/test_multiobjective.py's tune test the plumbing).
+    from jaxtune.strategies import acquisitions, gp
+
+    rows, dim, batch = 32, 2, 4
+    search = acquisitions.AcquisitionSearch(jnp.asarray(4.0), jnp.asarray(0.02),
+                                            jnp.zeros((dim, 8)), jnp.zeros(dim, bool))
+    settings = acquisitions.ProposalSettings("ei", batch, 16, 2, 2)
+
+    def params(count):
+        return gp.GPParams(jnp.zeros((count, dim)), jnp.zeros((count,)), jnp.zeros((count,)))
+
+    with gp.gp_precision(rows):
+        for targets, constraints in ((batch, 0), (1, 2)):
+            inputs = acquisitions.ProposalInputs(
+                params(targets), jnp.zeros((rows, dim)), jnp.zeros((targets, rows)),
+                jnp.zeros(rows), jnp.asarray(8), jnp.asarray(3), jax.random.PRNGKey(0),
+                jnp.asarray(1e-8), search)
+            limits = acquisitions.ConstraintInputs(
+                params(constraints), jnp.zeros((constraints, rows)), jnp.zeros(constraints))
+            shape = jax.eval_shape(
+                lambda i, c: acquisitions.propose_constrained(i, c, settings), inputs, limits)
+            assert shape.shape == (batch, dim)
 
 
 def test_bayes_refuses_mixing_scores_and_outcomes():
@@ -277,11 +299,11 @@ def test_bayes_refuses_mixing_scores_and_outcomes():
 @pytest.fixture(scope="module")
 def wine():
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
-    return jt.classification_task("mlp", num_classes=3, input_shape=(13,)), split
+    return jt.classification_task("linear", num_classes=3, input_shape=(13,)), split
 
 
 TUNE_SPACE = jt.Space({"learning_rate": jt.Float(1e-3, 1e-1, log=True),
-                       "width": jt.Fixed(8), "depth": jt.Fixed(1), "optimizer": jt.Fixed("adam")})
+                       "optimizer": jt.Fixed("adam")})
 
 
 def recording(accepts_outcomes: bool) -> tuple[Strategy, list]:
@@ -299,8 +321,8 @@ def recording(accepts_outcomes: bool) -> tuple[Strategy, list]:
 def test_tune_with_two_metrics_and_a_constraint(wine):
     task, split = wine
     strategy, told = recording(accepts_outcomes=True)
-    kwargs = dict(num_configs=6, population_size=3, num_steps=20, batch_size=16,
-                  steps_per_segment=20, seeds=(0,), seed=1)
+    kwargs = dict(num_configs=6, population_size=3, num_steps=10, batch_size=16,
+                  steps_per_segment=10, seeds=(0,), seed=1)
     results = jt.tune(task, split, TUNE_SPACE, strategy, metric=["valid_accuracy", "valid_loss"],
                       constraints={"valid_loss": ("<=", 0.9)}, **kwargs)
     assert results.metadata["metrics"] == ("valid_accuracy", "valid_loss")
