@@ -55,6 +55,8 @@ from jaxtune.commands.request import (
     CliError,
     StrategyEntry,
     SweepRequest,
+    add_objective_flags,
+    objective_fields,
 )
 
 if TYPE_CHECKING:
@@ -332,7 +334,7 @@ def _add_population_flags(sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="member seeds")
     sweep.add_argument("--seed", type=int, default=0, help="sweep seed (split, strategy, keys)")
-    sweep.add_argument("--metric", default=None, help="default valid_accuracy or valid_mse")
+    add_objective_flags(sweep)
     sweep.add_argument("--grid-points", type=int, default=5, help="points per float axis (grid)")
 
 
@@ -438,14 +440,16 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
     fields = {name: getattr(args, name) for name in (
         "strategy", "dataset", "model", "space", "out", "num_configs", "population_size",
         "num_steps", "batch_size", "steps_per_segment", "batch_mode", "max_members_per_chunk",
-        "members_per_device", "member_loop", "seed", "metric", "grid_points", "eta",
+        "members_per_device", "member_loop", "seed", "grid_points", "eta",
         "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
         "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
         "num_processes", "process_id", "task", "data", "target", "kind",
     )}
+    entry = STRATEGIES[args.strategy]
     return SweepRequest(
         args=args,
-        entry=STRATEGIES[args.strategy],
+        entry=entry,
+        **objective_fields(args, entry.run is not None),
         seeds=tuple(args.seeds),
         progress=_progress_enabled(args),
         tensorboard=getattr(args, "tensorboard", None),

@@ -38,14 +38,18 @@ if TYPE_CHECKING:  # annotations only: contracts imports no other jaxtune module
     from jaxtune.space import Space
 
 __all__ = [
+    "CONSTRAINT_OPERATORS",
     "Config",
+    "Constraints",
     "MIN_WORDS",
     "MODES",
+    "Outcomes",
     "PopulationUpdate",
     "Scheduler",
     "SegmentReport",
     "SlotView",
     "Strategy",
+    "check_constraints",
     "check_mode",
     "check_selection_metric",
     "default_metric",
@@ -53,6 +57,7 @@ __all__ = [
     "resolve_mode",
     "selection",
     "selection_mode",
+    "selections",
     "sweep_metric",
 ]
 
@@ -257,6 +262,153 @@ def sweep_metric(metadata: Mapping[str, Any] | None, available: Sequence[str] = 
     return "valid_accuracy"
 
 
+def selections(metric: str | Sequence[str] | None, mode: str | Sequence[str | None] | None = None,
+               *, metric_modes: Mapping[str, str] | None = None,
+               kind: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A driver's objectives: one metric (as :func:`selection`) or several, each with its mode.
+
+    Args:
+      metric: ``None`` (the task's default), a name, or a sequence of distinct names.
+      mode: ``None`` (each metric's own, :func:`resolve_mode`), one mode for one metric, or a
+        sequence with one entry (``"max"``, ``"min"`` or ``None``) per metric.
+      metric_modes, kind: the task's, as for :func:`selection`.
+
+    Returns:
+      ``(metrics, modes)``, two tuples of the same length.
+
+    Raises:
+      ValueError: no metric, a repeated metric, a count of modes that differs from the count
+        of metrics, or what :func:`selection_mode` refuses.
+
+    Example:
+      >>> selections(["valid_accuracy", "valid_loss"], None, metric_modes={"accuracy": "max"})
+      (('valid_accuracy', 'valid_loss'), ('max', 'min'))
+    """
+    if metric is None or isinstance(metric, str):
+        if mode is not None and not isinstance(mode, str):
+            mode = _one_mode(list(mode))
+        chosen, chosen_mode = selection(metric, mode, metric_modes=metric_modes, kind=kind)
+        return (chosen,), (chosen_mode,)
+    metrics = list(metric)
+    if not metrics:
+        raise ValueError("metric=[]: give at least one metric, e.g. metric=['valid_accuracy'].")
+    repeated = sorted({name for name in metrics if metrics.count(name) > 1})
+    if repeated:
+        raise ValueError(f"metric: {repeated} given more than once; give each metric once.")
+    if mode is None or isinstance(mode, str):
+        modes = [mode] * len(metrics) if mode is None or len(metrics) == 1 else None
+    else:
+        modes = list(mode)
+    if modes is None or len(modes) != len(metrics):
+        count = 1 if isinstance(mode, str) else len(modes or [])
+        raise ValueError(
+            f"mode: got {count} mode(s) for {len(metrics)} metrics {metrics}; give one per "
+            "metric in the same order (e.g. mode=['max', 'min']) or none (each metric's own)."
+        )
+    resolved = tuple(selection_mode(name, m, metric_modes=metric_modes)
+                     for name, m in zip(metrics, modes, strict=True))
+    return tuple(metrics), resolved
+
+
+def _one_mode(modes: list[Any]) -> Any:
+    if len(modes) != 1:
+        raise ValueError(
+            f"mode: got {len(modes)} modes for one metric; give one mode per metric."
+        )
+    return modes[0]
+
+
+#: The comparisons a constraint bound may use.
+CONSTRAINT_OPERATORS = ("<=", ">=")
+
+
+class Constraints(NamedTuple):
+    """A sweep's feasibility rule: metric bounds and/or a predicate of a row's metrics.
+
+    A member is *feasible* when it completed and satisfies every constraint. An infeasible
+    member is never best and never on a Pareto front; it stays in the results, marked.
+
+    Attributes:
+      bounds: ``((metric, operator, bound), ...)`` with ``operator`` in
+        :data:`CONSTRAINT_OPERATORS`.
+      predicate: ``metrics -> bool`` (``True``: feasible) or ``None``.
+    """
+
+    bounds: tuple[tuple[str, str, float], ...] = ()
+    predicate: Callable[[Mapping[str, float]], Any] | None = None
+
+    @property
+    def num_columns(self) -> int:
+        """Columns of :meth:`violations`: one per bound, one for the predicate."""
+        return len(self.bounds) + (self.predicate is not None)
+
+    def violations(self, metrics: Mapping[str, float]) -> np.ndarray:
+        """``[num_columns]`` float64, ``<= 0`` where satisfied (see :class:`Outcomes`).
+
+        A missing or non-finite metric violates its bound (``+inf``).
+        """
+        values = []
+        for name, operator, bound in self.bounds:
+            value = float(metrics.get(name, np.nan))
+            gap = value - bound if operator == "<=" else bound - value
+            values.append(gap if np.isfinite(gap) else np.inf)
+        if self.predicate is not None:
+            values.append(-0.5 if bool(self.predicate(dict(metrics))) else 0.5)
+        return np.array(values, np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description for a sweep's metadata."""
+        described: dict[str, Any] = {name: [op, bound] for name, op, bound in self.bounds}
+        if self.predicate is not None:
+            described["predicate"] = getattr(self.predicate, "__name__", repr(self.predicate))
+        return described
+
+
+def check_constraints(constraints: Any,
+                      metric_modes: Mapping[str, str] | None = None) -> Constraints | None:
+    """A sweep's ``constraints=`` argument, checked; ``None`` when there are none.
+
+    Args:
+      constraints: ``None``; a mapping ``{metric: (operator, bound)}``, e.g.
+        ``{"valid_loss": ("<=", 0.5)}``; a callable ``metrics -> bool``; or a
+        :class:`Constraints`.
+      metric_modes: the task's, to refuse a validation metric it does not report.
+
+    Raises:
+      TypeError: a value of another kind.
+      ValueError: an unknown operator, a non-finite bound, or a ``test_`` metric (choosing by
+        the test set leaks it), each naming the metric.
+    """
+    if constraints is None or isinstance(constraints, Constraints):
+        return constraints if constraints is None or constraints.num_columns else None
+    if callable(constraints):
+        return Constraints((), constraints)
+    if not isinstance(constraints, Mapping):
+        raise TypeError(
+            f"constraints: got {type(constraints).__name__}; give a mapping such as "
+            "{'valid_loss': ('<=', 0.5)} or a function of a row's metrics returning a bool."
+        )
+    bounds = []
+    for name, spec in constraints.items():
+        where = f"constraints[{name!r}]"
+        if not isinstance(spec, Sequence) or isinstance(spec, str) or len(spec) != 2:
+            raise TypeError(f"{where}={spec!r} must be a pair (operator, bound), e.g. ('<=', 0.5).")
+        operator, bound = spec
+        if operator not in CONSTRAINT_OPERATORS:
+            raise ValueError(
+                f"{where}: operator {operator!r} must be one of {CONSTRAINT_OPERATORS}."
+            )
+        if isinstance(bound, bool) or not isinstance(bound, int | float | np.number) \
+                or not np.isfinite(bound):
+            raise ValueError(f"{where}: bound {bound!r} must be a finite number.")
+        try:
+            check_selection_metric(name, metric_modes)
+        except ValueError as error:
+            raise ValueError(f"constraints: {error}") from None
+        bounds.append((name, operator, float(bound)))
+    return Constraints(tuple(bounds)) if bounds else None
+
+
 # --------------------------------------------------------------------------------------------
 # Interfaces between the parts.
 
@@ -272,11 +424,36 @@ class Strategy(NamedTuple):
         empty when the strategy has nothing left to propose).
       tell: ``tell(state, configs, scores) -> state``; ``scores`` is ``np.ndarray [len(configs)]``
         of losses (lower is better).
+      accepts_outcomes: whether ``tell`` also takes an :class:`Outcomes` as ``scores`` (a
+        sweep with several objectives or constraints tells it one); a strategy without it is
+        told one loss per config instead (:func:`jaxtune.pareto.non_dominated_ranks` of the
+        feasible configs, ``+inf`` for the infeasible ones).
     """
 
     init: Callable[[Space, jax.Array], Any]
     ask: Callable[[Any, int], tuple[list[Config], Any]]
     tell: Callable[[Any, list[Config], np.ndarray], Any]
+    accepts_outcomes: bool = False
+
+
+class Outcomes(NamedTuple):
+    """What a sweep with several objectives or constraints tells a strategy per config.
+
+    Attributes:
+      objectives: ``np.ndarray [num, k]`` float64 losses (each metric negated when it is
+        maximized); ``+inf`` where a config failed (diverged, non-finite).
+      violations: ``np.ndarray [num, c]`` float64, one column per constraint: ``<= 0`` where
+        the config satisfies it (``value - bound`` for ``<=``, ``bound - value`` for ``>=``; a
+        predicate gives ``-0.5`` or ``+0.5``); ``+inf`` where the metric is missing or failed.
+    """
+
+    objectives: np.ndarray
+    violations: np.ndarray
+
+    @property
+    def feasible(self) -> np.ndarray:
+        """``[num]`` bool: every violation ``<= 0`` (an unknown one counts as violated)."""
+        return np.all(self.violations <= 0.0, axis=1)
 
 
 class SegmentReport(NamedTuple):

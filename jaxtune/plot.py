@@ -32,6 +32,7 @@ __all__ = [
     "learning_curves",
     "metric_vs_hparam",
     "parallel_coordinates",
+    "pareto_plot",
     "save_figure",
     "summary_figure",
 ]
@@ -353,6 +354,57 @@ def best_so_far(
     ax.set_xlabel("members evaluated")
     ax.set_ylabel(metric)
     ax.set_title(f"best {metric} so far ({mode})")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def pareto_plot(
+    results: Results,
+    metrics: Sequence[str] | None = None,
+    modes: Sequence[str | None] | None = None,
+    ax: Any = None,
+) -> Any:
+    """Two metrics against each other: every member, the infeasible ones marked, and the
+    Pareto front (:meth:`~jaxtune.results.Results.pareto_front`) joined by its staircase.
+
+    Args:
+        results: The sweep.
+        metrics: Two metrics; default: the sweep's objectives (``metadata["metrics"]``, the
+            first two of more).
+        modes: Their directions; default as :meth:`~jaxtune.results.Results.objectives`.
+        ax: Axes to draw on; default: a new figure.
+
+    Returns:
+        The Axes.
+
+    Raises:
+        ValueError: Not two metrics, or an unknown one.
+    """
+    _matplotlib()
+    if metrics is None and len(results.metadata.get("metrics") or ()) > 2:
+        metrics = results.metadata["metrics"][:2]
+        modes = results.metadata["modes"][:2] if modes is None else modes
+    metrics, modes = results.objectives(metrics, modes)
+    if len(metrics) != 2:
+        raise ValueError(f"metrics={list(metrics)}: a Pareto plot shows exactly two metrics")
+    front = results.pareto_front(metrics, modes)
+    ax = _axes(ax)
+    points = np.asarray([[row.score(m) for m in metrics] for row in results], float)
+    feasible = np.asarray([row.extra.get("feasible", True) is not False for row in results])
+    finite = np.all(np.isfinite(points), axis=1)
+    shown = finite & feasible
+    ax.scatter(points[shown, 0], points[shown, 1], s=14, color=_MEMBER_COLOR, alpha=0.5,
+               label="member")
+    if np.any(finite & ~feasible):
+        ax.scatter(points[finite & ~feasible, 0], points[finite & ~feasible, 1], s=18,
+                   marker="x", color="tab:gray", label="infeasible")
+    line = np.asarray([[row.score(m) for m in metrics] for row in front], float)
+    ax.step(line[:, 0], line[:, 1], where="post", color=_BEST_COLOR, lw=1.5)
+    ax.scatter(line[:, 0], line[:, 1], s=30, color=_BEST_COLOR, zorder=3,
+               label=f"Pareto front ({len(front)})")
+    ax.set_xlabel(f"{metrics[0]} ({modes[0]})")
+    ax.set_ylabel(f"{metrics[1]} ({modes[1]})")
+    ax.set_title(f"{metrics[0]} against {metrics[1]}")
     ax.legend(loc="best", fontsize="small")
     return ax
 

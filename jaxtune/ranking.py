@@ -5,8 +5,10 @@ functions on its rows: :func:`rank` orders members, :func:`aggregate` groups the
 configuration over seeds and folds, :func:`choose_config` applies ``"best_mean"`` or the
 one-standard-error rule to the groups.
 
-Shared rule: a member is *eligible* for a metric when it did not diverge and its value is
-finite; NaN/inf or a diverged member is never best. Ties go to the smaller ``member_id``.
+Shared rule: a member is *eligible* for a metric when it did not diverge, its value is finite
+and it is not marked infeasible (``extra["feasible"] is False``, written by a sweep with
+constraints); NaN/inf, a diverged or an infeasible member is never best. Ties go to the smaller
+``member_id``. :func:`pareto_rows` applies the same rule to several metrics at once.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxtune import pareto
 from jaxtune.member_result import MemberResult, config_key
 
 __all__ = [
     "CONFIG_RULES",
+    "FEASIBLE",
     "REGULARIZATION_HPARAMS",
     "ROW_RULES",
     "Ranking",
@@ -28,8 +32,14 @@ __all__ = [
     "better_key",
     "choose_config",
     "default_complexity",
+    "is_feasible",
+    "pareto_rows",
     "rank",
+    "value",
 ]
+
+#: The ``extra`` key of a row that a sweep with constraints sets: ``True`` or ``False``.
+FEASIBLE = "feasible"
 
 #: Hyperparameters that make a model *simpler* the larger they are, in the order the default
 #: complexity of :meth:`jaxtune.results.Results.best_config` compares them.
@@ -90,6 +100,33 @@ def default_complexity(config: Mapping[str, Any]) -> tuple[float, ...]:
     return tuple(key)
 
 
+def is_feasible(row: MemberResult) -> bool:
+    """Whether ``row`` is not marked infeasible (rows of a sweep without constraints are)."""
+    return row.extra.get(FEASIBLE, True) is not False
+
+
+def value(row: MemberResult, metric: str) -> float:
+    """``row.score(metric)``, NaN for an infeasible row: the value every ranking rule uses."""
+    return row.score(metric) if is_feasible(row) else math.nan
+
+
+def pareto_rows(rows: Sequence[MemberResult], metrics: Sequence[str],
+                modes: Sequence[str]) -> list[MemberResult]:
+    """The rows no other row dominates in ``metrics`` (:func:`jaxtune.pareto.non_dominated`).
+
+    A row with a non-finite value (or diverged, or infeasible) is never on the front and never
+    dominates; equal rows are all on it.
+
+    Returns:
+        The front, ordered by the first metric (best first), then ``member_id``.
+    """
+    values = np.array([[value(row, m) for m in metrics] for row in rows], np.float64)
+    losses = pareto.as_losses(values.reshape(len(rows), len(metrics)), modes)
+    front = [row for row, keep in zip(rows, pareto.non_dominated(losses), strict=True) if keep]
+    front.sort(key=lambda row: (better_key(row.score(metrics[0]), modes[0]), row.member_id))
+    return front
+
+
 def rank(rows: Sequence[MemberResult], metric: str, mode: str) -> Ranking:
     """Ranks members by a (resolved, known) metric.
 
@@ -101,7 +138,7 @@ def rank(rows: Sequence[MemberResult], metric: str, mode: str) -> Ranking:
     Returns:
         The :class:`Ranking`.
     """
-    eligible = [row for row in rows if math.isfinite(row.score(metric))]
+    eligible = [row for row in rows if math.isfinite(value(row, metric))]
     eligible.sort(key=lambda row: (better_key(row.score(metric), mode), row.member_id))
     ids = {row.member_id for row in eligible}
     rest = sorted(
@@ -135,7 +172,7 @@ def aggregate(
         configs.setdefault(key, config)
     summaries = []
     for key, members in groups.items():
-        values = np.array([row.score(metric) for row in members], dtype=np.float64)
+        values = np.array([value(row, metric) for row in members], dtype=np.float64)
         count = len(members)
         num_failed = int(np.sum(~np.isfinite(values)))
         mean = std = sem = math.nan

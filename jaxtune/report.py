@@ -38,8 +38,15 @@ __all__ = [
     "table",
 ]
 
-#: Row attributes a table may show as columns, besides hyperparameters and metrics.
-ROW_FIELDS = ("seed", "fold", "static_group", "diverged_step", "wall_time_s")
+#: Row attributes a table may show as columns, besides hyperparameters and metrics
+#: (``feasible``: ``extra["feasible"]``, set by a sweep with constraints).
+ROW_FIELDS = ("seed", "fold", "static_group", "diverged_step", "wall_time_s", "feasible")
+#: The ``extra`` entry a sweep with constraints writes (``jaxtune.ranking.FEASIBLE``).
+_FEASIBLE = "feasible"
+
+
+def _constrained(rows: Sequence[MemberResult]) -> bool:
+    return any(_FEASIBLE in row.extra for row in rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +150,8 @@ def default_columns(rows: Sequence[MemberResult], metric: str) -> list[str]:
         columns.append("fold")
     if len({row.static_group for row in rows}) > 1:
         columns.append("static_group")
+    if _constrained(rows):
+        columns.append(_FEASIBLE)
     names = hp_names(rows)
     varying = [
         name for name in names if len({config_key({"v": row.config.get(name)}) for row in rows}) > 1
@@ -153,6 +162,8 @@ def default_columns(rows: Sequence[MemberResult], metric: str) -> list[str]:
 
 
 def _cell(row: MemberResult, name: str) -> Any:
+    if name == _FEASIBLE:
+        return row.extra.get(_FEASIBLE)
     if name in ROW_FIELDS:
         return getattr(row, name)
     if name in row.config:
@@ -206,7 +217,8 @@ def table(
 
     caption = (
         f"{len(shown)} of {len(rows)} members, ranked by {ranking.metric} ({ranking.mode}); "
-        f"{len(ranking.eligible)} ranked, diverged/non-finite rank '-'"
+        f"{len(ranking.eligible)} ranked, diverged/non-finite"
+        f"{'/infeasible' if _constrained(rows) else ''} rank '-'"
     )
     lines = [caption, line(header), line(["-" * w for w in widths])]
     lines += [line([text[i] for text in text_columns]) for i in range(len(shown))]
@@ -224,10 +236,12 @@ def flat_columns(rows: Sequence[MemberResult]) -> list[str]:
         rows: Every member.
 
     Returns:
-        The row fields, then ``config.<name>`` and ``metrics.<name>``, each block sorted.
+        The row fields (and ``feasible`` in a sweep with constraints), then ``config.<name>``
+        and ``metrics.<name>``, each block sorted.
     """
     return [
         *FLAT_FIELDS,
+        *((_FEASIBLE,) if _constrained(rows) else ()),
         *(f"config.{name}" for name in hp_names(rows)),
         *(f"metrics.{name}" for name in metric_names(rows)),
     ]
@@ -243,9 +257,12 @@ def flat_records(rows: Sequence[MemberResult]) -> list[dict[str, Any]]:
         The records; a missing config value is ``None``, a missing metric NaN.
     """
     names, metrics = hp_names(rows), metric_names(rows)
+    constrained = _constrained(rows)
     records = []
     for row in rows:
         record = row_fields(row)
+        if constrained:
+            record[_FEASIBLE] = row.extra.get(_FEASIBLE)
         record.update({f"config.{n}": row.config.get(n) for n in names})
         record.update({f"metrics.{n}": row.metrics.get(n, math.nan) for n in metrics})
         records.append(record)

@@ -37,7 +37,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from jaxtune import contracts, jsonio, member_result, ranking, report, results_io
+import numpy as np
+
+from jaxtune import contracts, jsonio, member_result, pareto, ranking, report, results_io
 from jaxtune.member_result import STATUSES, MemberResult
 from jaxtune.ranking import REGULARIZATION_HPARAMS, default_complexity
 
@@ -272,6 +274,66 @@ class Results:
             raise ValueError(f"k: got {k}, expected a non-negative number of members")
         metric, mode, eligible, _ = self._ranking(metric, mode)
         return eligible[:k]
+
+    def objectives(
+        self, metrics: Sequence[str] | None = None, modes: Sequence[str | None] | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The metrics a Pareto front is over and their directions.
+
+        Default: the sweep's own (``metadata["metrics"]`` of a multi-objective sweep); each
+        mode resolved as in :meth:`resolve_metric`.
+
+        Raises:
+            ValueError: no metrics (none given, none stored), fewer than two, modes of another
+                count, or an unknown metric.
+        """
+        if metrics is None:
+            metrics = self._metadata.get("metrics")
+            if metrics is None:
+                raise ValueError("metrics: this sweep had one objective; give the metrics of "
+                                 "the front, e.g. metrics=['valid_accuracy', 'valid_loss']")
+            modes = self._metadata.get("modes") if modes is None else modes
+        metrics = list(metrics)
+        modes = [None] * len(metrics) if modes is None else list(modes)
+        if len(metrics) < 2 or len(modes) != len(metrics):
+            raise ValueError(f"metrics={metrics}, modes={modes}: give two or more metrics and "
+                             "one mode (or None) per metric")
+        for metric in metrics:
+            self._check_metric(metric)
+        resolved = [self.resolve_metric(m, d)[1] for m, d in zip(metrics, modes, strict=True)]
+        return tuple(metrics), tuple(resolved)
+
+    def pareto_front(
+        self, metrics: Sequence[str] | None = None, modes: Sequence[str | None] | None = None
+    ) -> Results:
+        """The members no other member dominates in ``metrics`` (the Pareto front).
+
+        A member dominates another when it is no worse in every metric and better in one.
+        Diverged, infeasible or non-finite members are never on the front; members with equal
+        values are all on it. Metrics and modes: see :meth:`objectives`.
+
+        Returns:
+            A ``Results`` (same metadata), ordered by the first metric, best first.
+        """
+        metrics, modes = self.objectives(metrics, modes)
+        return Results(ranking.pareto_rows(self._rows, metrics, modes), self._metadata)
+
+    def hypervolume(
+        self, reference: Sequence[float], metrics: Sequence[str] | None = None,
+        modes: Sequence[str | None] | None = None,
+    ) -> float:
+        """The hypervolume of the front (:func:`jaxtune.pareto.hypervolume`), larger is better.
+
+        Args:
+            reference: One value per metric, in the metrics' own units, worse than every
+                member of interest (e.g. accuracy 0 and loss 10).
+            metrics, modes: see :meth:`objectives`.
+        """
+        metrics, modes = self.objectives(metrics, modes)
+        front = ranking.pareto_rows(self._rows, metrics, modes)
+        values = [[row.score(m) for m in metrics] for row in front]
+        losses = pareto.as_losses(np.reshape(values, (len(front), len(metrics))), modes)
+        return pareto.hypervolume(losses, pareto.as_losses([list(reference)], modes)[0])
 
     def _status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

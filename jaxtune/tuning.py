@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from jaxtune import checkpoint as checkpoint_lib
-from jaxtune import checks, contracts, drivers, engine, jsonio, limits
+from jaxtune import checks, contracts, drivers, engine, jsonio, limits, pareto, ranking
 from jaxtune import data as data_lib
 from jaxtune.contracts import Config
 from jaxtune.engine.options import EngineOptions
@@ -45,6 +45,42 @@ def scores_from_results(
         if row.status == "completed" and np.isfinite(value):
             values[index // num_seeds, index % num_seeds] = -value if mode == "max" else value
     return values.mean(axis=1)
+
+
+def outcomes_from_results(
+    results: Results, num_configs: int, num_seeds: int, metrics: Sequence[str],
+    modes: Sequence[str], constraints: contracts.Constraints | None,
+) -> contracts.Outcomes:
+    """Per-config objectives (as :func:`scores_from_results`, one column per metric) and
+    constraint violations (the worst over seeds; ``+inf`` for a member that did not complete).
+
+    Rows must be ordered config-major, as for :func:`scores_from_results`.
+    """
+    objectives = np.stack([scores_from_results(results, num_configs, num_seeds, metric, mode)
+                           for metric, mode in zip(metrics, modes, strict=True)], axis=1)
+    columns = 0 if constraints is None else constraints.num_columns
+    violations = np.full((num_configs, num_seeds, columns), np.inf)
+    for index, row in enumerate(results):
+        if row.status == "completed" and constraints is not None:
+            violations[index // num_seeds, index % num_seeds] = constraints.violations(row.metrics)
+    return contracts.Outcomes(objectives, violations.max(axis=1))
+
+
+def summary_scores(outcomes: contracts.Outcomes) -> np.ndarray:
+    """One loss per config for a strategy that takes no :class:`~jaxtune.contracts.Outcomes`
+    (:func:`jaxtune.pareto.summary_losses`)."""
+    return pareto.summary_losses(outcomes.objectives, outcomes.feasible)
+
+
+def mark_feasible(results: Results, constraints: contracts.Constraints) -> Results:
+    """``results`` with ``extra["feasible"]`` set on every row: completed and every constraint
+    satisfied (:meth:`~jaxtune.contracts.Constraints.violations` all ``<= 0``)."""
+    rows = []
+    for row in results:
+        feasible = row.status == "completed" and bool(
+            np.all(constraints.violations(row.metrics) <= 0.0))
+        rows.append(dataclasses.replace(row, extra={**row.extra, ranking.FEASIBLE: feasible}))
+    return Results(rows, results.metadata)
 
 
 def round_counts(batches: Sequence[Results], space: Space) -> dict[str, int]:
@@ -93,6 +129,31 @@ class _Sweep(NamedTuple):
     run: dict[str, Any]  # hooks, and what an old engine_options mapping carried for engine.run
     checkpoint: Any
     resume: bool
+    metrics: tuple[str, ...] = ()  # every objective (several: a multi-objective sweep)
+    modes: tuple[str, ...] = ()
+    constraints: contracts.Constraints | None = None
+
+    @property
+    def outcomes(self) -> bool:
+        """Whether rounds are told :class:`~jaxtune.contracts.Outcomes` (several objectives
+        or constraints) rather than one metric's losses."""
+        return len(self.metrics) > 1 or self.constraints is not None
+
+
+def _told_scores(sweep: _Sweep, results: Results, num_configs: int) -> tuple[Any, Results]:
+    """What ``tell`` gets for a round, and the round's results (rows marked feasible or not
+    when the sweep has constraints)."""
+    num_seeds = len(sweep.seeds)
+    if not sweep.outcomes:
+        return scores_from_results(results, num_configs, num_seeds, sweep.metric,
+                                   sweep.mode), results
+    if sweep.constraints is not None:
+        results = mark_feasible(results, sweep.constraints)
+    outcomes = outcomes_from_results(results, num_configs, num_seeds, sweep.metrics,
+                                     sweep.modes, sweep.constraints)
+    if sweep.strategy.accepts_outcomes:
+        return outcomes, results
+    return summary_scores(outcomes), results
 
 
 def _check_seeds(seeds: Any) -> list[int]:
@@ -125,13 +186,15 @@ def _check_sweep(task: Task, split: data_lib.Split, space: Space, strategy: Stra
         steps_per_segment=call["steps_per_segment"], devices=call["devices"],
         allow_unused_hparams=call["allow_unused_hparams"])
     options = drivers.space_options(task, split, space, options)
-    metric, mode = contracts.selection(call["metric"], call["mode"],
-                                       metric_modes=task.metric_modes, kind=task.kind)
+    metrics, modes = contracts.selections(call["metric"], call["mode"],
+                                          metric_modes=task.metric_modes, kind=task.kind)
+    constraints = contracts.check_constraints(call["constraints"], task.metric_modes)
     strategy = strategy if strategy is not None else random_search()
     round_size = call["population_size"] or call["num_configs"]
     checkpoint, resume = run.pop("checkpoint", None), run.pop("resume")
-    return _Sweep(task, split, space, strategy, call["num_configs"], round_size, seeds, metric,
-                  mode, seed, options, run, checkpoint, resume)
+    return _Sweep(task, split, space, strategy, call["num_configs"], round_size, seeds,
+                  metrics[0], modes[0], seed, options, run, checkpoint, resume, metrics, modes,
+                  constraints)
 
 
 #: Options a tune checkpoint stores under their own names, not in its ``engine_options``.
@@ -155,6 +218,17 @@ def _stored_engine_options(options: EngineOptions | None,
             else type(value).__name__ for name, value in given.items()}
 
 
+def _objective_metadata(sweep: _Sweep) -> dict[str, Any]:
+    """``metrics``/``modes`` of a multi-objective sweep and its ``constraints``, for its
+    metadata and checkpoint (nothing for one metric without constraints)."""
+    stored: dict[str, Any] = {}
+    if len(sweep.metrics) > 1:
+        stored.update(metrics=list(sweep.metrics), modes=list(sweep.modes))
+    if sweep.constraints is not None:
+        stored["constraints"] = sweep.constraints.describe()
+    return stored
+
+
 def _open_store(sweep: _Sweep, call: Mapping[str, Any]) -> checkpoint_lib.Store | None:
     """The sweep's checkpoint store (``None`` without a checkpoint)."""
     if sweep.resume and sweep.checkpoint is None:
@@ -162,6 +236,7 @@ def _open_store(sweep: _Sweep, call: Mapping[str, Any]) -> checkpoint_lib.Store 
     if sweep.checkpoint is None:
         return None
     options = sweep.options
+    arguments = _objective_metadata(sweep)
     return checkpoint_lib.Store(
         checkpoint_lib.Checkpointer.of(sweep.checkpoint), "tune",
         {
@@ -173,6 +248,7 @@ def _open_store(sweep: _Sweep, call: Mapping[str, Any]) -> checkpoint_lib.Store 
             "mode": sweep.mode, "seed": sweep.seed,
             "num_devices": len(options.devices) if options.devices is not None else None,
             "engine_options": _stored_engine_options(call["options"], call["engine_options"]),
+            **arguments,
         },
         sweep.resume,
     )
@@ -232,8 +308,7 @@ def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequen
         else:
             results = _train_round(sweep, store, configs, evaluated, batches,
                                    restore=sweep.resume and round_index == len(saved))
-        scores = scores_from_results(results, len(configs), len(sweep.seeds), sweep.metric,
-                                     sweep.mode)
+        scores, results = _told_scores(sweep, results, len(configs))
         state = strategy.tell(state, configs, scores)
         batches.append(results)
         if round_index >= len(saved):
@@ -250,13 +325,15 @@ def tune(
     task: Task, split: data_lib.Split, space: Space, strategy: Strategy | None = None, *,
     num_configs: int, num_steps: int | None = None, population_size: int | None = None,
     seeds: Sequence[int] = (0,), batch_size: int | None = 128, steps_per_segment: int = 50,
-    metric: str | None = None, mode: str | None = None, seed: int = 0,
+    metric: str | Sequence[str] | None = None, mode: str | Sequence[str | None] | None = None,
+    seed: int = 0,
     devices: Sequence[jax.Device] | None = None,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
     on_round: Callable[[Results], None] | None = None,
     engine_options: Mapping[str, Any] | None = None, checkpoint: Any = None,
     resume: bool = False, allow_unused_hparams: bool = False,
     options: EngineOptions | None = None, on_restore: Callable[[int], None] | None = None,
+    constraints: Any = None,
 ) -> Results:
     """Runs a search: ask a batch, train it as one population, tell the scores, repeat.
 
@@ -273,7 +350,15 @@ def tune(
         random search; model-based strategies want several rounds).
       seeds: member seeds; every configuration is trained once per seed.
       metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
-        :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
+        :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused). Several metrics
+        (a list, with a list of modes or ``None``) make a multi-objective search: the
+        strategy is told every objective (:class:`~jaxtune.contracts.Outcomes`), and
+        :meth:`~jaxtune.results.Results.pareto_front` of the results is the front
+        (docs/multiobjective.md); ``best`` ranks by the first metric.
+      constraints: ``{metric: ("<=" or ">=", bound)}`` or a predicate ``metrics -> bool``
+        (:func:`jaxtune.contracts.check_constraints`): every row gets
+        ``extra["feasible"]``; an infeasible member is never best nor on the front, and a
+        strategy that takes outcomes learns to avoid infeasible regions.
       seed: the sweep seed (strategy key and member keys derive from it).
       on_segment: progress callback, see :class:`~jaxtune.contracts.SegmentReport`.
       on_restore: told the member-steps a resume restored, which no report covers (default:
@@ -307,5 +392,6 @@ def tune(
     combined = Results.concat(batches)
     metadata = dict(combined.metadata)
     metadata.update(metric=sweep.metric, mode=sweep.mode, seeds=sweep.seeds,
-                    space=space.to_dict(), **round_counts(batches, space))
+                    space=space.to_dict(), **round_counts(batches, space),
+                    **_objective_metadata(sweep))
     return Results(list(combined), metadata)

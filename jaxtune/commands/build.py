@@ -54,6 +54,8 @@ class SweepPlan(NamedTuple):
       options: the engine options every driver gets (steps, batch, segment, population flags).
       checkpointer: where the sweep checkpoints, or ``None``.
       cpu_devices: CPU devices to split the host into (the resumed sweep's count on a resume).
+      metrics, modes: every objective and its direction (``metric``/``mode`` are the first).
+      constraints: ``--constraint``, checked against the task's metrics, or ``None``.
     """
 
     task: Task
@@ -67,6 +69,9 @@ class SweepPlan(NamedTuple):
     options: EngineOptions
     checkpointer: Checkpointer | None
     cpu_devices: int
+    metrics: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
+    constraints: contracts.Constraints | None = None
 
 
 def engine_options_mapping(options: EngineOptions) -> dict[str, Any]:
@@ -97,7 +102,8 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
     checkpointer = _checkpointer(request, space, cpu_devices)
     strategy = request.entry.factory(request.args)
     the_task, split = _task_and_split(request)
-    metric, mode = _metric(request.metric, the_task)
+    metrics, modes, constraints = _objectives(request, the_task)
+    metric, mode = metrics[0], modes[0]
     num_configs = request.num_configs
     if request.strategy == "grid":
         num_configs = min(num_configs, len(space.grid(request.grid_points)))
@@ -114,7 +120,8 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
         allow_unused_hparams=request.allow_unused_hparams,
     )
     return SweepPlan(the_task, split, space, strategy, metric, mode, num_configs,
-                     _population_size(request, num_configs), options, checkpointer, cpu_devices)
+                     _population_size(request, num_configs), options, checkpointer, cpu_devices,
+                     metrics, modes, constraints)
 
 
 def sweep_cpu_devices(request: SweepRequest) -> int:
@@ -197,14 +204,30 @@ def _task(model: str, dataset: data.Dataset) -> Task:
     return task.regression_task(model, input_shape=input_shape, num_outputs=num_outputs)
 
 
-def _metric(metric: str | None, the_task: Task) -> tuple[str, str]:
-    """``--metric`` (default: the task's) and its mode."""
-    metric = metric or contracts.default_metric(the_task.metric_modes, kind=the_task.kind)
+def _objectives(request: SweepRequest, the_task: Task) -> tuple[
+        tuple[str, ...], tuple[str, ...], contracts.Constraints | None]:
+    """``--metric`` (default: the task's; repeated: several objectives), ``--direction`` (each
+    metric's own when not given) and ``--constraint``, checked against the task."""
+    metrics = request.metrics or (request.metric or contracts.default_metric(
+        the_task.metric_modes, kind=the_task.kind),)
+    directions = request.directions or (None,) * len(metrics)
     try:
-        mode = contracts.selection_mode(metric, None, metric_modes=the_task.metric_modes)
+        modes = tuple(contracts.selection_mode(metric, direction,
+                                               metric_modes=the_task.metric_modes)
+                      for metric, direction in zip(metrics, directions, strict=True))
     except ValueError as error:
         raise CliError(f"--metric: {error}") from error
-    return metric, mode
+    names = [name for name, _, _ in request.constraints]
+    if len(set(names)) != len(names):
+        raise CliError(f"--constraint: {sorted(set(n for n in names if names.count(n) > 1))} "
+                       "constrained more than once; give one bound per metric")
+    try:
+        constraints = contracts.check_constraints(
+            {name: (op, bound) for name, op, bound in request.constraints} or None,
+            the_task.metric_modes)
+    except ValueError as error:
+        raise CliError(f"--constraint: {error}") from error
+    return tuple(metrics), modes, constraints
 
 
 def _population_size(request: SweepRequest, num_configs: int) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -28,6 +29,10 @@ __all__ = [
     "CliError",
     "StrategyEntry",
     "SweepRequest",
+    "add_objective_flags",
+    "objective_fields",
+    "objectives",
+    "parse_constraint",
 ]
 
 #: ``--batch-size`` when not given (capped at the number of training rows).
@@ -99,6 +104,10 @@ class SweepRequest:
         (``MODULE:ATTR``, the user's own Task or factory): at most one is given.
       progress: ``False`` (``--quiet``), ``True`` (``--progress``), or ``None`` (only when
         stderr is a terminal).
+      metric, metrics, directions: the first ``--metric`` (``None``: the task's default), every
+        ``--metric`` in order (several: a multi-objective search) and every ``--direction``
+        (none, or one per ``--metric``); see :func:`objectives`.
+      constraints: every ``--constraint METRIC<=BOUND`` (or ``>=``), parsed.
     """
 
     args: argparse.Namespace
@@ -144,6 +153,9 @@ class SweepRequest:
     kind: str | None = None
     argv: tuple[str, ...] = ()
     resumed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ()
+    constraints: tuple[tuple[str, str, float], ...] = ()
 
     @property
     def scheduled(self) -> bool:
@@ -190,3 +202,73 @@ def _scheduler_budget(args: Any) -> int:
     if args.max_member_steps is not None:
         return int(args.max_member_steps)
     return args.num_configs * args.num_steps
+
+
+def objectives(metrics: Any, directions: Any, strategy: str,
+               scheduled: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``--metric`` (repeated) and ``--direction`` (none, or one per ``--metric``), checked.
+
+    Raises:
+      CliError: directions without a metric, counts that differ, or several metrics for a
+        strategy that stops members by one metric (halving, hyperband, pbt).
+    """
+    metrics, directions = tuple(metrics or ()), tuple(directions or ())
+    if directions and len(directions) != len(metrics):
+        raise CliError(
+            f"--direction: given {len(directions)} time(s) for {len(metrics)} --metric; give "
+            "one --direction per --metric, in the same order (or none: each metric's own), "
+            "e.g. --metric valid_accuracy --direction max --metric valid_loss --direction min"
+        )
+    if len(metrics) > 1 and scheduled:
+        raise CliError(
+            f"--metric: {strategy} stops members by one metric; several --metric (a Pareto "
+            "front) run with --strategy random, sobol, grid or bayes"
+        )
+    return metrics, directions
+
+
+def parse_constraint(text: str, scheduled: bool = False) -> tuple[str, str, float]:
+    """One ``--constraint``: ``METRIC<=BOUND`` or ``METRIC>=BOUND``, e.g. ``valid_loss<=0.5``.
+
+    Raises:
+      CliError: another form, a bound that is not a finite number, or a scheduled strategy.
+    """
+    if scheduled:
+        raise CliError("--constraint: runs with --strategy random, sobol, grid or bayes")
+    for operator in ("<=", ">="):
+        name, found, bound = text.partition(operator)
+        if found:
+            try:
+                value = float(bound)
+            except ValueError:
+                value = math.nan
+            if name.strip() and math.isfinite(value):
+                return name.strip(), operator, value
+            break
+    raise CliError(
+        f"--constraint {text!r}: write METRIC<=BOUND or METRIC>=BOUND with a finite bound, "
+        "e.g. --constraint 'valid_loss<=0.5'"
+    )
+
+
+def add_objective_flags(sweep: argparse.ArgumentParser) -> None:
+    """``--metric`` (repeatable), ``--direction`` (one per ``--metric``), ``--constraint``."""
+    sweep.add_argument("--metric", action="append", default=None,
+                       help="the metric to select on (default valid_accuracy or valid_mse); "
+                       "repeat for several objectives: a Pareto front (docs/multiobjective.md)")
+    sweep.add_argument("--direction", action="append", choices=("max", "min"), default=None,
+                       help="max or min per --metric, in the same order (default: the task's "
+                       "or the name's: loss/error-like names are minimized)")
+    sweep.add_argument("--constraint", action="append", default=None, metavar="METRIC<=BOUND",
+                       help="feasibility: a member breaking it is marked infeasible, never "
+                       "chosen; bayes learns to avoid it (repeatable; <= or >=)")
+
+
+def objective_fields(args: argparse.Namespace, scheduled: bool) -> dict[str, Any]:
+    """The :class:`SweepRequest` fields of :func:`add_objective_flags`' flags, checked."""
+    metrics, directions = objectives(args.metric, getattr(args, "direction", None),
+                                     args.strategy, scheduled)
+    constraints = tuple(parse_constraint(text, scheduled)
+                        for text in getattr(args, "constraint", None) or ())
+    return {"metric": metrics[0] if metrics else None, "metrics": metrics,
+            "directions": directions, "constraints": constraints}

@@ -69,8 +69,9 @@ def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str)
       hyperparameter that varies, log axes where the space is log, categorical ones as strip
       plots), ``parallel_coordinates.<fmt>`` (when
       the sweep has hyperparameters), ``best_so_far.<fmt>`` (the best metric among the first
-      *n* members: a strategy's progress) and ``learning_curves.<fmt>`` (when ``metric`` has
-      curves).
+      *n* members: a strategy's progress), ``learning_curves.<fmt>`` (when ``metric`` has
+      curves) and ``pareto.<fmt>`` (a multi-objective sweep: its first two metrics and the
+      Pareto front).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,8 @@ def write_figures(results: Results, out: Path, metric: str, mode: str, fmt: str)
     if any(metric in row.curves for row in results):
         paths.append(plot.save_figure(plot.learning_curves(results, metric, mode=mode),
                                       out / f"learning_curves.{fmt}"))
+    if len(results.metadata.get("metrics") or ()) > 1:
+        paths.append(plot.save_figure(plot.pareto_plot(results), out / f"pareto.{fmt}"))
     return paths
 
 

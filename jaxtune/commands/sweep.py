@@ -87,6 +87,11 @@ def _write_outputs(request: SweepRequest, plan: SweepPlan, results: Results) -> 
         print(shown.table(k=request.top, metric=metric, mode=mode))
     else:
         print(results.table(k=request.top, metric=metric, mode=mode))
+    if len(plan.metrics) > 1:
+        front = results.pareto_front()
+        over = ", ".join(f"{m} ({d})" for m, d in zip(plan.metrics, plan.modes, strict=True))
+        print(f"\nPareto front over {over}:")
+        print(front.table(k=max(len(front), 1), metric=metric, mode=mode))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
     if not request.no_plot:
         try:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax.scipy.special import ndtr
+from jax.scipy.special import log_ndtr, ndtr
 
 from jaxtune.strategies.gp import (
     GPParams,
@@ -33,13 +33,19 @@ __all__ = [
     "ACQUISITIONS",
     "BATCH_SCHEMES",
     "PROPOSERS",
+    "PROPOSE_CONSTRAINED",
     "AcquisitionSearch",
+    "ConstraintInputs",
     "ProposalInputs",
     "ProposalSettings",
     "expected_improvement",
+    "augmented_chebyshev",
     "is_duplicate",
     "log_expected_improvement",
+    "log_probability_of_feasibility",
     "maximize_acquisition",
+    "maximize_value",
+    "propose_constrained",
     "propose_believer",
     "propose_thompson",
     "snap",
@@ -363,3 +369,159 @@ PROPOSERS = {
     "kriging_believer": jax.jit(propose_believer, static_argnames=("settings",)),
     "thompson": jax.jit(propose_thompson, static_argnames=("settings",)),
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Several objectives and constraints: random scalarizations, constrained EI
+
+
+def augmented_chebyshev(objectives: Any, weights: Any, rho: float = 0.05) -> Any:
+    """ParEGO's scalarization (Knowles 2006) of losses normalized to ``[0, 1]``:
+    ``max_i w_i f_i + rho sum_i w_i f_i`` (lower is better; minimizers of it for all
+    weights cover the whole Pareto front, concave parts included).
+
+    Args:
+      objectives: ``[n, k]`` normalized losses (numpy or JAX; ``+inf`` stays ``+inf``).
+      weights: ``[k]`` non-negative weights summing to 1.
+      rho: the augmentation, which breaks ties between weakly dominated points.
+
+    Returns:
+      ``[n]`` scalarized losses.
+    """
+    weighted = objectives * weights
+    return weighted.max(axis=-1) + rho * weighted.sum(axis=-1)
+
+
+class ConstraintInputs(NamedTuple):
+    """Traced inputs of the constraints' GPs, one per constraint (leading axis ``c``, which
+    may be 0).
+
+    Attributes:
+      params: :class:`~jaxtune.strategies.gp.GPParams` with leaves stacked ``[c, ...]``.
+      y: ``[c, N]`` standardized violations, padded as :attr:`ProposalInputs.y`.
+      threshold: ``[c]`` the standardized violation 0 (feasible below it).
+    """
+
+    params: GPParams
+    y: jax.Array
+    threshold: jax.Array
+
+
+def log_probability_of_feasibility(
+    posteriors: Posterior, x_query: jax.Array, threshold: jax.Array
+) -> jax.Array:
+    """``sum_c log P(g_c(x) <= threshold_c)`` under independent GPs (``posteriors`` stacked
+    along a leading constraint axis): ``[m]``."""
+    mean, var = jax.vmap(predict, in_axes=(0, None))(posteriors, x_query)
+    z = (threshold[:, None] - mean) / jnp.sqrt(var)
+    return jnp.sum(log_ndtr(z), axis=0)
+
+
+def maximize_value(
+    value: Any, x: jax.Array, y: jax.Array, mask: jax.Array, key: jax.Array,
+    search: AcquisitionSearch, settings: ProposalSettings,
+) -> jax.Array:
+    """:func:`maximize_acquisition` for any ``value(points [m, dim]) -> [m]`` (larger is
+    better): scored starts, the best improved by projected Adam, snapped, not a duplicate of
+    a masked row of ``x``.
+
+    Returns:
+      ``[dim]`` the chosen point.
+    """
+    starts = snap(starting_points(key, x, y, mask, settings.num_restarts),
+                  search.centers, search.snapped)
+    start_values = value(starts)
+    start_values = jnp.where(jnp.isfinite(start_values), start_values, -1e300)
+    _, top = jax.lax.top_k(start_values, settings.num_ascent)
+    optimizer = optax.adam(search.learning_rate)
+
+    def step(carry: tuple[jax.Array, Any], _: None) -> tuple[tuple[jax.Array, Any], None]:
+        points, opt_state = carry
+        grads = jax.grad(lambda p: -jnp.sum(value(p)))(points)
+        grads = jnp.where(jnp.isfinite(grads), grads, 0.0)
+        updates, opt_state = optimizer.update(grads, opt_state, points)
+        return (jnp.clip(optax.apply_updates(points, updates), 0.0, 1.0), opt_state), None
+
+    initial = starts[top]
+    (moved, _), _ = jax.lax.scan(
+        step, (initial, optimizer.init(initial)), None, settings.num_steps
+    )
+    moved = snap(moved, search.centers, search.snapped)
+    moved_values = value(moved)
+    candidates = jnp.concatenate([starts, moved])
+    values = jnp.concatenate(
+        [start_values, jnp.where(jnp.isfinite(moved_values), moved_values, -1e300)]
+    )
+    values = jnp.where(is_duplicate(candidates, x, mask), -jnp.inf, values)
+    return candidates[jnp.argmax(values)]
+
+
+def propose_constrained(
+    inputs: ProposalInputs, constraints: ConstraintInputs, settings: ProposalSettings
+) -> jax.Array:
+    """EI for one or several targets, times the probability of feasibility, batch by the
+    kriging believer (Gardner et al. 2014; Gelbart et al. 2014; Knowles 2006).
+
+    ``inputs.params`` and ``inputs.y`` hold ``q`` targets stacked on a leading axis (``q``
+    random scalarizations of several objectives, or ``q = 1``): round ``i`` maximizes
+    ``log EI`` of target ``min(i, q - 1)`` below its best *feasible* observation, plus
+    ``log P(feasible)`` under the constraints' GPs (while no observation is feasible, the
+    probability alone; without constraints, EI alone). The chosen point is then added to every
+    GP (all targets and constraints) at its posterior mean before the next round.
+
+    Args:
+      inputs: the observations, the targets' stacked hyperparameters and ``[q, N]`` targets,
+        and the search values.
+      constraints: the constraints' GPs (``c = 0`` rows: no constraints).
+      settings: loop counts (the acquisition is always EI).
+
+    Returns:
+      ``[batch_bucket, dim]`` proposals; rows from ``num_rounds`` on are zero.
+    """
+    key, jitter = inputs.key, inputs.jitter
+    proposals = jnp.zeros((settings.batch_bucket, inputs.x.shape[1]), inputs.x.dtype)
+    condition_all = jax.vmap(condition, in_axes=(0, None, 0, None, None))
+    predict_all = jax.vmap(predict, in_axes=(0, None))
+    num_targets, constrained = inputs.y.shape[0], constraints.y.shape[0] > 0
+
+    def round_(i: jax.Array, carry: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        x, y, g, mask, proposals = carry
+        posteriors = condition_all(inputs.params, x, y, mask, jitter)
+        target = jnp.minimum(i, num_targets - 1)
+        posterior = jax.tree.map(lambda leaf: leaf[target], posteriors)
+        feasible = mask > 0
+        if constrained:
+            limits = condition_all(constraints.params, x, g, mask, jitter)
+            feasible &= jnp.all(g <= constraints.threshold[:, None], axis=0)
+        best = jnp.min(jnp.where(feasible, y[target], jnp.inf))
+
+        def value(points: jax.Array) -> jax.Array:
+            mean, var = predict(posterior, points)
+            log_ei = log_expected_improvement(mean, jnp.sqrt(var), best)
+            if not constrained:
+                return log_ei
+            log_pof = log_probability_of_feasibility(limits, points, constraints.threshold)
+            return jnp.where(jnp.isfinite(best), log_ei + log_pof, log_pof)
+
+        point = maximize_value(value, x, y[target], mask, jax.random.fold_in(key, i),
+                               inputs.search, settings)
+        slot = inputs.num_observed + i
+        fantasies, _ = predict_all(posteriors, point[None])
+        if constrained:
+            believed, _ = predict_all(limits, point[None])
+            g = g.at[:, slot].set(believed[:, 0])
+        return (
+            x.at[slot].set(point),
+            y.at[:, slot].set(fantasies[:, 0]),
+            g,
+            mask.at[slot].set(1.0),
+            proposals.at[i].set(point),
+        )
+
+    carry = (inputs.x, inputs.y, constraints.y, inputs.mask, proposals)
+    *_, proposals = jax.lax.fori_loop(0, inputs.num_rounds, round_, carry)
+    return proposals
+
+
+#: :func:`propose_constrained`, jitted (one compile per padded shapes and settings).
+PROPOSE_CONSTRAINED = jax.jit(propose_constrained, static_argnames=("settings",))

@@ -41,6 +41,16 @@ again (hyperparameters kept) before choosing the next, all inside one device loo
 sampling* draws ``q`` joint posterior samples over a shared candidate set and takes the
 minimizer of each (no repeats).
 
+**Several objectives and constraints**: told :class:`~jaxtune.contracts.Outcomes` (what
+:func:`jaxtune.tune` tells for ``metric=[...]`` or ``constraints=``), each ``ask`` draws one
+weight vector per point of the batch (uniform on the simplex) and scalarizes the objectives,
+each scaled to ``[0, 1]`` over the told values, by ParEGO's augmented Chebyshev function
+``max_i w_i f_i + 0.05 sum_i w_i f_i`` (Knowles 2006); a GP is fitted to each scalarization
+and to each constraint's violations, and one device program proposes the batch: point ``i``
+maximizes ``log EI`` of its scalarization below the best feasible value plus
+``log P(feasible)`` (constrained EI, Gardner et al. 2014), then joins every GP at its
+posterior mean (kriging believer) before the next.
+
 The first ``num_initial`` configs come from a scrambled Sobol sequence
 (:mod:`jaxtune.strategies.sobol`; uniform random points above ``MAX_SOBOL_DIM`` dimensions),
 as do all configs asked before any score was told.
@@ -65,15 +75,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import compile_cache
+from jaxtune import compile_cache, pareto
+from jaxtune.contracts import Outcomes
 from jaxtune.space import Choice, Int, Space
 from jaxtune.strategies.acquisitions import (
     ACQUISITIONS,
     BATCH_SCHEMES,
+    PROPOSE_CONSTRAINED,
     PROPOSERS,
     AcquisitionSearch,
+    ConstraintInputs,
     ProposalInputs,
     ProposalSettings,
+    augmented_chebyshev,
     expected_improvement,
     log_expected_improvement,
     upper_confidence_bound,
@@ -136,7 +150,10 @@ class BayesState(NamedTuple):
       key: the PRNG key given to ``init``; round keys are ``fold_in(key, num_asked)``.
       num_asked: how many configs have been asked so far.
       num_initial_asked: how many configs came from the initial (Sobol) design.
-      history: told configs (encoded, ``[num_told, dim]``) and their scores (``[num_told]``).
+      history: told configs (encoded, ``[num_told, dim]``) and their scores (``[num_told]``;
+        told :class:`~jaxtune.contracts.Outcomes`: :func:`jaxtune.pareto.summary_losses`).
+      outcomes: every told :class:`~jaxtune.contracts.Outcomes`, concatenated (``None`` while
+        only plain scores were told); when set, proposals are for the front and constraints.
     """
 
     space: Space
@@ -144,6 +161,7 @@ class BayesState(NamedTuple):
     num_asked: int
     num_initial_asked: int
     history: History
+    outcomes: Outcomes | None = None
 
 
 
@@ -342,7 +360,8 @@ def _ask(settings: _Settings, state: BayesState, num: int) -> tuple[list[Config]
         # The GP programs compile once per machine (a side effect on JAX's configuration
         # only: proposals are the same with or without the cache).
         compile_cache.ensure_compilation_cache()
-        parts.append(_model_points(settings, state, num - num_from_design))
+        propose = _model_points if state.outcomes is None else _outcome_points
+        parts.append(propose(settings, state, num - num_from_design))
     u = np.concatenate(parts) if parts else np.zeros((0, space.dim))
     new_state = state._replace(
         num_asked=state.num_asked + num,
@@ -352,7 +371,121 @@ def _ask(settings: _Settings, state: BayesState, num: int) -> tuple[list[Config]
 
 
 def _tell(state: BayesState, configs: list[Config], scores: Any) -> BayesState:
+    if isinstance(scores, Outcomes):
+        return _tell_outcomes(state, configs, scores)
+    if state.outcomes is not None:
+        raise ValueError("tell: this search was told Outcomes (several objectives or "
+                         "constraints) before; keep telling Outcomes, not plain scores.")
     return state._replace(history=append_history(state.history, state.space, configs, scores))
+
+
+# --------------------------------------------------------------------------------------------
+# Several objectives (ParEGO scalarizations) and constraints (constrained EI)
+
+#: The augmentation of :func:`~jaxtune.strategies.acquisitions.augmented_chebyshev`.
+CHEBYSHEV_RHO = 0.05
+
+
+def _tell_outcomes(state: BayesState, configs: list[Config], outcomes: Outcomes) -> BayesState:
+    """Appends told :class:`Outcomes`: NaN and -inf count as ``+inf`` (failed)."""
+    objectives = np.array(outcomes.objectives, np.float64).reshape(len(configs), -1)
+    violations = np.array(outcomes.violations, np.float64).reshape(len(configs), -1)
+    objectives[~np.isfinite(objectives)] = np.inf
+    violations[np.isnan(violations)] = np.inf
+    told = Outcomes(objectives, violations)
+    previous = state.outcomes
+    if previous is not None:
+        if previous.objectives.shape[1:] != objectives.shape[1:] or \
+                previous.violations.shape[1:] != violations.shape[1:]:
+            raise ValueError(
+                f"tell: Outcomes with {objectives.shape[1]} objectives and "
+                f"{violations.shape[1]} constraints, but earlier ones had "
+                f"{previous.objectives.shape[1]} and {previous.violations.shape[1]}."
+            )
+        told = Outcomes(np.concatenate([previous.objectives, objectives]),
+                        np.concatenate([previous.violations, violations]))
+    summary = pareto.summary_losses(objectives, Outcomes(objectives, violations).feasible)
+    history = append_history(state.history, state.space, configs, summary)
+    return state._replace(history=history, outcomes=told)
+
+
+def _normalized(objectives: np.ndarray) -> np.ndarray:
+    """Each objective scaled to ``[0, 1]`` over its finite values (``+inf`` kept)."""
+    finite = np.isfinite(objectives)
+    low = np.where(finite, objectives, np.inf).min(axis=0)
+    high = np.where(finite, objectives, -np.inf).max(axis=0)
+    low = np.where(np.isfinite(low), low, 0.0)
+    span = np.where(high > low, high - low, 1.0)
+    return np.where(finite, (objectives - low) / span, np.inf)
+
+
+def _standardized_violations(violations: np.ndarray) -> tuple[np.ndarray, float]:
+    """One constraint's violations on the GP's scale, and where its 0 (the bound) lies."""
+    finite = np.isfinite(violations)
+    if not finite.any():
+        return np.zeros_like(violations), 0.0
+    mean, std = violations[finite].mean(), violations[finite].std()
+    return standardize_scores(violations), float(-mean / (std if std > 0 else 1.0))
+
+
+def _targets(state: BayesState, keep: np.ndarray, num: int) -> list[np.ndarray]:
+    """The standardized objective (one) or one random scalarization per point (several)."""
+    objectives = state.outcomes.objectives[keep]
+    if objectives.shape[1] == 1:
+        return [standardize_scores(objectives[:, 0])]
+    key = jax.random.fold_in(jax.random.fold_in(state.key, 2), state.num_asked)
+    weights = np.asarray(jax.random.exponential(key, (num, objectives.shape[1])), np.float64)
+    weights /= weights.sum(axis=1, keepdims=True)
+    normalized = _normalized(objectives)
+    return [standardize_scores(augmented_chebyshev(normalized, w, CHEBYSHEV_RHO))
+            for w in weights]
+
+
+def _outcome_points(settings: _Settings, state: BayesState, num: int) -> np.ndarray:
+    """``[num, dim]`` points for told :class:`Outcomes`: one objective, or one random
+    scalarization per point of several, by EI (times the probability of feasibility with
+    constraints), in one device program (:func:`~jaxtune.strategies.acquisitions.
+    propose_constrained`)."""
+    keep = _observations_kept(state.history.scores, settings.max_observations)
+    x = state.history.encoded[keep]
+    key = jax.random.fold_in(jax.random.fold_in(state.key, 3), state.num_asked)
+    fit_key, propose_key = jax.random.split(key)
+    limits = [_standardized_violations(column) for column in state.outcomes.violations[keep].T]
+    ys = [*_targets(state, keep, num), *(g for g, _ in limits)]
+    fitted = [
+        fit_gp(x, y, jax.random.fold_in(fit_key, index), num_restarts=settings.fit_restarts,
+               num_steps=settings.fit_steps, learning_rate=settings.fit_learning_rate,
+               jitter=settings.jitter)[0]
+        for index, y in enumerate(ys)
+    ]
+    num_targets = len(ys) - len(limits)
+    proposal = ProposalSettings("ei", bucket(num, 4), settings.num_restarts,
+                                settings.num_ascent, settings.acquisition_steps)
+    rows = bucket(len(x) + proposal.batch_bucket)
+    padded = np.stack([pad(x, y, rows)[1] for y in ys]) if ys else np.zeros((0, rows))
+    x_padded, _, mask = pad(x, np.zeros(len(x)), rows)
+    centers, snapped = _snap_tables(state.space)
+    with gp_precision(rows):
+        def stacked(params: list[Any]) -> GPParams:
+            dim = x.shape[1]
+            if not params:
+                return GPParams(jnp.zeros((0, dim)), jnp.zeros((0,)), jnp.zeros((0,)))
+            return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(v) for v in leaves]),
+                                *params)
+
+        search = AcquisitionSearch(
+            jnp.asarray(settings.beta, jnp.float64),
+            jnp.asarray(settings.acquisition_learning_rate, jnp.float64),
+            jnp.asarray(centers), jnp.asarray(snapped))
+        inputs = ProposalInputs(stacked(fitted[:num_targets]), jnp.asarray(x_padded),
+                                jnp.asarray(padded[:num_targets]), jnp.asarray(mask),
+                                jnp.asarray(len(x)), jnp.asarray(num), propose_key,
+                                jnp.asarray(settings.jitter, jnp.float64), search)
+        constraints = ConstraintInputs(stacked(fitted[num_targets:]),
+                                       jnp.asarray(padded[num_targets:]),
+                                       jnp.asarray([t for _, t in limits], jnp.float64))
+        proposals = PROPOSE_CONSTRAINED(inputs, constraints, proposal)
+        return np.clip(np.asarray(proposals, np.float64)[:num], 0.0, 1.0)
 
 
 def bayes_search(
@@ -422,4 +555,5 @@ def bayes_search(
         acquisition_steps, acquisition_learning_rate, fit_restarts, fit_steps,
         fit_learning_rate, jitter, max_observations
     )  # fmt: skip
-    return Strategy(_init, functools.partial(_ask, _checked(settings)), _tell)
+    return Strategy(_init, functools.partial(_ask, _checked(settings)), _tell,
+                    accepts_outcomes=True)
