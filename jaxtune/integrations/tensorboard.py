@@ -27,13 +27,16 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxtune.contracts import SegmentReport
+from jaxtune.member_result import MemberResult
+from jaxtune.progress import MemberPoint, MemberPoints
 from jaxtune.results import Results
 
-__all__ = ["write_tensorboard"]
+__all__ = ["TensorBoardLogger", "write_tensorboard"]
 
 _INSTALL_HINT = "pip install jaxtune[integrations]"
 _PLUGIN_NAME = "hparams"
@@ -153,6 +156,57 @@ def _session_end(status: str) -> Any:
     return _summary(_SESSION_END_TAG, content)
 
 
+def _member_hparams(row: MemberResult, with_fold: bool) -> dict[str, Any]:
+    """The member's HParams session values: its config plus seed, static group, status, fold."""
+    hparam_dict = {name: _hparam_value(value) for name, value in row.config.items()}
+    hparam_dict.update(seed=row.seed, static_group=row.static_group, status=row.status)
+    if with_fold:
+        hparam_dict["fold"] = -1 if row.fold is None else row.fold
+    return hparam_dict
+
+
+def _write_members(tensorboardx: Any, logdir: Path, rows: Sequence[MemberResult],
+                   curves_from: Callable[[int], int]) -> None:
+    """Each member's run: curve points after step ``curves_from(member_id)``, final metrics,
+    schedule scalars and HParams session; then the root experiment."""
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    with_fold = any(row.fold is not None for row in rows)
+    domains: dict[str, list[Any]] = {}
+    metric_tags: dict[str, None] = {}
+    for row in rows:
+        hparam_dict = _member_hparams(row, with_fold)
+        for name, value in hparam_dict.items():
+            domains.setdefault(name, []).append(value)
+        final_step = row.curve_steps[-1] if row.curve_steps else 0
+        metric_dict = {f"final/{name}": value for name, value in row.metrics.items()}
+        metric_tags.update(dict.fromkeys(metric_dict))
+        after = curves_from(row.member_id)
+        with (
+            tensorboardx.SummaryWriter(logdir=str(logdir / _run_name(row.member_id))) as writer,
+            _quiet_nan_warnings(),
+        ):
+            for name, values in row.curves.items():
+                for step, value in zip(row.curve_steps, values, strict=True):
+                    if step > after:
+                        writer.add_scalar(name, value, global_step=step)
+            for tag, value in metric_dict.items():
+                writer.add_scalar(tag, value, global_step=final_step)
+            if after == 0:  # a live logger wrote the schedule as it changed
+                for tag, step, value in _schedule_scalars(row.hp_schedule):
+                    writer.add_scalar(tag, value, global_step=step)
+            _, session_start, _ = hparams_summaries(hparam_dict, metric_dict)
+            writer.file_writer.add_summary(session_start)
+            writer.file_writer.add_summary(_session_end(row.status))
+    with tensorboardx.SummaryWriter(logdir=str(logdir)) as root:
+        root.file_writer.add_summary(_experiment(domains, sorted(metric_tags)))
+
+
+def _check_results(results: Any) -> None:
+    if not isinstance(results, Results):
+        raise TypeError(f"results must be jaxtune Results, got {type(results).__name__}")
+
+
 def write_tensorboard(results: Results, logdir: str | os.PathLike[str]) -> Path:
     """Writes a sweep as TensorBoard event files: one run per member, plus the HParams view.
 
@@ -183,39 +237,101 @@ def write_tensorboard(results: Results, logdir: str | os.PathLike[str]) -> Path:
       >>> # tensorboard --logdir runs/tb
     """
     tensorboardx = _tensorboardx()
-    from tensorboardX.summary import hparams as hparams_summaries
-
-    if not isinstance(results, Results):
-        raise TypeError(f"results must be jaxtune Results, got {type(results).__name__}")
+    _check_results(results)
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    with_fold = any(row.fold is not None for row in results)
-    domains: dict[str, list[Any]] = {}
-    metric_tags: dict[str, None] = {}
-    for row in results:
-        hparam_dict = {name: _hparam_value(value) for name, value in row.config.items()}
-        hparam_dict.update(seed=row.seed, static_group=row.static_group, status=row.status)
-        if with_fold:
-            hparam_dict["fold"] = -1 if row.fold is None else row.fold
-        for name, value in hparam_dict.items():
-            domains.setdefault(name, []).append(value)
-        final_step = row.curve_steps[-1] if row.curve_steps else 0
-        metric_dict = {f"final/{name}": value for name, value in row.metrics.items()}
-        metric_tags.update(dict.fromkeys(metric_dict))
-        with (
-            tensorboardx.SummaryWriter(logdir=str(logdir / _run_name(row.member_id))) as writer,
-            _quiet_nan_warnings(),
-        ):
-            for name, values in row.curves.items():
-                for step, value in zip(row.curve_steps, values, strict=True):
-                    writer.add_scalar(name, value, global_step=step)
-            for tag, value in metric_dict.items():
-                writer.add_scalar(tag, value, global_step=final_step)
-            for tag, step, value in _schedule_scalars(row.hp_schedule):
-                writer.add_scalar(tag, value, global_step=step)
-            _, session_start, _ = hparams_summaries(hparam_dict, metric_dict)
-            writer.file_writer.add_summary(session_start)
-            writer.file_writer.add_summary(_session_end(row.status))
-    with tensorboardx.SummaryWriter(logdir=str(logdir)) as root:
-        root.file_writer.add_summary(_experiment(domains, sorted(metric_tags)))
+    _write_members(tensorboardx, logdir, list(results), lambda member_id: 0)
     return logdir
+
+
+class TensorBoardLogger:
+    """Event files written *while* a sweep runs: an ``on_segment`` callback.
+
+    After every segment, each member with new values gets them as scalars in its run
+    (``member_<id>``, tag = the metric's name, step = its training step; values are attributed
+    by :class:`~jaxtune.progress.MemberPoints`, so refilled slots never mix members), a member
+    whose values a scheduler changed gets ``hparams/<name>`` at that step, and every writer it
+    touched is flushed, so ``tensorboard --logdir`` shows the sweep as it trains. A member's
+    writer is closed when it leaves training. :meth:`finish` then writes what only the end
+    knows, as :func:`write_tensorboard` does: final metrics, HParams sessions and experiment
+    (and the curves of members no report showed, e.g. restored by a resume).
+
+    Args:
+      logdir: the folder (created if needed); use a fresh one per sweep.
+
+    Raises:
+      ImportError: tensorboardX is not installed.
+
+    Example:
+      >>> logger = TensorBoardLogger("runs/live")                       # doctest: +SKIP
+      >>> results = jt.tune(task, split, space, ..., on_segment=logger)  # doctest: +SKIP
+      >>> logger.finish(results)                                         # doctest: +SKIP
+    """
+
+    def __init__(self, logdir: str | os.PathLike[str]) -> None:
+        self._tensorboardx = _tensorboardx()
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.points = MemberPoints()
+        self._writers: dict[int, Any] = {}
+        self._configs: dict[int, dict[str, Any]] = {}
+        self._steps: dict[int, int] = {}
+        self._changed: set[int] = set()
+
+    def _writer(self, member_id: int) -> Any:
+        if member_id not in self._writers:
+            self._writers[member_id] = self._tensorboardx.SummaryWriter(
+                logdir=str(self.logdir / _run_name(member_id)))
+        return self._writers[member_id]
+
+    def __call__(self, report: SegmentReport) -> None:
+        """Writes the report's new values and flushes."""
+        touched = set()
+        with _quiet_nan_warnings():
+            for point in self.points.update(report):
+                if point.metrics or point.config:
+                    writer = self._writer(point.member_id)
+                    touched.add(point.member_id)
+                    for name, value in point.metrics.items():
+                        writer.add_scalar(name, value, global_step=point.step)
+                    self._log_config(writer, point)
+                if point.status != "running" and point.member_id in self._writers:
+                    self._writers.pop(point.member_id).close()
+                    touched.discard(point.member_id)
+        for member_id in touched:
+            self._writers[member_id].flush()
+
+    def _log_config(self, writer: Any, point: MemberPoint) -> None:
+        """``hparams/<name>`` where a member's values changed (PBT): the change comes in the
+        first report after it, so it is logged at the member's previous step; the first change
+        also logs the first values at step 0 (as :func:`write_tensorboard` does)."""
+        before, since = self._configs.get(point.member_id), self._steps.get(point.member_id, 0)
+        if point.metrics:
+            self._steps[point.member_id] = point.step
+        if not point.config or before == point.config:
+            return
+        self._configs[point.member_id] = dict(point.config)
+        if before is None:
+            return
+        changes = [{"step": since, "config": point.config}]
+        if point.member_id not in self._changed:
+            self._changed.add(point.member_id)
+            changes.insert(0, {"step": 0, "config": before})
+        for tag, step, value in _schedule_scalars(changes):
+            writer.add_scalar(tag, value, global_step=step)
+
+    def finish(self, results: Results | None = None) -> Path:
+        """Closes every writer; with ``results``, writes final metrics, HParams sessions and the
+        experiment (curve points past what the reports showed, too). Returns ``logdir``.
+
+        Raises:
+          TypeError: ``results`` is not a :class:`~jaxtune.results.Results`.
+        """
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        if results is not None:
+            _check_results(results)
+            _write_members(self._tensorboardx, self.logdir, list(results),
+                           self.points.logged_step)
+        return self.logdir

@@ -1,0 +1,163 @@
+"""Live tracking: segment reports attributed to members, TensorBoard event files written while
+the sweep runs (read back from the next segment's callback), and the MLflow bridge (a local
+folder store in a tmp dir).
+
+One engine run (early stopping on wine: slots are refilled, so attribution matters) feeds all
+three; it has the shapes of tests/test_stopping.py's run, so a worker that ran both compiles
+once.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboardX.proto.event_pb2 import Event
+
+import jaxtune as jt
+from jaxtune.contracts import SegmentReport
+from jaxtune.integrations import TensorBoardLogger
+from jaxtune.progress import MemberPoints, chain
+
+
+def _scalars(run: Path) -> dict[str, dict[int, float]]:
+    """Scalars (tag -> step -> value) of every event file of a run folder (TFRecord records:
+    [uint64 length][uint32 crc][data][uint32 crc])."""
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(run.glob("events.out.tfevents.*")):
+        data, position = path.read_bytes(), 0
+        while position + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[position:position + 8])
+            event = Event.FromString(data[position + 12:position + 12 + length])
+            position += 16 + length
+            for value in event.summary.value:
+                if value.WhichOneof("value") == "simple_value":
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def _report(ids, steps, statuses, loss, group_index=0):
+    return SegmentReport("g", group_index, 1, max(steps), 30, len(ids), len(ids), 0,
+                         {"valid_loss": np.asarray(loss, np.float32)}, 0, ids,
+                         [{"learning_rate": 0.1 * (i + 1)} for i in ids], np.asarray(steps),
+                         statuses)
+
+
+def test_member_points_attribute_refilled_slots():
+    points = MemberPoints()
+    first = points.update(_report([0, 1], [10, 10], ["running", "running"], [1.0, 2.0]))
+    assert [(p.member_id, p.step, p.metrics["valid_loss"]) for p in first] == [(0, 10, 1.0),
+                                                                               (1, 10, 2.0)]
+    # Slot 1 was refilled with member 2 (member 1 left while running: stopped); member 0's
+    # slot has new values.
+    second = points.update(_report([0, 2], [20, 10], ["running", "running"], [0.5, 3.0]))
+    assert [(p.member_id, p.step, p.status, dict(p.metrics)) for p in second] == [
+        (1, 10, "stopped", {}), (0, 20, "running", {"valid_loss": 0.5}),
+        (2, 10, "running", {"valid_loss": 3.0})]
+    # Member 0 completes; later reports repeat its slot's values: nothing new for it.
+    points.update(_report([0, 2], [30, 20], ["completed", "running"], [0.4, 2.0]))
+    fourth = points.update(_report([0, 2], [30, 30], ["completed", "completed"], [0.4, 1.0]))
+    assert [p.member_id for p in fourth] == [2]
+    with pytest.raises(ValueError, match="member_ids"):
+        points.update(SegmentReport("g", 0, 1, 10, 30, 1, 1, 0, {"valid_loss": np.ones(1)}))
+    with pytest.raises(TypeError, match="callable"):
+        chain(print, 3)
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory):
+    """An early-stopping sweep on wine feeding the TensorBoard logger, a probe that reads the
+    event files back after every segment, and (when installed) the MLflow logger."""
+    root = tmp_path_factory.mktemp("tracking")
+    split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
+    task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
+    space = jt.Space({"learning_rate": jt.Float(1e-5, 1.0, log=True),
+                      "optimizer": jt.Fixed("sgd")})
+    tensorboard = TensorBoardLogger(root / "tb")
+    reports, read_back = [], []
+
+    def probe(report):
+        # Runs after the TensorBoard logger for the same report: what it flushed is on disk.
+        reports.append(report)
+        seen = {}
+        for slot, member in enumerate(report.member_ids):
+            scalars = _scalars(root / "tb" / f"member_{member:05d}")
+            step = int(report.member_step[slot])
+            seen[member] = scalars.get("valid_loss", {}).get(step)
+        read_back.append(seen)
+
+    mlflow_logger, env = None, pytest.MonkeyPatch()
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        from jaxtune.integrations.mlflow import MLflowLogger
+
+        env.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: folder stores are opt-in
+        mlflow_logger = MLflowLogger("wine", tracking_uri=(root / "mlruns").as_uri())
+    results = jt.run_early_stopping(
+        task, split, space, rule="median", population_size=6, num_configs=12, num_steps=60,
+        steps_per_segment=10, grace_steps=10, min_samples=3, batch_size=None,
+        metric="valid_loss", seed=0, on_segment=chain(tensorboard, probe, mlflow_logger))
+    tensorboard.finish(results)
+    run_ids = mlflow_logger.finish(results) if mlflow_logger is not None else None
+    yield results, reports, read_back, root, mlflow_logger, run_ids
+    env.undo()
+
+
+def test_reports_carry_member_ids_and_configs(live_run):
+    results, reports, *_ = live_run
+    rows = {row.member_id: row for row in results}
+    checked = 0
+    for report in reports:
+        assert len(report.member_ids) == len(report.configs) == report.num_members
+        for slot, member in enumerate(report.member_ids):
+            row, step = rows[member], int(report.member_step[slot])
+            assert report.configs[slot] == row.config
+            if step in row.curve_steps:
+                value = row.curves["valid_loss"][row.curve_steps.index(step)]
+                assert report.metrics["valid_loss"][slot] == pytest.approx(value, rel=0, abs=0)
+                checked += 1
+    # Refilled slots: every member of the results was reported, more members than slots.
+    assert {m for r in reports for m in r.member_ids} == set(rows) and len(rows) == 12
+    assert checked >= sum(len(row.curve_steps) for row in results)
+
+
+def test_tensorboard_is_written_while_the_sweep_runs(live_run):
+    results, reports, read_back, root, *_ = live_run
+    # Each report's values were on disk when the callback after the logger read them.
+    for report, seen in zip(reports, read_back, strict=True):
+        for slot, member in enumerate(report.member_ids):
+            assert seen[member] == pytest.approx(float(report.metrics["valid_loss"][slot]))
+    # After finish: every member's run holds exactly its curve (each point once) and finals.
+    for row in results:
+        scalars = _scalars(root / "tb" / f"member_{row.member_id:05d}")
+        assert scalars["valid_loss"] == pytest.approx(
+            dict(zip(row.curve_steps, row.curves["valid_loss"], strict=True)))
+        assert set(scalars["final/valid_loss"]) == {row.curve_steps[-1]}
+
+
+def test_mlflow_logs_one_run_per_member(live_run):
+    results, _, _, _, logger, run_ids = live_run
+    if logger is None:
+        pytest.skip("mlflow-skinny is not installed (pip install jaxtune[mlflow])")
+    client = logger.client
+    assert set(run_ids) == {row.member_id for row in results}
+    expected_status = {"completed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED"}
+    statuses = set()
+    for row in results:
+        run = client.get_run(run_ids[row.member_id])
+        assert run.info.run_name == f"member_{row.member_id:05d}"
+        assert float(run.data.params["learning_rate"]) == row.config["learning_rate"]
+        assert run.data.params["optimizer"] == "sgd"
+        assert run.data.tags["jaxtune.status"] == row.status
+        assert run.info.status == expected_status[row.status]
+        history = client.get_metric_history(run.info.run_id, "valid_loss")
+        assert [m.step for m in history] == row.curve_steps
+        assert [m.value for m in history] == pytest.approx(row.curves["valid_loss"])
+        assert run.data.metrics["final/valid_loss"] == pytest.approx(row.metrics["valid_loss"])
+        statuses.add(row.status)
+    assert statuses == {"completed", "stopped"}
