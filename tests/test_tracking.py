@@ -1,10 +1,9 @@
-"""Live tracking: segment reports attributed to members, TensorBoard event files written while
-the sweep runs (read back from the next segment's callback), and the MLflow bridge (a local
-folder store in a tmp dir).
+"""Live tracking, and early stopping end to end: segment reports attributed to members,
+TensorBoard event files written while the sweep runs (read back by the callback after the
+logger), and the MLflow bridge (a local folder store in a tmp dir).
 
 One engine run (early stopping on wine: slots are refilled, so attribution matters) feeds all
-three; it has the shapes of tests/test_stopping.py's run, so a worker that ran both compiles
-once.
+three and is also the end-to-end check of :func:`jaxtune.run_early_stopping`.
 """
 
 from __future__ import annotations
@@ -106,6 +105,30 @@ def live_run(tmp_path_factory):
     run_ids = mlflow_logger.finish(results) if mlflow_logger is not None else None
     yield results, reports, read_back, root, mlflow_logger, run_ids
     env.undo()
+
+
+def test_early_stopping_stops_bad_learning_rates_early(live_run):
+    results = live_run[0]
+    rows = list(results)
+    assert len(rows) == 12 and results.metadata["scheduler"]["kind"] == "median"
+    stopped = results.filter(status="stopped")
+    kept = [r for r in rows if r.status == "completed"]
+    assert len(stopped) > 0 and len(kept) > 0
+    assert all(r.curve_steps[-1] < 60 for r in stopped)
+    assert all(r.curve_steps[-1] == 60 for r in kept)
+    # Plain SGD on wine: learning rates >= 0.05 train fast and are never stopped; those below
+    # 1e-3 barely move and spend far fewer steps (one may survive: a member's random start
+    # counts, and after the first refills fewer than min_samples others reach its step).
+    lrs = np.array([r.config["learning_rate"] for r in rows])
+    steps = np.array([r.curve_steps[-1] for r in rows])
+    assert np.any(lrs >= 0.05) and all(r.status == "completed" for r in rows
+                                       if r.config["learning_rate"] >= 0.05)
+    assert steps[lrs < 1e-3].mean() < 0.5 * steps[lrs >= 0.05].mean()
+    assert all(r.config["learning_rate"] < 0.05 for r in stopped)
+    assert results.metadata["member_steps"] == sum(r.curve_steps[-1] for r in rows) < 12 * 60
+    assert results.metadata["num_segment_compilations"] <= 1  # refills never recompile
+    best = results.filter(status="completed").best("valid_loss", "min")
+    assert "test_loss" in best.metrics  # the best completed member kept its slot
 
 
 def test_reports_carry_member_ids_and_configs(live_run):

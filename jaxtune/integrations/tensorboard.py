@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,31 @@ def write_tensorboard(results: Results, logdir: str | os.PathLike[str]) -> Path:
     return logdir
 
 
+class _LiveWriter:
+    """One run's event file, written synchronously: tensorboardX's ``SummaryWriter`` queues
+    events for a background thread and its ``flush`` does not wait for the queue, so a reader
+    could miss the last segment; this writes each record before returning. Its file name ends
+    in ``.live`` (a later ``SummaryWriter`` in the same folder and second never collides)."""
+
+    def __init__(self, run: Path) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+
+        self._events = EventsWriter(str(run / "events"), filename_suffix=".live")
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+        self._events.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def flush(self) -> None:
+        self._events.flush()
+
+    def close(self) -> None:
+        self._events.close()
+
+
 class TensorBoardLogger:
     """Event files written *while* a sweep runs: an ``on_segment`` callback.
 
@@ -273,31 +299,31 @@ class TensorBoardLogger:
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.points = MemberPoints()
-        self._writers: dict[int, Any] = {}
+        self._writers: dict[int, _LiveWriter] = {}
         self._configs: dict[int, dict[str, Any]] = {}
         self._steps: dict[int, int] = {}
         self._changed: set[int] = set()
 
-    def _writer(self, member_id: int) -> Any:
+    def _writer(self, member_id: int) -> _LiveWriter:
         if member_id not in self._writers:
-            self._writers[member_id] = self._tensorboardx.SummaryWriter(
-                logdir=str(self.logdir / _run_name(member_id)))
+            run = self.logdir / _run_name(member_id)
+            run.mkdir(parents=True, exist_ok=True)
+            self._writers[member_id] = _LiveWriter(run)
         return self._writers[member_id]
 
     def __call__(self, report: SegmentReport) -> None:
-        """Writes the report's new values and flushes."""
+        """Writes the report's new values and flushes them to disk."""
         touched = set()
-        with _quiet_nan_warnings():
-            for point in self.points.update(report):
-                if point.metrics or point.config:
-                    writer = self._writer(point.member_id)
-                    touched.add(point.member_id)
-                    for name, value in point.metrics.items():
-                        writer.add_scalar(name, value, global_step=point.step)
-                    self._log_config(writer, point)
-                if point.status != "running" and point.member_id in self._writers:
-                    self._writers.pop(point.member_id).close()
-                    touched.discard(point.member_id)
+        for point in self.points.update(report):
+            if point.metrics or point.config:
+                writer = self._writer(point.member_id)
+                touched.add(point.member_id)
+                for name, value in point.metrics.items():
+                    writer.add_scalar(name, value, point.step)
+                self._log_config(writer, point)
+            if point.status != "running" and point.member_id in self._writers:
+                self._writers.pop(point.member_id).close()
+                touched.discard(point.member_id)
         for member_id in touched:
             self._writers[member_id].flush()
 
@@ -318,7 +344,7 @@ class TensorBoardLogger:
             self._changed.add(point.member_id)
             changes.insert(0, {"step": 0, "config": before})
         for tag, step, value in _schedule_scalars(changes):
-            writer.add_scalar(tag, value, global_step=step)
+            writer.add_scalar(tag, value, step)
 
     def finish(self, results: Results | None = None) -> Path:
         """Closes every writer; with ``results``, writes final metrics, HParams sessions and the
