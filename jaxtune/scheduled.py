@@ -6,8 +6,8 @@ once with :func:`jaxtune.engine.run`: the population keeps its size, the schedul
 its slots hold between segments.
 
 * :func:`run_halving`: asynchronous successive halving (ASHA) or Hyperband.
-* :func:`run_pbt`: population-based training; the settings a replay needs go into
-  ``metadata["pbt"]``.
+* :func:`run_pbt`: population-based training (``explore="pb2"``: PB2); the settings a replay
+  needs go into ``metadata["pbt"]``.
 * :func:`replay_pbt_member` and :func:`lineage`: re-train one PBT member from its records.
 * :func:`run_early_stopping`: the median stopping rule or patience
   (:mod:`jaxtune.strategies.stopping`), refilling stopped slots until ``num_configs`` started.
@@ -40,6 +40,7 @@ from jaxtune.results import MemberResult, Results
 from jaxtune.space import Space
 from jaxtune.strategies.base import Strategy, check_int_at_least
 from jaxtune.strategies.halving import hyperband, successive_halving
+from jaxtune.strategies.pb2 import pb2
 from jaxtune.strategies.pbt import pbt
 from jaxtune.strategies.random import random_search
 from jaxtune.strategies.stopping import median_stopping, patience_stopping
@@ -253,28 +254,15 @@ def run_early_stopping(
 
 
 def run_pbt(
-    task: Task,
-    split: Split,
-    space: Space,
-    strategy: Strategy | None = None,
-    *,
-    population_size: int,
-    num_steps: int | None = None,
-    interval_segments: int = 1,
-    fraction: float = 0.25,
-    perturb: Sequence[float] = (0.8, 1.2),
-    resample_probability: float = 0.25,
-    metric: str | None = None,
-    mode: str | None = None,
-    seed: int = 0,
-    batch_size: int | None = 128,
-    steps_per_segment: int = 50,
-    options: EngineOptions | None = None,
-    engine_options: Mapping[str, Any] | None = None,
-    return_params: bool = False,
+    task: Task, split: Split, space: Space, strategy: Strategy | None = None, *,
+    population_size: int, num_steps: int | None = None, interval_segments: int = 1,
+    fraction: float = 0.25, perturb: Sequence[float] = (0.8, 1.2),
+    resample_probability: float = 0.25, explore: str = "perturb", metric: str | None = None,
+    mode: str | None = None, seed: int = 0, batch_size: int | None = 128,
+    steps_per_segment: int = 50, options: EngineOptions | None = None,
+    engine_options: Mapping[str, Any] | None = None, return_params: bool = False,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
-    on_restore: Callable[[int], None] | None = None,
-    checkpoint: Any = None,
+    on_restore: Callable[[int], None] | None = None, checkpoint: Any = None,
     resume: bool = False,
 ) -> Results | tuple[Results, list[Any]]:
     """Trains ``population_size`` members with PBT in one engine run.
@@ -295,6 +283,9 @@ def run_pbt(
       fraction: truncation fraction.
       perturb: multiplicative explore factors.
       resample_probability: probability of resampling a value instead of perturbing it.
+      explore: ``"perturb"`` (PBT: perturb or resample) or ``"pb2"`` (PB2: new numeric
+        dynamic values by a GP bandit, :mod:`jaxtune.strategies.pb2`; ``perturb`` and
+        ``resample_probability`` are then unused). The recorded schedule replays either way.
       metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
         :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
       seed: the sweep seed.
@@ -307,6 +298,8 @@ def run_pbt(
       :class:`~jaxtune.results.Results`, one row per member with its ``hp_schedule``; with
       ``return_params``, ``(results, params)`` with ``params[i]`` the parameters of row ``i``.
     """
+    if explore not in ("perturb", "pb2"):
+        raise ValueError(f"explore={explore!r} must be 'perturb' (PBT) or 'pb2' (PB2).")
     seed, metric, mode = _sweep_checks(task, split, seed, population_size, 2, metric, mode)
     train_options, run = drivers.engine_call(
         options, engine_options, on_segment=on_segment, on_restore=on_restore,
@@ -316,10 +309,10 @@ def run_pbt(
     strategy = strategy if strategy is not None else random_search()
     configs = initial_population(strategy, space, seed, population_size)
     settings = {"interval_segments": interval_segments, "fraction": fraction,
-                "perturb": list(perturb), "resample_probability": resample_probability}
-    scheduler = pbt(space, interval_segments=interval_segments, fraction=fraction,
-                    perturb=perturb, resample_probability=resample_probability, metric=metric,
-                    mode=mode, key=jax.random.fold_in(jax.random.PRNGKey(seed), PBT_STREAM))
+                "perturb": list(perturb), "resample_probability": resample_probability,
+                "explore": explore}
+    scheduler = _pbt_scheduler(space, settings, metric, mode,
+                               jax.random.fold_in(jax.random.PRNGKey(seed), PBT_STREAM))
     run["hooks"] = run["hooks"]._replace(scheduler=scheduler)
     results, params = engine.run(task, configs, split, train_options, seed=seed,
                                  keep_params=True, **run)
@@ -330,6 +323,18 @@ def run_pbt(
         **settings})
     results = Results(list(results), metadata)
     return (results, params) if return_params else results
+
+
+def _pbt_scheduler(space: Space, settings: Mapping[str, Any], metric: str, mode: str,
+                   key: jax.Array) -> Scheduler:
+    """The scheduler of :func:`run_pbt`: PBT's or PB2's explore step."""
+    if settings["explore"] == "pb2":
+        return pb2(space, interval_segments=settings["interval_segments"],
+                   fraction=settings["fraction"], metric=metric, mode=mode, key=key)
+    return pbt(space, interval_segments=settings["interval_segments"],
+               fraction=settings["fraction"], perturb=settings["perturb"],
+               resample_probability=settings["resample_probability"], metric=metric, mode=mode,
+               key=key)
 
 
 def lineage(results: Results, member_id: int) -> dict[int, int]:
@@ -381,7 +386,7 @@ def _first_config(row: MemberResult) -> Config:
 
 #: What ``metadata["pbt"]`` holds besides engine options (the replay drops them).
 _PBT_SETTINGS = ("population_size", "interval_segments", "fraction", "perturb",
-                 "resample_probability", "pad_to")
+                 "resample_probability", "explore", "pad_to")
 #: How a run was run, never part of a replay (older results may have stored ``checkpoint``).
 _CALL_ONLY = ("checkpoint", "resume", "on_segment")
 

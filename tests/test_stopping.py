@@ -297,3 +297,9 @@ def test_pb2_proposals_stay_in_bounds_and_follow_a_clear_signal():
         pb2(jt.Space({"act": jt.Choice(["relu", "tanh"])}), key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="fraction"):
         pb2(PB2_SPACE, fraction=0.6, key=jax.random.PRNGKey(0))
+
+
+def test_run_pbt_refuses_an_unknown_explore_before_compiling(wine):
+    task, split, space = wine
+    with pytest.raises(ValueError, match="explore"):
+        jt.run_pbt(task, split, space, population_size=4, num_steps=20, explore="bandit")
