@@ -65,15 +65,26 @@ def test_member_points_attribute_refilled_slots():
         chain(print, 3)
 
 
+WINE_RUN = dict(rule="median", population_size=6, num_configs=12, num_steps=60,
+                steps_per_segment=10, grace_steps=10, min_samples=3, batch_size=None,
+                metric="valid_loss", seed=0)
+
+
 @pytest.fixture(scope="module")
-def live_run(tmp_path_factory):
-    """An early-stopping sweep on wine feeding the TensorBoard logger, a probe that reads the
-    event files back after every segment, and (when installed) the MLflow logger."""
-    root = tmp_path_factory.mktemp("tracking")
+def wine():
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
     task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
     space = jt.Space({"learning_rate": jt.Float(1e-5, 1.0, log=True),
                       "optimizer": jt.Fixed("sgd")})
+    return task, split, space
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory, wine):
+    """An early-stopping sweep on wine feeding the TensorBoard logger, a probe that reads the
+    event files back after every segment, and (when installed) the MLflow logger."""
+    root = tmp_path_factory.mktemp("tracking")
+    task, split, space = wine
     tensorboard = TensorBoardLogger(root / "tb")
     reports, read_back = [], []
 
@@ -97,10 +108,8 @@ def live_run(tmp_path_factory):
 
         env.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: folder stores are opt-in
         mlflow_logger = MLflowLogger("wine", tracking_uri=(root / "mlruns").as_uri())
-    results = jt.run_early_stopping(
-        task, split, space, rule="median", population_size=6, num_configs=12, num_steps=60,
-        steps_per_segment=10, grace_steps=10, min_samples=3, batch_size=None,
-        metric="valid_loss", seed=0, on_segment=chain(tensorboard, probe, mlflow_logger))
+    results = jt.run_early_stopping(task, split, space, **WINE_RUN,
+                                    on_segment=chain(tensorboard, probe, mlflow_logger))
     tensorboard.finish(results)
     run_ids = mlflow_logger.finish(results) if mlflow_logger is not None else None
     yield results, reports, read_back, root, mlflow_logger, run_ids
@@ -129,6 +138,35 @@ def test_early_stopping_stops_bad_learning_rates_early(live_run):
     assert results.metadata["num_segment_compilations"] <= 1  # refills never recompile
     best = results.filter(status="completed").best("valid_loss", "min")
     assert "test_loss" in best.metrics  # the best completed member kept its slot
+
+
+class _CrashError(Exception):
+    pass
+
+
+def test_early_stopping_resumes_to_the_uninterrupted_results(live_run, wine, tmp_path):
+    # A crash after 4 segments (checkpoints at every boundary), then a resume: the scheduler's
+    # state is rebuilt by replaying the saved views, so the results are the uninterrupted ones.
+    task, split, space = wine
+    count = [0]
+
+    def crash(report):
+        count[0] += 1
+        if count[0] == 4:
+            raise _CrashError
+
+    with pytest.raises(_CrashError):
+        jt.run_early_stopping(task, split, space, **WINE_RUN, on_segment=crash,
+                              checkpoint=tmp_path / "ckpt")
+    resumed = jt.run_early_stopping(task, split, space, **WINE_RUN,
+                                    checkpoint=tmp_path / "ckpt", resume=True)
+
+    def rows(results):
+        return [{k: v for k, v in row.to_dict().items() if k != "wall_time_s"}
+                for row in results]
+
+    assert rows(resumed) == rows(live_run[0])
+    assert resumed.metadata["member_steps"] == live_run[0].metadata["member_steps"]
 
 
 def test_reports_carry_member_ids_and_configs(live_run):
