@@ -279,7 +279,7 @@ def test_pb2_proposals_stay_in_bounds_and_follow_a_clear_signal():
     from jaxtune.strategies.pb2 import pb2, pb2_beta
 
     scheduler = pb2(PB2_SPACE, metric="valid_accuracy", key=jax.random.PRNGKey(1),
-                    num_candidates=64, max_observations=24, fit_restarts=2, fit_steps=40)
+                    num_candidates=64, max_observations=24, fit_restarts=1, fit_steps=40)
     explored, state = _pb2_toy(scheduler, num_segments=10)
     assert len(explored) == 2 * 10 and state.num_exploits == 20  # 25% of 8 each segment
     assert state.x.shape == (24, 2) and np.all((state.x >= 0) & (state.x <= 1))
