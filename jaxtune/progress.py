@@ -359,8 +359,8 @@ class MemberPoints:
         return points
 
     def logged_step(self, member_id: int) -> int:
-        """The last step with values seen for ``member_id`` (0 before any)."""
-        return self._step.get(member_id, 0)
+        """The last step with values seen for ``member_id`` (-1 before any)."""
+        return self._step.get(member_id, -1)
 
 
 class _Chain:

@@ -193,9 +193,12 @@ def test_tensorboard_is_written_while_the_sweep_runs(live_run):
     for report, seen in zip(reports, read_back, strict=True):
         for slot, member in enumerate(report.member_ids):
             assert seen[member] == pytest.approx(float(report.metrics["valid_loss"][slot]))
-    # After finish: every member's run holds exactly its curve (each point once) and finals.
+    # After finish: every member's run is one event file holding exactly its curve (each
+    # point once) and its final metrics.
     for row in results:
-        scalars = _scalars(root / "tb" / f"member_{row.member_id:05d}")
+        run = root / "tb" / f"member_{row.member_id:05d}"
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1
+        scalars = _scalars(run)
         assert scalars["valid_loss"] == pytest.approx(
             dict(zip(row.curve_steps, row.curves["valid_loss"], strict=True)))
         assert set(scalars["final/valid_loss"]) == {row.curve_steps[-1]}

@@ -191,7 +191,7 @@ class MLflowLogger:
                 metrics += self._metrics({k: v[index] for k, v in row.curves.items()}, step)
         final_step = row.curve_steps[-1] if row.curve_steps else 0
         metrics += self._metrics({f"final/{k}": v for k, v in row.metrics.items()}, final_step)
-        if after == 0:
+        if after < 0:  # else the reports brought the schedule's changes
             metrics += self._schedule(row.hp_schedule)
         for start in range(0, len(metrics), 1000):  # MLflow's largest batch
             self.client.log_batch(run_id, metrics=metrics[start:start + 1000])

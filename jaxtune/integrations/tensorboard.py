@@ -1,7 +1,10 @@
 """TensorBoard: a sweep as event files, one run per member, with the HParams tab filled in.
 
 Needs ``tensorboardX`` (``pip install jaxtune[integrations]``); it is imported when
-:func:`write_tensorboard` is called. View the result with ``tensorboard --logdir LOGDIR``.
+:func:`write_tensorboard` is called or a :class:`TensorBoardLogger` is made. View the result
+with ``tensorboard --logdir LOGDIR``. :func:`write_tensorboard` writes a finished sweep;
+:class:`TensorBoardLogger` (an ``on_segment`` callback) writes the same runs while the sweep
+trains, flushed after every segment, and completes them with ``finish(results)``.
 
 Layout written under ``logdir``::
 
@@ -27,6 +30,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -167,11 +172,16 @@ def _member_hparams(row: MemberResult, with_fold: bool) -> dict[str, Any]:
 
 
 def _write_members(tensorboardx: Any, logdir: Path, rows: Sequence[MemberResult],
-                   curves_from: Callable[[int], int]) -> None:
-    """Each member's run: curve points after step ``curves_from(member_id)``, final metrics,
-    schedule scalars and HParams session; then the root experiment."""
+                   curves_from: Callable[[int], int],
+                   open_run: Callable[[Path], Any] | None = None) -> None:
+    """Each member's run: curve points after step ``curves_from(member_id)`` (-1: all), final
+    metrics, schedule scalars and HParams session; then the root experiment. ``open_run(path)``
+    gives a run's writer (default: a ``SummaryWriter``, one new event file per run)."""
     from tensorboardX.summary import hparams as hparams_summaries
 
+    if open_run is None:
+        def open_run(path: Path) -> Any:
+            return _SummaryRun(tensorboardx.SummaryWriter(logdir=str(path)))
     with_fold = any(row.fold is not None for row in rows)
     domains: dict[str, list[Any]] = {}
     metric_tags: dict[str, None] = {}
@@ -183,24 +193,37 @@ def _write_members(tensorboardx: Any, logdir: Path, rows: Sequence[MemberResult]
         metric_dict = {f"final/{name}": value for name, value in row.metrics.items()}
         metric_tags.update(dict.fromkeys(metric_dict))
         after = curves_from(row.member_id)
-        with (
-            tensorboardx.SummaryWriter(logdir=str(logdir / _run_name(row.member_id))) as writer,
-            _quiet_nan_warnings(),
-        ):
+        with open_run(logdir / _run_name(row.member_id)) as writer, _quiet_nan_warnings():
             for name, values in row.curves.items():
                 for step, value in zip(row.curve_steps, values, strict=True):
                     if step > after:
-                        writer.add_scalar(name, value, global_step=step)
+                        writer.add_scalar(name, value, step)
             for tag, value in metric_dict.items():
-                writer.add_scalar(tag, value, global_step=final_step)
-            if after == 0:  # a live logger wrote the schedule as it changed
+                writer.add_scalar(tag, value, final_step)
+            if after < 0:  # else a live logger wrote the schedule as it changed
                 for tag, step, value in _schedule_scalars(row.hp_schedule):
-                    writer.add_scalar(tag, value, global_step=step)
+                    writer.add_scalar(tag, value, step)
             _, session_start, _ = hparams_summaries(hparam_dict, metric_dict)
-            writer.file_writer.add_summary(session_start)
-            writer.file_writer.add_summary(_session_end(row.status))
+            writer.add_summary(session_start)
+            writer.add_summary(_session_end(row.status))
     with tensorboardx.SummaryWriter(logdir=str(logdir)) as root:
         root.file_writer.add_summary(_experiment(domains, sorted(metric_tags)))
+
+
+class _SummaryRun(contextlib.AbstractContextManager):
+    """A ``SummaryWriter`` seen through the writer interface of :func:`_write_members`."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, global_step=step)
+
+    def add_summary(self, summary: Any) -> None:
+        self.writer.file_writer.add_summary(summary)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.writer.close()
 
 
 def _check_results(results: Any) -> None:
@@ -241,33 +264,51 @@ def write_tensorboard(results: Results, logdir: str | os.PathLike[str]) -> Path:
     _check_results(results)
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    _write_members(tensorboardx, logdir, list(results), lambda member_id: 0)
+    _write_members(tensorboardx, logdir, list(results), lambda member_id: -1)
     return logdir
 
 
-class _LiveWriter:
-    """One run's event file, written synchronously: tensorboardX's ``SummaryWriter`` queues
-    events for a background thread and its ``flush`` does not wait for the queue, so a reader
-    could miss the last segment; this writes each record before returning. Its file name ends
-    in ``.live`` (a later ``SummaryWriter`` in the same folder and second never collides)."""
+class _AppendRun(contextlib.AbstractContextManager):
+    """One run's event file of a live logger, appended to and closed at each use.
 
-    def __init__(self, run: Path) -> None:
-        from tensorboardX.event_file_writer import EventsWriter
+    tensorboardX's ``SummaryWriter`` queues events for a background thread and its ``flush``
+    does not wait for the queue, so a reader could miss the last segment; here every record
+    is framed (TFRecord: length, masked CRC-32C of it, data, masked CRC-32C of it; the CRC is
+    tensorboardX's) and written before the file closes, so nothing stays open between segments
+    (a large sweep never holds a file per member) and the run keeps one event file from the
+    first segment to :meth:`TensorBoardLogger.finish`.
+    """
 
-        self._events = EventsWriter(str(run / "events"), filename_suffix=".live")
+    def __init__(self, path: Path) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        self._file = path.open("ab")
+        if fresh:
+            self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event: Any) -> None:
+        from tensorboardX.record_writer import masked_crc32c
+
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        self._file.write(header + struct.pack("<I", masked_crc32c(header)) + data
+                         + struct.pack("<I", masked_crc32c(data)))
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.proto.summary_pb2 import Summary
 
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
-        self._events.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+        self.add_summary(Summary(value=[Summary.Value(tag=tag, simple_value=float(value))]),
+                         step)
 
-    def flush(self) -> None:
-        self._events.flush()
+    def add_summary(self, summary: Any, step: int = 0) -> None:
+        from tensorboardX.proto.event_pb2 import Event
 
-    def close(self) -> None:
-        self._events.close()
+        self._write(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
 
 
 class TensorBoardLogger:
@@ -275,12 +316,13 @@ class TensorBoardLogger:
 
     After every segment, each member with new values gets them as scalars in its run
     (``member_<id>``, tag = the metric's name, step = its training step; values are attributed
-    by :class:`~jaxtune.progress.MemberPoints`, so refilled slots never mix members), a member
-    whose values a scheduler changed gets ``hparams/<name>`` at that step, and every writer it
-    touched is flushed, so ``tensorboard --logdir`` shows the sweep as it trains. A member's
-    writer is closed when it leaves training. :meth:`finish` then writes what only the end
-    knows, as :func:`write_tensorboard` does: final metrics, HParams sessions and experiment
-    (and the curves of members no report showed, e.g. restored by a resume).
+    by :class:`~jaxtune.progress.MemberPoints`, so refilled slots never mix members), and a
+    member whose values a scheduler changed gets ``hparams/<name>`` at that step. Each run is
+    one event file, appended to and closed at every segment, so ``tensorboard --logdir`` (or
+    any reader) sees the sweep as it trains and no file stays open. :meth:`finish` then
+    appends what only the end knows, as :func:`write_tensorboard` writes it: final metrics,
+    HParams sessions and the experiment (and the curve points no report showed, e.g. of
+    members a resume restored).
 
     Args:
       logdir: the folder (created if needed); use a fresh one per sweep.
@@ -299,33 +341,25 @@ class TensorBoardLogger:
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.points = MemberPoints()
-        self._writers: dict[int, _LiveWriter] = {}
         self._configs: dict[int, dict[str, Any]] = {}
         self._steps: dict[int, int] = {}
         self._changed: set[int] = set()
+        self._stamp = f"{int(time.time())}.{socket.gethostname()}.{os.getpid()}.jaxtune"
 
-    def _writer(self, member_id: int) -> _LiveWriter:
-        if member_id not in self._writers:
-            run = self.logdir / _run_name(member_id)
-            run.mkdir(parents=True, exist_ok=True)
-            self._writers[member_id] = _LiveWriter(run)
-        return self._writers[member_id]
+    def _open(self, run: Path) -> _AppendRun:
+        """The run's event file of this logger (one per run), opened to append."""
+        return _AppendRun(run / f"events.out.tfevents.{self._stamp}")
 
     def __call__(self, report: SegmentReport) -> None:
-        """Writes the report's new values and flushes them to disk."""
-        touched = set()
+        """Appends the report's new values to each member's event file (closed again after
+        the segment: what a reader opens next holds them)."""
         for point in self.points.update(report):
-            if point.metrics or point.config:
-                writer = self._writer(point.member_id)
-                touched.add(point.member_id)
+            if not point.metrics and not point.config:
+                continue
+            with self._open(self.logdir / _run_name(point.member_id)) as writer:
                 for name, value in point.metrics.items():
                     writer.add_scalar(name, value, point.step)
                 self._log_config(writer, point)
-            if point.status != "running" and point.member_id in self._writers:
-                self._writers.pop(point.member_id).close()
-                touched.discard(point.member_id)
-        for member_id in touched:
-            self._writers[member_id].flush()
 
     def _log_config(self, writer: Any, point: MemberPoint) -> None:
         """``hparams/<name>`` where a member's values changed (PBT): the change comes in the
@@ -347,17 +381,15 @@ class TensorBoardLogger:
             writer.add_scalar(tag, value, step)
 
     def finish(self, results: Results | None = None) -> Path:
-        """Closes every writer; with ``results``, writes final metrics, HParams sessions and the
-        experiment (curve points past what the reports showed, too). Returns ``logdir``.
+        """With ``results``, appends what only the end knows to each member's event file
+        (final metrics, curve points no report showed, the HParams session) and writes the
+        HParams experiment at the root. Returns ``logdir``.
 
         Raises:
           TypeError: ``results`` is not a :class:`~jaxtune.results.Results`.
         """
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
         if results is not None:
             _check_results(results)
             _write_members(self._tensorboardx, self.logdir, list(results),
-                           self.points.logged_step)
+                           self.points.logged_step, self._open)
         return self.logdir
