@@ -70,8 +70,7 @@ WINE_RUN = dict(rule="median", population_size=6, num_configs=12, num_steps=60,
                 metric="valid_loss", seed=0)
 
 
-@pytest.fixture(scope="module")
-def wine():
+def _wine():
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("wine"), seed=0))
     task = jt.classification_task("linear", num_classes=3, input_shape=(13,))
     space = jt.Space({"learning_rate": jt.Float(1e-5, 1.0, log=True),
@@ -79,45 +78,48 @@ def wine():
     return task, split, space
 
 
-@pytest.fixture(scope="module")
-def live_run(tmp_path_factory, wine):
-    """An early-stopping sweep on wine feeding the TensorBoard logger, a probe that reads the
-    event files back after every segment, and (when installed) the MLflow logger."""
-    root = tmp_path_factory.mktemp("tracking")
-    task, split, space = wine
-    tensorboard = TensorBoardLogger(root / "tb")
-    reports, read_back = [], []
-
-    def probe(report):
-        # Runs after the TensorBoard logger for the same report: what it flushed is on disk.
-        reports.append(report)
-        seen = {}
-        for slot, member in enumerate(report.member_ids):
-            scalars = _scalars(root / "tb" / f"member_{member:05d}")
-            step = int(report.member_step[slot])
-            seen[member] = scalars.get("valid_loss", {}).get(step)
-        read_back.append(seen)
-
-    mlflow_logger, env = None, pytest.MonkeyPatch()
+def _mlflow_logger(root, monkeypatch):
+    """An MLflowLogger on a folder store under ``root``, or None without MLflow (it is not
+    in the dev extra: ``pip install jaxtune[mlflow]``)."""
     try:
         import mlflow  # noqa: F401
     except ImportError:
-        pass
-    else:
-        from jaxtune.integrations.mlflow import MLflowLogger
+        return None
+    from jaxtune.integrations.mlflow import MLflowLogger
 
-        env.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: folder stores are opt-in
-        mlflow_logger = MLflowLogger("wine", tracking_uri=(root / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: folder stores are opt-in
+    return MLflowLogger("wine", tracking_uri=(root / "mlruns").as_uri())
+
+
+def test_one_early_stopping_sweep_tracked_live(tmp_path, monkeypatch):
+    """One engine run (one test, so pytest-xdist never runs it twice) feeds the TensorBoard
+    logger, a probe that reads the event files back after every segment, and the MLflow
+    logger when installed; then a crashed-and-resumed copy of it must end the same."""
+    task, split, space = _wine()
+    tensorboard, reports, read_back = TensorBoardLogger(tmp_path / "tb"), [], []
+
+    def probe(report):
+        # Runs after the TensorBoard logger for the same report: what it wrote is on disk.
+        reports.append(report)
+        read_back.append({
+            member: _scalars(tmp_path / "tb" / f"member_{member:05d}").get(
+                "valid_loss", {}).get(int(report.member_step[slot]))
+            for slot, member in enumerate(report.member_ids)})
+
+    mlflow_logger = _mlflow_logger(tmp_path, monkeypatch)
     results = jt.run_early_stopping(task, split, space, **WINE_RUN,
                                     on_segment=chain(tensorboard, probe, mlflow_logger))
     tensorboard.finish(results)
-    run_ids = mlflow_logger.finish(results) if mlflow_logger is not None else None
-    yield results, reports, read_back, root, mlflow_logger, run_ids
-    env.undo()
+    _check_stopping(results)
+    _check_reports(results, reports)
+    _check_tensorboard(results, reports, read_back, tmp_path / "tb")
+    if mlflow_logger is not None:
+        _check_mlflow(results, mlflow_logger, mlflow_logger.finish(results))
+    _check_resume(results, task, split, space, tmp_path / "ckpt")
 
 
-def test_early_stopping_stops_bad_learning_rates_early(live_run):
-    results = live_run[0]
+def _check_stopping(results):
+    """Early stopping end to end: bad learning rates stop early."""
     rows = list(results)
     assert len(rows) == 12 and results.metadata["scheduler"]["kind"] == "median"
     stopped = results.filter(status="stopped")
@@ -140,37 +142,8 @@ def test_early_stopping_stops_bad_learning_rates_early(live_run):
     assert "test_loss" in best.metrics  # the best completed member kept its slot
 
 
-class _CrashError(Exception):
-    pass
-
-
-def test_early_stopping_resumes_to_the_uninterrupted_results(live_run, wine, tmp_path):
-    # A crash after 4 segments (checkpoints at every boundary), then a resume: the scheduler's
-    # state is rebuilt by replaying the saved views, so the results are the uninterrupted ones.
-    task, split, space = wine
-    count = [0]
-
-    def crash(report):
-        count[0] += 1
-        if count[0] == 4:
-            raise _CrashError
-
-    with pytest.raises(_CrashError):
-        jt.run_early_stopping(task, split, space, **WINE_RUN, on_segment=crash,
-                              checkpoint=tmp_path / "ckpt")
-    resumed = jt.run_early_stopping(task, split, space, **WINE_RUN,
-                                    checkpoint=tmp_path / "ckpt", resume=True)
-
-    def rows(results):
-        return [{k: v for k, v in row.to_dict().items() if k != "wall_time_s"}
-                for row in results]
-
-    assert rows(resumed) == rows(live_run[0])
-    assert resumed.metadata["member_steps"] == live_run[0].metadata["member_steps"]
-
-
-def test_reports_carry_member_ids_and_configs(live_run):
-    results, reports, *_ = live_run
+def _check_reports(results, reports):
+    """Every report's values belong to the member its slot held (exactly the curve value)."""
     rows = {row.member_id: row for row in results}
     checked = 0
     for report in reports:
@@ -180,15 +153,14 @@ def test_reports_carry_member_ids_and_configs(live_run):
             assert report.configs[slot] == row.config
             if step in row.curve_steps:
                 value = row.curves["valid_loss"][row.curve_steps.index(step)]
-                assert report.metrics["valid_loss"][slot] == pytest.approx(value, rel=0, abs=0)
+                assert float(report.metrics["valid_loss"][slot]) == value
                 checked += 1
     # Refilled slots: every member of the results was reported, more members than slots.
     assert {m for r in reports for m in r.member_ids} == set(rows) and len(rows) == 12
     assert checked >= sum(len(row.curve_steps) for row in results)
 
 
-def test_tensorboard_is_written_while_the_sweep_runs(live_run):
-    results, reports, read_back, root, *_ = live_run
+def _check_tensorboard(results, reports, read_back, logdir):
     # Each report's values were on disk when the callback after the logger read them.
     for report, seen in zip(reports, read_back, strict=True):
         for slot, member in enumerate(report.member_ids):
@@ -196,7 +168,7 @@ def test_tensorboard_is_written_while_the_sweep_runs(live_run):
     # After finish: every member's run is one event file holding exactly its curve (each
     # point once) and its final metrics.
     for row in results:
-        run = root / "tb" / f"member_{row.member_id:05d}"
+        run = logdir / f"member_{row.member_id:05d}"
         assert len(list(run.glob("events.out.tfevents.*"))) == 1
         scalars = _scalars(run)
         assert scalars["valid_loss"] == pytest.approx(
@@ -204,14 +176,10 @@ def test_tensorboard_is_written_while_the_sweep_runs(live_run):
         assert set(scalars["final/valid_loss"]) == {row.curve_steps[-1]}
 
 
-def test_mlflow_logs_one_run_per_member(live_run):
-    results, _, _, _, logger, run_ids = live_run
-    if logger is None:
-        pytest.skip("mlflow-skinny is not installed (pip install jaxtune[mlflow])")
+def _check_mlflow(results, logger, run_ids):
     client = logger.client
     assert set(run_ids) == {row.member_id for row in results}
     expected_status = {"completed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED"}
-    statuses = set()
     for row in results:
         run = client.get_run(run_ids[row.member_id])
         assert run.info.run_name == f"member_{row.member_id:05d}"
@@ -223,5 +191,31 @@ def test_mlflow_logs_one_run_per_member(live_run):
         assert [m.step for m in history] == row.curve_steps
         assert [m.value for m in history] == pytest.approx(row.curves["valid_loss"])
         assert run.data.metrics["final/valid_loss"] == pytest.approx(row.metrics["valid_loss"])
-        statuses.add(row.status)
-    assert statuses == {"completed", "stopped"}
+    assert {row.status for row in results} == {"completed", "stopped"}
+
+
+class _CrashError(Exception):
+    pass
+
+
+def _check_resume(results, task, split, space, directory):
+    """A crash after 4 segments (checkpoints at every boundary), then a resume: the scheduler's
+    state is rebuilt by replaying the saved views, so the results are the uninterrupted ones."""
+    count = [0]
+
+    def crash(report):
+        count[0] += 1
+        if count[0] == 4:
+            raise _CrashError
+
+    with pytest.raises(_CrashError):
+        jt.run_early_stopping(task, split, space, **WINE_RUN, on_segment=crash,
+                              checkpoint=directory)
+    resumed = jt.run_early_stopping(task, split, space, **WINE_RUN, checkpoint=directory,
+                                    resume=True)
+
+    def rows(of):
+        return [{k: v for k, v in row.to_dict().items() if k != "wall_time_s"} for row in of]
+
+    assert rows(resumed) == rows(results)
+    assert resumed.metadata["member_steps"] == results.metadata["member_steps"]
