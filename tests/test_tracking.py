@@ -219,3 +219,29 @@ def _check_resume(results, task, split, space, directory):
 
     assert rows(resumed) == rows(results)
     assert resumed.metadata["member_steps"] == results.metadata["member_steps"]
+
+
+def test_mlflow_logger_statuses_and_changed_values(tmp_path, monkeypatch):
+    # Hand-made reports (no engine): a refilled member ends KILLED, a diverged one FAILED, a
+    # completed one FINISHED; a value a scheduler changed is logged at the step it was set.
+    pytest.importorskip("mlflow", reason="MLflow is not in the dev extra: jaxtune[mlflow]")
+    logger = _mlflow_logger(tmp_path, monkeypatch)
+
+    def report(ids, steps, statuses, loss, rates):
+        return SegmentReport("g", 0, 1, max(steps), 30, 2, 2, 0,
+                             {"valid_loss": np.asarray(loss, np.float32)}, 0, ids,
+                             [{"learning_rate": r} for r in rates], np.asarray(steps), statuses)
+
+    logger(report([0, 1], [10, 10], ["running"] * 2, [1.0, 2.0], [0.1, 0.2]))
+    logger(report([0, 2], [20, 10], ["running"] * 2, [0.8, 3.0], [0.15, 0.3]))
+    logger(report([0, 2], [30, 20], ["completed", "diverged"], [0.5, np.nan], [0.15, 0.3]))
+    client = logger.client
+    status = {m: client.get_run(r).info.status for m, r in logger.run_ids.items()}
+    assert status == {0: "FINISHED", 1: "KILLED", 2: "FAILED"}
+    first = logger.run_ids[0]
+    assert [(m.step, m.value) for m in client.get_metric_history(first, "valid_loss")] == [
+        (10, 1.0), (20, pytest.approx(0.8)), (30, 0.5)]
+    changed = client.get_metric_history(first, "hparams/learning_rate")
+    assert [(m.step, m.value) for m in changed] == [(10, 0.15)]
+    assert client.get_run(first).data.params["learning_rate"] == "0.1"  # params never change
+    assert client.get_run(logger.run_ids[1]).data.tags["jaxtune.status"] == "stopped"
