@@ -50,7 +50,13 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the names as if imported 
     from jaxtune.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
     from jaxtune.progress import ProgressBar
     from jaxtune.results import MemberResult, Results
-    from jaxtune.scheduled import lineage, replay_pbt_member, run_halving, run_pbt
+    from jaxtune.scheduled import (
+        lineage,
+        replay_pbt_member,
+        run_early_stopping,
+        run_halving,
+        run_pbt,
+    )
     from jaxtune.space import Choice, Fixed, Float, Int, Space
     from jaxtune.step import Step, training_function
     from jaxtune.strategies import (
@@ -114,6 +120,7 @@ _EXPORTS = {
     "random_search": "jaxtune.strategies",
     "regression_task": "jaxtune.task",
     "replay_pbt_member": "jaxtune.scheduled",
+    "run_early_stopping": "jaxtune.scheduled",
     "run_halving": "jaxtune.scheduled",
     "run_pbt": "jaxtune.scheduled",
     "sigmoid_binary_cross_entropy": "jaxtune.losses",
@@ -192,6 +199,7 @@ __all__ = [
     "random_search",
     "regression_task",
     "replay_pbt_member",
+    "run_early_stopping",
     "run_halving",
     "run_pbt",
     "sigmoid_binary_cross_entropy",

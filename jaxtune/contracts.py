@@ -470,6 +470,16 @@ class SegmentReport(NamedTuple):
       num_diverged: members of the chunk that diverged so far.
       metrics: ``{name: np.ndarray [num_members]}`` at this segment, one value per slot.
       member_steps: member-steps done by this segment (for progress and budgets).
+      member_ids: ``[num_members]`` the member id each slot held while this segment ran
+        (slots are refilled, so a value of ``metrics`` belongs to ``member_ids[slot]``);
+        empty when the engine did not fill it.
+      configs: ``[num_members]`` each slot's config during this segment (for PBT, the values
+        the member trained with in this segment).
+      member_step: ``[num_members]`` int, each slot member's step after this segment.
+      statuses: ``[num_members]`` each slot member's status after this segment
+        (``"running"``, ``"completed"``, ``"diverged"``; a scheduler's ``"stopped"`` comes
+        after the report). A slot's metrics are new for its member when ``member_step`` grew
+        since the member's previous report (a completed or stopped member's slot repeats them).
     """
 
     group: str
@@ -482,7 +492,10 @@ class SegmentReport(NamedTuple):
     num_diverged: int
     metrics: Mapping[str, np.ndarray]
     member_steps: int = 0
-
+    member_ids: Sequence[int] = ()
+    configs: Sequence[Mapping[str, Any]] = ()
+    member_step: np.ndarray | None = None
+    statuses: Sequence[str] = ()
 
 
 

@@ -18,6 +18,11 @@ Where it shows it:
   ``jaxtune sweep --progress``); then it prints one plain line at each tenth of the work, so a
   log stays short.
 
+Live trackers (:mod:`jaxtune.integrations.tensorboard`, :mod:`jaxtune.integrations.mlflow`)
+read the same reports through :class:`MemberPoints`, which turns each report's slots into
+*members*' new points (slots are refilled and a completed member's slot repeats its values);
+:func:`chain` hands one report to several callbacks.
+
 Example:
   >>> import io
   >>> from jaxtune.contracts import SegmentReport
@@ -34,15 +39,15 @@ import importlib.util
 import math
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 
 from jaxtune import contracts
 from jaxtune.contracts import SegmentReport
 
-__all__ = ["ProgressBar"]
+__all__ = ["MemberPoint", "MemberPoints", "ProgressBar", "chain"]
 
 RENDERERS = ("auto", "rich", "text")
 
@@ -286,3 +291,105 @@ class ProgressBar:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class MemberPoint(NamedTuple):
+    """What one segment report says about one member (see :meth:`MemberPoints.update`).
+
+    Attributes:
+      member_id: the member.
+      step: its step after the segment.
+      config: its config during the segment.
+      metrics: ``{name: value}`` measured at ``step``; empty when the report brings no new
+        values for it (only a new status).
+      status: ``"running"``, ``"completed"``, ``"diverged"`` or ``"stopped"``.
+      group: the static group's label.
+    """
+
+    member_id: int
+    step: int
+    config: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    status: str
+    group: str
+
+
+class MemberPoints:
+    """Turns segment reports into members' new points: what a live tracker logs.
+
+    A slot's values belong to ``report.member_ids[slot]``; they are new when the member's step
+    grew since its last point (a completed or stopped member's slot repeats its last values). A
+    member that leaves its slot while running (a scheduler refilled it) gets a last point with
+    status ``"stopped"``; one stopped without a refill shows ``"stopped"`` in the next report.
+    """
+
+    def __init__(self) -> None:
+        self._step: dict[int, int] = {}
+        self._status: dict[int, str] = {}
+        self._slots: dict[int, tuple[int, ...]] = {}
+
+    def update(self, report: SegmentReport) -> list[MemberPoint]:
+        """The points of ``report``: new values, new statuses, members that left.
+
+        Raises:
+          ValueError: the report carries no ``member_ids`` (an engine older than the field).
+        """
+        if len(report.member_ids) != report.num_members or report.member_step is None:
+            raise ValueError(
+                "this SegmentReport carries no member_ids/member_step, so values cannot be "
+                "attributed to members; it comes from an engine that does not fill them."
+            )
+        ids = tuple(int(i) for i in report.member_ids)
+        points = []
+        for member in self._slots.get(report.group_index, ()):
+            if member not in ids and self._status.get(member) == "running":
+                self._status[member] = "stopped"
+                points.append(MemberPoint(member, self._step[member], {}, {}, "stopped",
+                                          report.group))
+        self._slots[report.group_index] = ids
+        for slot, member in enumerate(ids):
+            step, status = int(report.member_step[slot]), str(report.statuses[slot])
+            new = step > self._step.get(member, 0)
+            if not new and status == self._status.get(member):
+                continue
+            values = {name: float(np.asarray(v)[slot]) for name, v in report.metrics.items()}
+            points.append(MemberPoint(member, step, dict(report.configs[slot]),
+                                      values if new else {}, status, report.group))
+            self._step[member], self._status[member] = step, status
+        return points
+
+    def logged_step(self, member_id: int) -> int:
+        """The last step with values seen for ``member_id`` (-1 before any)."""
+        return self._step.get(member_id, -1)
+
+
+class _Chain:
+    """Several ``on_segment`` callbacks as one; ``restored`` reaches those that have it."""
+
+    def __init__(self, callbacks: tuple[Callable[[SegmentReport], None], ...]) -> None:
+        self.callbacks = callbacks
+
+    def __call__(self, report: SegmentReport) -> None:
+        for callback in self.callbacks:
+            callback(report)
+
+    def restored(self, member_steps: int) -> None:
+        for callback in self.callbacks:
+            restored = getattr(callback, "restored", None)
+            if callable(restored):
+                restored(member_steps)
+
+
+def chain(*callbacks: Callable[[SegmentReport], None] | None) -> Callable[[SegmentReport], None]:
+    """One ``on_segment`` callback calling each of ``callbacks`` in order (``None`` skipped),
+    e.g. ``on_segment=chain(ProgressBar(total), TensorBoardLogger("runs/tb"))``; a resume's
+    ``restored(member_steps)`` is forwarded to those that have the method.
+
+    Raises:
+      TypeError: a callback that is not callable.
+    """
+    kept = tuple(c for c in callbacks if c is not None)
+    for callback in kept:
+        if not callable(callback):
+            raise TypeError(f"chain: {callback!r} is not callable (an on_segment callback).")
+    return _Chain(kept)

@@ -6,9 +6,11 @@ once with :func:`jaxtune.engine.run`: the population keeps its size, the schedul
 its slots hold between segments.
 
 * :func:`run_halving`: asynchronous successive halving (ASHA) or Hyperband.
-* :func:`run_pbt`: population-based training; the settings a replay needs go into
-  ``metadata["pbt"]``.
+* :func:`run_pbt`: population-based training (``explore="pb2"``: PB2); the settings a replay
+  needs go into ``metadata["pbt"]``.
 * :func:`replay_pbt_member` and :func:`lineage`: re-train one PBT member from its records.
+* :func:`run_early_stopping`: the median stopping rule or patience
+  (:mod:`jaxtune.strategies.stopping`), refilling stopped slots until ``num_configs`` started.
 
 The drivers share these arguments: ``options`` (an
 :class:`~jaxtune.engine.options.EngineOptions`, which replaces ``num_steps``, ``batch_size``,
@@ -38,14 +40,20 @@ from jaxtune.results import MemberResult, Results
 from jaxtune.space import Space
 from jaxtune.strategies.base import Strategy, check_int_at_least
 from jaxtune.strategies.halving import hyperband, successive_halving
+from jaxtune.strategies.pb2 import pb2
 from jaxtune.strategies.pbt import pbt
 from jaxtune.strategies.random import random_search
+from jaxtune.strategies.stopping import median_stopping, patience_stopping
 from jaxtune.task import Task
 
-__all__ = ["initial_population", "lineage", "replay_pbt_member", "run_halving", "run_pbt"]
+__all__ = ["initial_population", "lineage", "replay_pbt_member", "run_early_stopping",
+           "run_halving", "run_pbt"]
 
 #: ``fold_in(PRNGKey(seed), stream)`` streams of a scheduled sweep's keys.
-INITIAL_STREAM, HALVING_STREAM, PBT_STREAM = 0, 1, 2
+INITIAL_STREAM, HALVING_STREAM, PBT_STREAM, STOPPING_STREAM = 0, 1, 2, 3
+
+#: The rules of :func:`run_early_stopping`.
+STOPPING_RULES = ("median", "patience")
 
 
 def initial_population(strategy: Strategy, space: Space, seed: int,
@@ -165,29 +173,96 @@ def _halving_scheduler(space: Space, strategy: Strategy, configs: Sequence[Confi
     return hyperband(space, strategy, min_steps=min_steps, num_brackets=num_brackets, **common)
 
 
-def run_pbt(
-    task: Task,
-    split: Split,
-    space: Space,
-    strategy: Strategy | None = None,
-    *,
-    population_size: int,
-    num_steps: int | None = None,
-    interval_segments: int = 1,
-    fraction: float = 0.25,
-    perturb: Sequence[float] = (0.8, 1.2),
-    resample_probability: float = 0.25,
-    metric: str | None = None,
-    mode: str | None = None,
-    seed: int = 0,
-    batch_size: int | None = 128,
-    steps_per_segment: int = 50,
-    options: EngineOptions | None = None,
-    engine_options: Mapping[str, Any] | None = None,
-    return_params: bool = False,
+def run_early_stopping(
+    task: Task, split: Split, space: Space, strategy: Strategy | None = None, *,
+    rule: str = "median", population_size: int, num_configs: int, num_steps: int | None = None,
+    grace_steps: int = 0, min_samples: int = 3, patience: int = 3, min_delta: float = 0.0,
+    metric: str | None = None, mode: str | None = None, seed: int = 0,
+    batch_size: int | None = 128, steps_per_segment: int = 10,
+    options: EngineOptions | None = None, engine_options: Mapping[str, Any] | None = None,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
-    on_restore: Callable[[int], None] | None = None,
-    checkpoint: Any = None,
+    on_restore: Callable[[int], None] | None = None, checkpoint: Any = None,
+    resume: bool = False,
+) -> Results:
+    """Tunes with early stopping between segments: ``num_configs`` configs through
+    ``population_size`` slots, stopping members the rule gives up on and refilling their slots.
+
+    The first ``population_size`` configs come from ``strategy`` (default: random search); the
+    scheduler refills from a second instance of it (its own key) and tells it each member's
+    last value (:mod:`jaxtune.strategies.stopping`). With several static groups, ``num_configs``
+    is shared equally between them (each keeps at least its initial members).
+
+    Args:
+      task: what each member trains.
+      split: the data.
+      space: the search space.
+      strategy: proposes configurations (default: random search).
+      rule: ``"median"`` (the median stopping rule) or ``"patience"``.
+      population_size: slots trained at once.
+      num_configs: members started in all (>= ``population_size``).
+      num_steps: steps of a member that is never stopped (or ``options.num_steps``).
+      grace_steps: no member stops before this step (median: running averages start here).
+      min_samples: median rule: fewest other members that reached a step for a decision.
+      patience: patience rule: evaluations (segments) without improvement before a stop.
+      min_delta: patience rule: the least change that counts as an improvement.
+      metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task).
+      seed: the sweep seed.
+      batch_size: minibatch rows (``None``: full batch).
+      steps_per_segment: steps between evaluations (each one a possible stop).
+      options, engine_options, on_segment, on_restore, checkpoint, resume: see the module.
+
+    Returns:
+      :class:`~jaxtune.results.Results` of every member started; those the rule stopped have
+      status ``"stopped"``. ``metadata["member_steps"]`` is the compute spent and
+      ``metadata["scheduler"]`` the settings.
+
+    Raises:
+      ValueError: an unknown ``rule``, ``num_configs < population_size``, or a bad setting of
+        the rule, before anything is compiled.
+    """
+    if rule not in STOPPING_RULES:
+        raise ValueError(f"rule={rule!r} must be one of {list(STOPPING_RULES)}.")
+    seed, metric, mode = _sweep_checks(task, split, seed, population_size, 1, metric, mode)
+    check_int_at_least("num_configs", num_configs, population_size)
+    train_options, run = drivers.engine_call(
+        options, engine_options, on_segment=on_segment, on_restore=on_restore,
+        checkpoint=checkpoint, resume=resume, num_steps=num_steps, batch_size=batch_size,
+        steps_per_segment=steps_per_segment)
+    train_options = drivers.space_options(task, split, space, train_options)
+    strategy = strategy if strategy is not None else random_search()
+    configs = initial_population(strategy, space, seed, population_size)
+    num_groups = len({space.static_key(c) for c in configs})
+    common = dict(num_configs=max(1, num_configs // num_groups), grace_steps=grace_steps,
+                  metric=metric, mode=mode,
+                  key=jax.random.fold_in(jax.random.PRNGKey(seed), STOPPING_STREAM))
+    settings = {"kind": rule, "population_size": population_size, "num_configs": num_configs,
+                "grace_steps": grace_steps, "num_steps": train_options.num_steps,
+                "steps_per_segment": train_options.steps_per_segment}
+    if rule == "median":
+        scheduler = median_stopping(space, strategy, min_samples=min_samples, **common)
+        settings["min_samples"] = min_samples
+    else:
+        scheduler = patience_stopping(space, strategy, patience=patience, min_delta=min_delta,
+                                      **common)
+        settings.update(patience=patience, min_delta=min_delta)
+    run["hooks"] = run["hooks"]._replace(scheduler=scheduler)
+    results = engine.run(task, configs, split, train_options, seed=seed, **run).results
+    member_steps = sum(row.curve_steps[-1] for row in results if row.curve_steps)
+    return Results(list(results), {**results.metadata, "metric": metric, "mode": mode,
+                                   "space": space.to_dict(), "member_steps": int(member_steps),
+                                   "scheduler": settings})
+
+
+def run_pbt(
+    task: Task, split: Split, space: Space, strategy: Strategy | None = None, *,
+    population_size: int, num_steps: int | None = None, interval_segments: int = 1,
+    fraction: float = 0.25, perturb: Sequence[float] = (0.8, 1.2),
+    resample_probability: float = 0.25, explore: str = "perturb", metric: str | None = None,
+    mode: str | None = None, seed: int = 0, batch_size: int | None = 128,
+    steps_per_segment: int = 50, options: EngineOptions | None = None,
+    engine_options: Mapping[str, Any] | None = None, return_params: bool = False,
+    on_segment: Callable[[contracts.SegmentReport], None] | None = None,
+    on_restore: Callable[[int], None] | None = None, checkpoint: Any = None,
     resume: bool = False,
 ) -> Results | tuple[Results, list[Any]]:
     """Trains ``population_size`` members with PBT in one engine run.
@@ -208,6 +283,9 @@ def run_pbt(
       fraction: truncation fraction.
       perturb: multiplicative explore factors.
       resample_probability: probability of resampling a value instead of perturbing it.
+      explore: ``"perturb"`` (PBT: perturb or resample) or ``"pb2"`` (PB2: new numeric
+        dynamic values by a GP bandit, :mod:`jaxtune.strategies.pb2`; ``perturb`` and
+        ``resample_probability`` are then unused). The recorded schedule replays either way.
       metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
         :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
       seed: the sweep seed.
@@ -220,6 +298,8 @@ def run_pbt(
       :class:`~jaxtune.results.Results`, one row per member with its ``hp_schedule``; with
       ``return_params``, ``(results, params)`` with ``params[i]`` the parameters of row ``i``.
     """
+    if explore not in ("perturb", "pb2"):
+        raise ValueError(f"explore={explore!r} must be 'perturb' (PBT) or 'pb2' (PB2).")
     seed, metric, mode = _sweep_checks(task, split, seed, population_size, 2, metric, mode)
     train_options, run = drivers.engine_call(
         options, engine_options, on_segment=on_segment, on_restore=on_restore,
@@ -229,10 +309,10 @@ def run_pbt(
     strategy = strategy if strategy is not None else random_search()
     configs = initial_population(strategy, space, seed, population_size)
     settings = {"interval_segments": interval_segments, "fraction": fraction,
-                "perturb": list(perturb), "resample_probability": resample_probability}
-    scheduler = pbt(space, interval_segments=interval_segments, fraction=fraction,
-                    perturb=perturb, resample_probability=resample_probability, metric=metric,
-                    mode=mode, key=jax.random.fold_in(jax.random.PRNGKey(seed), PBT_STREAM))
+                "perturb": list(perturb), "resample_probability": resample_probability,
+                "explore": explore}
+    scheduler = _pbt_scheduler(space, settings, metric, mode,
+                               jax.random.fold_in(jax.random.PRNGKey(seed), PBT_STREAM))
     run["hooks"] = run["hooks"]._replace(scheduler=scheduler)
     results, params = engine.run(task, configs, split, train_options, seed=seed,
                                  keep_params=True, **run)
@@ -243,6 +323,18 @@ def run_pbt(
         **settings})
     results = Results(list(results), metadata)
     return (results, params) if return_params else results
+
+
+def _pbt_scheduler(space: Space, settings: Mapping[str, Any], metric: str, mode: str,
+                   key: jax.Array) -> Scheduler:
+    """The scheduler of :func:`run_pbt`: PBT's or PB2's explore step."""
+    if settings["explore"] == "pb2":
+        return pb2(space, interval_segments=settings["interval_segments"],
+                   fraction=settings["fraction"], metric=metric, mode=mode, key=key)
+    return pbt(space, interval_segments=settings["interval_segments"],
+               fraction=settings["fraction"], perturb=settings["perturb"],
+               resample_probability=settings["resample_probability"], metric=metric, mode=mode,
+               key=key)
 
 
 def lineage(results: Results, member_id: int) -> dict[int, int]:
@@ -294,7 +386,7 @@ def _first_config(row: MemberResult) -> Config:
 
 #: What ``metadata["pbt"]`` holds besides engine options (the replay drops them).
 _PBT_SETTINGS = ("population_size", "interval_segments", "fraction", "perturb",
-                 "resample_probability", "pad_to")
+                 "resample_probability", "explore", "pad_to")
 #: How a run was run, never part of a replay (older results may have stored ``checkpoint``).
 _CALL_ONLY = ("checkpoint", "resume", "on_segment")
 

@@ -2,8 +2,9 @@
 
 :func:`run_sweep` joins the cluster (when there is one), holds ``--out``'s lock, trains with a
 progress bar and, on process 0, saves the results, prints the table and writes the figures
-(and the TensorBoard runs). The CPU is split into devices by the caller
-(:func:`jaxtune.cli.use_cpu_cores`) before this step, which runs the first JAX computation.
+(``--tensorboard``'s runs are written live, every segment as it ends). The CPU is split into
+devices by the caller (:func:`jaxtune.cli.use_cpu_cores`) before this step, which runs the
+first JAX computation.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from jaxtune.commands import drivers
 from jaxtune.commands.build import SweepPlan
 from jaxtune.commands.request import CliError, SweepRequest
 from jaxtune.commands.saved import write_figures
-from jaxtune.integrations.tensorboard import write_tensorboard
-from jaxtune.progress import ProgressBar
+from jaxtune.integrations.tensorboard import TensorBoardLogger
+from jaxtune.progress import ProgressBar, chain
 from jaxtune.results import Results
 
 __all__ = ["run_sweep"]
@@ -46,33 +47,38 @@ def run_sweep(request: SweepRequest, plan: SweepPlan) -> int:
     # Held until the results are written: a second sweep into the same --out is refused now,
     # not after both trained (and their results.json and results.csv never mix).
     with storage.FolderLock(request.out, "--out") if writer else contextlib.nullcontext():
-        results = _train(request, plan, writer)
+        live = TensorBoardLogger(request.tensorboard) if writer and request.tensorboard else None
+        results = _train(request, plan, writer, live)
         if not writer:  # every process holds every row; one writes, or they would race
             print(f"process {jax.process_index()} of {jax.process_count()}: {len(results)} "
                   f"members trained; process 0 writes {request.out}")
             return 0
-        return _write_outputs(request, plan, results)
+        return _write_outputs(request, plan, results, live)
 
 
-def _train(request: SweepRequest, plan: SweepPlan, writer: bool) -> Results:
-    """Runs the strategy's driver (``tune`` for ask/tell) under a progress bar."""
+def _train(request: SweepRequest, plan: SweepPlan, writer: bool,
+           live: TensorBoardLogger | None) -> Results:
+    """Runs the strategy's driver (``tune`` for ask/tell) under a progress bar (and the live
+    TensorBoard logger of ``--tensorboard``, which writes every segment as it ends)."""
     budget = plan.num_configs * len(request.seeds) * request.num_steps
     if request.stops_early:
         budget = request.member_step_budget
     progress = ProgressBar(budget, metric=plan.metric, mode=plan.mode,
                            enabled=writer and request.progress)
     run = request.entry.run or drivers.run_ask_tell
-    results = run(request, plan, progress)
+    results = run(request, plan, progress if live is None else chain(progress, live))
     progress.close()  # ends the live line even when the sweep did less than the estimate
     return results
 
 
-def _write_outputs(request: SweepRequest, plan: SweepPlan, results: Results) -> int:
-    """Process 0: saves ``--out``, prints the table, writes TensorBoard runs and figures."""
+def _write_outputs(request: SweepRequest, plan: SweepPlan, results: Results,
+                   live: TensorBoardLogger | None) -> int:
+    """Process 0: saves ``--out``, prints the table, completes the TensorBoard runs, writes
+    the figures."""
     out = Path(request.out)
     _save_results(results, out, plan.checkpointer)
-    if request.tensorboard:
-        print(f"wrote TensorBoard runs into {write_tensorboard(results, request.tensorboard)} "
+    if live is not None:
+        print(f"wrote TensorBoard runs into {live.finish(results)} "
               f"(tensorboard --logdir {request.tensorboard})")
     metric, mode = plan.metric, plan.mode
     if request.stops_early:

@@ -222,6 +222,10 @@ def _report_segment(ctx: ChunkContext, state: ChunkState, metrics: Mapping[str, 
             num_diverged=state.num_diverged,
             metrics={k: v[:num_real] for k, v in metrics.items()},
             member_steps=member_steps,
+            member_ids=tuple(m.member_id for m in state.slots[:num_real]),
+            configs=tuple(dict(m.config) for m in state.slots[:num_real]),
+            member_step=state.step[:num_real].copy(),
+            statuses=tuple(m.status for m in state.slots[:num_real]),
         )
     )
 

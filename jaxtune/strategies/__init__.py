@@ -28,9 +28,12 @@ __all__ = [
 
 # Schedulers acting between segments (contracts.Scheduler), after the strategies they draw from.
 from jaxtune.strategies.halving import HalvingState, hyperband, successive_halving
+from jaxtune.strategies.pb2 import PB2State, pb2
 from jaxtune.strategies.pbt import PBTState, pbt
+from jaxtune.strategies.stopping import StoppingState, median_stopping, patience_stopping
 
-__all__ += ["HalvingState", "PBTState", "hyperband", "pbt", "successive_halving"]
+__all__ += ["HalvingState", "PB2State", "PBTState", "StoppingState", "hyperband",
+            "median_stopping", "patience_stopping", "pb2", "pbt", "successive_halving"]
 
 #: Drivers that lived here and moved to :mod:`jaxtune.scheduled` (see :func:`__getattr__`).
 _MOVED_DRIVERS = ("lineage", "replay_pbt_member", "run_halving", "run_pbt")
