@@ -132,7 +132,8 @@ def test_minibatches_and_chunks_take_every_leaf_from_the_same_rows(batch_mode, t
 
 
 def test_cv_folds_on_a_dict_equal_folds_on_the_flat_array():
-    """Folds, per-fold standardization and minibatches: the same numbers for {'feat': X}."""
+    """Folds, per-fold standardization and fold-row weights: the same numbers for {'feat': X}
+    as for X (and a dict y as for the array)."""
     x, y = _data()
     flat = jt.Dataset(x["feat"], y[:, 1], "regression", None, "flat")
     tree = jt.Dataset({"feat": x["feat"], "row": x["row"]}, {"target": y[:, 1]}, "regression",
@@ -153,7 +154,9 @@ def test_cv_folds_on_a_dict_equal_folds_on_the_flat_array():
         return jt.Task(init, loss, evaluate, name="lin", metric_modes={"mse": "min"})
 
     configs = [{"learning_rate": 0.05}]
-    kwargs = dict(num_steps=4, batch_size=8, num_folds=3, steps_per_segment=4,
+    # Full batch over each fold's rows (row tables with weights): the cheaper program; fold
+    # minibatches index through the same take_rows as the independent minibatches above.
+    kwargs = dict(num_steps=4, batch_size=None, num_folds=3, steps_per_segment=4,
                   evaluate_test=False)
     by_flat = cv.cross_validate(task(lambda v: v, lambda v: v), flat, configs, **kwargs)
     by_tree = cv.cross_validate(task(lambda v: v["feat"], lambda v: v["target"]), tree,
