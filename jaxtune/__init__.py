@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the names as if imported 
     from jaxtune.results import MemberResult, Results
     from jaxtune.scheduled import lineage, replay_pbt_member, run_halving, run_pbt
     from jaxtune.space import Choice, Fixed, Float, Int, Space
+    from jaxtune.step import Step, training_function
     from jaxtune.strategies import (
         Strategy,
         bayes_search,
@@ -92,6 +93,7 @@ _EXPORTS = {
     "SlotView": "jaxtune.contracts",
     "Space": "jaxtune.space",
     "Split": "jaxtune.data",
+    "Step": "jaxtune.step",
     "Strategy": "jaxtune.strategies",
     "Task": "jaxtune.task",
     "accuracy": "jaxtune.losses",
@@ -121,6 +123,7 @@ _EXPORTS = {
     "successive_halving": "jaxtune.strategies",
     "train": "jaxtune.engine",
     "train_valid_test_split": "jaxtune.data",
+    "training_function": "jaxtune.step",
     "tune": "jaxtune.tuning",
 }
 
@@ -168,6 +171,7 @@ __all__ = [
     "SlotView",
     "Space",
     "Split",
+    "Step",
     "Strategy",
     "Task",
     "accuracy",
@@ -197,5 +201,6 @@ __all__ = [
     "successive_halving",
     "train",
     "train_valid_test_split",
+    "training_function",
     "tune",
 ]

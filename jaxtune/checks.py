@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtune import limits, optim
+from jaxtune import limits, optim, optimizers
+from jaxtune.step import Step
+from jaxtune.stepchecks import TaskRaisedError, model_state_pair, step_reads
 from jaxtune.task import Task
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "check_space",
     "check_seed",
     "check_space_ranges",
+    "builtin_optimizer",
     "check_task_and_data",
     "known_names",
     "optimizer_reads",
@@ -133,18 +136,27 @@ def check_task_and_data(task: Any, data: Any, data_field: str = "split") -> None
     Raises:
       TypeError: naming the argument, what it got and what to pass.
     """
-    if not isinstance(task, Task):
+    if not isinstance(task, Task | Step):
         raise TypeError(
             f"task: expected a jaxtune Task (e.g. jt.classification_task('mlp', num_classes=10, "
-            f"input_shape=(64,)) or jt.Task(init, loss, evaluate)), got {task!r}."
+            f"input_shape=(64,)) or jt.Task(init, loss, evaluate)) or a jaxtune Step "
+            f"(jt.Step(init, step, evaluate) or jt.training_function(init, segment)), got "
+            f"{task!r}."
         )
+    if isinstance(task, Step) and not task.needs_data:
+        if data is not None:
+            raise ValueError(
+                f"{data_field}: Step {task.name!r} has needs_data=False (a whole training "
+                f"function) and reads no data; pass {data_field}=None.")
+        return
     # train and tune take a Split; cross-validation a Split or a whole Dataset.
     fields = ("x_train",) if data_field == "split" else ("x_train", "x")
     if data is None or not any(hasattr(data, field) for field in fields):
         kinds = "a jaxtune Split" if data_field == "split" else "a jaxtune Split or Dataset"
         raise TypeError(
             f"{data_field}: expected the data ({kinds}, e.g. jt.train_valid_test_split("
-            f"jt.load_dataset('digits'))), got {type(data).__name__} {data!r:.80}."
+            f"jt.load_dataset('digits'))), got {type(data).__name__} {data!r:.80}; only a Step "
+            "with needs_data=False (jt.training_function) takes None."
         )
 
 
@@ -287,7 +299,7 @@ def trace_error(error: BaseException, task: Task, function: str, group: str,
             "(Choice/Int/Fixed) or in static_names, or write the task with array operations "
             "(jnp.where) on it."
         )
-    if _is_shape_error(error):
+    if _is_shape_error(error) and x is not None:
         return ValueError(
             f"task {task.name!r} does not fit the data of static group {group}: tracing "
             f"task.{function} on x of shape [rows, {', '.join(map(str, x.shape[1:]))}] "
@@ -313,13 +325,16 @@ def trace_error(error: BaseException, task: Task, function: str, group: str,
     return error
 
 
-def task_reads(task: Task, static_hp: Sequence[tuple[str, Any]], dynamic_names: Sequence[str],
-               x: jax.ShapeDtypeStruct, y: jax.ShapeDtypeStruct, batch_rows: int,
-               eval_rows: int, group: str = "default") -> frozenset[str]:
+def task_reads(task: Task | Step, static_hp: Sequence[tuple[str, Any]],
+               dynamic_names: Sequence[str], x: jax.ShapeDtypeStruct | None,
+               y: jax.ShapeDtypeStruct | None, batch_rows: int, eval_rows: int,
+               group: str = "default") -> frozenset[str]:
     """The hyperparameter names ``task`` reads, observed by tracing it abstractly.
 
     Traces ``task.init``, ``task.loss`` (on ``batch_rows`` rows) and ``task.evaluate`` (on
-    ``eval_rows`` rows) with ``jax.eval_shape``, each with a :class:`ReadRecorder` as ``hp``
+    ``eval_rows`` rows), and a task's own ``optimizer`` factory (a Step: ``init``, ``step``
+    and ``evaluate``; a data-free Step without data, ``evaluate`` with a key) with
+    ``jax.eval_shape``, each with a :class:`ReadRecorder` as ``hp``
     (static values as given, dynamic ones as float32 scalars). Nothing compiles or runs. The
     result is cached per signature. ``task.extra_hparams`` are added.
 
@@ -340,24 +355,20 @@ def task_reads(task: Task, static_hp: Sequence[tuple[str, Any]], dynamic_names: 
     Raises:
       As :func:`trace_error` says, for an exception of the task while tracing.
     """
+    if isinstance(task, Step) and task.task is not None:
+        task = task.task  # a Task's Step: trace the Task's own functions (errors name them)
+    data = None if x is None else (tuple(x.shape[1:]), np.dtype(x.dtype), np.dtype(y.dtype))
     try:
-        return _task_reads(task, tuple(static_hp), tuple(sorted(dynamic_names)),
-                           tuple(x.shape[1:]), np.dtype(x.dtype), np.dtype(y.dtype),
+        return _task_reads(task, tuple(static_hp), tuple(sorted(dynamic_names)), data,
                            int(batch_rows), int(eval_rows))
-    except _TaskRaisedError as raised:
+    except TaskRaisedError as raised:
         raise trace_error(raised.error, task, raised.function, group, x, y,
                           [n for n, _ in static_hp] + list(dynamic_names),
                           dynamic_names) from raised.error
 
 
-class _TaskRaisedError(Exception):
-    def __init__(self, function: str, error: BaseException) -> None:
-        super().__init__(function)
-        self.function, self.error = function, error
-
-
 @functools.lru_cache(maxsize=64)
-def _task_reads(task, static_hp, dynamic_names, example_shape, x_dtype, y_dtype, batch_rows,
+def _task_reads(task, static_hp, dynamic_names, data_spec, batch_rows,
                 eval_rows) -> frozenset[str]:
     read: set[str] = set()
     dyn = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in dynamic_names}
@@ -367,6 +378,9 @@ def _task_reads(task, static_hp, dynamic_names, example_shape, x_dtype, y_dtype,
         return ReadRecorder({**dict(static_hp), **d}, read)
 
     def data(rows):
+        if data_spec is None:
+            return None
+        example_shape, x_dtype, y_dtype = data_spec
         return {"x": jax.ShapeDtypeStruct((rows, *example_shape), x_dtype),
                 "y": jax.ShapeDtypeStruct((rows,), y_dtype)}
 
@@ -374,12 +388,24 @@ def _task_reads(task, static_hp, dynamic_names, example_shape, x_dtype, y_dtype,
         try:
             return jax.eval_shape(fn, *args)
         except Exception as error:  # classified by trace_error
-            raise _TaskRaisedError(function, error) from None
+            raise TaskRaisedError(function, error) from None
 
+    if isinstance(task, Step):
+        step_reads(task, run, hp, data, key, dyn, batch_rows, eval_rows)
+        return frozenset(read | set(task.extra_hparams))
     params = run("init", lambda k, d: task.init(k, hp(d)), key, dyn)
-    run("loss", lambda p, b, k, d: task.loss(p, b, k, hp(d)), params, data(batch_rows), key, dyn)
+    state = ()
+    if task.model_state:
+        params, state = model_state_pair("init", params)
+    loss_args = (params, state) if task.model_state else (params,)
+    run("loss", lambda a, b, k, d: task.loss(*a, b, k, hp(d)), loss_args, data(batch_rows),
+        key, dyn)
     if eval_rows > 0:
-        run("evaluate", lambda p, v, d: task.evaluate(p, v, hp(d)), params, data(eval_rows), dyn)
+        run("evaluate", lambda a, v, d: task.evaluate(*a, v, hp(d)), loss_args,
+            data(eval_rows), dyn)
+    if task.optimizer is not None:
+        run("optimizer", lambda p, d: optimizers.task_optimizer(task.optimizer, hp(d), 1).init(p),
+            params, dyn)
     return frozenset(read | set(task.extra_hparams))
 
 
@@ -395,8 +421,16 @@ def _param_values(param: Any) -> list[Any]:
 def space_value_ranges(space: Mapping[str, Any], task: Task) -> dict[str, tuple]:
     """The valid ranges that apply to ``space``: ``optim.VALUE_RANGES`` for the names some
     optimizer or schedule the space can pick reads, and ``task.value_ranges``."""
-    read = space_optimizer_reads(space)
+    read = space_optimizer_reads(space) if builtin_optimizer(task) else ()
     return {**{n: r for n, r in optim.VALUE_RANGES.items() if n in read}, **task.value_ranges}
+
+
+def builtin_optimizer(task: Task | Step) -> bool:
+    """Whether ``task`` trains with the built-in optimizers and schedules (a Task, or a Task's
+    Step, without an ``optimizer`` of its own): only then do their names and ranges apply."""
+    if isinstance(task, Step):
+        task = task.task
+    return task is not None and task.optimizer is None
 
 
 def check_space_ranges(space: Mapping[str, Any], task: Task) -> None:
@@ -468,7 +502,7 @@ def _representatives(space: Mapping[str, Any], static_names: Iterable[str]) -> l
     return configs
 
 
-def check_space(task: Task, split: Any, space: Any, *, batch_size: int | None = None,
+def check_space(task: Task | Step, split: Any, space: Any, *, batch_size: int | None = None,
                 allow_unused: bool = False) -> frozenset[str]:
     """What every sweep driver checks first, before anything compiles: ranges and names.
 
@@ -494,16 +528,21 @@ def check_space(task: Task, split: Any, space: Any, *, batch_size: int | None = 
       Exception: a task's own error while traced (see :func:`trace_error`).
     """
     check_space_ranges(space, task)
-    optimizers = space_optimizer_reads(space) | {"optimizer", "schedule"}
+    optimizers = (space_optimizer_reads(space) | {"optimizer", "schedule"}
+                  if builtin_optimizer(task) else set())
+    source = task.task if isinstance(task, Step) and task.task is not None else task
+    if isinstance(getattr(source, "optimizer", None), Mapping):
+        optimizers = {"optimizer"}
+    x, y = (None, None) if split is None else (split.x_train, split.y_train)
+    num_valid = 0 if split is None else len(split.y_valid)
     static = set(space.static_names)
     task_read: set[str] = set()
     for config in _representatives(space, sorted(static)):
         static_hp = tuple(sorted((n, _frozen(v)) for n, v in config.items() if n in static))
         dynamic = [n for n in config if n not in static]
         label = ",".join(f"{k}={v}" for k, v in static_hp) or "default"
-        rows = config.get("batch_size", batch_size) or len(split.y_train)
-        task_read |= task_reads(task, static_hp, dynamic, split.x_train, split.y_train,
-                                rows, len(split.y_valid), label)
+        rows = config.get("batch_size", batch_size) or (0 if y is None else len(y))
+        task_read |= task_reads(task, static_hp, dynamic, x, y, rows, num_valid, label)
     readers = {"the optimizers and schedules of this space": optimizers,
                "the engine": ENGINE_HPARAMS, f"task {task.name!r}": task_read}
     check_names_read(space, readers, where="space", suggestions=known_names(task),

@@ -576,3 +576,4 @@ def make_optimizer(hp: Mapping[str, Any], num_steps: int) -> optax.GradientTrans
         parts.append(optax.add_decayed_weights(_value(hp, "weight_decay")))
     parts.append(optax.scale_by_learning_rate(make_schedule(hp, num_steps)))
     return _in_float32(optax.chain(*parts))
+

@@ -40,6 +40,7 @@ Params = Any
 Batch = Mapping[str, jax.Array]
 HParams = Mapping[str, Any]
 ModelFactory = Callable[[HParams], nn.Module]
+OptimizerFactory = Callable[[HParams], optax.GradientTransformation]
 
 MODELS = ("mlp", "cnn", "linear")
 KINDS = data_lib.KINDS
@@ -104,6 +105,18 @@ class Task:
         integers; the ready-made models: :data:`MODEL_INTEGER_HPARAMS`): :func:`jaxtune.train`
         refuses any other value, which would be recorded as given (``8.5``) but built
         truncated (``8``). Default: none.
+      optimizer: ``None`` (the built-in optimizers and schedules, named by ``hp["optimizer"]``
+        and ``hp["schedule"]``: :func:`jaxtune.optim.make_optimizer`), a factory
+        ``hp -> optax.GradientTransformation`` (e.g. ``lambda hp: optax.chain(
+        optax.clip_by_global_norm(hp["clip"]), optax.adamw(hp["learning_rate"]))``: every
+        dynamic value it reads is a traced float32, so a sweep over them compiles once), or a
+        mapping ``name -> factory`` from which the static config value ``optimizer`` picks.
+      model_state: ``False``: the signatures above. ``True``: the model carries state that is
+        not trained by gradients (BatchNorm's running statistics) and the functions are
+        ``init(key, hp) -> (params, state)``,
+        ``loss(params, state, batch, key, hp) -> (scalar, (aux, new_state))`` and
+        ``evaluate(params, state, data, hp) -> {metric: scalar}``; each member carries its own
+        ``state`` from step to step and evaluates with it.
 
     The ready-made tasks set ``input_shape``, ``num_classes`` and ``kind``; a hand-written task
     may leave them ``None``, and a mismatch with the data is then caught while the engine
@@ -135,6 +148,8 @@ class Task:
     )
     extra_hparams: tuple[str, ...] = ()
     integer_hparams: tuple[str, ...] = ()
+    optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] | None = None
+    model_state: bool = False
 
     def __post_init__(self) -> None:
         for field in ("init", "loss", "evaluate"):
@@ -143,43 +158,70 @@ class Task:
                     f"Task.{field} must be a function, got {getattr(self, field)!r}; see the "
                     "Task contract in jaxtune.task."
                 )
-        if self.kind is not None and self.kind not in KINDS:
-            raise ValueError(
-                f"Task.kind={self.kind!r} must be one of {KINDS} or None (not declared)."
-            )
-        if self.input_shape is not None:
-            shape = self.input_shape
-            message = (f"Task.input_shape={shape!r} must be a tuple of positive ints (one "
-                       "example's shape without the batch axis, e.g. (64,)) or None.")
-            if isinstance(shape, int | str) or not all(
-                isinstance(d, int) and not isinstance(d, bool) for d in shape
-            ):
-                raise TypeError(message)
-            if not all(d > 0 for d in shape):
-                raise ValueError(message)
-            object.__setattr__(self, "input_shape", tuple(int(d) for d in shape))
-        if self.num_classes is not None:
-            if self.kind == "regression":
-                raise ValueError(
-                    "Task.num_classes must be None for kind='regression'; "
-                    "use kind='classification' for labels."
-                )
-            message = f"Task.num_classes={self.num_classes!r} must be an int >= 2 or None."
-            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
-                raise TypeError(message)
-            if self.num_classes < 2:
-                raise ValueError(message)
+        if not isinstance(self.model_state, bool):
+            raise TypeError(f"Task.model_state must be True or False, got {self.model_state!r}.")
+        optimizer = self.optimizer
+        if isinstance(optimizer, Mapping):
+            if not optimizer or not all(isinstance(k, str) and callable(v)
+                                        for k, v in optimizer.items()):
+                raise TypeError(
+                    "Task.optimizer: a mapping must take optimizer names (str) to factories "
+                    f"hp -> optax.GradientTransformation, got {dict(optimizer)!r}.")
+            object.__setattr__(self, "optimizer", MappingProxyType(dict(optimizer)))
+        elif optimizer is not None and not callable(optimizer):
+            raise TypeError(
+                f"Task.optimizer must be None (the built-in names, hp['optimizer']), a function "
+                f"hp -> optax.GradientTransformation, or a mapping name -> such a function; got "
+                f"{optimizer!r}.")
+        object.__setattr__(self, "input_shape", check_metadata(
+            "Task", self.kind, self.input_shape, self.num_classes))
 
     def _key(self) -> Any:
+        optimizer = self.optimizer
+        if isinstance(optimizer, Mapping):
+            optimizer = tuple(sorted(optimizer.items()))
         if self.identity is not None:
-            return ("identity", self.identity)
-        return ("functions", self.init, self.loss, self.evaluate)
+            return ("identity", self.identity, optimizer, self.model_state)
+        return ("functions", self.init, self.loss, self.evaluate, optimizer, self.model_state)
 
     def __hash__(self) -> int:
         return hash(self._key())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Task) and self._key() == other._key()
+
+
+def check_metadata(owner: str, kind: str | None, input_shape: Any,
+                   num_classes: Any) -> tuple[int, ...] | None:
+    """Checks the data a Task or Step declares; returns ``input_shape`` as a tuple (or None).
+
+    Raises:
+      TypeError, ValueError: naming ``<owner>.<field>`` and the fix.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"{owner}.kind={kind!r} must be one of {KINDS} or None (not declared).")
+    if input_shape is not None:
+        message = (f"{owner}.input_shape={input_shape!r} must be a tuple of positive ints (one "
+                   "example's shape without the batch axis, e.g. (64,)) or None.")
+        if isinstance(input_shape, int | str) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in input_shape
+        ):
+            raise TypeError(message)
+        if not all(d > 0 for d in input_shape):
+            raise ValueError(message)
+        input_shape = tuple(int(d) for d in input_shape)
+    if num_classes is not None:
+        if kind == "regression":
+            raise ValueError(
+                f"{owner}.num_classes must be None for kind='regression'; "
+                "use kind='classification' for labels."
+            )
+        message = f"{owner}.num_classes={num_classes!r} must be an int >= 2 or None."
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise TypeError(message)
+        if num_classes < 2:
+            raise ValueError(message)
+    return input_shape
 
 
 def check_task_data(task: Task, split: data_lib.Split, *, include_test: bool = True,
@@ -336,12 +378,63 @@ def _mean(per_example: jax.Array, data: Mapping[str, jax.Array]) -> jax.Array:
     return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
-def _init_fn(factory: ModelFactory, input_shape: Sequence[int]):
+def _init_fn(factory: ModelFactory, input_shape: Sequence[int], model_state: bool):
     def init(key: jax.Array, hp: HParams) -> Params:
         dummy = jnp.zeros((1, *input_shape), jnp.float32)
-        return factory(hp).init({"params": key}, dummy, deterministic=True)["params"]
+        variables = dict(factory(hp).init({"params": key}, dummy, deterministic=True))
+        params = variables.pop("params")
+        if model_state:
+            return params, variables
+        if variables:
+            raise ValueError(
+                f"the model has variable collections {sorted(variables)} besides 'params' "
+                "(BatchNorm's 'batch_stats'); build the task with model_state=True so that "
+                "each member carries and updates them.")
+        return params
 
     return init
+
+
+def _apply_with_state(factory: ModelFactory, params: Params, state: Any, x: jax.Array,
+                      key: jax.Array | None, hp: HParams) -> tuple[jax.Array, Any]:
+    """The model with its state (``batch_stats``...): in training (``key`` given) it runs with
+    ``deterministic=False`` and returns the updated state; in evaluation with
+    ``deterministic=True`` (BatchNorm: running averages) and returns the state unchanged."""
+    module = factory(hp)
+    variables = {"params": params, **state}
+    if key is None:
+        return module.apply(variables, x, deterministic=True), state
+    extra = {"dropout_rate": jnp.asarray(hp["dropout"], jnp.float32)} if "dropout" in hp else {}
+    out, updated = module.apply(variables, x, deterministic=False, rngs={"dropout": key},
+                                mutable=list(state), **extra)
+    return out, {**state, **updated}
+
+
+def _model_functions(factory: ModelFactory, model_state: bool,
+                     per_example_loss: Callable[..., jax.Array],
+                     metrics: Callable[..., dict[str, jax.Array]]):
+    """``(loss, evaluate)`` of a ready-made task: the mean loss plus penalties, and the
+    metrics, with or without model state (see :class:`Task`'s ``model_state``)."""
+    if not model_state:
+        def loss(params, batch, key, hp):
+            out = _apply(factory, params, batch["x"], key, hp)
+            data = _mean(per_example_loss(out, batch["y"]), batch)
+            return data + _penalty(params, hp), {"data_loss": data}
+
+        def evaluate(params, data, hp):
+            return metrics(_apply(factory, params, data["x"], None, hp), data)
+
+        return loss, evaluate
+
+    def stateful_loss(params, state, batch, key, hp):
+        out, state = _apply_with_state(factory, params, state, batch["x"], key, hp)
+        data = _mean(per_example_loss(out, batch["y"]), batch)
+        return data + _penalty(params, hp), ({"data_loss": data}, state)
+
+    def stateful_evaluate(params, state, data, hp):
+        return metrics(_apply_with_state(factory, params, state, data["x"], None, hp)[0], data)
+
+    return stateful_loss, stateful_evaluate
 
 
 def classification_task(
@@ -349,6 +442,8 @@ def classification_task(
     *,
     num_classes: int,
     input_shape: Sequence[int],
+    optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] | None = None,
+    model_state: bool = False,
 ) -> Task:
     """A classification task: cross-entropy plus optional L1/L2 penalties.
 
@@ -366,6 +461,13 @@ def classification_task(
         returns logits ``[batch, num_outputs]``.
       num_classes: number of classes (>= 2).
       input_shape: shape of one example, without the batch axis.
+      optimizer: the task's optimizer (:class:`Task`'s ``optimizer``; default: the built-in
+        names).
+      model_state: the model has state besides its parameters (a BatchNorm's
+        ``batch_stats``): each member carries its own, updated in training (the module is
+        called with ``deterministic=False`` and those collections mutable) and used in
+        evaluation (``deterministic=True``: BatchNorm's running averages, with
+        ``use_running_average=deterministic`` in the module).
 
     Returns:
       A :class:`Task` whose ``evaluate`` reports ``accuracy`` and ``loss`` (unpenalized).
@@ -385,22 +487,20 @@ def classification_task(
         predicted = (logits[..., 0] > 0).astype(y.dtype) if binary else jnp.argmax(logits, -1)
         return (predicted == y).astype(jnp.float32)
 
-    def loss(params, batch, key, hp):
-        logits = _apply(factory, params, batch["x"], key, hp)
-        data = _mean(per_example_loss(logits, batch["y"]), batch)
-        return data + _penalty(params, hp), {"data_loss": data}
-
-    def evaluate(params, data, hp):
-        logits = _apply(factory, params, data["x"], None, hp)
+    def metrics(logits, data):
         return {
             "accuracy": _mean(per_example_correct(logits, data["y"]), data),
             "loss": _mean(per_example_loss(logits, data["y"]), data),
         }
 
+    loss, evaluate = _model_functions(factory, model_state, per_example_loss, metrics)
+
     return Task(
-        init=_init_fn(factory, input_shape),
+        init=_init_fn(factory, input_shape, model_state),
         loss=loss,
         evaluate=evaluate,
+        optimizer=optimizer,
+        model_state=model_state,
         name=f"classification[{model if isinstance(model, str) else 'custom'}]",
         identity=("classification", model, num_classes, input_shape),
         metric_modes={"accuracy": "max", "loss": "min"},
@@ -417,6 +517,8 @@ def regression_task(
     model: str | ModelFactory = "linear",
     *,
     input_shape: Sequence[int],
+    optimizer: OptimizerFactory | Mapping[str, OptimizerFactory] | None = None,
+    model_state: bool = False,
 ) -> Task:
     """A regression task: mean squared error plus optional L1/L2 penalties.
 
@@ -424,6 +526,7 @@ def regression_task(
       model: ``"linear"``, ``"mlp"``, or a function ``hp -> flax.linen.Module`` returning
         predictions ``[batch, 1]``.
       input_shape: shape of one example, without the batch axis.
+      optimizer, model_state: as for :func:`classification_task`.
 
     Returns:
       A :class:`Task` whose ``evaluate`` reports ``mse`` and ``loss`` (both the unpenalized
@@ -432,20 +535,21 @@ def regression_task(
     input_shape = tuple(int(d) for d in input_shape)
     factory = _model_factory(model, 1, input_shape)
 
-    def loss(params, batch, key, hp):
-        pred = _apply(factory, params, batch["x"], key, hp)[..., 0]
-        data = _mean((pred - batch["y"]) ** 2, batch)
-        return data + _penalty(params, hp), {"data_loss": data}
+    def per_example_loss(out, y):
+        return (out[..., 0] - y) ** 2
 
-    def evaluate(params, data, hp):
-        pred = _apply(factory, params, data["x"], None, hp)[..., 0]
-        err = _mean((pred - data["y"]) ** 2, data)
+    def metrics(out, data):
+        err = _mean(per_example_loss(out, data["y"]), data)
         return {"mse": err, "loss": err}
 
+    loss, evaluate = _model_functions(factory, model_state, per_example_loss, metrics)
+
     return Task(
-        init=_init_fn(factory, input_shape),
+        init=_init_fn(factory, input_shape, model_state),
         loss=loss,
         evaluate=evaluate,
+        optimizer=optimizer,
+        model_state=model_state,
         name=f"regression[{model if isinstance(model, str) else 'custom'}]",
         identity=("regression", model, input_shape),
         metric_modes={"mse": "min", "loss": "min"},

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtune import optim
+from jaxtune import optim, optimizers
 
 NUM_STEPS = 100
 RTOL = 1e-6
@@ -482,3 +482,100 @@ def test_make_optimizer_validates_and_rejects_traced_static_names():
 
     with pytest.raises(ValueError, match="warmup_steps: got a traced value"):
         jax.jit(build)(5)
+
+
+# --------------------------------------------------------------------------- a task's own optimizer
+
+
+def _clipped_adamw(hp):
+    return optax.chain(optax.clip_by_global_norm(hp["clip"]),
+                       optax.adamw(hp["learning_rate"], weight_decay=hp["weight_decay"]))
+
+
+def _lion(hp):
+    return optax.lion(hp["learning_rate"], weight_decay=hp["weight_decay"])
+
+
+def _injected(hp):
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=hp["learning_rate"], momentum=0.9)
+
+
+#: Concrete-value twins of the factories above, for the plain loops.
+_CONCRETE = {"clipped_adamw": _clipped_adamw, "lion": _lion, "injected": _injected}
+
+
+def _factory_loop(task, split, config, key, num_steps):
+    """A plain loop of Optax's own transformation on concrete values (full batch)."""
+    hp = {k: v for k, v in config.items() if k != "optimizer"}
+    params = task.init(jax.random.fold_in(key, 0), hp)
+    transformation = _CONCRETE[config["optimizer"]](hp)
+    state = transformation.init(params)
+    batch = {"x": jnp.asarray(split.x_train), "y": jnp.asarray(split.y_train)}
+    for _ in range(num_steps):
+        grads = jax.grad(lambda p: task.loss(p, batch, None, hp)[0])(params)
+        updates, state = transformation.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def test_a_task_optimizer_factory_compiles_once_per_family_and_equals_optax():
+    import jaxtune as jt
+    from jaxtune import engine
+
+    split = jt.train_valid_test_split(jt.make_linear(num_samples=64, seed=1), seed=0)
+    task = jt.regression_task("linear", input_shape=(1,), optimizer={
+        "clipped_adamw": _clipped_adamw, "lion": _lion, "injected": _injected})
+    grid = [{"optimizer": "clipped_adamw", "clip": c, "learning_rate": lr, "weight_decay": wd}
+            for c in (0.1, 1.0) for lr in (0.01, 0.1) for wd in (0.0, 0.01)]
+    others = [{"optimizer": "lion", "clip": 1.0, "learning_rate": lr, "weight_decay": 0.01}
+              for lr in (0.01, 0.03)]
+    others += [{"optimizer": "injected", "clip": 1.0, "learning_rate": lr, "weight_decay": 0.0}
+               for lr in (0.01, 0.03)]
+    configs = grid + others
+    results, params = jt.train(task, configs, split, num_steps=8, steps_per_segment=4,
+                               batch_size=None, evaluate_test=False, return_params=True)
+    # One segment program per optimizer family: the 2x2x2 grid of clip x lr x wd is one.
+    assert results.metadata["num_static_groups"] == 3
+    assert results.metadata["num_segment_compilations"] <= 3
+    keys = engine.member_keys(0, [0] * len(configs), configs, [None] * len(configs))
+    for config, member, key in zip(configs, params, keys, strict=True):
+        expected = _factory_loop(task, split, config, key, 8)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6), member,
+            expected)
+
+
+def test_names_a_task_optimizer_reads_are_found_and_unknown_names_refused():
+    import jaxtune as jt
+
+    split = jt.train_valid_test_split(jt.make_linear(num_samples=32, seed=1), seed=0)
+    task = jt.regression_task("linear", input_shape=(1,), optimizer=_clipped_adamw)
+    base = {"clip": 1.0, "learning_rate": 0.1, "weight_decay": 0.0}
+    with pytest.raises(ValueError, match=r"\['b1'\]: nothing reads"):
+        jt.train(task, [{**base, "b1": 0.9}], split, num_steps=2,
+                 batch_size=None)
+    with pytest.raises(KeyError, match="clip"):
+        jt.train(task, [{"learning_rate": 0.1, "weight_decay": 0.0}], split, num_steps=2,
+                 batch_size=None)
+    mapped = jt.regression_task("linear", input_shape=(1,), optimizer={
+        **optimizers.BUILTIN_OPTIMIZERS, "clipped_adamw": _clipped_adamw})
+    with pytest.raises(ValueError, match="optimizer: got 'lamb'"):
+        jt.train(mapped, [{**base, "optimizer": "lamb"}], split, num_steps=2, batch_size=None)
+    with pytest.raises(TypeError, match=r"Task.optimizer must be None"):
+        jt.regression_task("linear", input_shape=(1,), optimizer="adamw")
+
+
+def test_builtin_optimizers_as_factories_match_make_optimizer():
+    params = {"w": jnp.asarray([0.5, -1.0, 2.0])}
+    grads = {"w": jnp.asarray([0.1, -0.3, 0.2])}
+    for name in optim.OPTIMIZERS:
+        hp = {"learning_rate": 0.1, "weight_decay": 0.01}
+        built = optimizers.BUILTIN_OPTIMIZERS[name](hp)
+        reference = optim.make_optimizer({**hp, "optimizer": name}, 2**31 - 1)
+        state, ref_state = built.init(params), reference.init(params)
+        for _ in range(3):
+            updates, state = built.update(grads, state, params)
+            ref_updates, ref_state = reference.update(grads, ref_state, params)
+            np.testing.assert_array_equal(updates["w"], ref_updates["w"])
+    with pytest.raises(ValueError, match="the built-in optimizers are"):
+        optimizers.optimizer_factory("lamb")

@@ -129,16 +129,17 @@ def finish_chunk(ctx: ChunkContext, state: ChunkState, keep_params: bool) -> lis
     wall time."""
     num_real = ctx.num_real
     finished = [*state.finished, *state.slots[:num_real]]
-    if ctx.data.test is not None:
+    if ctx.data.test is not None and ctx.spec.step.evaluate is not None:
         test_metrics = to_host(ctx.programs.call(
             population.evaluate_jit, ctx.spec.setup, ctx.layout.population, state.population,
             state.dynamic, None, ctx.data.train, ctx.data.test, "test"))
         for slot, member in enumerate(state.slots[:num_real]):
             member.metrics.update({k: float(v[slot]) for k, v in test_metrics.items()})
     if keep_params:
-        params = to_host(state.population.params)
+        carry = to_host(state.population.carry)
         for slot, member in enumerate(state.slots[:num_real]):
-            member.params = jax.tree_util.tree_map(lambda x, s=slot: x[s], params)
+            member.params = ctx.spec.step.exported(
+                jax.tree_util.tree_map(lambda x, s=slot: x[s], carry))
     wall_time_s = (time.perf_counter() - ctx.start_time) / max(len(finished), 1)
     for member in finished:
         member.wall_time_s = wall_time_s

@@ -77,10 +77,10 @@ def member_memory_bytes(
 ) -> int:
     """Estimates one member's device memory from abstract shapes (tracing only, no compilation).
 
-    ``4 * state + max(step_peak, eval_peak) + eval_bytes``, where ``state`` is the parameters
-    plus optimizer state (the segment's starting state, kept for a guarded rerun, and the
-    current, new and selected copies live at once), ``step_peak`` the
-    largest total size of the values alive at once in one member's gradient step on one
+    ``4 * state + max(step_peak, eval_peak) + eval_bytes``, where ``state`` is the member's
+    carry (a Task's: parameters plus optimizer state; the segment's starting state, kept for a
+    guarded rerun, and the current, new and selected copies live at once), ``step_peak`` the
+    largest total size of the values alive at once in one member's training step on one
     minibatch, ``eval_peak`` the same for ``task.evaluate`` on ``eval_rows`` rows, and
     ``eval_bytes`` the member's own copy of the validation data. Both peaks come from walking
     the traced jaxpr in order and freeing each value after its last use: what the program needs
@@ -116,24 +116,24 @@ def _member_memory_bytes(spec, example_dynamic, input_shape, eval_bytes, eval_ro
     # Abstract inputs only: estimating must not compile (or run) anything.
     dyn = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in example_dynamic}
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    params, opt_state = jax.eval_shape(lambda k, d: member_init(spec, k, d), key, dyn)
-    state_bytes = sum(
-        math.prod(x.shape) * x.dtype.itemsize
-        for x in jax.tree_util.tree_leaves((params, opt_state))
-    )
+    carry = jax.eval_shape(lambda k, d: member_init(spec, k, d), key, dyn)
+    state_bytes = sum(math.prod(x.shape) * x.dtype.itemsize
+                      for x in jax.tree_util.tree_leaves(carry))
 
     def data(rows):
         return {"x": jax.ShapeDtypeStruct((rows, *input_shape), input_dtype),
                 "y": jax.ShapeDtypeStruct((rows,), label_dtype)}
 
-    def step(p, batch, k, d):
-        return jax.value_and_grad(spec.task.loss, has_aux=True)(p, batch, k, spec.hp(d))
+    def step(c, batch, k, d):
+        return spec.step.step(c, batch, k, spec.hp(d))
 
     rows = spec.batch_size or train_rows or 1024
-    peak = peak_live_bytes(jax.make_jaxpr(step)(params, data(rows), key, dyn))
-    if eval_rows > 0:
-        evaluate = jax.make_jaxpr(lambda p, v, d: spec.task.evaluate(p, v, spec.hp(d)))
-        peak = max(peak, peak_live_bytes(evaluate(params, data(eval_rows), dyn)))
+    batch = data(rows) if spec.step.needs_data else None
+    peak = peak_live_bytes(jax.make_jaxpr(step)(carry, batch, key, dyn))
+    if spec.step.evaluate is not None and (eval_rows > 0 or not spec.step.needs_data):
+        evaluate = jax.make_jaxpr(lambda c, v, d: spec.step.evaluate(c, v, spec.hp(d)))
+        peak = max(peak, peak_live_bytes(
+            evaluate(carry, data(eval_rows) if spec.step.needs_data else key, dyn)))
     return 4 * state_bytes + peak + eval_bytes
 
 

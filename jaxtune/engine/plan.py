@@ -24,6 +24,7 @@ from jaxtune.engine.options import BATCH_MODES, MEMBER_LOOPS, EngineOptions
 from jaxtune.engine.population import GroupSpec, MemberRows
 from jaxtune.keys import config_hash as config_hash  # re-exported: engine.config_hash
 from jaxtune.keys import fold_in_config as fold_in_config
+from jaxtune.step import Step, as_step, from_task
 from jaxtune.task import Task, check_task_data
 
 __all__ = [
@@ -117,12 +118,16 @@ def _check_names_read(task, specs, configs, split, num_valid, sweep_reads,
     ``sweep_reads`` (the rest of the sweep, given by a driver).
     """
     optimizers, task_read = set(sweep_reads), set()
+    x, y = (split.x_train, split.y_train) if split is not None else (None, None)
     for spec, _ in specs:
         static_hp = dict(spec.static_hp)
-        optimizers.update(checks.optimizer_reads([static_hp]) | {"optimizer", "schedule"})
+        if checks.builtin_optimizer(task):
+            optimizers.update(checks.optimizer_reads([static_hp]) | {"optimizer", "schedule"})
+        elif task.task is not None and isinstance(task.task.optimizer, Mapping):
+            optimizers.add("optimizer")
         task_read |= checks.task_reads(
-            task, spec.static_hp, spec.dynamic_names, split.x_train, split.y_train,
-            spec.batch_size or len(split.y_train), num_valid, spec.label)
+            spec.step, spec.static_hp, spec.dynamic_names, x, y,
+            spec.batch_size or (0 if y is None else len(y)), num_valid, spec.label)
     readers = {"the optimizers and schedules of this sweep": optimizers,
                "the engine": checks.ENGINE_HPARAMS, f"task {task.name!r}": task_read}
     first = {}
@@ -156,7 +161,7 @@ def check_integer_value(where: str, value: Any) -> None:
 
 
 def _validate_configs(
-    configs: Sequence[Mapping[str, Any]], static_names: frozenset[str], task: Task
+    configs: Sequence[Mapping[str, Any]], static_names: frozenset[str], task: Step
 ) -> None:
     if len(configs) == 0:
         raise ValueError("configs is empty: pass at least one configuration to train.")
@@ -248,7 +253,8 @@ class Plan(NamedTuple):
     """Everything decided on the host before the first program is traced.
 
     Attributes:
-      task: the task.
+      task: the :class:`~jaxtune.step.Step` the members run (a Task's
+        :func:`~jaxtune.step.from_task`; each group's spec holds it built for that group).
       configs: the members' configs (copies).
       static_names: the static hyperparameter names.
       seed: the sweep seed.
@@ -264,7 +270,7 @@ class Plan(NamedTuple):
       num_chunks: chunks over all groups.
     """
 
-    task: Task
+    task: Step
     configs: list[dict[str, Any]]
     static_names: frozenset[str]
     seed: int
@@ -309,9 +315,9 @@ class Members(NamedTuple):
 
 
 def plan(
-    task: Task,
+    task: Task | Step,
     configs: Sequence[Mapping[str, Any]],
-    split: data_lib.Split,
+    split: data_lib.Split | None,
     options: EngineOptions,
     members: Members | None = None,
 ) -> Plan:
@@ -321,9 +327,9 @@ def plan(
     validates on its own rows of ``x_train``.
 
     Args:
-      task: the task every member runs.
+      task: the Task or Step every member runs.
       configs: one config per member.
-      split: the data.
+      split: the data (``None`` for a Step with ``needs_data=False``).
       options: how to train.
       members: the members' identities (default: :class:`Members` defaults).
 
@@ -335,6 +341,7 @@ def plan(
     """
     seed, member_seeds, folds, member_ids, member_rows = members or Members()
     checks.check_task_and_data(task, split)
+    task = as_step(task)
     seed = checks.check_seed("seed", seed)
     configs = [dict(c) for c in configs]
     static = (frozenset(options.static_names) if options.static_names is not None
@@ -342,12 +349,15 @@ def plan(
     _validate_configs(configs, static, task)
     member_seeds, folds, member_ids = _check_members(options, len(configs), member_seeds,
                                                      folds, member_ids)
+    if not task.needs_data:
+        _check_data_free(task, member_rows, options)
     if member_rows is not None:
         member_rows = _check_member_rows(member_rows, len(configs), split, options.batch_mode)
-    evaluate_test = (options.evaluate_test and split.x_test is not None
-                     and len(split.y_test) > 0)
-    check_task_data(task, split, include_test=evaluate_test,
-                    include_valid=member_rows is None)
+    evaluate_test = (options.evaluate_test and split is not None and split.x_test is not None
+                     and len(split.y_test) > 0 and task.evaluate is not None)
+    if split is not None:
+        check_task_data(task, split, include_test=evaluate_test,
+                        include_valid=member_rows is None)
     layout = Layout.build(options.devices)
     member_loop = options.member_loop
     if member_loop is None:
@@ -355,13 +365,25 @@ def plan(
     options = options.replace(member_loop=member_loop, evaluate_test=evaluate_test)
     specs = _group_specs(task, configs, static, split, options, member_rows is not None)
     num_valid = (int(np.asarray(member_rows.valid_rows).shape[1]) if member_rows is not None
-                 else len(split.y_valid))
+                 else 0 if split is None or task.evaluate is None else len(split.y_valid))
     _check_names_read(task, specs, configs, split, num_valid, options.sweep_reads,
                       options.allow_unused_hparams)
     budget, groups = _size_chunks(task, configs, split, options, layout, specs, member_rows)
     num_chunks = sum(-(-len(g.indices) // g.chunk_size) for g in groups)
     return Plan(task, configs, static, seed, member_seeds, folds, member_ids, member_rows,
                 options, layout, groups, int(budget), num_chunks)
+
+
+def _check_data_free(step: Step, member_rows: MemberRows | None,
+                     options: EngineOptions) -> None:
+    """Refuses what needs data for a data-free Step (folds, standardization, shared batches)."""
+    for field, given in (("member_rows (folds)", member_rows is not None),
+                         ("standardize", options.standardize),
+                         ("batch_mode='shared'", options.batch_mode == "shared")):
+        if given:
+            raise ValueError(
+                f"{field} needs data, but Step {step.name!r} has needs_data=False (a whole "
+                "training function): leave it at its default.")
 
 
 def _check_members(options, num_members, member_seeds, folds, member_ids):
@@ -419,11 +441,11 @@ def _check_member_rows(member_rows: MemberRows, num_members: int, split: data_li
     return member_rows
 
 
-def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozenset[str],
-                 split: data_lib.Split, options: EngineOptions,
+def _group_specs(task: Step, configs: Sequence[dict[str, Any]], static: frozenset[str],
+                 split: data_lib.Split | None, options: EngineOptions,
                  has_member_rows: bool) -> list[tuple[GroupSpec, list[int]]]:
     """The static groups: each one's :class:`GroupSpec` and its members' positions."""
-    num_train_rows = len(split.y_train)
+    num_train_rows = 0 if split is None else len(split.y_train)
     specs: list[tuple[GroupSpec, list[int]]] = []
     for static_key, indices in _split_groups(configs, static).items():
         static_hp = {k: v for k, v in static_key if k != "num_steps" or v != _RUNTIME_BUDGET}
@@ -438,9 +460,10 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
         budgets = sorted({configs[i].get("num_steps", options.num_steps) for i in indices})
         for budget in budgets:
             limits.check_positive_int("num_steps", budget)
-            optim.validate_optimizer(static_hp, dynamic_names, budget)
+            if checks.builtin_optimizer(task):
+                optim.validate_optimizer(static_hp, dynamic_names, budget)
         group_steps = int(budgets[-1])
-        group_batch = static_hp.get("batch_size", options.batch_size)
+        group_batch = static_hp.get("batch_size", options.batch_size) if task.needs_data else None
         if group_batch is not None:
             limits.check_positive_int("batch_size", group_batch)
             if group_batch > num_train_rows:
@@ -448,7 +471,9 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
                     f"batch_size={group_batch} is larger than the {num_train_rows} training "
                     "rows; lower it or use batch_size=None for full-batch training."
                 )
-        read = optim.validate_optimizer(static_hp, dynamic_names, group_steps)
+        read = (optim.validate_optimizer(static_hp, dynamic_names, group_steps)
+                if checks.builtin_optimizer(task) else ())
+        _check_optimizer_choice(task, static_hp)
         # Only the names this group's optimizer, schedule and task read have a valid range:
         # the same name may mean something else to a user's own task (an `alpha` of 2).
         ranges = {**{n: r for n, r in optim.VALUE_RANGES.items() if n in read},
@@ -457,10 +482,13 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
             optim.check_value_ranges(configs[i], ranges, where=f"configs[{i}]")
         if options.batch_mode == "shared" and group_batch is None:
             raise ValueError("batch_mode='shared' needs a batch_size (not full-batch training).")
+        builtin = checks.builtin_optimizer(task)
+        horizon = group_steps if builtin and _reads_horizon(static_hp) else None
         spec = GroupSpec(
-            task=task, static_hp=tuple(sorted(static_hp.items())), dynamic_names=dynamic_names,
+            step=task if task.task is None else from_task(task.task, num_steps=horizon),
+            static_hp=tuple(sorted(static_hp.items())), dynamic_names=dynamic_names,
             num_steps=group_steps, batch_size=None if group_batch is None else int(group_batch),
-            horizon=group_steps if _reads_horizon(static_hp) else None,
+            horizon=horizon,
             steps_per_segment=min(options.steps_per_segment, group_steps),
             batch_mode=options.batch_mode, member_rows=has_member_rows,
             standardize=options.standardize, member_loop=options.member_loop,
@@ -469,7 +497,18 @@ def _group_specs(task: Task, configs: Sequence[dict[str, Any]], static: frozense
     return specs
 
 
-def _size_chunks(task: Task, configs: Sequence[dict[str, Any]], split: data_lib.Split,
+def _check_optimizer_choice(step: Step, static_hp: Mapping[str, Any]) -> None:
+    """A task whose ``optimizer`` maps names to factories: the group's static ``optimizer``
+    must name one of them."""
+    optimizers = None if step.task is None else step.task.optimizer
+    if isinstance(optimizers, Mapping) and static_hp.get("optimizer") not in optimizers:
+        raise ValueError(
+            f"optimizer: got {static_hp.get('optimizer')!r}; task {step.name!r} maps the "
+            f"optimizers {sorted(optimizers)} (Task.optimizer): give one of them as the "
+            "static config value 'optimizer'.")
+
+
+def _size_chunks(task: Step, configs: Sequence[dict[str, Any]], split: data_lib.Split | None,
                  options: EngineOptions, layout: Layout,
                  specs: Sequence[tuple[GroupSpec, list[int]]],
                  member_rows: MemberRows | None) -> tuple[int, tuple[GroupPlan, ...]]:
@@ -478,21 +517,26 @@ def _size_chunks(task: Task, configs: Sequence[dict[str, Any]], split: data_lib.
                            options.pad_to)
     budget = options.memory_budget_bytes or memory.device_memory_bytes(
         list(layout.mesh.devices.flat))
-    data_bytes = memory.replicated_data_bytes(split, options.evaluate_test,
-                                              include_valid=member_rows is None)
-    eval_bytes, eval_rows = _eval_size(split, member_rows)
+    data_bytes, eval_bytes, eval_rows = 0, 0, 0
+    if split is not None:
+        data_bytes = memory.replicated_data_bytes(split, options.evaluate_test,
+                                                  include_valid=member_rows is None)
+        if task.evaluate is not None:
+            eval_bytes, eval_rows = _eval_size(split, member_rows)
+    x, y = (split.x_train, split.y_train) if split is not None else (None, None)
     groups = []
     for spec, indices in specs:
         try:
             per_member = memory.member_memory_bytes(
                 spec, {n: configs[indices[0]][n] for n in spec.dynamic_names},
-                split.x_train.shape[1:], eval_bytes=eval_bytes, eval_rows=eval_rows,
-                train_rows=len(split.y_train), input_dtype=split.x_train.dtype,
-                label_dtype=split.y_train.dtype,
+                () if x is None else x.shape[1:], eval_bytes=eval_bytes, eval_rows=eval_rows,
+                train_rows=None if y is None else len(y),
+                input_dtype=np.float32 if x is None else x.dtype,
+                label_dtype=np.int32 if y is None else y.dtype,
             )
         except checks.TRACE_ERRORS as error:  # the names trace (checks.task_reads) saw most
             raise checks.trace_error(
-                error, task, "init/loss/evaluate", spec.label, split.x_train, split.y_train,
+                error, task, "init/loss/evaluate", spec.label, x, y,
                 [n for n, _ in spec.static_hp] + list(spec.dynamic_names),
                 spec.dynamic_names) from error
         size = memory.chunk_size(spec.label, len(indices), per_member, budget, data_bytes,

@@ -77,6 +77,7 @@ from jaxtune.engine.options import EngineOptions, Hooks
 from jaxtune.engine.population import MemberRows
 from jaxtune.engine.records import MemberRecord
 from jaxtune.results import MemberResult, Results
+from jaxtune.step import Step
 from jaxtune.task import Task
 
 __all__ = ["SEGMENT_PROGRAM", "RunOutput", "run", "train"]
@@ -100,9 +101,9 @@ class RunOutput(NamedTuple):
 
 
 def run(
-    task: Task,
+    task: Task | Step,
     configs: Sequence[Mapping[str, Any]],
-    split: data_lib.Split,
+    split: data_lib.Split | None,
     options: EngineOptions,
     *,
     seed: int = 0,
@@ -118,11 +119,12 @@ def run(
     """Trains every config as one member of a population: the one entry every driver calls.
 
     Args:
-      task: the :class:`~jaxtune.task.Task` each member runs.
+      task: the :class:`~jaxtune.task.Task` or :class:`~jaxtune.step.Step` each member runs
+        (a Task runs as :func:`~jaxtune.step.from_task`).
       configs: one dict per member, mapping hyperparameter names to values.
       split: the data; members train on ``split.train``, are validated on ``split.valid``
         after every segment (or on their ``member_rows``) and on ``split.test`` at the end if
-        ``options.evaluate_test``.
+        ``options.evaluate_test``. ``None`` for a Step with ``needs_data=False``.
       options: how to train (:class:`~jaxtune.engine.options.EngineOptions`).
       seed: the sweep seed.
       member_seeds: one seed per member (default 0 for all); part of its identity.
@@ -132,7 +134,8 @@ def run(
       hooks: progress callbacks and the scheduler (default: none).
       checkpoint: a checkpoint directory (or a driver's scope in one), or ``None``.
       resume: continue from ``checkpoint``.
-      keep_params: also return every member's final parameters.
+      keep_params: also return every member's final parameters (a Step's carry, or what its
+        ``params`` takes from it; for a Task its parameters).
 
     Returns:
       A :class:`RunOutput` (the module docstring describes the results' metadata).
@@ -148,7 +151,7 @@ def run(
                      keep_params, threads)
 
 
-def _run_plan(plan: plan_lib.Plan, split: data_lib.Split, hooks: Hooks, checkpoint: Any,
+def _run_plan(plan: plan_lib.Plan, split: data_lib.Split | None, hooks: Hooks, checkpoint: Any,
               resume: bool, keep_params: bool, threads: int) -> RunOutput:
     """Trains a planned run: every chunk, then the rows in member order; ``threads`` compile
     later chunks' programs ahead (0: none)."""
@@ -176,7 +179,7 @@ def _run_plan(plan: plan_lib.Plan, split: data_lib.Split, hooks: Hooks, checkpoi
     return RunOutput(results, params if keep_params else None)
 
 
-def _open_session(plan: plan_lib.Plan, split: data_lib.Split, checkpoint: Any, resume: bool,
+def _open_session(plan: plan_lib.Plan, split: data_lib.Split | None, checkpoint: Any, resume: bool,
                   keep_params: bool, hooks: Hooks) -> session_lib.TrainSession | None:
     """The checkpoint session of the run (``None`` without ``checkpoint``)."""
     if checkpoint is None:
@@ -190,9 +193,11 @@ def _open_session(plan: plan_lib.Plan, split: data_lib.Split, checkpoint: Any, r
     return session
 
 
-def _place_data(plan: plan_lib.Plan, split: data_lib.Split) -> DeviceData:
+def _place_data(plan: plan_lib.Plan, split: data_lib.Split | None) -> DeviceData:
     """The data, replicated on every device. With row tables, ``split.x_valid`` is not read."""
     layout = plan.layout
+    if split is None:  # a data-free Step
+        return DeviceData({}, None, None)
     train_data = layout.replicate({"x": split.x_train, "y": split.y_train})
     valid_data = None
     if plan.member_rows is None:
@@ -307,9 +312,9 @@ def _metadata(plan: plan_lib.Plan, counts: Mapping[str, int]) -> dict[str, Any]:
 
 
 def train(
-    task: Task,
+    task: Task | Step,
     configs: Sequence[Mapping[str, Any]],
-    split: data_lib.Split,
+    split: data_lib.Split | None,
     *,
     num_steps: int,
     batch_size: int | None = 128,
