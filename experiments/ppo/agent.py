@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from .cartpole import Env
 
@@ -77,19 +78,27 @@ class ActorCritic(nn.Module):
     num_actions: int
     hidden: int = 64
 
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def setup(self) -> None:
         def dense(size: int, scale: float) -> nn.Dense:
             return nn.Dense(size, kernel_init=nn.initializers.orthogonal(scale),
                             bias_init=nn.initializers.zeros)
 
-        actor = nn.tanh(dense(self.hidden, np.sqrt(2))(obs))
-        actor = nn.tanh(dense(self.hidden, np.sqrt(2))(actor))
-        logits = dense(self.num_actions, 0.01)(actor)
-        critic = nn.tanh(dense(self.hidden, np.sqrt(2))(obs))
-        critic = nn.tanh(dense(self.hidden, np.sqrt(2))(critic))
-        value = dense(1, 1.0)(critic)[..., 0]
-        return logits, value
+        self.actor = [dense(self.hidden, np.sqrt(2)), dense(self.hidden, np.sqrt(2)),
+                      dense(self.num_actions, 0.01)]
+        self.critic = [dense(self.hidden, np.sqrt(2)), dense(self.hidden, np.sqrt(2)),
+                       dense(1, 1.0)]
+
+    @staticmethod
+    def _tower(layers: list[nn.Dense], x: jax.Array) -> jax.Array:
+        x = nn.tanh(layers[0](x))
+        return layers[2](nn.tanh(layers[1](x)))
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        """The critic alone: ``V(obs)``."""
+        return self._tower(self.critic, obs)[..., 0]
+
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self._tower(self.actor, obs), self.value(obs)
 
 
 class AgentState(NamedTuple):
@@ -201,7 +210,7 @@ def make_agent(env: Env, config: Config | None = None) -> tuple[Callable[..., Ag
         net_key, env_key = jax.random.split(key)
         params = network.init(net_key, jnp.zeros((env.obs_size,), jnp.float32))
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, config.num_envs))
-        return AgentState(params, _optimizer(hp).init(params), env_state, obs,
+        return AgentState(params, _optimizer(hp).init(ravel_pytree(params)[0]), env_state, obs,
                           jnp.zeros((config.num_envs,), jnp.float32), jnp.zeros((), jnp.float32),
                           jnp.zeros((), jnp.int32))
 
@@ -213,7 +222,7 @@ def make_agent(env: Env, config: Config | None = None) -> tuple[Callable[..., Ag
         action = jax.random.categorical(action_key, logits)
         log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
         out = steps(jax.random.split(step_key, config.num_envs), state.env_state, action)
-        _, next_value = network.apply(state.params, out.final_obs)
+        next_value = network.apply(state.params, out.final_obs, method=ActorCritic.value)
         done = out.terminated | out.truncated
         episode_return = state.episode_return + out.reward
         finished_sum = finished_sum + jnp.where(done, episode_return, 0.0).sum()
@@ -236,14 +245,20 @@ def make_agent(env: Env, config: Config | None = None) -> tuple[Callable[..., Ag
             params, opt_state = carry
             (loss, _), grads = jax.value_and_grad(
                 lambda p: ppo_loss(network, p, *batch, hp), has_aux=True)(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            updates = jax.tree_util.tree_map(lambda u: -learning_rate * u, updates)
-            return (optax.apply_updates(params, updates), opt_state), loss
+            # The optimizer sees one flat vector (Adam is elementwise, the clipping norm is
+            # global): the same update as per leaf, in a program a few times smaller.
+            flat_grads, unravel = ravel_pytree(grads)
+            updates, opt_state = optimizer.update(flat_grads, opt_state)
+            params = optax.apply_updates(params, unravel(-learning_rate * updates))
+            return (params, opt_state), loss
 
         def epoch(carry, epoch_key):
-            order = jax.random.permutation(epoch_key, batch_size)
-            batches = jax.tree_util.tree_map(
-                lambda x: x[order].reshape(config.num_minibatches, -1, *x.shape[1:]), flat)
+            if config.num_minibatches == 1:  # one minibatch: its order changes nothing
+                batches = jax.tree_util.tree_map(lambda x: x[None], flat)
+            else:
+                order = jax.random.permutation(epoch_key, batch_size)
+                batches = jax.tree_util.tree_map(
+                    lambda x: x[order].reshape(config.num_minibatches, -1, *x.shape[1:]), flat)
             return jax.lax.scan(minibatch, carry, batches)
 
         (params, opt_state), losses = jax.lax.scan(
