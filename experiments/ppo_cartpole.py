@@ -90,7 +90,15 @@ def run_all(step, num_segments: int, population: int, seeds: int, seed: int):
 
     import jaxtune as jt
 
-    common = {"num_steps": num_segments, "steps_per_segment": 1}
+    timer = _common.Timer()
+
+    def progress(report) -> None:
+        returns = report.metrics.get("train_episode_return")
+        best = float(np.nanmax(returns)) if returns is not None else float("nan")
+        print(f"[{timer.seconds:6.0f} s] segment {report.step}/{report.num_steps}: best "
+              f"return {best:.1f}", file=sys.stderr, flush=True)
+
+    common = {"num_steps": num_segments, "steps_per_segment": 1, "on_segment": progress}
     defaults = [dict(agent.DEFAULTS)]
     baseline = jt.train(step, defaults * seeds, None, member_seeds=list(range(seeds)),
                         seed=seed, **common)
@@ -183,8 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--env", choices=("gymnax", "project"), default=None,
                    help="gymnax's CartPole-v1 (default) or the project's copy (default with "
                         "--smoke: no gymnax needed)")
-    p.add_argument("--population", type=int, default=8, help="members of random search / PBT")
-    p.add_argument("--seeds", type=int, default=4, help="seeds of PureJaxRL's settings")
+    p.add_argument("--population", type=int, default=6, help="members of random search / PBT")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of PureJaxRL's settings")
     p.add_argument("--check-env", action="store_true",
                    help="only compare the project's CartPole with gymnax's and exit")
     argv = sys.argv[1:] if argv is None else list(argv)

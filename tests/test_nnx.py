@@ -54,9 +54,14 @@ def _reference(hp, member_key, x, y, x_valid, y_valid):
     def loss_fn(model):
         return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
-    for _ in range(NUM_STEPS):
+    def train_step(_, state):
+        model, optimizer = nnx.merge(graphdef, state)
         _, grads = nnx.value_and_grad(loss_fn)(model)
         optimizer.update(model, grads)
+        return nnx.state((model, optimizer))
+
+    graphdef, state = nnx.split((model, optimizer))
+    model, optimizer = nnx.merge(graphdef, jax.lax.fori_loop(0, NUM_STEPS, train_step, state))
     model.eval()
     accuracy = jnp.mean(jnp.argmax(model(x_valid), -1) == y_valid)
     _, params, state = nnx.split(model, nnx.Param, ...)
