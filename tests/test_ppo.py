@@ -23,7 +23,7 @@ from ppo import agent, cartpole
 sys.path.pop(0)
 
 TINY = agent.Config(num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1,
-                    updates_per_segment=2, total_updates=4, hidden=8)
+                    updates_per_segment=1, total_updates=4, hidden=8)
 
 
 def test_a_ppo_sweep_through_the_engine_equals_a_python_loop_and_lr_0_keeps_the_init():
