@@ -32,6 +32,7 @@ from jaxtune import engine
 from jaxtune.engine import population
 from jaxtune.engine.layout import Layout
 from jaxtune.engine.plan import member_keys
+from jaxtune.step import from_task
 
 TASK = jt.classification_task("mlp", num_classes=10, input_shape=(64,))
 STATIC = {"optimizer": "adam", "width": 128, "depth": 1}
@@ -46,7 +47,7 @@ def init_costs(split: jt.Split, num_members: int) -> None:
     """Compile seconds of the set-up program, batched (before) and looped (now), and bits."""
     layout = Layout.build(None)
     spec = population.GroupSpec(
-        task=TASK, static_hp=tuple(sorted(STATIC.items())),
+        step=from_task(TASK), static_hp=tuple(sorted(STATIC.items())),
         dynamic_names=("dropout", "learning_rate"), num_steps=100, batch_size=32,
         steps_per_segment=10, member_loop="map")
     configs = _configs(num_members)

@@ -4,6 +4,9 @@ Workload (issue 2): digits, MLP 64-128-128-10, batch 128, 500 AdamW steps, learn
 log-uniform [1e-4, 1e-1], weight decay log-uniform [1e-6, 1e-2], P = 64 members.
 
   (a) jaxtune's engine (its defaults: one CPU device per core, population sharded);
+  (a'') the same MLP written as a user's own jaxtune.Step (its own value_and_grad and
+      optax.adamw step), run by the same engine: the cost of the Step contract against the
+      built-in task (issue 13: at most 5% slower);
   (b) a hand-written jit(vmap(lax.scan(step))) of the same training, on the same devices;
   (c) one jitted lax.scan training called once per config (sequential best case: calls are
       dispatched asynchronously round-robin over the same devices);
@@ -22,6 +25,7 @@ ratios measured side by side in this one run. The last line is machine-readable.
     python benchmarks/population.py            # the full workload
     python benchmarks/population.py --quick    # smaller, under 2 minutes
     python benchmarks/population.py --profile  # where a step's time goes, op by op
+    python benchmarks/population.py --step-only  # (a) against (a'') only
 """
 
 from __future__ import annotations
@@ -105,6 +109,35 @@ def _handwritten_train(num_steps, batch_size):
         return params, jnp.mean(jnp.argmax(logits, -1) == y)
 
     return train_one
+
+
+def user_step():
+    """The digits MLP as a user's own Step: a hand-written gradient step with optax.adamw."""
+    model = _Mlp()
+
+    def adamw(hp):
+        return optax.adamw(hp["learning_rate"], weight_decay=hp["weight_decay"])
+
+    def init(key, hp):
+        params = model.init(key, jnp.zeros((1, 64)))["params"]
+        return params, adamw(hp).init(params)
+
+    def losses(params, data):
+        logits = model.apply({"params": params}, data["x"])
+        return logits, optax.softmax_cross_entropy_with_integer_labels(logits, data["y"]).mean()
+
+    def step(carry, batch, key, hp):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(lambda p: losses(p, batch)[1])(params)
+        updates, opt_state = adamw(hp).update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), {"loss": loss}
+
+    def evaluate(carry, data, hp):
+        logits, loss = losses(carry[0], data)
+        return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == data["y"]), "loss": loss}
+
+    return jt.Step(init, step, evaluate, name="digits-mlp-step",
+                   metric_modes={"accuracy": "max", "loss": "min"}, params=lambda c: c[0])
 
 
 def _interleaved_medians(runners, repeats):
@@ -382,6 +415,8 @@ def main(argv=None):
     parser.add_argument("--members", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--step-only", action="store_true",
+                        help="time only (a) against the same MLP as a user Step (a'')")
     parser.add_argument("--profile", action="store_true",
                         help="print where a step's device time goes in (a) and (b), op by op")
     args = parser.parse_args(argv)
@@ -402,8 +437,18 @@ def main(argv=None):
 
     run_a, a_first_s, first = bench_jaxtune(task, configs, split, num_steps, batch_size)
     compiles = first.metadata["num_segment_compilations"]
+    # The Step reads no "optimizer" name: it is its own adamw.
+    step_configs = [{k: v for k, v in c.items() if k != "optimizer"} for c in configs]
+    run_step = bench_jaxtune(user_step(), step_configs, split, num_steps, batch_size)[0]
+    if args.step_only:
+        medians = _interleaved_medians({"a": run_a, "a_step": run_step}, repeats)
+        print(f"(a) jaxtune        {medians['a']:8.3f} s warm; (a'') the MLP as a user Step "
+              f"{medians['a_step']:8.3f} s warm")
+        print(f"step_overhead={medians['a_step'] / medians['a']:.3f}")
+        return 0
     runners = {
         "a": run_a,
+        "a_step": run_step,
         "a_shared": bench_jaxtune(task, configs, split, num_steps, batch_size,
                                   batch_mode="shared")[0],
         "b": bench_vmap(configs, split, num_steps, batch_size),
@@ -416,6 +461,9 @@ def main(argv=None):
           f"{first.metadata['num_guarded_segments']} guarded segments", flush=True)
     print(f"(a') jaxtune, one minibatch shared by all members {shared_s:8.3f} s warm "
           f"({a_s / shared_s:.2f}x the independent-minibatch speed)", flush=True)
+    step_s = medians["a_step"]
+    print(f"(a'') the MLP as a user Step {step_s:8.3f} s warm ({step_s / a_s:.3f}x the built-in "
+          "task's time)", flush=True)
     print(f"(b) hand vmap      {b_s:8.3f} s, {b_s / num_members:.4f} s/trial", flush=True)
     print(f"(c) sequential     {c_s:8.3f} s, {c_s / num_members:.4f} s/trial", flush=True)
     d_trial = bench_optuna(configs[:optuna_trials], split, num_steps, batch_size)
@@ -436,7 +484,7 @@ def main(argv=None):
         f"per_trial_s={per_trial:.5f} overhead_vs_vmap={a_s / b_s:.3f} "
         f"speedup_vs_sequential={c_s / a_s:.2f} speedup_vs_optuna={d_trial / per_trial:.2f} "
         f"speedup_vs_sklearn={e_trial / per_trial:.2f} frac_peak={achieved / peak:.3f} "
-        f"compiles={compiles} max_member_diff={diff:.3g}"
+        f"compiles={compiles} max_member_diff={diff:.3g} step_overhead={step_s / a_s:.3f}"
     )
     return 0
 

@@ -144,6 +144,11 @@ def check_task_and_data(task: Any, data: Any, data_field: str = "split") -> None
             f"{task!r}."
         )
     if isinstance(task, Step) and not task.needs_data:
+        if data_field == "data":
+            raise ValueError(
+                f"task: Step {task.name!r} has needs_data=False (a whole training function): "
+                "cross-validation splits data and has none to split; tune it with jt.tune, "
+                "jt.run_halving or jt.run_pbt and split=None.")
         if data is not None:
             raise ValueError(
                 f"{data_field}: Step {task.name!r} has needs_data=False (a whole training "

@@ -31,6 +31,7 @@ import pytest
 import jaxtune as jt
 from jaxtune import engine
 from jaxtune.engine import memory, population
+from jaxtune.step import from_task
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 # Default layout across device counts: measured differences 4.8e-7 in the losses, 0 in the
@@ -267,7 +268,7 @@ def test_memory_counts_all_replicated_data_and_blames_the_right_thing(digits_spl
 
 
 def _memory_spec(task, static):
-    return engine.GroupSpec(task=task, static_hp=tuple(sorted(static.items())),
+    return engine.GroupSpec(step=from_task(task), static_hp=tuple(sorted(static.items())),
                             dynamic_names=("learning_rate",), num_steps=10, batch_size=128,
                             steps_per_segment=10)
 
@@ -288,10 +289,10 @@ def _compiled_member_bytes(spec, eval_rows):
 
     def member(p, state, batch, valid, k, d):
         hp = spec.hp(d)
-        grads, _ = jax.grad(spec.task.loss, has_aux=True)(p, batch, k, hp)
+        grads, _ = jax.grad(spec.step.task.loss, has_aux=True)(p, batch, k, hp)
         updates, state = optim.make_optimizer(hp, spec.num_steps).update(grads, state, p)
         p = jax.tree.map(lambda a, b: a + b, p, updates)
-        return p, state, spec.task.evaluate(p, valid, hp)
+        return p, state, spec.step.task.evaluate(p, valid, hp)
 
     compiled = jax.jit(member).lower(params, opt_state, data(spec.batch_size), data(eval_rows),
                                      key, dynamic).compile()

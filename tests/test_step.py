@@ -15,6 +15,7 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import engine
+from jaxtune.cv import cross_validate
 from jaxtune.step import as_step, from_task
 
 TRAIN = dict(num_steps=12, steps_per_segment=4, batch_size=None, evaluate_test=False)
@@ -245,3 +246,6 @@ def test_data_and_data_free_steps_refuse_the_wrong_split(split):
     with pytest.raises(ValueError, match="standardize needs data"):
         jt.train(QUADRATIC, [{"learning_rate": 0.1, "momentum": 0.0, "noise": 0.0}], None,
                  standardize=True, **FREE)
+    with pytest.raises(ValueError, match="cross-validation splits data"):
+        cross_validate(QUADRATIC, None, [{"learning_rate": 0.1, "momentum": 0.0,
+                                             "noise": 0.0}], num_steps=2)
