@@ -118,6 +118,14 @@ def _build(factory: ModuleFactory, hp: HParams, key: jax.Array, train: bool) -> 
             f"nnx_step: the factory returned {type(module).__name__}, not an nnx.Module; it "
             "must be (hp, rngs) -> nnx.Module."
         )
+    for path, layer in nnx.iter_modules(module):
+        if (isinstance(layer, nnx.Dropout) and not isinstance(layer, Dropout)
+                and isinstance(layer.rate, jax.core.Tracer)):
+            where = ".".join(str(p) for p in path) or "the module"
+            raise TypeError(
+                f"nnx_task: {where} is an nnx.Dropout with a traced rate (a dynamic "
+                "hyperparameter), which nnx.Dropout refuses; use jaxtune.nnx.Dropout, a "
+                "drop-in subclass that accepts one.")
     if train:
         module.train()
     else:

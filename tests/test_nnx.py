@@ -188,6 +188,12 @@ def test_bad_arguments_are_refused_before_tracing():
         jt_nnx.nnx_task(Net, kind=None, loss=lambda m, b: (0.0, {}))
     with pytest.raises(ValueError, match="needs metric_modes"):
         jt_nnx.nnx_task(Net, evaluate=lambda m, d: {"acc": 0.0})
+    def flax_dropout(hp, rngs):
+        return nnx.Sequential(nnx.Linear(4, 3, rngs=rngs), nnx.Dropout(hp["dropout"], rngs=rngs))
+
+    init, _, _ = jt_nnx.nnx_functions(flax_dropout)
+    with pytest.raises(TypeError, match=r"layers\.1 is an nnx\.Dropout with a traced rate"):
+        jax.eval_shape(init, jax.random.key(0), {"dropout": 0.5})
     with pytest.raises(TypeError, match=r"not an nnx\.Module"):
         init, _, _ = jt_nnx.nnx_functions(lambda hp, rngs: object())
         init(jax.random.key(0), {})
