@@ -46,8 +46,15 @@ File / dict schema (:meth:`Space.from_dict`, :meth:`Space.from_file` for ``.json
     }
 
 Allowed keys: ``float``/``int``: ``type, low, high, log, static``; ``choice``: ``type, values,
-static``; ``fixed``: ``type, value, static``. A bare scalar, string, bool or None means a static
-Fixed; a list or dict value must be spelt ``{"type": "fixed", "value": ...}``.
+static``; ``fixed``: ``type, value, static``; any type: ``when``. A bare scalar, string, bool or
+None means a static Fixed; a list or dict value must be spelt ``{"type": "fixed", "value": ...}``.
+
+**Conditional parameters** (``when=``, :mod:`jaxtune.conditions`): a parameter that exists only
+when static parents take some values (``"momentum": Float(0.5, 0.99, when={"optimizer":
+["momentum", "nesterov"]})``). A config then holds exactly its *active* names
+(:meth:`Space.active_names`): :meth:`Space.decode` and :meth:`Space.grid` leave inactive ones
+out, :meth:`Space.validate_config` refuses one given or an active one missing, and
+:meth:`Space.encode` puts an inactive parameter's coordinate at :data:`INACTIVE_COORDINATE`.
 
 Example:
   >>> import jax

@@ -188,6 +188,36 @@ def test_tune_with_history_and_extending_a_sweep(wine, tmp_path):
     assert jt.Results.load(warm.save(tmp_path / "out")).metadata["warm_start"] == metadata
 
 
+class CrashError(Exception):
+    """Stands for a crash within a round."""
+
+
+def test_an_interrupted_round_is_finished_before_an_extension(wine, tmp_path):
+    split, task = wine
+    run = {**RUN, "num_steps": 4}  # two segments per member: a save within the round
+
+    reports = []
+
+    def crash(report):  # after the round's second segment: its first one is saved
+        reports.append(report)
+        if len(reports) == 2:
+            raise CrashError
+
+    with pytest.raises(CrashError):
+        jt.tune(task, split, TINY, grid_search(), num_configs=2, checkpoint=tmp_path,
+                on_segment=crash, **run)
+    with pytest.raises(ValueError, match="interrupted within a round of num_configs=2; resume "
+                                         "it with num_configs=2"):
+        jt.tune(task, split, TINY, grid_search(), num_configs=3, checkpoint=tmp_path,
+                resume=True, **run)
+    finished = jt.tune(task, split, TINY, grid_search(), num_configs=2, checkpoint=tmp_path,
+                       resume=True, **run)
+    extended = jt.tune(task, split, TINY, grid_search(), num_configs=3, checkpoint=tmp_path,
+                       resume=True, **run)
+    assert [r.config for r in extended][:2] == [r.config for r in finished]
+    assert len(extended) == 3
+
+
 def test_cli_warm_start(wine, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "use_cpu_cores", lambda num_devices=None: None)
     space = tmp_path / "space.json"
