@@ -10,6 +10,9 @@ import pytest
 
 import jaxtune as jt
 from jaxtune import cli, warmstart
+from jaxtune.commands.build import SweepPlan
+from jaxtune.commands.drivers import seeded_strategy
+from jaxtune.scheduled import initial_population
 from jaxtune.space import Choice, Fixed, Float, Int, Space
 from jaxtune.strategies import bayes_search, grid_search, random_search, sobol_search
 from jaxtune.strategies.warm import MAX_REPEATED_ASKS, warm_started
@@ -107,6 +110,20 @@ def test_reuse_best_hands_out_the_best_first():
     assert configs[:2] == [{"x": 0.3}, {"x": 0.4}]
     assert configs[2] not in history
     assert all(c not in history for c in strategy.ask(state, 4)[0])
+
+
+def test_a_scheduled_sweep_starts_from_the_history_best_half():
+    # What `jaxtune sweep --strategy pbt|halving --warm-start DIR` gives run_pbt/run_halving.
+    space = Space({"x": Float(0.0, 1.0)})
+    earlier = jt.Results([row(i, {"x": x}, accuracy)
+                          for i, (x, accuracy) in enumerate([(0.1, 0.5), (0.2, 0.9),
+                                                             (0.3, 0.7), (0.4, 0.8)])])
+    plan = SweepPlan(None, None, space, random_search(), "valid_accuracy", "max", 8, 4, None,
+                     None, 1, earlier)
+    configs = initial_population(seeded_strategy(plan), space, 0, 4)
+    assert configs[:2] == [{"x": 0.2}, {"x": 0.4}]  # the best half of 4, best first
+    assert all(c not in [r.config for r in earlier] for c in configs[2:])
+    assert seeded_strategy(plan._replace(history=None)) is plan.strategy
 
 
 def row(member_id, config, accuracy, status="completed", seed=0):
@@ -212,10 +229,10 @@ def test_an_interrupted_round_is_finished_before_an_extension(wine, tmp_path):
                 resume=True, **run)
     finished = jt.tune(task, split, TINY, grid_search(), num_configs=2, checkpoint=tmp_path,
                        resume=True, **run)
-    extended = jt.tune(task, split, TINY, grid_search(), num_configs=3, checkpoint=tmp_path,
+    extended = jt.tune(task, split, TINY, grid_search(), num_configs=4, checkpoint=tmp_path,
                        resume=True, **run)
     assert [r.config for r in extended][:2] == [r.config for r in finished]
-    assert len(extended) == 3
+    assert len(extended) == 4
 
 
 def test_cli_warm_start(wine, tmp_path, capsys, monkeypatch):

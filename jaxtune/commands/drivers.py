@@ -20,7 +20,7 @@ from jaxtune.results import Results
 from jaxtune.scheduled import run_halving, run_pbt
 from jaxtune.strategies.warm import warm_started
 
-__all__ = ["run_ask_tell", "run_halving_sweep", "run_pbt_sweep"]
+__all__ = ["run_ask_tell", "run_halving_sweep", "run_pbt_sweep", "seeded_strategy"]
 
 OnSegment = Callable[[Any], None]
 
@@ -53,7 +53,7 @@ def run_halving_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegm
     :func:`~jaxtune.strategies.run_halving` call over ``--population-size`` slots."""
     options = plan.options
     return run_halving(
-        plan.task, plan.split, plan.space, _seeded_strategy(plan),
+        plan.task, plan.split, plan.space, seeded_strategy(plan),
         population_size=plan.population_size,
         num_steps=options.num_steps,
         min_steps=request.rung_steps,
@@ -71,7 +71,7 @@ def run_pbt_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment)
     """``pbt``: one :func:`~jaxtune.strategies.run_pbt` call over every member."""
     options = plan.options
     return run_pbt(
-        plan.task, plan.split, plan.space, _seeded_strategy(plan),
+        plan.task, plan.split, plan.space, seeded_strategy(plan),
         population_size=plan.population_size,
         num_steps=options.num_steps,
         interval_segments=request.pbt_interval or 1,
@@ -82,7 +82,7 @@ def run_pbt_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment)
     )
 
 
-def _seeded_strategy(plan: SweepPlan) -> Any:
+def seeded_strategy(plan: SweepPlan) -> Any:
     """A scheduler's strategy; with ``--warm-start``, its first configs are the history's
     best half of ``--population-size`` (trained again), then configs not yet evaluated."""
     if plan.history is None:
