@@ -11,7 +11,14 @@ import pytest
 
 import jaxtune as jt
 from jaxtune.space import INACTIVE_COORDINATE, Choice, Fixed, Float, Int, Space
-from jaxtune.strategies import bayes_search, grid_search, pbt, random_search, sobol_search
+from jaxtune.strategies import (
+    bayes_search,
+    grid_search,
+    pbt,
+    random_search,
+    sobol_search,
+    successive_halving,
+)
 
 KEY = jax.random.PRNGKey(0)
 FAST = dict(num_restarts=64, num_ascent=8, acquisition_steps=20, fit_steps=100, fit_restarts=2)
@@ -152,6 +159,27 @@ def test_pbt_explore_never_creates_an_inactive_name():
             donor = configs[decision.exploit[slot]]
             assert set(config) == set(donor)  # the donor's static group, its names
             space.validate_config(config)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_halving_refills_with_the_static_group_names(optimizer):
+    space = Space({"optimizer": Choice(["sgd", "momentum"]),
+                   "momentum": Float(0.5, 0.99, when={"optimizer": "momentum"}),
+                   "learning_rate": Float(1e-3, 1e-1, log=True)})
+    configs = [c for c in space.sample(KEY, 64) if c["optimizer"] == optimizer][:3]
+    scheduler = successive_halving(space, random_search(), min_steps=1, eta=3,
+                                   metric="valid_loss", key=KEY)
+    view = jt.SlotView(segment=1, step=np.full(3, 1), alive=np.ones(3, bool),
+                       finished=np.zeros(3, bool),
+                       metrics={"valid_loss": np.array([1.0, 2.0, 3.0])}, configs=configs,
+                       member_ids=[0, 1, 2], num_steps=9, steps_per_segment=1)
+    state = scheduler.init(view._replace(step=np.zeros(3, int)))
+    decision, state = scheduler.update(state, view)
+    assert decision.refill  # members that were not promoted are replaced
+    for config in decision.refill.values():
+        assert config["optimizer"] == optimizer
+        assert set(config) == set(configs[0])
+        space.validate_config(config)
 
 
 def test_space_file_round_trip(tmp_path):
