@@ -165,6 +165,15 @@ def _set_when(param: Any, cls_name: str) -> None:
     object.__setattr__(param, "when", When.of(param.when, f"{cls_name}.when"))
 
 
+def _repr(param: Any) -> str:
+    """The dataclass repr, with ``when=`` (its mapping form) only when there is a condition."""
+    fields = [f"{field.name}={getattr(param, field.name)!r}"
+              for field in dataclasses.fields(param) if field.name != "when"]
+    if param.when is not None:
+        fields.append(f"when={param.when.spec()!r}")
+    return f"{type(param).__name__}({', '.join(fields)})"
+
+
 def _with_when(param: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` with the parameter's ``"when"`` added when it has a condition."""
     if param.when is not None:
@@ -193,9 +202,12 @@ class Float:
     high: float
     log: bool = False
     static: bool = False
-    when: When | None = dataclasses.field(default=None, repr=False)
+    when: When | None = None
 
     kind: ClassVar[str] = "float"
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
     def __post_init__(self) -> None:
         _set_when(self, "Float")
@@ -277,9 +289,12 @@ class Int:
     high: int
     log: bool = False
     static: bool = True
-    when: When | None = dataclasses.field(default=None, repr=False)
+    when: When | None = None
 
     kind: ClassVar[str] = "int"
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
     def __post_init__(self) -> None:
         _set_when(self, "Int")
@@ -388,9 +403,12 @@ class Choice:
 
     values: tuple[Any, ...]
     static: bool = True
-    when: When | None = dataclasses.field(default=None, repr=False)
+    when: When | None = None
 
     kind: ClassVar[str] = "choice"
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
     def __post_init__(self) -> None:
         _set_when(self, "Choice")
@@ -487,9 +505,12 @@ class Fixed:
 
     value: Any
     static: bool = True
-    when: When | None = dataclasses.field(default=None, repr=False)
+    when: When | None = None
 
     kind: ClassVar[str] = "fixed"
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
     def __post_init__(self) -> None:
         _set_when(self, "Fixed")

@@ -206,6 +206,8 @@ label: {type: fixed, value: [1, 2], when: {depth: [3]}}
     assert space.active_names({"optimizer": "sgd", "depth": 3}) == (
         "depth", "label", "optimizer", "width_2")
     assert Space.from_dict(space.to_dict()) == space
+    assert "when={'optimizer': ['momentum']}" in repr(space["momentum"])
+    assert "when" not in repr(space["depth"])
 
 
 @pytest.mark.parametrize("spec, message", [
