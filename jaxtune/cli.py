@@ -386,6 +386,10 @@ def _add_checkpoint_flags(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--resume", default=None, metavar="DIR",
                        help="continue the sweep checkpointed in DIR with its saved arguments "
                        "(only --quiet and --no-plot may be added)")
+    sweep.add_argument("--warm-start", default=None, metavar="DIR",
+                       help="warm-start from the sweep saved in DIR (an earlier --out, same or "
+                       "compatible space): its configs are not proposed again, bayes fits its "
+                       "model on them first, halving/pbt start from its best half")
 
 
 def _add_cluster_flags(sweep: argparse.ArgumentParser) -> None:
@@ -443,7 +447,7 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
         "members_per_device", "member_loop", "seed", "grid_points", "eta",
         "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
         "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
-        "num_processes", "process_id", "task", "data", "target", "kind",
+        "num_processes", "process_id", "task", "data", "target", "kind", "warm_start",
     )}
     entry = STRATEGIES[args.strategy]
     return SweepRequest(

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from jaxtune import limits
+from jaxtune.conditions import When
 
 __all__ = ["PARAM_TYPES", "Choice", "Fixed", "Float", "Int", "Param", "freeze"]
 
@@ -159,6 +160,27 @@ def _check_log(cls_name: str, low: float, log: bool) -> None:
         )
 
 
+def _set_when(param: Any, cls_name: str) -> None:
+    """Normalizes ``param.when`` (a mapping, a :class:`When` or ``None``) in place."""
+    object.__setattr__(param, "when", When.of(param.when, f"{cls_name}.when"))
+
+
+def _repr(param: Any) -> str:
+    """The dataclass repr, with ``when=`` (its mapping form) only when there is a condition."""
+    fields = [f"{field.name}={getattr(param, field.name)!r}"
+              for field in dataclasses.fields(param) if field.name != "when"]
+    if param.when is not None:
+        fields.append(f"when={param.when.spec()!r}")
+    return f"{type(param).__name__}({', '.join(fields)})"
+
+
+def _with_when(param: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with the parameter's ``"when"`` added when it has a condition."""
+    if param.when is not None:
+        spec["when"] = param.when.spec()
+    return spec
+
+
 # --------------------------------------------------------------------------------------------
 # Parameter types
 
@@ -172,16 +194,23 @@ class Float:
       high: largest value (finite, > low).
       log: sample and encode in log space (learning rates, weight decay).
       static: the value changes a shape or code path (rare for floats); default dynamic.
+      when: the parameter exists only when this holds (:mod:`jaxtune.conditions`), e.g.
+        ``{"optimizer": ["momentum", "nesterov"]}``; ``None``: always.
     """
 
     low: float
     high: float
     log: bool = False
     static: bool = False
+    when: When | None = None
 
     kind: ClassVar[str] = "float"
 
+    def __repr__(self) -> str:
+        return _repr(self)
+
     def __post_init__(self) -> None:
+        _set_when(self, "Float")
         _check_flag("Float", "log", self.log)
         _check_flag("Float", "static", self.static)
         low, high = _check_bounds("Float", self.low, self.high)
@@ -234,13 +263,13 @@ class Float:
 
     def spec(self) -> dict[str, Any]:
         """This parameter in the file / dict schema (inverse of ``Space.from_dict``)."""
-        return {
+        return _with_when(self, {
             "type": "float",
             "low": self.low,
             "high": self.high,
             "log": self.log,
             "static": self.static,
-        }
+        })
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,16 +281,23 @@ class Int:
       high: largest value (an integer, > low).
       log: sample in log space (sizes spanning orders of magnitude).
       static: the value changes a shape or loop count; default static.
+      when: the parameter exists only when this holds (:mod:`jaxtune.conditions`), e.g.
+        ``{"depth": {">=": 2}}``; ``None``: always.
     """
 
     low: int
     high: int
     log: bool = False
     static: bool = True
+    when: When | None = None
 
     kind: ClassVar[str] = "int"
 
+    def __repr__(self) -> str:
+        return _repr(self)
+
     def __post_init__(self) -> None:
+        _set_when(self, "Int")
         _check_flag("Int", "log", self.log)
         _check_flag("Int", "static", self.static)
         for field in ("low", "high"):
@@ -343,13 +379,13 @@ class Int:
 
     def spec(self) -> dict[str, Any]:
         """This parameter in the file / dict schema (inverse of ``Space.from_dict``)."""
-        return {
+        return _with_when(self, {
             "type": "int",
             "low": self.low,
             "high": self.high,
             "log": self.log,
             "static": self.static,
-        }
+        })
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,14 +397,21 @@ class Choice:
         no duplicates.
       static: the value changes a shape or code path (default). A dynamic Choice
         (``static=False``) must hold finite numbers, which become traced ``float32`` values.
+      when: the parameter exists only when this holds (:mod:`jaxtune.conditions`);
+        ``None``: always.
     """
 
     values: tuple[Any, ...]
     static: bool = True
+    when: When | None = None
 
     kind: ClassVar[str] = "choice"
 
+    def __repr__(self) -> str:
+        return _repr(self)
+
     def __post_init__(self) -> None:
+        _set_when(self, "Choice")
         _check_flag("Choice", "static", self.static)
         values = self.values
         if isinstance(values, str | bytes | Mapping) or not isinstance(
@@ -442,7 +485,8 @@ class Choice:
 
     def spec(self) -> dict[str, Any]:
         """This parameter in the file / dict schema (inverse of ``Space.from_dict``)."""
-        return {"type": "choice", "values": _thaw(self.values), "static": self.static}
+        return _with_when(
+            self, {"type": "choice", "values": _thaw(self.values), "static": self.static})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,14 +499,21 @@ class Fixed:
         ``float32`` value like a Float's, so sweeps that differ only in this constant (say, two
         sweeps at different fixed learning rates) share one compiled program; it must then be
         a finite number (not a bool or string).
+      when: the parameter exists only when this holds (:mod:`jaxtune.conditions`);
+        ``None``: always.
     """
 
     value: Any
     static: bool = True
+    when: When | None = None
 
     kind: ClassVar[str] = "fixed"
 
+    def __repr__(self) -> str:
+        return _repr(self)
+
     def __post_init__(self) -> None:
+        _set_when(self, "Fixed")
         _check_flag("Fixed", "static", self.static)
         value = freeze(self.value)
         if _is_nan(value):
@@ -490,6 +541,9 @@ class Fixed:
 
     def spec(self) -> Any:
         """This parameter in the file / dict schema (inverse of ``Space.from_dict``)."""
+        if self.when is not None:
+            return _with_when(self, {"type": "fixed", "value": _thaw(self.value),
+                                     "static": self.static})
         if not self.static:
             return {"type": "fixed", "value": self.value, "static": False}
         if self.value is None or isinstance(self.value, str | bool | int | float):

@@ -46,8 +46,15 @@ File / dict schema (:meth:`Space.from_dict`, :meth:`Space.from_file` for ``.json
     }
 
 Allowed keys: ``float``/``int``: ``type, low, high, log, static``; ``choice``: ``type, values,
-static``; ``fixed``: ``type, value, static``. A bare scalar, string, bool or None means a static
-Fixed; a list or dict value must be spelt ``{"type": "fixed", "value": ...}``.
+static``; ``fixed``: ``type, value, static``; any type: ``when``. A bare scalar, string, bool or
+None means a static Fixed; a list or dict value must be spelt ``{"type": "fixed", "value": ...}``.
+
+**Conditional parameters** (``when=``, :mod:`jaxtune.conditions`): a parameter that exists only
+when static parents take some values (``"momentum": Float(0.5, 0.99, when={"optimizer":
+["momentum", "nesterov"]})``). A config then holds exactly its *active* names
+(:meth:`Space.active_names`): :meth:`Space.decode` and :meth:`Space.grid` leave inactive ones
+out, :meth:`Space.validate_config` refuses one given or an active one missing, and
+:meth:`Space.encode` puts an inactive parameter's coordinate at :data:`INACTIVE_COORDINATE`.
 
 Example:
   >>> import jax
@@ -69,7 +76,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxtune import limits, spacefile
+from jaxtune import conditions, limits, spacefile
 from jaxtune.params import PARAM_TYPES, Choice, Fixed, Float, Int, Param, freeze
 
 __all__ = ["Choice", "Fixed", "Float", "Int", "Param", "Space"]
@@ -82,11 +89,15 @@ MAX_GRID_SIZE = 1_000_000
 # Dict / file schema
 
 _SPEC_KEYS = {
-    "float": ("type", "low", "high", "log", "static"),
-    "int": ("type", "low", "high", "log", "static"),
-    "choice": ("type", "values", "static"),
-    "fixed": ("type", "value", "static"),
+    "float": ("type", "low", "high", "log", "static", "when"),
+    "int": ("type", "low", "high", "log", "static", "when"),
+    "choice": ("type", "values", "static", "when"),
+    "fixed": ("type", "value", "static", "when"),
 }
+
+#: The unit-cube coordinate of an inactive parameter (:meth:`Space.encode`): one fixed value,
+#: so two configs where it is inactive do not differ in it.
+INACTIVE_COORDINATE = 0.5
 _REQUIRED_KEYS = {
     "float": ("low", "high"),
     "int": ("low", "high"),
@@ -166,8 +177,10 @@ class Space(Mapping[str, Param]):
       (('learning_rate',), ('depth',))
     """
 
-    __slots__ = ("_params",)
+    __slots__ = ("_conditional", "_order", "_params")
     _params: Mapping[str, Param]
+    _order: tuple[str, ...]
+    _conditional: bool
 
     def __init__(self, params: Mapping[str, Param]) -> None:
         if not isinstance(params, Mapping):
@@ -197,6 +210,9 @@ class Space(Mapping[str, Param]):
         # unit-cube columns, every draw and the grid depend on the names, not on key order.
         ordered = {name: checked[name] for name in sorted(checked)}
         object.__setattr__(self, "_params", MappingProxyType(ordered))
+        object.__setattr__(self, "_order", conditions.check_conditions(ordered))
+        object.__setattr__(self, "_conditional",
+                           any(p.when is not None for p in ordered.values()))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Space is immutable; build a new Space instead.")
@@ -255,6 +271,21 @@ class Space(Mapping[str, Param]):
         return tuple(name for name, p in self._params.items() if not isinstance(p, Fixed))
 
     @property
+    def conditional_names(self) -> tuple[str, ...]:
+        """Names that exist only under a condition (``when=``), sorted."""
+        return tuple(name for name, p in self._params.items() if p.when is not None)
+
+    def active_names(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The names active under ``config``'s values, sorted (all of them without conditions).
+
+        Only the parents' values are read; ``config`` may hold inactive names too.
+        """
+        if not self._conditional:
+            return self.names
+        active = conditions.active_names(self._params, self._order, config)
+        return tuple(name for name in self._params if name in active)
+
+    @property
     def dim(self) -> int:
         """Dimension of the unit cube (the number of searchable parameters)."""
         return len(self.searchable_names)
@@ -262,16 +293,21 @@ class Space(Mapping[str, Param]):
     # Configs ---------------------------------------------------------------------------------
 
     def validate_config(self, config: Mapping[str, Any]) -> None:
-        """Checks that ``config`` names exactly this space's parameters, with valid values.
+        """Checks that ``config`` names exactly this space's active parameters, with valid
+        values (without conditions: every parameter).
 
         Raises:
-          ValueError: missing or unknown names, or a value out of range / not a choice.
+          ValueError: missing or unknown names, an inactive name given (naming its condition),
+            or a value out of range / not a choice.
           TypeError: ``config`` is not a mapping, or a value has the wrong type.
         """
         if not isinstance(config, Mapping):
             raise TypeError(
                 f"a config must be a mapping of names to values, got {type(config).__name__}."
             )
+        if self._conditional:
+            self._validate_conditional(config)
+            return
         missing = [name for name in self._params if name not in config]
         if missing:
             raise ValueError(
@@ -287,16 +323,45 @@ class Space(Mapping[str, Param]):
         for name, param in self._params.items():
             param.check_value(name, config[name])
 
+    def _validate_conditional(self, config: Mapping[str, Any]) -> None:
+        """:meth:`validate_config` with conditions: parents are checked before children."""
+        unknown = [name for name in config if name not in self._params]
+        if unknown:
+            raise ValueError(
+                f"config has names {unknown} that are not in the space {list(self._params)}; "
+                "remove them or add them to the space."
+            )
+        active: set[str] = set()
+        for name in self._order:
+            param = self._params[name]
+            when = param.when
+            if when is None or (all(p in active for p in when.parents) and when.holds(config)):
+                active.add(name)
+                if name not in config:
+                    reason = "" if when is None else f" (active: {when.describe(config)})"
+                    raise ValueError(
+                        f"config is missing {[name]}{reason}; give a value for every active "
+                        "name of the space."
+                    )
+                param.check_value(name, config[name])
+            elif name in config:
+                raise ValueError(
+                    f"config[{name!r}] is given but inactive: its condition "
+                    f"{when.describe(config)} does not hold; remove it from the config."
+                )
+
     def static_key(self, config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         """The static group of ``config``: sorted ``(name, value)`` pairs of the static names.
 
         Configs with equal keys share one compiled program. Values are made hashable (lists
         become tuples, numpy scalars Python scalars).
         """
-        missing = [name for name in self.static_names if name not in config]
+        active = set(self.active_names(config))
+        names = [name for name in self.static_names if name in active]
+        missing = [name for name in names if name not in config]
         if missing:
             raise ValueError(f"config is missing the static parameters {missing}.")
-        return tuple(sorted((name, freeze(config[name])) for name in self.static_names))
+        return tuple(sorted((name, freeze(config[name])) for name in names))
 
     def encode(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Maps configs to points of the unit cube.
@@ -306,7 +371,8 @@ class Space(Mapping[str, Param]):
 
         Returns:
           ``np.ndarray [num, dim]`` float64 in ``[0, 1]``, columns in the order of
-          :attr:`searchable_names`.
+          :attr:`searchable_names`; an inactive parameter's column is
+          :data:`INACTIVE_COORDINATE`.
         """
         if isinstance(configs, Mapping):
             raise TypeError("encode takes a list of configs; wrap a single config in a list.")
@@ -316,22 +382,29 @@ class Space(Mapping[str, Param]):
         u = np.zeros((len(configs), self.dim), np.float64)
         for column, name in enumerate(self.searchable_names):
             param = self._params[name]
-            values = [config[name] for config in configs]
+            rows = [row for row, config in enumerate(configs) if name in config]
+            u[:, column] = INACTIVE_COORDINATE
+            if not rows:
+                continue
+            values = [configs[row][name] for row in rows]
             if isinstance(param, Choice):
-                u[:, column] = param.to_unit(values)
+                u[rows, column] = param.to_unit(values)
             else:
-                u[:, column] = param.to_unit(np.asarray(values, np.float64))
+                u[rows, column] = param.to_unit(np.asarray(values, np.float64))
         return np.clip(u, 0.0, 1.0)
 
-    def decode(self, u: np.ndarray) -> list[dict[str, Any]]:
+    def decode(self, u: np.ndarray, *, drop_inactive: bool = True) -> list[dict[str, Any]]:
         """Maps points of the unit cube to configs.
 
         Args:
           u: ``[num, dim]`` array (numpy or JAX), columns in the order of
             :attr:`searchable_names`; clipped to ``[0, 1]``.
+          drop_inactive: leave out the names inactive under the point's values (so a config
+            holds exactly its active names); ``False`` keeps every name (a value per column,
+            for callers that pick names themselves).
 
         Returns:
-          ``num`` configs, each with a Python value for every name (Fixed ones included).
+          ``num`` configs, each with a Python value for every (active) name (Fixed included).
         """
         u = np.asarray(u, np.float64)
         if u.ndim != 2 or u.shape[1] != self.dim:
@@ -354,6 +427,9 @@ class Space(Mapping[str, Param]):
             config = {}
             for name, param in self._params.items():
                 config[name] = param.value if isinstance(param, Fixed) else columns[name][row]
+            if self._conditional and drop_inactive:
+                active = conditions.active_names(self._params, self._order, config)
+                config = {name: value for name, value in config.items() if name in active}
             configs.append(config)
         return configs
 
@@ -396,6 +472,8 @@ class Space(Mapping[str, Param]):
         Float and Int axes have ``num_float_points`` points from ``low`` to ``high`` (log-spaced
         when ``log``; Int points rounded and deduplicated; a single point is the centre of the
         range); Choice axes every value; Fixed axes the value. The last name varies fastest.
+        With conditions, only valid combinations, each once: a parameter's axis multiplies the
+        grid only where it is active (names in parents-first order, the last fastest).
 
         Args:
           num_float_points: points per Float/Int axis (>= 1).
@@ -415,6 +493,9 @@ class Space(Mapping[str, Param]):
                 f"num_float_points = {num_float_points} is more than max_size={max_size}."
             )
         axes = [param.grid_axis(int(num_float_points)) for param in self._params.values()]
+        if self._conditional:
+            return conditions.conditional_grid(
+                self._params, self._order, dict(zip(self.names, axes, strict=True)), max_size)
         size = math.prod(len(axis) for axis in axes)
         if size > max_size:
             raise ValueError(

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from jaxtune import checkpoint as checkpoint_lib
-from jaxtune import checks, contracts, drivers, engine, jsonio, limits, pareto, ranking
+from jaxtune import checks, contracts, drivers, engine, jsonio, limits, pareto, ranking, warmstart
 from jaxtune import data as data_lib
 from jaxtune.contracts import Config
 from jaxtune.engine.options import EngineOptions
@@ -26,6 +26,7 @@ from jaxtune.results import Results
 from jaxtune.space import Space
 from jaxtune.strategies.base import Strategy
 from jaxtune.strategies.random import random_search
+from jaxtune.strategies.warm import warm_started
 from jaxtune.task import Task
 
 
@@ -197,6 +198,11 @@ def _check_sweep(task: Task, split: data_lib.Split, space: Space, strategy: Stra
                   constraints)
 
 
+def _with_strategy(checked: _Sweep, strategy: Strategy) -> _Sweep:
+    """``checked`` with another strategy (a warm-started one)."""
+    return checked._replace(strategy=strategy)
+
+
 #: Options a tune checkpoint stores under their own names, not in its ``engine_options``.
 _STORED_APART = ("num_steps", "batch_size", "steps_per_segment", "devices", "static_names",
                  "sweep_reads")
@@ -227,21 +233,40 @@ def _objective_metadata(sweep: _Sweep) -> dict[str, Any]:
     if sweep.constraints is not None:
         stored["constraints"] = sweep.constraints.describe()
     return stored
+def _started_budget(sweep: _Sweep, checkpointer: checkpoint_lib.Checkpointer) -> int:
+    """The ``num_configs`` a resumed checkpoint was started with when this call asks for more
+    (extending a sweep: its marker keeps the first budget); else the call's own."""
+    if not sweep.resume:
+        return sweep.num_configs
+    try:
+        arguments = checkpoint_lib.read_marker(checkpointer.directory).get("arguments")
+    except (FileNotFoundError, ValueError):  # the store says what is wrong with it
+        return sweep.num_configs
+    started = arguments.get("num_configs") if isinstance(arguments, dict) else None
+    if isinstance(started, int) and not isinstance(started, bool) and (
+            started < sweep.num_configs):
+        return started
+    return sweep.num_configs
 
 
 def _open_store(sweep: _Sweep, call: Mapping[str, Any]) -> checkpoint_lib.Store | None:
-    """The sweep's checkpoint store (``None`` without a checkpoint)."""
+    """The sweep's checkpoint store (``None`` without a checkpoint). A resume with a larger
+    ``num_configs`` extends the sweep (its finished rounds are replayed, not retrained)."""
     if sweep.resume and sweep.checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<the directory the sweep saved into>.")
     if sweep.checkpoint is None:
         return None
     options = sweep.options
     arguments = _objective_metadata(sweep)
+    checkpointer = checkpoint_lib.Checkpointer.of(sweep.checkpoint)
+    # Only a warm-started sweep stores its history's digest (older checkpoints still match).
+    warm = {} if call["history"] is None else {"history": call["history_digest"]}
     return checkpoint_lib.Store(
-        checkpoint_lib.Checkpointer.of(sweep.checkpoint), "tune",
+        checkpointer, "tune",
         {
+            **warm,
             "task": sweep.task.name, "data": checkpoint_lib.split_digest(sweep.split),
-            "space": sweep.space.to_dict(), "num_configs": sweep.num_configs,
+            "space": sweep.space.to_dict(), "num_configs": _started_budget(sweep, checkpointer),
             "num_steps": options.num_steps, "population_size": call["population_size"],
             "seeds": sweep.seeds, "batch_size": options.batch_size,
             "steps_per_segment": options.steps_per_segment, "metric": sweep.metric,
@@ -262,6 +287,12 @@ def _saved_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None) -> list[Res
     if latest is None:
         return []
     saved = checkpoint_lib.unpack_rounds(*latest)
+    budget = latest[0]["tune"].get("num_configs", sweep.num_configs)
+    if latest[0].get("train") is not None and budget != sweep.num_configs:
+        raise ValueError(
+            f"checkpoint: the sweep was interrupted within a round of num_configs={budget}; "
+            f"resume it with num_configs={budget} to finish it, then resume again with "
+            f"num_configs={sweep.num_configs} to extend it")
     restored = sweep.options.num_steps * sum(len(batch) for batch in saved)
     on_restore = sweep.run["hooks"].on_restore
     if on_restore is not None and restored > 0:
@@ -276,7 +307,7 @@ def _train_round(sweep: _Sweep, store: checkpoint_lib.Store | None, configs: Seq
     num_seeds = len(sweep.seeds)
     scope = None
     if store is not None:
-        outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
+        outer, outer_arrays = _packed(batches, sweep.num_configs)
         scope = checkpoint_lib.TrainScope(store, outer, {"round": len(batches)},
                                           restore=restore, outer_arrays=outer_arrays)
     return engine.run(
@@ -287,6 +318,13 @@ def _train_round(sweep: _Sweep, store: checkpoint_lib.Store | None, configs: Seq
     ).results
 
 
+def _packed(batches: Sequence[Results], num_configs: int) -> tuple[dict, dict]:
+    """The finished rounds as a checkpoint's tune section, with the budget they belong to."""
+    outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
+    outer["tune"]["num_configs"] = num_configs
+    return outer, outer_arrays
+
+
 def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequence[Results],
                 on_round: Callable[[Results], None] | None) -> list[Results]:
     """Ask, train (or replay a saved round to the strategy), tell, until the budget is spent."""
@@ -295,13 +333,15 @@ def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequen
     batches: list[Results] = []
     evaluated = 0
     while evaluated < sweep.num_configs:
-        configs, state = strategy.ask(state, min(sweep.round_size,
-                                                 sweep.num_configs - evaluated))
+        round_index = len(batches)
+        wanted = min(sweep.round_size, sweep.num_configs - evaluated)
+        if round_index < len(saved):  # a saved round is asked at its own size (an extension)
+            wanted = len(saved[round_index]) // len(sweep.seeds)
+        configs, state = strategy.ask(state, wanted)
         if not configs:
             break
         for config in configs:
             space.validate_config(config)
-        round_index = len(batches)
         if round_index < len(saved):  # finished before the resume: told its stored results
             members = [dict(c) for c in configs for _ in sweep.seeds]
             results = _replayed_round(saved[round_index], members, round_index)
@@ -313,7 +353,7 @@ def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequen
         batches.append(results)
         if round_index >= len(saved):
             if store is not None:
-                outer, outer_arrays = checkpoint_lib.pack_rounds(batches)
+                outer, outer_arrays = _packed(batches, sweep.num_configs)
                 store.save({**outer, "train": None}, outer_arrays)
             if on_round is not None:
                 on_round(results)
@@ -334,6 +374,7 @@ def tune(
     resume: bool = False, allow_unused_hparams: bool = False,
     options: EngineOptions | None = None, on_restore: Callable[[int], None] | None = None,
     constraints: Any = None,
+    history: warmstart.History | None = None,
 ) -> Results:
     """Runs a search: ask a batch, train it as one population, tell the scores, repeat.
 
@@ -367,7 +408,13 @@ def tune(
       checkpoint, resume: a directory (or :class:`~jaxtune.checkpoint.Checkpointer`) saved
         after every round and within rounds; ``resume`` replays the finished rounds to the
         strategy (it must propose the same configs) and continues the interrupted one
-        (docs/checkpointing.md).
+        (docs/checkpointing.md). Resuming a finished sweep with a larger ``num_configs``
+        extends it: its rounds are replayed, only the new configs train.
+      history: earlier results to warm-start from (docs/warm_start.md): a
+        :class:`~jaxtune.results.Results` or ``(config, metric value)`` pairs of the same or
+        a compatible space. The strategy is told them before its first ``ask`` and never
+        proposes a config among them again; the returned Results hold only the members this
+        call trains, and ``metadata["warm_start"]`` the history's size and best.
 
     Raises:
       TypeError, ValueError: before anything trains (a ``task`` that is not a Task, no data,
@@ -386,12 +433,29 @@ def tune(
       >>> results = jt.tune(task, split, space, num_configs=8, num_steps=100)  # doctest: +SKIP
     """
     call = dict(locals())
-    sweep = _check_sweep(task, split, space, strategy, call)
+    sweep, warm = _warm_started(_check_sweep(task, split, space, strategy, call), history, call)
     store = _open_store(sweep, call)
     batches = _run_rounds(sweep, store, _saved_rounds(sweep, store), on_round)
+    return _combined(sweep, batches, warm)
+
+
+def _warm_started(sweep: _Sweep, history: Any, call: dict[str, Any]) -> tuple[_Sweep, Any]:
+    """The sweep with its strategy told ``history`` (and the history's losses), or as it is;
+    records the history's digest in ``call`` for the checkpoint."""
+    if history is None:
+        return sweep, None
+    warm = warmstart.history_losses(history, sweep.space, sweep.metric, sweep.mode)
+    call["history_digest"] = warmstart.history_digest(*warm)
+    return _with_strategy(sweep, warm_started(sweep.strategy, *warm)), warm
+
+
+def _combined(sweep: _Sweep, batches: Sequence[Results], warm: Any) -> Results:
+    """Every round's rows in one Results, with the sweep's metadata."""
     combined = Results.concat(batches)
     metadata = dict(combined.metadata)
     metadata.update(metric=sweep.metric, mode=sweep.mode, seeds=sweep.seeds,
-                    space=space.to_dict(), **round_counts(batches, space),
+                    space=sweep.space.to_dict(), **round_counts(batches, sweep.space),
                     **_objective_metadata(sweep))
+    if warm is not None:
+        metadata["warm_start"] = warmstart.history_summary(*warm, sweep.mode)
     return Results(list(combined), metadata)

@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, NamedTuple
 
-from jaxtune import contracts, data, datatree, limits, task, userdata
+from jaxtune import contracts, data, datatree, limits, task, userdata, warmstart
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.commands import resume as resume_lib
 from jaxtune.commands import usertask
@@ -22,6 +22,7 @@ from jaxtune.commands.devices import cpu_device_count
 from jaxtune.commands.request import DEFAULT_BATCH_SIZE, CliError, SweepRequest
 from jaxtune.contracts import Strategy
 from jaxtune.engine.options import EngineOptions
+from jaxtune.results import Results
 from jaxtune.space import Space
 from jaxtune.task import Task
 
@@ -56,6 +57,7 @@ class SweepPlan(NamedTuple):
       cpu_devices: CPU devices to split the host into (the resumed sweep's count on a resume).
       metrics, modes: every objective and its direction (``metric``/``mode`` are the first).
       constraints: ``--constraint``, checked against the task's metrics, or ``None``.
+      history: ``--warm-start``'s saved sweep (checked against the space), or ``None``.
     """
 
     task: Task
@@ -72,6 +74,7 @@ class SweepPlan(NamedTuple):
     metrics: tuple[str, ...] = ()
     modes: tuple[str, ...] = ()
     constraints: contracts.Constraints | None = None
+    history: Results | None = None
 
 
 def engine_options_mapping(options: EngineOptions) -> dict[str, Any]:
@@ -121,7 +124,19 @@ def build_sweep(request: SweepRequest) -> SweepPlan:
     )
     return SweepPlan(the_task, split, space, strategy, metric, mode, num_configs,
                      _population_size(request, num_configs), options, checkpointer, cpu_devices,
-                     metrics, modes, constraints)
+                     metrics, modes, constraints, _history(request, space, metric, mode))
+
+
+def _history(request: SweepRequest, space: Space, metric: str, mode: str) -> Results | None:
+    """``--warm-start``'s saved sweep, checked against the space before anything trains."""
+    if request.warm_start is None:
+        return None
+    try:
+        history = Results.load(request.warm_start)
+        warmstart.history_losses(history, space, metric, mode)
+    except (OSError, TypeError, ValueError) as error:
+        raise CliError(f"--warm-start {request.warm_start}: {error}") from error
+    return history
 
 
 def sweep_cpu_devices(request: SweepRequest) -> int:

@@ -54,6 +54,7 @@ def check_sweep(request: SweepRequest) -> None:
         raise CliError(f"--top must be >= 0, got {request.top}")
     if "space" not in request.resumed:  # a resume reads the space from its checkpoint
         _check_space_file(request.space)
+    _check_warm_start(request.warm_start)
     check_out(request.out, "--out")
     _check_tensorboard(request.tensorboard)
     if not request.no_plot:
@@ -205,6 +206,19 @@ def _check_space_file(path: str) -> None:
         raise CliError(f"--space: no such file {path!r}")
     if not file.is_file():
         raise CliError(f"--space: {path!r} is not a file")
+
+
+def _check_warm_start(directory: str | None) -> None:
+    """``--warm-start DIR``: a folder holding a saved sweep (its ``results.json``)."""
+    if directory is None:
+        return
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise CliError(f"--warm-start: no such folder {directory!r}; give an earlier sweep's "
+                       "--out folder")
+    if not (folder / "results.json").is_file():
+        raise CliError(f"--warm-start: {directory!r} holds no results.json; give an earlier "
+                       "sweep's --out folder")
 
 
 def _check_tensorboard(directory: str | None) -> None:

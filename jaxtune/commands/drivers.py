@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jaxtune import tuning
+from jaxtune import tuning, warmstart
 from jaxtune.commands.build import SweepPlan, engine_options_mapping
 from jaxtune.commands.request import DEFAULT_ETA, SweepRequest
 from jaxtune.results import Results
 from jaxtune.scheduled import run_halving, run_pbt
+from jaxtune.strategies.warm import warm_started
 
-__all__ = ["run_ask_tell", "run_halving_sweep", "run_pbt_sweep"]
+__all__ = ["run_ask_tell", "run_halving_sweep", "run_pbt_sweep", "seeded_strategy"]
 
 OnSegment = Callable[[Any], None]
 
@@ -44,6 +45,7 @@ def run_ask_tell(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment) 
         checkpoint=plan.checkpointer,
         resume=request.resume,
         engine_options=engine_options_mapping(options),
+        history=plan.history,
     )
 
 
@@ -52,7 +54,7 @@ def run_halving_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegm
     :func:`~jaxtune.strategies.run_halving` call over ``--population-size`` slots."""
     options = plan.options
     return run_halving(
-        plan.task, plan.split, plan.space, plan.strategy,
+        plan.task, plan.split, plan.space, seeded_strategy(plan),
         population_size=plan.population_size,
         num_steps=options.num_steps,
         min_steps=request.rung_steps,
@@ -70,7 +72,7 @@ def run_pbt_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment)
     """``pbt``: one :func:`~jaxtune.strategies.run_pbt` call over every member."""
     options = plan.options
     return run_pbt(
-        plan.task, plan.split, plan.space, plan.strategy,
+        plan.task, plan.split, plan.space, seeded_strategy(plan),
         population_size=plan.population_size,
         num_steps=options.num_steps,
         interval_segments=request.pbt_interval or 1,
@@ -79,6 +81,16 @@ def run_pbt_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment)
         steps_per_segment=options.steps_per_segment,
         engine_options=_scheduled_options(request, plan, on_segment),
     )
+
+
+def seeded_strategy(plan: SweepPlan) -> Any:
+    """A scheduler's strategy; with ``--warm-start``, its first configs are the history's
+    best half of ``--population-size`` (trained again), then configs not yet evaluated."""
+    if plan.history is None:
+        return plan.strategy
+    configs, losses = warmstart.history_losses(plan.history, plan.space, plan.metric, plan.mode)
+    return warm_started(plan.strategy, configs, losses,
+                        reuse_best=(plan.population_size or 0) // 2)
 
 
 def _scheduled_options(request: SweepRequest, plan: SweepPlan,

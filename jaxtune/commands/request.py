@@ -95,6 +95,7 @@ class SweepRequest:
       resumed: what a ``--resume``'s checkpoint marker keeps (``space``, ``cpu_devices``);
         empty for a first run.
       argv: the arguments of this run, kept in a checkpoint's marker for ``--resume``.
+      warm_start: ``--warm-start``: a saved sweep's ``--out`` folder to warm-start from.
       checkpoint_dir: ``--checkpoint-dir``, or the ``--resume`` directory.
       resume: whether ``--resume`` was given.
       dataset, data: ``--dataset`` (an embedded dataset) or ``--data`` (a ``.npz``/``.csv``
@@ -156,6 +157,7 @@ class SweepRequest:
     metrics: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     constraints: tuple[tuple[str, str, float], ...] = ()
+    warm_start: str | None = None
 
     @property
     def scheduled(self) -> bool:

@@ -19,7 +19,8 @@ __all__ = ["PATH_FLAGS", "RESUME_FLAGS", "absolute_paths", "resume_argv", "wants
 #: Flags ``jaxtune sweep --resume DIR`` accepts besides DIR (the rest comes from the checkpoint).
 RESUME_FLAGS = ("--quiet", "--no-plot")
 #: ``jaxtune sweep`` flags whose value is a path (made absolute in a checkpoint's marker).
-PATH_FLAGS = ("--out", "--space", "--data", "--tensorboard", "--checkpoint-dir")
+PATH_FLAGS = ("--out", "--space", "--data", "--tensorboard", "--checkpoint-dir",
+              "--warm-start")
 
 
 def absolute_paths(argv: list[str], cwd: str | os.PathLike[str]) -> list[str]:

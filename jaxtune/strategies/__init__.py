@@ -11,6 +11,7 @@ from jaxtune.strategies.bayes import BayesState, bayes_search
 from jaxtune.strategies.grid import GridState, grid_search
 from jaxtune.strategies.random import RandomState, random_search
 from jaxtune.strategies.sobol import SobolState, sobol_search
+from jaxtune.strategies.warm import WarmState, warm_started
 
 __all__ = [
     "BayesState",
@@ -24,6 +25,8 @@ __all__ = [
     "random_search",
     "sanitize_scores",
     "sobol_search",
+    "WarmState",
+    "warm_started",
 ]
 
 # Schedulers acting between segments (contracts.Scheduler), after the strategies they draw from.

@@ -180,18 +180,16 @@ def _observations_kept(scores: np.ndarray, max_observations: int) -> np.ndarray:
 def _snap_tables(space: Space) -> tuple[np.ndarray, np.ndarray]:
     """Per coordinate, the sorted encodings of its values (Int/Choice with few values)."""
     names = space.searchable_names
-    base = space.decode(np.full((1, space.dim), 0.5))[0]
     columns = []
-    for column, name in enumerate(names):
+    for name in names:
         param = space[name]
-        values: list[Any] = []
-        if isinstance(param, Choice):
-            values = list(param.values)
+        # A coordinate's encoding is its own parameter's (Space.encode, column by column), so
+        # it needs no valid config around it (with conditions there may be none).
+        if isinstance(param, Choice) and len(param.values) <= MAX_SNAPPED_VALUES:
+            columns.append(np.sort(np.clip(param.to_unit(list(param.values)), 0.0, 1.0)))
         elif isinstance(param, Int) and param.high - param.low < MAX_SNAPPED_VALUES:
-            values = list(range(param.low, param.high + 1))
-        if 0 < len(values) <= MAX_SNAPPED_VALUES:
-            configs = [{**base, name: value} for value in values]
-            columns.append(np.sort(space.encode(configs)[:, column]))
+            values = np.arange(param.low, param.high + 1)
+            columns.append(np.sort(np.clip(param.to_unit(values), 0.0, 1.0)))
         else:
             columns.append(np.zeros(0))
     width = bucket(max(len(c) for c in columns), 8)  # few distinct shapes, few compiles
@@ -350,7 +348,9 @@ def _ask(settings: _Settings, state: BayesState, num: int) -> tuple[list[Config]
     space = state.space
     if space.dim == 0:  # only Fixed parameters: every config is the same
         return space.decode(np.zeros((num, 0))), state._replace(num_asked=state.num_asked + num)
-    num_from_design = min(num, max(0, settings.num_initial - state.num_asked))
+    # A warm start tells a history before the first ask: it counts towards the design.
+    num_done = max(state.num_asked, len(state.history.scores))
+    num_from_design = min(num, max(0, settings.num_initial - num_done))
     if len(state.history.scores) == 0:
         num_from_design = num
     parts = []
@@ -363,11 +363,32 @@ def _ask(settings: _Settings, state: BayesState, num: int) -> tuple[list[Config]
         propose = _model_points if state.outcomes is None else _outcome_points
         parts.append(propose(settings, state, num - num_from_design))
     u = np.concatenate(parts) if parts else np.zeros((0, space.dim))
+    if space.conditional_names:
+        u = _distinct_configs(space, u, state)
     new_state = state._replace(
         num_asked=state.num_asked + num,
         num_initial_asked=state.num_initial_asked + num_from_design,
     )
     return space.decode(u), new_state
+
+
+def _distinct_configs(space: Space, u: np.ndarray, state: BayesState) -> np.ndarray:
+    """Points of a conditional space moved to their configs' encodings (inactive coordinates
+    at :data:`jaxtune.space.INACTIVE_COORDINATE`), each config once and none already told: two
+    points that differ only in coordinates inactive under their values are one config, which
+    the acquisition, working in the whole cube, does not see. A repeat is replaced by a
+    uniform draw (``fold_in(key, 2)``), tried a few times."""
+    canonical = space.encode(space.decode(u))
+    seen = {row.tobytes() for row in state.history.encoded}
+    key = jax.random.fold_in(jax.random.fold_in(state.key, 2), state.num_asked)
+    draws = np.asarray(jax.random.uniform(key, (len(u), 8, space.dim)), np.float64)
+    for i in range(len(canonical)):
+        for draw in draws[i]:
+            if canonical[i].tobytes() not in seen:
+                break
+            canonical[i] = space.encode(space.decode(draw[None, :]))[0]
+        seen.add(canonical[i].tobytes())
+    return canonical
 
 
 def _tell(state: BayesState, configs: list[Config], scores: Any) -> BayesState:

@@ -561,7 +561,7 @@ def _group_space(space: Space, config: Mapping[str, Any]) -> Space:
     for name in space.names:
         param = space[name]
         if param.static and not isinstance(param, Fixed) and name in config:
-            params[name] = Fixed(config[name])
+            params[name] = Fixed(config[name], when=param.when)
         else:
             params[name] = param
     return Space(params)

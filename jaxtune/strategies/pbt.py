@@ -153,8 +153,12 @@ def _explore(settings: _Settings, config: Mapping[str, Any], draws: np.ndarray) 
     dynamic, perturb, space = settings.dynamic, settings.perturb, settings.space
     new = dict(config)
     point = draws[2 * len(dynamic):]
-    resampled = space.decode(point[None, :])[0]
+    # Every name's value (drop_inactive=False): the point's own parents may differ from the
+    # config's, whose static values (and so whose active names) the member keeps.
+    resampled = space.decode(point[None, :], drop_inactive=False)[0]
     for j, name in enumerate(dynamic):
+        if name not in config:  # inactive in this member's static group: never created
+            continue
         if draws[j] < settings.resample_probability:
             new[name] = resampled[name]
             continue
