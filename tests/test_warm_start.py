@@ -119,7 +119,7 @@ def test_a_scheduled_sweep_starts_from_the_history_best_half():
                           for i, (x, accuracy) in enumerate([(0.1, 0.5), (0.2, 0.9),
                                                              (0.3, 0.7), (0.4, 0.8)])])
     plan = SweepPlan(None, None, space, random_search(), "valid_accuracy", "max", 8, 4, None,
-                     None, 1, earlier)
+                     None, 1, history=earlier)
     configs = initial_population(seeded_strategy(plan), space, 0, 4)
     assert configs[:2] == [{"x": 0.2}, {"x": 0.4}]  # the best half of 4, best first
     assert all(c not in [r.config for r in earlier] for c in configs[2:])
