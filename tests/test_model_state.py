@@ -14,7 +14,7 @@ import jaxtune as jt
 from jaxtune import data as data_lib
 from jaxtune import engine
 
-NUM_STEPS, BATCH = 8, 32
+NUM_STEPS, BATCH = 6, 32
 #: The engine and the loop below run the same float32 operations; XLA may fuse them
 #: differently (and the built-in sgd upcasts to float32 where Optax keeps the weak type).
 RTOL, ATOL = 1e-5, 1e-6
@@ -78,7 +78,7 @@ def hand_written(split, learning_rate, key):
 def test_members_carry_their_own_batch_statistics_and_equal_a_flax_loop(split, task):
     configs = [{"learning_rate": lr, "optimizer": "sgd"} for lr in (0.05, 0.5)]
     results, kept = jt.train(task, configs, split, num_steps=NUM_STEPS, batch_size=BATCH,
-                             steps_per_segment=4, evaluate_test=False, return_params=True)
+                             steps_per_segment=6, evaluate_test=False, return_params=True)
     keys = engine.member_keys(0, [0, 0], configs, [None, None])
     (params0, state0), (_, state1) = kept
     # Each member's running statistics are its own (they moved away from init, differently).

@@ -527,19 +527,18 @@ def test_a_task_optimizer_factory_compiles_once_per_family_and_equals_optax():
         "clipped_adamw": _clipped_adamw, "lion": _lion, "injected": _injected})
     grid = [{"optimizer": "clipped_adamw", "clip": c, "learning_rate": lr, "weight_decay": wd}
             for c in (0.1, 1.0) for lr in (0.01, 0.1) for wd in (0.0, 0.01)]
-    others = [{"optimizer": "lion", "clip": 1.0, "learning_rate": lr, "weight_decay": 0.01}
-              for lr in (0.01, 0.03)]
-    others += [{"optimizer": "injected", "clip": 1.0, "learning_rate": lr, "weight_decay": 0.0}
-               for lr in (0.01, 0.03)]
+    others = [{"optimizer": "lion", "clip": 1.0, "learning_rate": 0.03, "weight_decay": 0.01},
+              {"optimizer": "injected", "clip": 1.0, "learning_rate": 0.03, "weight_decay": 0.0}]
     configs = grid + others
-    results, params = jt.train(task, configs, split, num_steps=8, steps_per_segment=4,
+    results, params = jt.train(task, configs, split, num_steps=6, steps_per_segment=6,
                                batch_size=None, evaluate_test=False, return_params=True)
     # One segment program per optimizer family: the 2x2x2 grid of clip x lr x wd is one.
     assert results.metadata["num_static_groups"] == 3
     assert results.metadata["num_segment_compilations"] <= 3
     keys = engine.member_keys(0, [0] * len(configs), configs, [None] * len(configs))
-    for config, member, key in zip(configs, params, keys, strict=True):
-        expected = _factory_loop(task, split, config, key, 8)
+    for i in (0, 5, 7, 8, 9):  # three corners of the grid, lion, inject_hyperparams
+        config, member, key = configs[i], params[i], keys[i]
+        expected = _factory_loop(task, split, config, key, 6)
         jax.tree_util.tree_map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6), member,
             expected)
