@@ -36,7 +36,7 @@ __all__ = [
     "JaxtuneEstimator",
     "JaxtuneRegressor",
     "all_rows",
-    "fit_split",
+    "padded_size",
     "member_config",
     "train_members",
 ]
@@ -79,35 +79,65 @@ def all_rows(num_rows: int) -> MemberRows:
                       valid_rows=rows, valid_weight=np.ones((1, num_rows), np.float32))
 
 
+def padded_size(num_rows: int) -> int:
+    """The row count a table or data array of ``num_rows`` rows is padded to.
+
+    Every distinct shape compiles a new program; padding to a few sizes (powers of two from 32,
+    then multiples of 4096) lets fits on similar row counts (the folds of a cross-validation,
+    its refit, scikit-learn's checks) share programs. Padding rows are never trained on or
+    scored: full-batch means weight them 0 and minibatches draw only from the real rows.
+    """
+    if num_rows <= 4096:
+        return max(32, 1 << (int(num_rows) - 1).bit_length())
+    return -(-int(num_rows) // 4096) * 4096
+
+
+def _pad_table(table: np.ndarray, width: int) -> np.ndarray:
+    extra = np.repeat(table[:, :1], width - table.shape[1], axis=1)
+    return np.concatenate([table, extra], axis=1).astype(np.int32)
+
+
 def train_members(
     task: task_lib.Task,
     configs: Sequence[Mapping[str, Any]],
-    split: Split,
+    data: tuple[np.ndarray, np.ndarray, str, int | None],
     member_rows: MemberRows,
     *,
     num_steps: int,
     batch_size: int | None,
     member_seeds: Sequence[int],
 ) -> tuple[Any, list[Any]]:
-    """Trains ``configs`` as one population on ``split.x_train`` through row tables.
+    """Trains ``configs`` as one population on the rows ``data = (x, y, kind, num_classes)``.
 
-    The sweep seed is 0 and each member's ``random_state`` is its member seed, so a member's key
-    depends only on its config and ``random_state`` (never on its fold or position): a member of
-    :class:`JaxtuneSearchCV` trains exactly as ``fit`` of the same estimator on its fold's rows.
+    Each member trains on its rows of ``member_rows`` and reports on its validation rows. The
+    data and the tables are padded (:func:`padded_size`). The sweep seed is 0 and each member's
+    ``random_state`` is its member seed, so a member's key depends only on its config and
+    ``random_state`` (never on its fold or position): a member of :class:`JaxtuneSearchCV`
+    trains exactly as ``fit`` of the same estimator on its fold's rows.
 
     Returns:
       ``(results, params)`` of :func:`jaxtune.train` with ``return_params=True``.
     """
+    x, y, kind, num_classes = data
+    size = padded_size(len(y))
+    x = np.concatenate([x, np.zeros((size - len(y), *x.shape[1:]), x.dtype)])
+    y = np.concatenate([y, np.zeros(size - len(y), y.dtype)])
+    train_width = padded_size(member_rows.train_rows.shape[1])
+    valid_width = padded_size(member_rows.valid_rows.shape[1])
+    weight = member_rows.valid_weight
+    member_rows = MemberRows(
+        train_rows=_pad_table(member_rows.train_rows, train_width),
+        train_counts=member_rows.train_counts,
+        valid_rows=_pad_table(member_rows.valid_rows, valid_width),
+        valid_weight=np.concatenate(
+            [weight, np.zeros((len(weight), valid_width - weight.shape[1]), np.float32)], 1),
+    )
+    split = Split(x, y, x[:0], y[:0], x[:0], y[:0], kind, num_classes, "sklearn")
     return engine.train(
         task, list(configs), split, num_steps=num_steps, batch_size=batch_size,
         steps_per_segment=num_steps, seed=0, member_seeds=list(member_seeds),
         member_rows=member_rows, evaluate_test=False, return_params=True,
     )
-
-
-def fit_split(x: np.ndarray, y: np.ndarray, kind: str, num_classes: int | None) -> Split:
-    """The engine's Split holding ``x``/``y`` as training rows (validation through row tables)."""
-    return Split(x, y, x[:0], y[:0], x[:0], y[:0], kind, num_classes, "sklearn")
 
 
 def _check_int(name: str, value: Any, low: int, *, allow_none: bool = False) -> None:
@@ -208,7 +238,7 @@ class JaxtuneEstimator(BaseEstimator):
         config = member_config(self)
         task = self.make_task(x.shape[1], num_classes)
         results, params = train_members(
-            task, [config], fit_split(x, y, self._kind, num_classes), all_rows(len(y)),
+            task, [config], (x, y, self._kind, num_classes), all_rows(len(y)),
             num_steps=int(self.num_steps), batch_size=self.batch_size,
             member_seeds=[self.member_seed],
         )

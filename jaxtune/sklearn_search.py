@@ -42,7 +42,6 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from jaxtune.folds import folds_from_indices
 from jaxtune.sklearn_estimators import (
     JaxtuneEstimator,
-    fit_split,
     member_config,
     train_members,
 )
@@ -273,7 +272,7 @@ class JaxtuneSearchCV(MetaEstimatorMixin, BaseEstimator):
         kind = "regression" if classes is None else "classification"
         results, params = train_members(
             finals[0].make_task(x.shape[1], num_classes),
-            [member_config(final) for final in finals], fit_split(x, y, kind, num_classes),
+            [member_config(final) for final in finals], (x, y, kind, num_classes),
             folds_from_indices(pairs, len(x)).member_rows(list(range(len(slots)))),
             num_steps=int(finals[0].num_steps), batch_size=finals[0].batch_size,
             member_seeds=[final.member_seed for final in finals],
