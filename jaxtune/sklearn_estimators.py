@@ -19,10 +19,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+try:
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as error:  # scikit-learn missing, or older than 1.6 (no validate_data)
+    raise ImportError(
+        "jaxtune.sklearn needs scikit-learn >= 1.6; install it with "
+        "pip install 'jaxtune[sklearn]' (or pip install -U scikit-learn)."
+    ) from error
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxtune import engine
 from jaxtune import task as task_lib

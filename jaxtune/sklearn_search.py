@@ -198,6 +198,8 @@ class JaxtuneSearchCV(MetaEstimatorMixin, BaseEstimator):
                       .split(X, y))
         self.n_splits_ = len(splits)
         estimators = [clone(self.estimator).set_params(**params) for params in candidates]
+        for estimator in estimators:  # every candidate checked before anything trains
+            _final_step(estimator)[0].check_params()
         blocks = self._blocks(estimators, X, y, splits)
         members = self._train(estimators, blocks, encoded, classes, splits)
         scores = self._score(members, estimators, X, y, splits, scorers)

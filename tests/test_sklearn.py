@@ -15,6 +15,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+
+pytest.importorskip("sklearn", minversion="1.6")
+
 from scipy.stats import loguniform
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_diabetes
