@@ -2,9 +2,9 @@
 
 1. Runs ``sklearn.utils.estimator_checks.check_estimator`` (every check, ``legacy=True``) on
    ``JaxtuneClassifier`` (linear and MLP) and ``JaxtuneRegressor``, and prints each check's
-   status and CPU time. The CI runs only the API checks (``legacy=False``) because the others
-   fit on about a dozen differently shaped datasets each, one compilation apiece
-   (``tests/test_sklearn.py``); this script is where the whole set runs.
+   status and CPU time. The CI runs only the checks that never fit (``tests/test_sklearn.py``)
+   because the others fit on about a dozen differently shaped datasets per estimator, one
+   compilation apiece; this script is where the whole set runs.
 2. Times ``JaxtuneSearchCV`` against scikit-learn's ``GridSearchCV`` over the same
    ``JaxtuneClassifier``, grid and folds (one population against one fit after another), each
    in a fresh process with an empty compilation cache, and checks that their split scores agree.

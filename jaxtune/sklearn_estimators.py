@@ -302,11 +302,6 @@ class JaxtuneClassifier(ClassifierMixin, JaxtuneEstimator):
 
     _kind = "classification"
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
-
     def fit(self, X: Any, y: Any) -> JaxtuneClassifier:
         """Trains on ``X`` ``[rows, features]`` and labels ``y`` ``[rows]``; returns ``self``.
 
