@@ -62,6 +62,12 @@ def make_task_bare():
 TASK = make_task((4,), 3)
 NARROW = make_task((3,), 3)
 NOT_A_TASK = 3
+#: The same task as a Step: its own step through the same engine path.
+STEP = jt.step.from_task(TASK)
+#: A data-free Step: nothing for the CLI to train it on.
+LOOP = jt.training_function(lambda key, hp: jnp.zeros(()),
+                            lambda carry, key, hp: (carry, {"loss": carry}),
+                            metric_modes={"loss": "min"})
 
 
 def raises():
@@ -149,6 +155,10 @@ def test_npz_sweep_with_a_task_factory_matches_tune(npz_file):
                    steps_per_segment=10, seed=0)
     assert_same_rows(got, want)
     assert got.metadata["metric"] == "valid_accuracy"
+    # The task as a Step (jt.step.from_task): the same sweep, the same programs, the same rows.
+    assert cli.main([*argv[:argv.index("--task") + 1], "usermod:STEP",
+                     *argv[argv.index("--task") + 2:], "--out", "out_step"]) == 0
+    assert_same_rows(Results.load("out_step"), want)
 
 
 def test_csv_halving_with_a_task_object_matches_run_halving(tmp_path):
@@ -257,6 +267,7 @@ def error_line(capsys, argv, *fields):
         ("syntaxmod:make_task", ["--task", "'syntaxmod'", "SyntaxError"]),
         ("usermod:make_tsk", ["--task", "'make_tsk'", "did you mean make_task"]),
         ("usermod:NOT_A_TASK", ["--task", "usermod:NOT_A_TASK", "type int", "not a jaxtune Task"]),
+        ("usermod:LOOP", ["--task", "training function", "jt.tune(step, None, space)"]),
         ("usermod:raises", ["--task", "usermod:raises()", "ValueError: no GPU here"]),
         ("usermod:returns_int", ["--task", "returned", "type int"]),
         ("usermod:needs", ["--task", "'foo'", "input_shape, num_classes, kind"]),

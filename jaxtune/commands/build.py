@@ -24,6 +24,7 @@ from jaxtune.contracts import Strategy
 from jaxtune.engine.options import EngineOptions
 from jaxtune.results import Results
 from jaxtune.space import Space
+from jaxtune.step import Step
 from jaxtune.task import Task
 
 __all__ = ["COMMAND_LINE_OPTIONS", "SweepPlan", "build_sweep", "engine_options_mapping",
@@ -168,7 +169,7 @@ def _checkpointer(request: SweepRequest, space: Space, cpu_devices: int) -> Chec
     }})
 
 
-def _task_and_split(request: SweepRequest) -> tuple[Task, data.Split]:
+def _task_and_split(request: SweepRequest) -> tuple[Task | Step, data.Split]:
     """The task (``--model`` or ``--task``) and the standardized split of ``--dataset`` or
     ``--data`` (drawn with ``--seed``), checked against each other."""
     found = None
@@ -178,7 +179,8 @@ def _task_and_split(request: SweepRequest) -> tuple[Task, data.Split]:
         dataset = data.load_dataset(str(request.dataset))
         split = data.train_valid_test_split(dataset, seed=request.seed)
     else:
-        declared = found if isinstance(found, Task) else None  # a Task says its kind and classes
+        # A Task or Step says its kind and classes.
+        declared = found if isinstance(found, Task | Step) else None
         try:
             file = userdata.load_data_file(
                 request.data, target=request.target,

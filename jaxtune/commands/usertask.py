@@ -1,11 +1,14 @@
-"""``jaxtune sweep --task MODULE:ATTR``: a user's own :class:`~jaxtune.task.Task`, imported.
+"""``jaxtune sweep --task MODULE:ATTR``: a user's own :class:`~jaxtune.task.Task` or
+:class:`~jaxtune.step.Step` (their own training step on ``--data``), imported.
 
 :func:`find_task` imports ``MODULE`` (with a directory, the current one, first on ``sys.path``,
 as ``python -m`` does) and gets ``ATTR`` (dotted names reach inside it: ``mod:Tasks.mlp``).
-:func:`make_task` turns what it found into a Task: a Task is used as it is; a callable is a
+:func:`make_task` turns what it found into a Task or Step: one is used as it is; a callable is a
 factory, called with the keyword arguments of the data's description it names among
 ``input_shape``, ``num_classes`` and ``kind`` (all three when it takes ``**kwargs``; none when it
-takes no arguments), and must return a Task. Every failure is one
+takes no arguments), and must return one. A data-free Step (``jt.training_function``) has no
+data to sweep on here and is refused (run it from Python: ``jt.tune(step, None, space)``).
+Every failure is one
 :class:`~jaxtune.commands.request.CliError` line that says which module or attribute and why.
 """
 
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxtune.commands.request import CliError
+from jaxtune.step import Step
 from jaxtune.task import Task
 
 __all__ = ["FACTORY_ARGUMENTS", "find_task", "make_task"]
@@ -55,7 +59,7 @@ def find_task(spec: str, directory: str) -> Any:
         if not hasattr(found, part):
             names = [name for name in dir(found) if not name.startswith("_")
                      for value in [getattr(found, name, None)]
-                     if (isinstance(value, Task) or callable(value))
+                     if (isinstance(value, Task | Step) or callable(value))
                      and not inspect.ismodule(value)]
             close = difflib.get_close_matches(part, names, n=3)
             hint = (f"; did you mean {', '.join(close)}?" if close else
@@ -66,7 +70,7 @@ def find_task(spec: str, directory: str) -> Any:
     return found
 
 
-def make_task(found: Any, spec: str, description: Mapping[str, Any]) -> Task:
+def make_task(found: Any, spec: str, description: Mapping[str, Any]) -> Task | Step:
     """The Task ``found`` is or makes: a factory is called with the ``description`` it names.
 
     Args:
@@ -75,27 +79,36 @@ def make_task(found: Any, spec: str, description: Mapping[str, Any]) -> Task:
       description: ``input_shape``, ``num_classes`` and ``kind`` of the loaded data.
 
     Returns:
-      The Task.
+      The Task or Step.
 
     Raises:
       CliError: ``found`` is neither a Task nor callable, a factory needs an argument the CLI
         cannot give, the factory raises (its exception's first line), or it returns no Task.
     """
-    if isinstance(found, Task):
-        return found
+    if isinstance(found, Task | Step):
+        return _with_data(found, spec)
     if not callable(found):
         raise CliError(f"--task: {spec} is of type {type(found).__name__}, not a jaxtune Task "
-                       "or a function returning one")
+                       "or Step or a function returning one")
     kwargs = _factory_arguments(found, spec, description)
     shown = ", ".join(f"{name}={value!r}" for name, value in kwargs.items())
     try:
         made = found(**kwargs)
     except Exception as error:  # the user's code: any failure is reported in one line
         raise CliError(f"--task: {spec}({shown}) raised {_first_line(error)}") from error
-    if not isinstance(made, Task):
+    if not isinstance(made, Task | Step):
         raise CliError(f"--task: {spec}({shown}) returned an object of type "
-                       f"{type(made).__name__}, not a jaxtune Task")
-    return made
+                       f"{type(made).__name__}, not a jaxtune Task or Step")
+    return _with_data(made, spec)
+
+
+def _with_data(task: Task | Step, spec: str) -> Task | Step:
+    """``task``, unless it is a data-free Step (nothing here for it to train on)."""
+    if isinstance(task, Step) and not task.needs_data:
+        raise CliError(f"--task: {spec} is a training function (a Step with needs_data=False); "
+                       "the CLI sweeps tasks and steps that train on --data or --dataset. Run "
+                       "it from Python: jt.tune(step, None, space)")
+    return task
 
 
 def _import(module_name: str, directory: str) -> Any:
