@@ -18,7 +18,7 @@ MIN_TESTS := tests/test_packaging.py tests/test_retrace.py tests/test_optim.py \
 	tests/test_checkpoint.py::test_train_resumes_to_the_uninterrupted_results \
 	tests/test_cli.py::test_sweep_show_plot_end_to_end
 
-.PHONY: demo test test-min lint bench bench-quick clean
+.PHONY: demo test test-all test-min lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# CI's command: the suite without the slow tier (tests/conftest.py: SLOW_TESTS); about ten
+# minutes on 2 cores. `make test-all` runs every test (about twice as long).
 test: $(STAMP) lint
+	$(PY) -m pytest -q -n 2 -m "not slow" --durations=15
+
+test-all: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 --durations=15
 
 bench: $(STAMP)

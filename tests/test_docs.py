@@ -209,7 +209,10 @@ def test_blocks_run(path, tmp_path, compilation_cache):
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "JAX_COMPILATION_CACHE_DIR": str(compilation_cache),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    env.pop("XLA_FLAGS", None)
+    # As the suite (tests/conftest.py): LLVM's lowest optimization level, which compiles the
+    # pages' small programs several times faster; nothing on a page compares programs built
+    # with different flags. A block that sets XLA_FLAGS itself replaces this.
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
     if any(language != "python" for language, _, _ in blocks):
         for folder in ("experiments", "benchmarks"):
             (tmp_path / folder).symlink_to(ROOT / folder, target_is_directory=True)
