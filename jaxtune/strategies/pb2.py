@@ -48,6 +48,7 @@ from jaxtune.space import Float, Int, Space
 from jaxtune.strategies.acquisitions import upper_confidence_bound
 from jaxtune.strategies.base import check_int_at_least
 from jaxtune.strategies.gp import fit_gp, gp_posterior, standardize_scores
+from jaxtune.strategies.pbt import exploit_slots
 
 __all__ = ["PB2State", "pb2", "pb2_beta"]
 
@@ -231,17 +232,10 @@ def _update(settings: _Settings, state: PB2State,
     state = _observe(settings, state, view, values)
     if view.segment % settings.interval_segments:
         return None, state
-    training = np.flatnonzero(~np.asarray(view.finished, bool))
-    if len(training) < 2:
-        return None, state
-    losses = -values
-    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
-    order = training[np.argsort(losses[training], kind="stable")]
-    count = max(1, int(settings.fraction * len(training)))
-    top = [int(s) for s in order[:count] if np.isfinite(losses[s])]
-    bottom = [int(s) for s in order[len(order) - count:]]
+    top, bottom = exploit_slots(view, values, settings.fraction)
     if not top:
         return None, state
+    training = np.flatnonzero(~np.asarray(view.finished, bool))
     key = jax.random.fold_in(state.key, view.segment)
     picks = np.asarray(jax.random.uniform(jax.random.fold_in(key, 0), (len(view.step),)))
     pending = [_unit(settings, view.configs[s]) for s in training if int(s) not in bottom]

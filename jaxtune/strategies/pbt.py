@@ -47,7 +47,7 @@ from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView, sel
 from jaxtune.space import Choice, Float, Int, Space
 from jaxtune.strategies.base import deprecated_driver
 
-__all__ = ["PBTState", "pbt"]
+__all__ = ["PBTState", "exploit_slots", "pbt"]
 
 #: The drivers' old paths here, now in :mod:`jaxtune.scheduled` (see :func:`__getattr__`).
 _MOVED_DRIVERS = ("lineage", "replay_pbt_member", "run_pbt")
@@ -167,21 +167,32 @@ def _explore(settings: _Settings, config: Mapping[str, Any], draws: np.ndarray) 
     return new
 
 
+def exploit_slots(view: SlotView, values: np.ndarray,
+                  fraction: float) -> tuple[list[int], list[int]]:
+    """PBT's truncation selection: the best and the worst ``fraction`` of the slots still
+    training, ranked by ``values`` (higher is better; stable order). A member that is not
+    alive, or whose value is not finite, ranks last and is never among the best. Both lists are
+    empty when fewer than two members train.
+    """
+    training = np.flatnonzero(~np.asarray(view.finished, bool))
+    if len(training) < 2:
+        return [], []
+    losses = -np.asarray(values, np.float64)
+    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
+    order = training[np.argsort(losses[training], kind="stable")]
+    count = max(1, int(fraction * len(training)))
+    top = [int(s) for s in order[:count] if np.isfinite(losses[s])]
+    return top, [int(s) for s in order[len(order) - count:]]
+
+
 def _update(settings: _Settings, state: PBTState,
             view: SlotView) -> tuple[PopulationUpdate | None, PBTState]:
     """Every ``interval_segments`` segments: the bottom ``fraction`` copies the top one."""
     if view.segment % settings.interval_segments:
         return None, state
-    training = np.flatnonzero(~np.asarray(view.finished, bool))
-    if len(training) < 2:
-        return None, state
     values = np.asarray(view.metrics[settings.metric], np.float64)
-    losses = -values if settings.mode == "max" else values.copy()
-    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
-    order = training[np.argsort(losses[training], kind="stable")]
-    count = max(1, int(settings.fraction * len(training)))
-    top = [int(s) for s in order[:count] if np.isfinite(losses[s])]
-    bottom = [int(s) for s in order[len(order) - count:]]
+    top, bottom = exploit_slots(view, values if settings.mode == "max" else -values,
+                                settings.fraction)
     if not top:
         return None, state
     num_draws = 1 + 2 * len(settings.dynamic) + len(settings.searchable)
