@@ -244,41 +244,13 @@ def maximize_acquisition(
     Returns:
       ``[dim]`` the chosen point.
     """
-    mask = posterior.mask
     acquisition, beta = settings.acquisition, search.beta
-    best = jnp.min(jnp.where(mask > 0, y, jnp.inf))
-    starts = snap(
-        starting_points(key, posterior.x, y, mask, settings.num_restarts),
-        search.centers,
-        search.snapped,
-    )
-    start_values = _acquisition_value(posterior, starts, best, beta, acquisition)
-    start_values = jnp.where(jnp.isfinite(start_values), start_values, -1e300)
-    _, top = jax.lax.top_k(start_values, settings.num_ascent)
-    optimizer = optax.adam(search.learning_rate)
+    best = jnp.min(jnp.where(posterior.mask > 0, y, jnp.inf))
 
-    def loss(points: jax.Array) -> jax.Array:
-        return -jnp.sum(_acquisition_value(posterior, points, best, beta, acquisition))
+    def value(points: jax.Array) -> jax.Array:
+        return _acquisition_value(posterior, points, best, beta, acquisition)
 
-    def step(carry: tuple[jax.Array, Any], _: None) -> tuple[tuple[jax.Array, Any], None]:
-        points, opt_state = carry
-        grads = jax.grad(loss)(points)
-        grads = jnp.where(jnp.isfinite(grads), grads, 0.0)
-        updates, opt_state = optimizer.update(grads, opt_state, points)
-        return (jnp.clip(optax.apply_updates(points, updates), 0.0, 1.0), opt_state), None
-
-    initial = starts[top]
-    (moved, _), _ = jax.lax.scan(
-        step, (initial, optimizer.init(initial)), None, settings.num_steps
-    )
-    moved = snap(moved, search.centers, search.snapped)
-    moved_values = _acquisition_value(posterior, moved, best, beta, acquisition)
-    candidates = jnp.concatenate([starts, moved])
-    values = jnp.concatenate(
-        [start_values, jnp.where(jnp.isfinite(moved_values), moved_values, -1e300)]
-    )
-    values = jnp.where(is_duplicate(candidates, posterior.x, mask), -jnp.inf, values)
-    return candidates[jnp.argmax(values)]
+    return maximize_value(value, posterior.x, y, posterior.mask, key, search, settings)
 
 
 def propose_believer(inputs: ProposalInputs, settings: ProposalSettings) -> jax.Array:
