@@ -69,6 +69,19 @@ def initial_population(strategy: Strategy, space: Space, seed: int,
     return [dict(config) for config in configs]
 
 
+def _scheduled_start(task: Task, split: Split, space: Space, strategy: Strategy | None,
+                     seed: int, population_size: int, options: Any, engine_options: Any,
+                     **call: Any) -> tuple[Any, dict[str, Any], Strategy, list[Config]]:
+    """What every scheduled driver starts with: the engine call's options (with the space's
+    static names) and keywords, the strategy (default: random search) and its first
+    ``population_size`` configs."""
+    train_options, run = drivers.engine_call(options, engine_options, **call)
+    train_options = drivers.space_options(task, split, space, train_options)
+    strategy = strategy if strategy is not None else random_search()
+    return train_options, run, strategy, initial_population(strategy, space, seed,
+                                                             population_size)
+
+
 def _sweep_checks(task: Task, split: Split, seed: int, population_size: int, minimum: int,
                   metric: str | None, mode: str | None) -> tuple[int, str, str]:
     """The checks every scheduled sweep makes first: ``(seed, metric, mode)``."""
@@ -135,12 +148,10 @@ def run_halving(
     if options is None and not steps_per_segment and num_steps is not None:
         steps_per_segment = min(min_steps, num_steps)
     given = {"steps_per_segment": steps_per_segment} if steps_per_segment else {}
-    train_options, run = drivers.engine_call(
-        options, engine_options, on_segment=on_segment, on_restore=on_restore,
-        checkpoint=checkpoint, resume=resume, num_steps=num_steps, batch_size=batch_size, **given)
-    train_options = drivers.space_options(task, split, space, train_options)
-    strategy = strategy if strategy is not None else random_search()
-    configs = initial_population(strategy, space, seed, population_size)
+    train_options, run, strategy, configs = _scheduled_start(
+        task, split, space, strategy, seed, population_size, options, engine_options,
+        on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint, resume=resume,
+        num_steps=num_steps, batch_size=batch_size, **given)
     scheduler = _halving_scheduler(space, strategy, configs, seed, min_steps=min_steps, eta=eta,
                                    max_member_steps=max_member_steps,
                                    num_brackets=num_brackets, metric=metric, mode=mode)
@@ -224,13 +235,10 @@ def run_early_stopping(
         raise ValueError(f"rule={rule!r} must be one of {list(STOPPING_RULES)}.")
     seed, metric, mode = _sweep_checks(task, split, seed, population_size, 1, metric, mode)
     check_int_at_least("num_configs", num_configs, population_size)
-    train_options, run = drivers.engine_call(
-        options, engine_options, on_segment=on_segment, on_restore=on_restore,
-        checkpoint=checkpoint, resume=resume, num_steps=num_steps, batch_size=batch_size,
-        steps_per_segment=steps_per_segment)
-    train_options = drivers.space_options(task, split, space, train_options)
-    strategy = strategy if strategy is not None else random_search()
-    configs = initial_population(strategy, space, seed, population_size)
+    train_options, run, strategy, configs = _scheduled_start(
+        task, split, space, strategy, seed, population_size, options, engine_options,
+        on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint, resume=resume,
+        num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment)
     num_groups = len({space.static_key(c) for c in configs})
     common = dict(num_configs=max(1, num_configs // num_groups), grace_steps=grace_steps,
                   metric=metric, mode=mode,
@@ -301,13 +309,10 @@ def run_pbt(
     if explore not in ("perturb", "pb2"):
         raise ValueError(f"explore={explore!r} must be 'perturb' (PBT) or 'pb2' (PB2).")
     seed, metric, mode = _sweep_checks(task, split, seed, population_size, 2, metric, mode)
-    train_options, run = drivers.engine_call(
-        options, engine_options, on_segment=on_segment, on_restore=on_restore,
-        checkpoint=checkpoint, resume=resume, num_steps=num_steps, batch_size=batch_size,
-        steps_per_segment=steps_per_segment)
-    train_options = drivers.space_options(task, split, space, train_options)
-    strategy = strategy if strategy is not None else random_search()
-    configs = initial_population(strategy, space, seed, population_size)
+    train_options, run, strategy, configs = _scheduled_start(
+        task, split, space, strategy, seed, population_size, options, engine_options,
+        on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint, resume=resume,
+        num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment)
     settings = {"interval_segments": interval_segments, "fraction": fraction,
                 "perturb": list(perturb), "resample_probability": resample_probability,
                 "explore": explore}
