@@ -70,6 +70,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the names as if imported 
         successive_halving,
     )
     from jaxtune.task import Task, classification_task, regression_task
+    from jaxtune.timebudget import TimeBudget
     from jaxtune.tuning import tune
 
 
@@ -132,6 +133,7 @@ _EXPORTS = {
     "train_valid_test_split": "jaxtune.data",
     "training_function": "jaxtune.step",
     "tune": "jaxtune.tuning",
+    "TimeBudget": "jaxtune.timebudget",
 }
 
 
@@ -211,4 +213,5 @@ __all__ = [
     "train_valid_test_split",
     "training_function",
     "tune",
+    "TimeBudget",
 ]

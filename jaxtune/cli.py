@@ -312,6 +312,7 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
         "min_steps", "max_member_steps", "pbt_interval", "allow_unused_hparams", "top",
         "no_plot", "checkpoint_every_s", "checkpoint_every_segments", "coordinator_address",
         "num_processes", "process_id", "task", "data", "target", "kind", "warm_start",
+        "time_budget",
     )}
     entry = STRATEGIES[args.strategy]
     return SweepRequest(

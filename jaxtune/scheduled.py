@@ -19,7 +19,11 @@ its fields, which may also carry ``member_seeds``, ``on_segment``, ``checkpoint`
 ``on_segment`` (progress, see :class:`~jaxtune.contracts.SegmentReport`), ``on_restore`` (told
 the member-steps a resume restored; default ``on_segment.restored`` when it has one, as
 :class:`~jaxtune.ProgressBar` does), ``checkpoint`` (a directory or
-:class:`~jaxtune.checkpoint.Checkpointer`) and ``resume``.
+:class:`~jaxtune.checkpoint.Checkpointer`), ``resume`` and ``time_budget`` (seconds, or a
+:class:`~jaxtune.timebudget.TimeBudget`: once spent, the running segment ends, the sweep is
+saved to ``checkpoint`` and the members still training come back ``"stopped"`` with
+``extra["stopped_by"] == "time_budget"``; ``resume=True`` finishes the sweep as an
+uninterrupted run would: :mod:`jaxtune.timebudget`).
 
 The old paths (``jaxtune.strategies.run_halving``, ``jaxtune.strategies.halving.run_halving``,
 ``jaxtune.strategies.pbt.run_pbt``...) still resolve here, with a ``DeprecationWarning``.
@@ -32,7 +36,7 @@ from typing import Any
 
 import jax
 
-from jaxtune import checks, contracts, drivers, engine
+from jaxtune import checks, contracts, drivers, engine, timebudget
 from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView
 from jaxtune.data import Split
 from jaxtune.engine.options import EngineOptions
@@ -71,11 +75,15 @@ def initial_population(strategy: Strategy, space: Space, seed: int,
 
 def _scheduled_start(task: Task, split: Split, space: Space, strategy: Strategy | None,
                      seed: int, population_size: int, options: Any, engine_options: Any,
+                     time_budget: float | timebudget.TimeBudget | None = None,
                      **call: Any) -> tuple[Any, dict[str, Any], Strategy, list[Config]]:
     """What every scheduled driver starts with: the engine call's options (with the space's
-    static names) and keywords, the strategy (default: random search) and its first
-    ``population_size`` configs."""
+    static names) and keywords (their hooks carry the deadline of ``time_budget``, which
+    starts now), the strategy (default: random search) and its first ``population_size``
+    configs."""
+    budget = timebudget.check_time_budget(time_budget)
     train_options, run = drivers.engine_call(options, engine_options, **call)
+    run["hooks"] = run["hooks"]._replace(deadline=timebudget.start_deadline(budget))
     train_options = drivers.space_options(task, split, space, train_options)
     strategy = strategy if strategy is not None else random_search()
     return train_options, run, strategy, initial_population(strategy, space, seed,
@@ -102,7 +110,7 @@ def run_halving(
     options: EngineOptions | None = None, engine_options: Mapping[str, Any] | None = None,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
     on_restore: Callable[[int], None] | None = None, checkpoint: Any = None,
-    resume: bool = False,
+    resume: bool = False, time_budget: float | timebudget.TimeBudget | None = None,
 ) -> Results:
     """Tunes with successive halving (ASHA) or Hyperband in one engine run.
 
@@ -127,7 +135,8 @@ def run_halving(
       seed: the sweep seed (strategy keys and member keys derive from it).
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: default ``min_steps`` (then every rung is a segment boundary).
-      options, engine_options, on_segment, on_restore, checkpoint, resume: see the module.
+      options, engine_options, on_segment, on_restore, checkpoint, resume, time_budget:
+        see the module.
 
     Returns:
       :class:`~jaxtune.results.Results` of every member started; stopped ones have status
@@ -150,7 +159,8 @@ def run_halving(
     given = {"steps_per_segment": steps_per_segment} if steps_per_segment else {}
     train_options, run, strategy, configs = _scheduled_start(
         task, split, space, strategy, seed, population_size, options, engine_options,
-        on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint, resume=resume,
+        time_budget, on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint,
+        resume=resume,
         num_steps=num_steps, batch_size=batch_size, **given)
     scheduler = _halving_scheduler(space, strategy, configs, seed, min_steps=min_steps, eta=eta,
                                    max_member_steps=max_member_steps,
@@ -193,7 +203,7 @@ def run_early_stopping(
     options: EngineOptions | None = None, engine_options: Mapping[str, Any] | None = None,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
     on_restore: Callable[[int], None] | None = None, checkpoint: Any = None,
-    resume: bool = False,
+    resume: bool = False, time_budget: float | timebudget.TimeBudget | None = None,
 ) -> Results:
     """Tunes with early stopping between segments: ``num_configs`` configs through
     ``population_size`` slots, stopping members the rule gives up on and refilling their slots.
@@ -220,7 +230,8 @@ def run_early_stopping(
       seed: the sweep seed.
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: steps between evaluations (each one a possible stop).
-      options, engine_options, on_segment, on_restore, checkpoint, resume: see the module.
+      options, engine_options, on_segment, on_restore, checkpoint, resume, time_budget:
+        see the module.
 
     Returns:
       :class:`~jaxtune.results.Results` of every member started; those the rule stopped have
@@ -237,7 +248,8 @@ def run_early_stopping(
     check_int_at_least("num_configs", num_configs, population_size)
     train_options, run, strategy, configs = _scheduled_start(
         task, split, space, strategy, seed, population_size, options, engine_options,
-        on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint, resume=resume,
+        time_budget, on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint,
+        resume=resume,
         num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment)
     num_groups = len({space.static_key(c) for c in configs})
     common = dict(num_configs=max(1, num_configs // num_groups), grace_steps=grace_steps,
@@ -271,7 +283,7 @@ def run_pbt(
     engine_options: Mapping[str, Any] | None = None, return_params: bool = False,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
     on_restore: Callable[[int], None] | None = None, checkpoint: Any = None,
-    resume: bool = False,
+    resume: bool = False, time_budget: float | timebudget.TimeBudget | None = None,
 ) -> Results | tuple[Results, list[Any]]:
     """Trains ``population_size`` members with PBT in one engine run.
 
@@ -300,7 +312,8 @@ def run_pbt(
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: steps per segment.
       return_params: also return every member's final parameters.
-      options, engine_options, on_segment, on_restore, checkpoint, resume: see the module.
+      options, engine_options, on_segment, on_restore, checkpoint, resume, time_budget:
+        see the module.
 
     Returns:
       :class:`~jaxtune.results.Results`, one row per member with its ``hp_schedule``; with
@@ -311,7 +324,8 @@ def run_pbt(
     seed, metric, mode = _sweep_checks(task, split, seed, population_size, 2, metric, mode)
     train_options, run, strategy, configs = _scheduled_start(
         task, split, space, strategy, seed, population_size, options, engine_options,
-        on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint, resume=resume,
+        time_budget, on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint,
+        resume=resume,
         num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment)
     settings = {"interval_segments": interval_segments, "fraction": fraction,
                 "perturb": list(perturb), "resample_probability": resample_probability,

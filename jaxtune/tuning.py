@@ -18,7 +18,18 @@ import jax
 import numpy as np
 
 from jaxtune import checkpoint as checkpoint_lib
-from jaxtune import checks, contracts, drivers, engine, jsonio, limits, pareto, ranking, warmstart
+from jaxtune import (
+    checks,
+    contracts,
+    drivers,
+    engine,
+    jsonio,
+    limits,
+    pareto,
+    ranking,
+    timebudget,
+    warmstart,
+)
 from jaxtune import data as data_lib
 from jaxtune.contracts import Config
 from jaxtune.engine.options import EngineOptions
@@ -133,6 +144,12 @@ class _Sweep(NamedTuple):
     metrics: tuple[str, ...] = ()  # every objective (several: a multi-objective sweep)
     modes: tuple[str, ...] = ()
     constraints: contracts.Constraints | None = None
+    time_budget: timebudget.TimeBudget | None = None
+
+    @property
+    def deadline(self) -> timebudget.Deadline | None:
+        """The deadline the engine runs under (started when the call was checked)."""
+        return self.run["hooks"].deadline
 
     @property
     def outcomes(self) -> bool:
@@ -190,12 +207,14 @@ def _check_sweep(task: Task, split: data_lib.Split, space: Space, strategy: Stra
     metrics, modes = contracts.selections(call["metric"], call["mode"],
                                           metric_modes=task.metric_modes, kind=task.kind)
     constraints = contracts.check_constraints(call["constraints"], task.metric_modes)
+    budget = timebudget.check_time_budget(call["time_budget"])
+    run["hooks"] = run["hooks"]._replace(deadline=timebudget.start_deadline(budget))
     strategy = strategy if strategy is not None else random_search()
     round_size = call["population_size"] or call["num_configs"]
     checkpoint, resume = run.pop("checkpoint", None), run.pop("resume")
     return _Sweep(task, split, space, strategy, call["num_configs"], round_size, seeds,
                   metrics[0], modes[0], seed, options, run, checkpoint, resume, metrics, modes,
-                  constraints)
+                  constraints, budget)
 
 
 def _with_strategy(checked: _Sweep, strategy: Strategy) -> _Sweep:
@@ -326,14 +345,22 @@ def _packed(batches: Sequence[Results], num_configs: int) -> tuple[dict, dict]:
 
 
 def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequence[Results],
-                on_round: Callable[[Results], None] | None) -> list[Results]:
-    """Ask, train (or replay a saved round to the strategy), tell, until the budget is spent."""
+                on_round: Callable[[Results], None] | None
+                ) -> tuple[list[Results], dict[str, int] | None]:
+    """Ask, train (or replay a saved round to the strategy), tell, until the budget is spent
+    or the time budget is: ``(rounds, stop)``, ``stop`` ``None`` or, when the time budget
+    stopped the sweep, its ``members_not_started`` and ``configs_not_asked``. The deadline is looked
+    at before asking every round to train but this call's first; a round it interrupts is
+    neither told nor saved as finished (its checkpoint holds it, and a resume finishes it)."""
     space, strategy = sweep.space, sweep.strategy
     state = strategy.init(space, jax.random.PRNGKey(sweep.seed))
     batches: list[Results] = []
     evaluated = 0
     while evaluated < sweep.num_configs:
         round_index = len(batches)
+        if round_index > len(saved) and sweep.deadline is not None and sweep.deadline.expired():
+            return batches, {"members_not_started": 0,
+                             "configs_not_asked": sweep.num_configs - evaluated}
         wanted = min(sweep.round_size, sweep.num_configs - evaluated)
         if round_index < len(saved):  # a saved round is asked at its own size (an extension)
             wanted = len(saved[round_index]) // len(sweep.seeds)
@@ -348,6 +375,10 @@ def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequen
         else:
             results = _train_round(sweep, store, configs, evaluated, batches,
                                    restore=sweep.resume and round_index == len(saved))
+            if results.metadata.get("stopped_by") is not None:
+                return [*batches, results], {
+                    "members_not_started": int(results.metadata["members_not_started"]),
+                    "configs_not_asked": sweep.num_configs - evaluated - len(configs)}
         scores, results = _told_scores(sweep, results, len(configs))
         state = strategy.tell(state, configs, scores)
         batches.append(results)
@@ -358,7 +389,7 @@ def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequen
             if on_round is not None:
                 on_round(results)
         evaluated += len(configs)
-    return batches
+    return batches, None
 
 
 def tune(
@@ -375,6 +406,7 @@ def tune(
     options: EngineOptions | None = None, on_restore: Callable[[int], None] | None = None,
     constraints: Any = None,
     history: warmstart.History | None = None,
+    time_budget: float | timebudget.TimeBudget | None = None,
 ) -> Results:
     """Runs a search: ask a batch, train it as one population, tell the scores, repeat.
 
@@ -402,8 +434,7 @@ def tune(
         strategy that takes outcomes learns to avoid infeasible regions.
       seed: the sweep seed (strategy key and member keys derive from it).
       on_segment: progress callback, see :class:`~jaxtune.contracts.SegmentReport`.
-      on_restore: told the member-steps a resume restored, which no report covers (default:
-        ``on_segment.restored`` when it has one, as :class:`~jaxtune.ProgressBar` does).
+      on_restore: told the member-steps a resume restored (default ``on_segment.restored``).
       on_round: called with the Results of each round this call runs, when it finishes.
       checkpoint, resume: a directory (or :class:`~jaxtune.checkpoint.Checkpointer`) saved
         after every round and within rounds; ``resume`` replays the finished rounds to the
@@ -415,6 +446,10 @@ def tune(
         a compatible space. The strategy is told them before its first ``ask`` and never
         proposes a config among them again; the returned Results hold only the members this
         call trains, and ``metadata["warm_start"]`` the history's size and best.
+      time_budget: seconds from the call's start (or a :class:`~jaxtune.timebudget.TimeBudget`):
+        once spent, the running segment ends, ``checkpoint`` is saved, no config is asked;
+        members still training are ``"stopped"`` with ``extra["stopped_by"]``, and
+        ``resume=True`` finishes the sweep as if uninterrupted (:mod:`jaxtune.timebudget`).
 
     Raises:
       TypeError, ValueError: before anything trains (a ``task`` that is not a Task, no data,
@@ -435,8 +470,8 @@ def tune(
     call = dict(locals())
     sweep, warm = _warm_started(_check_sweep(task, split, space, strategy, call), history, call)
     store = _open_store(sweep, call)
-    batches = _run_rounds(sweep, store, _saved_rounds(sweep, store), on_round)
-    return _combined(sweep, batches, warm)
+    batches, stop = _run_rounds(sweep, store, _saved_rounds(sweep, store), on_round)
+    return _combined(sweep, batches, warm, stop)
 
 
 def _warm_started(sweep: _Sweep, history: Any, call: dict[str, Any]) -> tuple[_Sweep, Any]:
@@ -449,8 +484,10 @@ def _warm_started(sweep: _Sweep, history: Any, call: dict[str, Any]) -> tuple[_S
     return _with_strategy(sweep, warm_started(sweep.strategy, *warm)), warm
 
 
-def _combined(sweep: _Sweep, batches: Sequence[Results], warm: Any) -> Results:
-    """Every round's rows in one Results, with the sweep's metadata."""
+def _combined(sweep: _Sweep, batches: Sequence[Results], warm: Any,
+              stop: Mapping[str, int] | None) -> Results:
+    """Every round's rows in one Results, with the sweep's metadata (``stop``: what the time
+    budget left undone, see :func:`_run_rounds`)."""
     combined = Results.concat(batches)
     metadata = dict(combined.metadata)
     metadata.update(metric=sweep.metric, mode=sweep.mode, seeds=sweep.seeds,
@@ -458,4 +495,10 @@ def _combined(sweep: _Sweep, batches: Sequence[Results], warm: Any) -> Results:
                     **_objective_metadata(sweep))
     if warm is not None:
         metadata["warm_start"] = warmstart.history_summary(*warm, sweep.mode)
+    metadata.pop("stopped_by", None)
+    metadata.pop("members_not_started", None)
+    if sweep.time_budget is not None:
+        metadata["time_budget_s"] = sweep.time_budget.seconds
+    if stop is not None:
+        metadata.update(stopped_by=timebudget.STOPPED_BY, **stop)
     return Results(list(combined), metadata)

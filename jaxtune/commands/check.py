@@ -11,6 +11,7 @@ before anything compiles.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 from jaxtune import limits, storage
@@ -52,6 +53,10 @@ def check_sweep(request: SweepRequest) -> None:
         raise CliError(f"--batch-size must be >= 0 (0 = full batch), got {request.batch_size}")
     if request.top < 0:
         raise CliError(f"--top must be >= 0, got {request.top}")
+    if request.time_budget is not None and not (
+            math.isfinite(request.time_budget) and request.time_budget > 0):
+        raise CliError(f"--time-budget must be a positive number of seconds, got "
+                       f"{request.time_budget}; leave it out for no limit")
     if "space" not in request.resumed:  # a resume reads the space from its checkpoint
         _check_space_file(request.space)
     _check_warm_start(request.warm_start)

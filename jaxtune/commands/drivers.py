@@ -46,6 +46,7 @@ def run_ask_tell(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment) 
         resume=request.resume,
         engine_options=engine_options_mapping(options),
         history=plan.history,
+        time_budget=request.time_budget,
     )
 
 
@@ -65,6 +66,7 @@ def run_halving_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegm
         batch_size=options.batch_size,
         steps_per_segment=options.steps_per_segment,
         engine_options=_scheduled_options(request, plan, on_segment),
+        time_budget=request.time_budget,
     )
 
 
@@ -80,6 +82,7 @@ def run_pbt_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment)
         batch_size=options.batch_size,
         steps_per_segment=options.steps_per_segment,
         engine_options=_scheduled_options(request, plan, on_segment),
+        time_budget=request.time_budget,
     )
 
 

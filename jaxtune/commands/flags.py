@@ -110,6 +110,10 @@ def add_checkpoint_flags(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--resume", default=None, metavar="DIR",
                        help="continue the sweep checkpointed in DIR with its saved arguments "
                        "(only --quiet and --no-plot may be added)")
+    sweep.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                       help="stop proposing after SECONDS of wall time: the running segment "
+                       "ends, the sweep is saved (with --checkpoint-dir) and --out gets every "
+                       "member so far; the command to continue is printed")
     sweep.add_argument("--warm-start", default=None, metavar="DIR",
                        help="warm-start from the sweep saved in DIR (an earlier --out, same or "
                        "compatible space): its configs are not proposed again, bayes fits its "

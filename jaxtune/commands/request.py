@@ -109,6 +109,7 @@ class SweepRequest:
         ``--metric`` in order (several: a multi-objective search) and every ``--direction``
         (none, or one per ``--metric``); see :func:`objectives`.
       constraints: every ``--constraint METRIC<=BOUND`` (or ``>=``), parsed.
+      time_budget: ``--time-budget``: seconds of wall time, or ``None`` for no limit.
     """
 
     args: argparse.Namespace
@@ -158,6 +159,7 @@ class SweepRequest:
     directions: tuple[str, ...] = ()
     constraints: tuple[tuple[str, str, float], ...] = ()
     warm_start: str | None = None
+    time_budget: float | None = None
 
     @property
     def scheduled(self) -> bool:

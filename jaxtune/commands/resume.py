@@ -16,7 +16,8 @@ from jaxtune.commands.request import CliError
 
 __all__ = ["PATH_FLAGS", "RESUME_FLAGS", "absolute_paths", "resume_argv", "wants_resume"]
 
-#: Flags ``jaxtune sweep --resume DIR`` accepts besides DIR (the rest comes from the checkpoint).
+#: Flags ``jaxtune sweep --resume DIR`` accepts besides DIR (the rest comes from the checkpoint),
+#: and ``--time-budget SECONDS`` (a new budget for the resumed run; without it, the saved one).
 RESUME_FLAGS = ("--quiet", "--no-plot")
 #: ``jaxtune sweep`` flags whose value is a path (made absolute in a checkpoint's marker).
 PATH_FLAGS = ("--out", "--space", "--data", "--tensorboard", "--checkpoint-dir",
@@ -46,9 +47,10 @@ def wants_resume(argv: list[str]) -> bool:
 
 
 def resume_argv(argv: list[str]) -> tuple[list[str], dict[str, Any] | None]:
-    """``sweep --resume DIR [--quiet] [--no-plot]`` -> the checkpointed sweep's own arguments
-    plus ``--resume DIR``, and what its marker keeps for the resume (``space``,
-    ``cpu_devices``); any other argument list is returned unchanged, with ``None``.
+    """``sweep --resume DIR [--quiet] [--no-plot] [--time-budget S]`` -> the checkpointed
+    sweep's own arguments plus ``--resume DIR`` (and the new ``--time-budget``, which wins
+    over a saved one), and what its marker keeps for the resume (``space``, ``cpu_devices``);
+    any other argument list is returned unchanged, with ``None``.
 
     Raises:
       CliError: no DIR, other flags than :data:`RESUME_FLAGS`, no checkpoint in DIR, or one not
@@ -57,11 +59,12 @@ def resume_argv(argv: list[str]) -> tuple[list[str], dict[str, Any] | None]:
     if not wants_resume(argv):
         return argv, None
     directory, rest = _split_resume(argv[1:])
+    budget, rest = _split_time_budget(rest)
     extra = [a for a in rest if a not in RESUME_FLAGS]
     if extra:
         raise CliError(
             f"--resume takes the sweep's saved arguments; give only --resume DIR (and "
-            f"{', '.join(RESUME_FLAGS)}), not {' '.join(extra)}"
+            f"{', '.join(RESUME_FLAGS)}, --time-budget SECONDS), not {' '.join(extra)}"
         )
     try:
         marker = read_marker(directory)
@@ -75,8 +78,19 @@ def resume_argv(argv: list[str]) -> tuple[list[str], dict[str, Any] | None]:
         )
     # Relative paths were relative to the first run's folder (older markers kept them so).
     saved_argv = absolute_paths([str(a) for a in saved["argv"]], saved.get("cwd", "."))
-    return ([*saved_argv, *(a for a in rest if a not in saved_argv), "--resume", directory],
-            saved)
+    return ([*saved_argv, *(a for a in rest if a not in saved_argv), *budget, "--resume",
+             directory], saved)
+
+
+def _split_time_budget(rest: list[str]) -> tuple[list[str], list[str]]:
+    """``--time-budget S`` (or ``--time-budget=S``) taken out of ``rest``: ``(the flag and
+    its value, or [], the others)``; argparse checks the value."""
+    for i, arg in enumerate(rest):
+        if arg.startswith("--time-budget="):
+            return [arg], rest[:i] + rest[i + 1:]
+        if arg == "--time-budget":
+            return rest[i:i + 2], rest[:i] + rest[i + 2:]
+    return [], rest
 
 
 def _split_resume(rest: list[str]) -> tuple[str, list[str]]:

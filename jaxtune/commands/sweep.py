@@ -10,6 +10,7 @@ first JAX computation.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def _write_outputs(request: SweepRequest, plan: SweepPlan, results: Results,
         print(f"\nPareto front over {over}:")
         print(front.table(k=max(len(front), 1), metric=metric, mode=mode))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
+    if results.metadata.get("stopped_by") == "time_budget":
+        print(_time_budget_note(request, plan, results))
     if not request.no_plot:
         try:
             for path in write_figures(results, out, metric, mode, request.figure_format):
@@ -107,6 +110,24 @@ def _write_outputs(request: SweepRequest, plan: SweepPlan, results: Results,
             raise CliError(f"--out: could not write the figures into {str(out)!r} "
                            f"({error.strerror or error}); the results are written") from error
     return 0
+
+
+def _time_budget_note(request: SweepRequest, plan: SweepPlan, results: Results) -> str:
+    """What a sweep the time budget stopped did, and the exact command that continues it."""
+    stopped = sum(row.extra.get("stopped_by") == "time_budget" for row in results)
+    metadata = results.metadata
+    undone = [f"{len(results) - stopped} members trained", f"{stopped} stopped mid-training"]
+    if metadata.get("members_not_started"):
+        undone.append(f"{metadata['members_not_started']} not started")
+    if metadata.get("configs_not_asked"):
+        undone.append(f"{metadata['configs_not_asked']} configs not proposed yet")
+    head = f"\ntime budget of {request.time_budget:g} s spent: {', '.join(undone)}."
+    if plan.checkpointer is None:
+        return (f"{head} Nothing to resume from: run with --checkpoint-dir DIR to continue a "
+                "sweep its --time-budget stops.")
+    command = f"jaxtune sweep --resume {shlex.quote(str(plan.checkpointer.directory))}"
+    return (f"{head} Continue it (add --time-budget SECONDS for a new budget) with:\n"
+            f"  {command}")
 
 
 def _save_results(results: Results, out: Path, checkpointer: Checkpointer | None) -> None:

@@ -28,7 +28,8 @@ from jaxtune.engine.precompile import Programs
 from jaxtune.engine.records import ChunkState, MemberRecord
 from jaxtune.engine.session import TrainSession, view_to_json
 
-__all__ = ["ChunkContext", "DeviceData", "finish_chunk", "open_chunk", "run_chunk"]
+__all__ = ["ChunkContext", "DeviceData", "chunk_unfinished", "finish_chunk", "open_chunk",
+           "run_chunk"]
 
 
 class DeviceData(NamedTuple):
@@ -114,14 +115,25 @@ def open_chunk(ctx: ChunkContext, members: Sequence[MemberRecord],
 
 
 def run_chunk(ctx: ChunkContext, state: ChunkState) -> ChunkState:
-    """Trains the chunk until no member has steps left; returns its final state."""
-    while np.any(state.alive & (state.step < _budgets(ctx, state.slots))):
+    """Trains the chunk until no member has steps left, or until ``ctx.hooks.deadline`` has
+    passed (looked at after every segment, once the scheduler has acted: the state returned is
+    then one a checkpoint saves and a resume continues); returns its last state."""
+    deadline = ctx.hooks.deadline
+    while chunk_unfinished(ctx, state):
         state = _save_if_due(ctx, state)
         state, metrics, diverged = _train_segment(ctx, state)
         state, member_steps = _record_segment(ctx, state, metrics, diverged)
         _report_segment(ctx, state, metrics, member_steps)
         state = _schedule(ctx, state, metrics)
+        if deadline is not None and deadline.expired():
+            break
     return state
+
+
+def chunk_unfinished(ctx: ChunkContext, state: ChunkState) -> bool:
+    """Whether a member of the chunk is alive with steps left (only a deadline ends
+    :func:`run_chunk` with one)."""
+    return bool(np.any(state.alive & (state.step < _budgets(ctx, state.slots))))
 
 
 def finish_chunk(ctx: ChunkContext, state: ChunkState, keep_params: bool) -> list[MemberRecord]:

@@ -6,7 +6,8 @@ drivers (:func:`~jaxtune.tune`, :func:`~jaxtune.run_halving`, :func:`~jaxtune.ru
 path. What the caller wants to hear while it runs (progress, a scheduler) is a
 :class:`Hooks` value.
 
-This module imports nothing else from jaxtune but the contracts.
+This module imports nothing else from jaxtune but the contracts and the time budget's
+deadline.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from jaxtune.contracts import Scheduler, SegmentReport
+from jaxtune.timebudget import Deadline
 
 __all__ = ["BATCH_MODES", "MEMBER_LOOPS", "EngineOptions", "Hooks"]
 
@@ -174,11 +176,15 @@ class Hooks(NamedTuple):
       on_restore: called once with the member-steps a resume skipped (they count as done).
       scheduler: a :class:`~jaxtune.contracts.Scheduler` that stops, refills, copies or
         perturbs members between segments.
+      deadline: a :class:`~jaxtune.timebudget.Deadline`: once it has passed, the run stops
+        after the running segment (and its scheduler decision), saves, and starts no other
+        chunk (:mod:`jaxtune.timebudget`).
     """
 
     on_segment: Callable[[SegmentReport], None] | None = None
     on_restore: Callable[[int], None] | None = None
     scheduler: Scheduler | None = None
+    deadline: Deadline | None = None
 
     @classmethod
     def of(

@@ -34,6 +34,13 @@ a first call, zero when the same signatures ran before), in whichever thread the
 ``metadata["num_guarded_segments"]`` counts the segments that ran the guarded scan (a member
 diverged in them, or one had less than a segment left: see :mod:`jaxtune.engine.population`).
 
+**Deadline.** ``hooks.deadline`` (a :class:`~jaxtune.timebudget.Deadline`) stops the run once
+it has passed: the running segment ends (and its scheduler decision is applied), the chunk is
+saved to the checkpoint, and no other chunk starts. Its members still training come back with
+status ``"stopped"`` and ``extra["stopped_by"] == "time_budget"``; ``metadata["stopped_by"]``
+is ``"time_budget"`` and ``metadata["members_not_started"]`` counts the members of the chunks
+never started (they have no row). ``resume`` then continues to the rows of an uninterrupted run.
+
 **Errors**, all raised before any compilation. ``ValueError``, ``TypeError``: bad configs, data,
 step counts or optimizer names, hyperparameter values outside their valid ranges
 (``optim.VALUE_RANGES`` for the names the group's optimizer and schedule read,
@@ -52,6 +59,7 @@ to a value they do not take is a ``ValueError``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -59,7 +67,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune import compile_cache
+from jaxtune import compile_cache, timebudget
 from jaxtune import data as data_lib
 from jaxtune.contracts import Scheduler, SegmentReport
 from jaxtune.engine import plan as plan_lib
@@ -68,6 +76,7 @@ from jaxtune.engine import session as session_lib
 from jaxtune.engine.chunk import (
     ChunkContext,
     DeviceData,
+    chunk_unfinished,
     finish_chunk,
     open_chunk,
     report_restored,
@@ -160,8 +169,8 @@ def _run_plan(plan: plan_lib.Plan, split: data_lib.Split | None, hooks: Hooks, c
     session = _open_session(plan, split, checkpoint, resume, keep_params, hooks)
     data = _place_data(plan, split)
     with compile_cache.CompileCounter() as counter:
-        rows, params, num_guarded = _run_chunks(plan, data, hooks, session, keep_params,
-                                                counter, threads)
+        trained = _run_chunks(plan, data, hooks, session, keep_params, counter, threads)
+    rows, params = trained.rows, trained.params
     if session is not None and session.num_restored_chunks:
         # Chunks finished before the resume: their rows (and parameters) from the checkpoint.
         specs = [chunk.group.spec for chunk in plan.chunks()]
@@ -171,11 +180,15 @@ def _run_plan(plan: plan_lib.Plan, split: data_lib.Split | None, hooks: Hooks, c
         rows = restored_rows + rows
         params = (restored_params or [None] * len(restored_rows)) + params
     rows, params = _in_member_order(plan.member_ids, rows, params)
-    counts = _counts(counter, num_guarded)
+    counts = _counts(counter, trained.num_guarded)
     if session is not None:  # a resumed call counts what ran before the resume too
         session.counts = counts
         counts = session.total_counts()
-    results = Results(rows, _metadata(plan, counts))
+    metadata = _metadata(plan, counts)
+    if trained.not_started is not None:
+        metadata.update(stopped_by=timebudget.STOPPED_BY,
+                        members_not_started=trained.not_started)
+    results = Results(rows, metadata)
     return RunOutput(results, params if keep_params else None)
 
 
@@ -208,40 +221,71 @@ def _place_data(plan: plan_lib.Plan, split: data_lib.Split | None) -> DeviceData
     return DeviceData(train_data, valid_data, test_data)
 
 
+class _ChunksRun(NamedTuple):
+    """What :func:`_run_chunks` trained: rows, parameters, guarded segments, and (when the
+    deadline stopped it) the members it never started; ``None`` when it ran to the end."""
+
+    rows: list[MemberResult]
+    params: list[Any]
+    num_guarded: int
+    not_started: int | None = None
+
+
 def _run_chunks(plan: plan_lib.Plan, data: DeviceData, hooks: Hooks,
                 session: session_lib.TrainSession | None, keep_params: bool,
-                counter: compile_cache.CompileCounter,
-                threads: int) -> tuple[list[MemberResult], list[Any], int]:
-    """Trains every chunk not finished before a resume: rows, parameters, guarded segments.
+                counter: compile_cache.CompileCounter, threads: int) -> _ChunksRun:
+    """Trains every chunk not finished before a resume, until ``hooks.deadline`` passes.
 
     While a chunk trains, the programs of the chunks after it compile in ``threads``
-    background threads (:mod:`jaxtune.engine.precompile`); the counter counts them too."""
+    background threads (:mod:`jaxtune.engine.precompile`); the counter counts them too. A
+    passed deadline is looked at after every segment and before every chunk but the first
+    (so each call trains at least one segment): the progress is saved and no chunk starts."""
     next_id = max(plan.member_ids) + 1 if session is None else session.next_id
     done = 0 if session is None else session.num_done_chunks
     chunks = [chunk for chunk in plan.chunks() if chunk.index >= done]  # others: checkpoint
-    rows: list[MemberResult] = []
-    params: list[Any] = []
-    num_guarded = 0
+    out = _ChunksRun([], [], 0)
     with precompile.Programs(threads) as programs:
         precompile.prepare(programs, plan, chunks, data, _shared_key(plan))
-        for chunk in chunks:
+        for position, chunk in enumerate(chunks):
+            if position and hooks.deadline is not None and hooks.deadline.expired():
+                if session is not None:
+                    session.save_progress()
+                return out._replace(not_started=sum(len(c.indices) for c in chunks[position:]))
             members = [MemberRecord(plan.member_ids[i], dict(plan.configs[i]),
                                     plan.member_seeds[i], plan.folds[i]) for i in chunk.indices]
             ctx = _chunk_context(plan, chunk, members[0], data, hooks, session, programs)
             state = run_chunk(ctx, open_chunk(ctx, members, next_id))
+            unfinished = chunk_unfinished(ctx, state)
+            if unfinished and session is not None:  # saved before finish_chunk adds to it
+                session.counts = _counts(counter, out.num_guarded + state.num_guarded)
+                session.save_chunk(chunk.index, state)
             finished = finish_chunk(ctx, state, keep_params)
-            next_id, num_guarded = state.next_member_id, num_guarded + state.num_guarded
-            chunk_rows = [member.result(chunk.group.spec.label) for member in finished]
-            rows.extend(chunk_rows)
-            params.extend(member.params for member in finished)
+            next_id = state.next_member_id
+            out = out._replace(num_guarded=out.num_guarded + state.num_guarded)
+            chunk_rows = [_stopped_by_deadline(member.result(chunk.group.spec.label), member)
+                          if unfinished else member.result(chunk.group.spec.label)
+                          for member in finished]
+            out.rows.extend(chunk_rows)
+            out.params.extend(member.params for member in finished)
+            if unfinished:
+                return out._replace(not_started=sum(len(c.indices) for c in chunks[position + 1:]))
             if session is not None:
-                session.counts = _counts(counter, num_guarded)
+                session.counts = _counts(counter, out.num_guarded)
                 session.chunk_done(
                     chunk.index, chunk_rows,
                     [m.params for m in finished] if keep_params else None, next_id,
                     final=chunk.index == plan.num_chunks - 1,
                 )
-    return rows, params, num_guarded
+    return out
+
+
+def _stopped_by_deadline(row: MemberResult, member: MemberRecord) -> MemberResult:
+    """A row of a chunk the deadline stopped: a member still training is ``"stopped"``, with
+    ``extra["stopped_by"]`` saying why (its metrics are those of its last segment)."""
+    if member.status != "running":
+        return row
+    return dataclasses.replace(row, status="stopped",
+                               extra={**row.extra, "stopped_by": timebudget.STOPPED_BY})
 
 
 def _chunk_context(plan: plan_lib.Plan, chunk: plan_lib.ChunkPlan, filler: MemberRecord,

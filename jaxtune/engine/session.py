@@ -188,6 +188,11 @@ class TrainSession:
         if final or self.store.due():
             self._save(None, {})
 
+    def save_progress(self) -> None:
+        """Saves the finished chunks now, whether or not a save is due (a deadline passed
+        between two chunks: a resume starts at the next one)."""
+        self._save(None, {})
+
     def total_counts(self) -> dict[str, int]:
         """The restored counts plus this run's (see :attr:`counts`)."""
         names = set(self.restored_counts) | set(self.counts)
