@@ -318,7 +318,7 @@ def _parse_sweep(args: argparse.Namespace) -> SweepRequest:
     return SweepRequest(
         args=args,
         entry=entry,
-        **objective_fields(args, entry.run is not None),
+        **objective_fields(args),
         seeds=tuple(args.seeds),
         progress=_progress_enabled(args),
         tensorboard=getattr(args, "tensorboard", None),

@@ -40,6 +40,7 @@ from jaxtune import checks, contracts, drivers, engine, timebudget
 from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView
 from jaxtune.data import Split
 from jaxtune.engine.options import EngineOptions
+from jaxtune.objectives import Objectives
 from jaxtune.results import MemberResult, Results
 from jaxtune.space import Space
 from jaxtune.strategies.base import Strategy, check_int_at_least
@@ -49,6 +50,7 @@ from jaxtune.strategies.pbt import pbt
 from jaxtune.strategies.random import random_search
 from jaxtune.strategies.stopping import median_stopping, patience_stopping
 from jaxtune.task import Task
+from jaxtune.tuning import mark_feasible
 
 __all__ = ["initial_population", "lineage", "replay_pbt_member", "run_early_stopping",
            "run_halving", "run_pbt"]
@@ -91,21 +93,43 @@ def _scheduled_start(task: Task, split: Split, space: Space, strategy: Strategy 
 
 
 def _sweep_checks(task: Task, split: Split, seed: int, population_size: int, minimum: int,
-                  metric: str | None, mode: str | None) -> tuple[int, str, str]:
-    """The checks every scheduled sweep makes first: ``(seed, metric, mode)``."""
+                  metric: Any, mode: Any, constraints: Any) -> tuple[int, Objectives]:
+    """The checks every scheduled sweep makes first: ``(seed, objectives)`` (one metric, or
+    several with their modes, and the constraints: :class:`~jaxtune.objectives.Objectives`)."""
     checks.check_task_and_data(task, split)
     seed = checks.check_seed("seed", seed)
     check_int_at_least("population_size", population_size, minimum)
-    metric, mode = contracts.selection(metric, mode, metric_modes=task.metric_modes,
-                                       kind=task.kind)
-    return seed, metric, mode
+    objectives = Objectives.of(metric, mode, constraints, metric_modes=task.metric_modes,
+                               kind=task.kind)
+    return seed, objectives
+
+
+def _objective_arguments(objectives: Objectives) -> dict[str, Any]:
+    """A scheduler's ``metric``/``mode``/``constraints`` keywords (one metric: its name)."""
+    if len(objectives.metrics) == 1:
+        return {"metric": objectives.metrics[0], "mode": objectives.modes[0],
+                "constraints": objectives.constraints}
+    return {"metric": list(objectives.metrics), "mode": list(objectives.modes),
+            "constraints": objectives.constraints}
+
+
+def _scheduled_results(results: Results, objectives: Objectives,
+                       metadata: Mapping[str, Any]) -> Results:
+    """A scheduled sweep's Results: rows marked feasible or not (with constraints), and the
+    sweep's metadata (the first metric as ``metric``/``mode``, every one as ``metrics``)."""
+    if objectives.constraints is not None:
+        results = mark_feasible(results, objectives.constraints)
+    return Results(list(results), {**results.metadata, "metric": objectives.metrics[0],
+                                   "mode": objectives.modes[0], **objectives.describe(),
+                                   **metadata})
 
 
 def run_halving(
     task: Task, split: Split, space: Space, strategy: Strategy | None = None, *,
     population_size: int, num_steps: int | None = None, min_steps: int, eta: int = 3,
     max_member_steps: int | None = None, num_brackets: int | None = 1,
-    metric: str | None = None, mode: str | None = None, seed: int = 0,
+    metric: str | Sequence[str] | None = None, mode: Any = None, constraints: Any = None,
+    seed: int = 0,
     batch_size: int | None = 128, steps_per_segment: int | None = None,
     options: EngineOptions | None = None, engine_options: Mapping[str, Any] | None = None,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
@@ -130,8 +154,9 @@ def run_halving(
         initial configurations.
       num_brackets: ``1``: one bracket (successive halving, ASHA); ``None``: Hyperband with
         every bracket; ``k``: Hyperband with its ``k`` most aggressive brackets.
-      metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
-        :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
+      metric, mode, constraints: the selection metric and ``"max"``/``"min"`` (default from
+        the task), or several metrics (a mode each) and constraints as :func:`jaxtune.tune`
+        takes them: members are then compared in :mod:`jaxtune.objectives`' order.
       seed: the sweep seed (strategy keys and member keys derive from it).
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: default ``min_steps`` (then every rung is a segment boundary).
@@ -153,18 +178,19 @@ def run_halving(
       >>> results = jt.run_halving(task, split, space, population_size=27, num_steps=270,
       ...                          min_steps=10, max_member_steps=20000)  # doctest: +SKIP
     """
-    seed, metric, mode = _sweep_checks(task, split, seed, population_size, 1, metric, mode)
+    seed, objectives = _sweep_checks(task, split, seed, population_size, 1, metric, mode,
+                                     constraints)
     if options is None and not steps_per_segment and num_steps is not None:
         steps_per_segment = min(min_steps, num_steps)
     given = {"steps_per_segment": steps_per_segment} if steps_per_segment else {}
     train_options, run, strategy, configs = _scheduled_start(
         task, split, space, strategy, seed, population_size, options, engine_options,
         time_budget, on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint,
-        resume=resume,
-        num_steps=num_steps, batch_size=batch_size, **given)
+        resume=resume, num_steps=num_steps, batch_size=batch_size, **given)
     scheduler = _halving_scheduler(space, strategy, configs, seed, min_steps=min_steps, eta=eta,
                                    max_member_steps=max_member_steps,
-                                   num_brackets=num_brackets, metric=metric, mode=mode)
+                                   num_brackets=num_brackets,
+                                   **_objective_arguments(objectives))
     run["hooks"] = run["hooks"]._replace(scheduler=scheduler)
     results = engine.run(task, configs, split, train_options, seed=seed, **run).results
     # From the rows (each member's last step), not from watching the scheduler: a resumed
@@ -176,18 +202,17 @@ def run_halving(
         "num_brackets": num_brackets, "population_size": population_size,
         "num_steps": train_options.num_steps, "steps_per_segment": train_options.steps_per_segment,
     }
-    return Results(list(results), {**results.metadata, "metric": metric, "mode": mode,
-                                   "space": space.to_dict(), "member_steps": int(member_steps),
-                                   "scheduler": settings})
+    return _scheduled_results(results, objectives, {
+        "space": space.to_dict(), "member_steps": int(member_steps), "scheduler": settings})
 
 
 def _halving_scheduler(space: Space, strategy: Strategy, configs: Sequence[Config], seed: int,
                        *, min_steps: int, eta: int, max_member_steps: int | None,
-                       num_brackets: int | None, metric: str, mode: str) -> Scheduler:
+                       num_brackets: int | None, **objectives: Any) -> Scheduler:
     """The scheduler of :func:`run_halving`: its budget is split between the static groups."""
     num_groups = len({space.static_key(c) for c in configs})
     budget = None if max_member_steps is None else max(1, int(max_member_steps) // num_groups)
-    common = dict(eta=eta, max_member_steps=budget, metric=metric, mode=mode,
+    common = dict(eta=eta, max_member_steps=budget, **objectives,
                   key=jax.random.fold_in(jax.random.PRNGKey(seed), HALVING_STREAM))
     if num_brackets == 1:
         return successive_halving(space, strategy, min_steps=min_steps, **common)
@@ -198,7 +223,8 @@ def run_early_stopping(
     task: Task, split: Split, space: Space, strategy: Strategy | None = None, *,
     rule: str = "median", population_size: int, num_configs: int, num_steps: int | None = None,
     grace_steps: int = 0, min_samples: int = 3, patience: int = 3, min_delta: float = 0.0,
-    metric: str | None = None, mode: str | None = None, seed: int = 0,
+    metric: str | Sequence[str] | None = None, mode: Any = None, constraints: Any = None,
+    seed: int = 0,
     batch_size: int | None = 128, steps_per_segment: int = 10,
     options: EngineOptions | None = None, engine_options: Mapping[str, Any] | None = None,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
@@ -226,7 +252,9 @@ def run_early_stopping(
       min_samples: median rule: fewest other members that reached a step for a decision.
       patience: patience rule: evaluations (segments) without improvement before a stop.
       min_delta: patience rule: the least change that counts as an improvement.
-      metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task).
+      metric, mode, constraints: the selection metric and ``"max"``/``"min"`` (default from
+        the task), or several metrics (a mode each) and constraints as :func:`jaxtune.tune`
+        takes them: members are then compared in :mod:`jaxtune.objectives`' order.
       seed: the sweep seed.
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: steps between evaluations (each one a possible stop).
@@ -244,16 +272,17 @@ def run_early_stopping(
     """
     if rule not in STOPPING_RULES:
         raise ValueError(f"rule={rule!r} must be one of {list(STOPPING_RULES)}.")
-    seed, metric, mode = _sweep_checks(task, split, seed, population_size, 1, metric, mode)
+    seed, objectives = _sweep_checks(task, split, seed, population_size, 1, metric, mode,
+                                     constraints)
     check_int_at_least("num_configs", num_configs, population_size)
     train_options, run, strategy, configs = _scheduled_start(
         task, split, space, strategy, seed, population_size, options, engine_options,
         time_budget, on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint,
-        resume=resume,
-        num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment)
+        resume=resume, num_steps=num_steps, batch_size=batch_size,
+        steps_per_segment=steps_per_segment)
     num_groups = len({space.static_key(c) for c in configs})
     common = dict(num_configs=max(1, num_configs // num_groups), grace_steps=grace_steps,
-                  metric=metric, mode=mode,
+                  **_objective_arguments(objectives),
                   key=jax.random.fold_in(jax.random.PRNGKey(seed), STOPPING_STREAM))
     settings = {"kind": rule, "population_size": population_size, "num_configs": num_configs,
                 "grace_steps": grace_steps, "num_steps": train_options.num_steps,
@@ -268,17 +297,17 @@ def run_early_stopping(
     run["hooks"] = run["hooks"]._replace(scheduler=scheduler)
     results = engine.run(task, configs, split, train_options, seed=seed, **run).results
     member_steps = sum(row.curve_steps[-1] for row in results if row.curve_steps)
-    return Results(list(results), {**results.metadata, "metric": metric, "mode": mode,
-                                   "space": space.to_dict(), "member_steps": int(member_steps),
-                                   "scheduler": settings})
+    return _scheduled_results(results, objectives, {
+        "space": space.to_dict(), "member_steps": int(member_steps), "scheduler": settings})
 
 
 def run_pbt(
     task: Task, split: Split, space: Space, strategy: Strategy | None = None, *,
     population_size: int, num_steps: int | None = None, interval_segments: int = 1,
     fraction: float = 0.25, perturb: Sequence[float] = (0.8, 1.2),
-    resample_probability: float = 0.25, explore: str = "perturb", metric: str | None = None,
-    mode: str | None = None, seed: int = 0, batch_size: int | None = 128,
+    resample_probability: float = 0.25, explore: str = "perturb",
+    metric: str | Sequence[str] | None = None, mode: Any = None, constraints: Any = None,
+    seed: int = 0, batch_size: int | None = 128,
     steps_per_segment: int = 50, options: EngineOptions | None = None,
     engine_options: Mapping[str, Any] | None = None, return_params: bool = False,
     on_segment: Callable[[contracts.SegmentReport], None] | None = None,
@@ -306,8 +335,9 @@ def run_pbt(
       explore: ``"perturb"`` (PBT: perturb or resample) or ``"pb2"`` (PB2: new numeric
         dynamic values by a GP bandit, :mod:`jaxtune.strategies.pb2`; ``perturb`` and
         ``resample_probability`` are then unused). The recorded schedule replays either way.
-      metric, mode: the selection metric and ``"max"``/``"min"`` (default from the task,
-        :func:`jaxtune.contracts.selection`; a ``test_`` metric is refused).
+      metric, mode, constraints: the selection metric and ``"max"``/``"min"`` (default from
+        the task), or several metrics (a mode each) and constraints as :func:`jaxtune.tune`
+        takes them: members are then compared in :mod:`jaxtune.objectives`' order.
       seed: the sweep seed.
       batch_size: minibatch rows (``None``: full batch).
       steps_per_segment: steps per segment.
@@ -321,39 +351,37 @@ def run_pbt(
     """
     if explore not in ("perturb", "pb2"):
         raise ValueError(f"explore={explore!r} must be 'perturb' (PBT) or 'pb2' (PB2).")
-    seed, metric, mode = _sweep_checks(task, split, seed, population_size, 2, metric, mode)
+    seed, objectives = _sweep_checks(task, split, seed, population_size, 2, metric, mode,
+                                     constraints)
     train_options, run, strategy, configs = _scheduled_start(
         task, split, space, strategy, seed, population_size, options, engine_options,
         time_budget, on_segment=on_segment, on_restore=on_restore, checkpoint=checkpoint,
-        resume=resume,
-        num_steps=num_steps, batch_size=batch_size, steps_per_segment=steps_per_segment)
+        resume=resume, num_steps=num_steps, batch_size=batch_size,
+        steps_per_segment=steps_per_segment)
     settings = {"interval_segments": interval_segments, "fraction": fraction,
                 "perturb": list(perturb), "resample_probability": resample_probability,
                 "explore": explore}
-    scheduler = _pbt_scheduler(space, settings, metric, mode,
+    scheduler = _pbt_scheduler(space, settings, _objective_arguments(objectives),
                                jax.random.fold_in(jax.random.PRNGKey(seed), PBT_STREAM))
     run["hooks"] = run["hooks"]._replace(scheduler=scheduler)
     results, params = engine.run(task, configs, split, train_options, seed=seed,
                                  keep_params=True, **run)
-    metadata = dict(results.metadata)
     # Settings a replay needs; how this call was run (checkpointing, devices) is not one.
-    metadata.update(metric=metric, mode=mode, space=space.to_dict(), pbt={
+    results = _scheduled_results(results, objectives, {"space": space.to_dict(), "pbt": {
         **train_options.to_json(), "seed": seed, "population_size": population_size,
-        **settings})
-    results = Results(list(results), metadata)
+        **settings}})
     return (results, params) if return_params else results
 
 
-def _pbt_scheduler(space: Space, settings: Mapping[str, Any], metric: str, mode: str,
+def _pbt_scheduler(space: Space, settings: Mapping[str, Any], objectives: Mapping[str, Any],
                    key: jax.Array) -> Scheduler:
     """The scheduler of :func:`run_pbt`: PBT's or PB2's explore step."""
     if settings["explore"] == "pb2":
         return pb2(space, interval_segments=settings["interval_segments"],
-                   fraction=settings["fraction"], metric=metric, mode=mode, key=key)
+                   fraction=settings["fraction"], **objectives, key=key)
     return pbt(space, interval_segments=settings["interval_segments"],
                fraction=settings["fraction"], perturb=settings["perturb"],
-               resample_probability=settings["resample_probability"], metric=metric, mode=mode,
-               key=key)
+               resample_probability=settings["resample_probability"], **objectives, key=key)
 
 
 def lineage(results: Results, member_id: int) -> dict[int, int]:

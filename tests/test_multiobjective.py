@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 import jaxtune as jt
-from jaxtune import contracts, pareto
+from jaxtune import contracts, objectives, pareto
 from jaxtune import tuning as tune_lib
 from jaxtune.contracts import Outcomes, Strategy
 from jaxtune.results import MemberResult, Results
 from jaxtune.strategies.bayes import bayes_search
+from jaxtune.strategies.pb2 import pb2
+from jaxtune.strategies.stopping import patience_stopping
 
 # The settings tests/test_bayes.py uses: its compiled GP programs are shared.
 FAST = dict(num_restarts=64, num_ascent=8, acquisition_steps=20, fit_steps=100, fit_restarts=2)
@@ -406,8 +408,6 @@ def cli(monkeypatch):
      ["--direction", "1 time(s) for 2 --metric"]),
     (["--direction", "max"], ["--direction", "0 --metric"]),
     (["--metric", "valid_loss", "--direction", "down"], ["--direction", "down"]),
-    (["--metric", "valid_accuracy", "--metric", "valid_loss", "--strategy", "halving"],
-     ["--metric", "halving"]),
     (["--constraint", "valid_loss<0.5"], ["--constraint", "METRIC<=BOUND"]),
     (["--constraint", "valid_loss<=big"], ["--constraint", "finite"]),
     (["--constraint", "test_loss<=0.5"], ["--constraint", "test set"]),
@@ -451,3 +451,229 @@ def test_cli_passes_metrics_directions_and_constraints_to_tune(cli, tmp_path, ca
     front_lines = out.split("Pareto front over")[1].splitlines()
     assert "2 of 3 members" not in front_lines[1] and "of 1 members" in front_lines[1]
 
+
+
+# --------------------------------------------------------------------------------------------
+# Several metrics in the schedulers: one order (jaxtune.objectives), NSGA-II's
+
+
+def brute_force_order(points: np.ndarray, totals: np.ndarray) -> list[int]:
+    """The rule of docs/multiobjective.md written out with loops: feasible first; fronts peeled
+    by pairwise dominance; within a front, larger crowding distance first (extremes infinite);
+    infeasible by total violation; ties by index."""
+    n, k = points.shape
+    feasible = [i for i in range(n) if totals[i] <= 0]
+    finite = [i for i in feasible if all(math.isfinite(v) for v in points[i])]
+    rank = {i: math.inf for i in feasible}
+    remaining, level = list(finite), 0
+    while remaining:
+        front = [i for i in remaining if not any(
+            all(points[j][m] <= points[i][m] for m in range(k))
+            and any(points[j][m] < points[i][m] for m in range(k)) for j in remaining)]
+        for i in front:
+            rank[i] = level
+        remaining = [i for i in remaining if i not in front]
+        level += 1
+    crowd = {i: 0.0 for i in range(n)}
+    for level in {rank[i] for i in finite}:
+        front = [i for i in finite if rank[i] == level]
+        for m in range(k):
+            values = sorted((points[i][m], i) for i in front)
+            low, high = values[0][0], values[-1][0]
+            if high == low:
+                continue
+            for position, (value, i) in enumerate(values):
+                if value in (low, high):
+                    crowd[i] = math.inf
+                elif crowd[i] != math.inf:
+                    crowd[i] += (values[position + 1][0] - values[position - 1][0]) / (high - low)
+    key = {i: (0, rank[i], -crowd[i]) if totals[i] <= 0 else (1, totals[i], 0.0)
+           for i in range(n)}
+    return sorted(range(n), key=lambda i: (key[i], i))
+
+
+def test_scheduler_order_by_hand():
+    points = np.array([[1, 5], [2, 2], [5, 1], [3, 3], [0, 0], [4, 4], [np.inf, np.inf]], float)
+    violation = np.array([0, 0, 0, 0, 2.0, 0.5, 0])
+    # Front {0, 1, 2}: 0 and 2 are extremes (inf), 1 has 4/4 + 4/4 = 2; then 3 (rank 1), the
+    # failed member 6 (rank inf), the infeasible ones by violation: 5 (0.5), 4 (2.0).
+    assert objectives.best_first(points, violation).tolist() == [0, 2, 1, 3, 6, 5, 4]
+    assert objectives.num_ahead(points, violation).tolist() == [0, 2, 0, 3, 6, 5, 4]
+    np.testing.assert_allclose(
+        objectives.crowding_distances([[0, 4], [1, 2], [3, 1], [4, 0]]), [np.inf, 1.5, 1.25,
+                                                                         np.inf])
+
+
+@pytest.mark.parametrize("num_metrics", [2, 3])
+def test_scheduler_order_matches_brute_force(num_metrics):
+    rng = np.random.default_rng(num_metrics)
+    for _ in range(40):
+        n = int(rng.integers(1, 12))
+        points = rng.integers(0, 4, (n, num_metrics)).astype(float)  # small ints: many ties
+        points[rng.random(n) < 0.1] = np.inf
+        totals = np.where(rng.random(n) < 0.25, rng.integers(1, 3, n).astype(float), 0.0)
+        want = brute_force_order(points, totals)
+        assert objectives.best_first(points, totals).tolist() == want, (points, totals)
+        keys = objectives.order_keys(points, totals)
+        ahead = [sum(tuple(keys[j]) < tuple(keys[i]) for j in range(n)) for i in range(n)]
+        assert objectives.num_ahead(points, totals).tolist() == ahead
+
+
+def test_one_metric_orders_by_its_values_as_before():
+    rng = np.random.default_rng(0)
+    values = np.round(rng.uniform(0, 1, 50), 1)
+    values[[4, 7]] = np.inf
+    assert objectives.best_first(values[:, None]).tolist() == np.argsort(
+        values, kind="stable").tolist()
+    assert objectives.num_ahead(values[:, None]).tolist() == [
+        int(np.sum(values < v)) for v in values]
+
+
+TWO = ["valid_accuracy", "valid_loss"]
+
+
+def scheduler_view(accuracy, loss, *, segment=1, step=10, num_steps=40, configs=None):
+    num = len(accuracy)
+    return jt.SlotView(
+        segment=segment, step=np.full(num, step), alive=np.ones(num, bool),
+        finished=np.full(num, step >= num_steps),
+        metrics={"valid_accuracy": np.asarray(accuracy, float),
+                 "valid_loss": np.asarray(loss, float)},
+        configs=configs or [{"learning_rate": 0.01 * (i + 1)} for i in range(num)],
+        member_ids=list(range(num)), num_steps=num_steps, steps_per_segment=10)
+
+
+# Six members at the first rung. Losses (-accuracy, loss): front {0, 1, 2} (0 and 2 its
+# extremes), 3 and 4 rank 1, 5 rank 2; with valid_loss <= 0.5, member 0 is infeasible.
+ACCURACY = [0.9, 0.8, 0.5, 0.7, 0.4, 0.3]
+LOSS = [0.6, 0.3, 0.2, 0.4, 0.5, 0.9]
+
+
+def test_halving_promotes_by_the_order():
+    space = jt.Space({"learning_rate": jt.Float(1e-3, 1e-1, log=True)})
+    key = jax.random.PRNGKey(0)
+    for constraints, promoted in ((None, {0, 2}), ({"valid_loss": ("<=", 0.5)}, {1, 2})):
+        scheduler = jt.successive_halving(space, min_steps=10, eta=3, metric=TWO,
+                                          constraints=constraints, key=key)
+        view = scheduler_view(ACCURACY, LOSS)
+        decision, _ = scheduler.update(scheduler.init(view), view)
+        # floor(6 / 3) = 2 promoted: those with fewer than 2 records ahead of them.
+        assert set(range(6)) - set(decision.refill) == promoted
+
+
+def test_pbt_and_pb2_exploit_by_the_order():
+    space = jt.Space({"learning_rate": jt.Float(1e-3, 1e-1, log=True)})
+    key = jax.random.PRNGKey(0)
+    view = scheduler_view(ACCURACY, LOSS)
+    order = objectives.best_first(np.stack([-np.array(ACCURACY), LOSS], axis=1)).tolist()
+    assert order == [0, 2, 1, 3, 4, 5]
+    for make in (jt.pbt, pb2):
+        scheduler = make(space, fraction=0.34, metric=TWO, key=key)
+        decision, _ = scheduler.update(scheduler.init(view), view)
+        assert set(decision.exploit) == {4, 5} and set(decision.exploit.values()) <= {0, 2}
+    # Member 0 infeasible: it ranks last and copies; it is never copied.
+    scheduler = jt.pbt(space, fraction=0.34, metric=TWO, key=key,
+                       constraints={"valid_loss": ("<=", 0.5)})
+    decision, _ = scheduler.update(scheduler.init(view), view)
+    assert set(decision.exploit) == {5, 0} and set(decision.exploit.values()) <= {2, 1}
+
+
+def test_patience_with_two_metrics_stops_only_when_neither_improves():
+    space = jt.Space({"learning_rate": jt.Float(1e-3, 1e-1, log=True)})
+    scheduler = patience_stopping(space, patience=1, metric=TWO, key=jax.random.PRNGKey(0))
+    first = scheduler_view([0.5, 0.5, 0.5], [1.0, 1.0, 1.0], segment=1, step=10)
+    state = scheduler.init(first)
+    _, state = scheduler.update(state, first)
+    # Member 0 improves accuracy only, member 1 loss only, member 2 neither.
+    second = scheduler_view([0.6, 0.5, 0.5], [1.0, 0.9, 1.0], segment=2, step=20)
+    decision, _ = scheduler.update(state, second)
+    assert decision.stop == [2]
+
+
+def first_evaluation(row) -> tuple[float, float]:
+    return (-row.curves["valid_accuracy"][0], row.curves["valid_loss"][0])
+
+
+def test_halving_with_two_metrics_end_to_end(wine):
+    task, split = wine
+    # Population 3, 10-step segments, batch 16: the shapes of the tune test above.
+    results = jt.run_halving(
+        task, split, TUNE_SPACE, population_size=3, num_steps=30, min_steps=10, eta=3,
+        max_member_steps=90, metric=TWO, constraints={"valid_loss": ("<=", 1.0)},
+        batch_size=16, seed=3)
+    assert results.metadata["metrics"] == ("valid_accuracy", "valid_loss")
+    assert all("feasible" in row.extra for row in results)
+    # The first wave (the 3 initial members, all at rung 10 together) is one round of
+    # synchronous halving: the one with nobody of the 3 ahead of it goes on.
+    first = [row for row in results if row.member_id < 3]
+    points = np.array([first_evaluation(row) for row in first])
+    totals = np.array([max(row.curves["valid_loss"][0] - 1.0, 0.0) for row in first])
+    expected = {row.member_id for row, ahead in zip(
+        first, objectives.num_ahead(points, totals), strict=True) if ahead < 1}
+    assert {row.member_id for row in first if row.curve_steps[-1] > 10} == expected
+
+
+def test_pbt_with_two_metrics_end_to_end(wine):
+    task, split = wine
+    results = jt.run_pbt(task, split, TUNE_SPACE, population_size=3, num_steps=20,
+                         steps_per_segment=10, fraction=0.34, metric=TWO, batch_size=16,
+                         seed=1)
+    assert results.metadata["metrics"] == ("valid_accuracy", "valid_loss")
+    # After segment 1 the last member in the order copies the first.
+    order = objectives.best_first(np.array([first_evaluation(row) for row in results]))
+    copies = {row.member_id: entry["copied_from"] for row in results
+              for entry in row.hp_schedule or () if "copied_from" in entry}
+    assert copies == {results[int(order[-1])].member_id: results[int(order[0])].member_id}
+
+
+def test_patience_with_two_metrics_end_to_end(wine):
+    task, split = wine
+    delta = 0.05
+    results = jt.run_early_stopping(task, split, TUNE_SPACE, rule="patience", patience=1,
+                                    min_delta=delta, population_size=3, num_configs=5,
+                                    num_steps=30, steps_per_segment=10, metric=TWO,
+                                    batch_size=16, seed=2)
+    assert len(results) == 5 and results.metadata["modes"] == ("max", "min")
+    num_stopped = 0
+    for row in results:
+        accuracy, loss = row.curves["valid_accuracy"], row.curves["valid_loss"]
+        best, stop = [accuracy[0], loss[0]], None
+        for t in range(1, len(row.curve_steps)):
+            if row.curve_steps[t] >= 30:  # the evaluation at num_steps completes it
+                break
+            better = [accuracy[t] > best[0] + delta, loss[t] < best[1] - delta]
+            if not any(better):
+                stop = t
+                break
+            best = [accuracy[t] if better[0] else best[0], loss[t] if better[1] else best[1]]
+        # Stopped at the first evaluation improving neither metric by delta, else ran on.
+        if stop is None:
+            assert row.status == "completed", row.member_id
+        else:
+            assert row.status == "stopped" and len(row.curve_steps) == stop + 1, row.member_id
+            num_stopped += 1
+    assert num_stopped >= 1
+
+
+@pytest.mark.parametrize("strategy", ["halving", "pbt"])
+def test_cli_passes_several_metrics_and_constraints_to_schedulers(cli, tmp_path, capsys,
+                                                                   monkeypatch, strategy):
+    from jaxtune.commands import drivers
+
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        rows = [row(0, {"valid_accuracy": 0.9, "valid_loss": 0.5}),
+                row(1, {"valid_accuracy": 0.8, "valid_loss": 0.2})]
+        return Results(rows, {"metric": "valid_accuracy", "mode": "max",
+                              "metrics": TWO, "modes": ["max", "min"]})
+
+    monkeypatch.setattr(drivers, "run_halving" if strategy == "halving" else "run_pbt", fake)
+    status = cli.main(cli_args(tmp_path, "--strategy", strategy, "--metric", "valid_accuracy",
+                               "--metric", "valid_loss", "--constraint", "valid_loss<=0.55"))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert seen["metric"] == TWO and seen["mode"] == ["max", "min"]
+    assert seen["constraints"].bounds == (("valid_loss", "<=", 0.55),)
+    assert "Pareto front over valid_accuracy (max), valid_loss (min):" in out

@@ -37,9 +37,7 @@ def run_ask_tell(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment) 
         seeds=list(request.seeds),
         batch_size=options.batch_size,
         steps_per_segment=options.steps_per_segment,
-        metric=list(plan.metrics) if len(plan.metrics) > 1 else plan.metric,
-        mode=list(plan.modes) if len(plan.metrics) > 1 else plan.mode,
-        constraints=plan.constraints,
+        **_objectives(plan),
         seed=request.seed,
         on_segment=on_segment,
         checkpoint=plan.checkpointer,
@@ -62,7 +60,7 @@ def run_halving_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegm
         eta=request.eta or DEFAULT_ETA,
         max_member_steps=request.member_step_budget,
         num_brackets=1 if request.strategy == "halving" else None,
-        metric=plan.metric, mode=plan.mode, seed=request.seed,
+        **_objectives(plan), seed=request.seed,
         batch_size=options.batch_size,
         steps_per_segment=options.steps_per_segment,
         engine_options=_scheduled_options(request, plan, on_segment),
@@ -78,12 +76,20 @@ def run_pbt_sweep(request: SweepRequest, plan: SweepPlan, on_segment: OnSegment)
         population_size=plan.population_size,
         num_steps=options.num_steps,
         interval_segments=request.pbt_interval or 1,
-        metric=plan.metric, mode=plan.mode, seed=request.seed,
+        **_objectives(plan), seed=request.seed,
         batch_size=options.batch_size,
         steps_per_segment=options.steps_per_segment,
         engine_options=_scheduled_options(request, plan, on_segment),
         time_budget=request.time_budget,
     )
+
+
+def _objectives(plan: SweepPlan) -> dict[str, Any]:
+    """A driver's ``metric``, ``mode`` (one, or lists for several) and ``constraints``."""
+    several = len(plan.metrics) > 1
+    return {"metric": list(plan.metrics) if several else plan.metric,
+            "mode": list(plan.modes) if several else plan.mode,
+            "constraints": plan.constraints}
 
 
 def seeded_strategy(plan: SweepPlan) -> Any:

@@ -208,13 +208,13 @@ def _scheduler_budget(args: Any) -> int:
     return args.num_configs * args.num_steps
 
 
-def objectives(metrics: Any, directions: Any, strategy: str,
-               scheduled: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def objectives(metrics: Any, directions: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``--metric`` (repeated) and ``--direction`` (none, or one per ``--metric``), checked.
 
     Raises:
-      CliError: directions without a metric, counts that differ, or several metrics for a
-        strategy that stops members by one metric (halving, hyperband, pbt).
+      CliError: directions without a metric, or counts that differ. Every strategy takes
+        several metrics (halving, hyperband and pbt compare members in NSGA-II's order,
+        :mod:`jaxtune.objectives`).
     """
     metrics, directions = tuple(metrics or ()), tuple(directions or ())
     if directions and len(directions) != len(metrics):
@@ -223,22 +223,15 @@ def objectives(metrics: Any, directions: Any, strategy: str,
             "one --direction per --metric, in the same order (or none: each metric's own), "
             "e.g. --metric valid_accuracy --direction max --metric valid_loss --direction min"
         )
-    if len(metrics) > 1 and scheduled:
-        raise CliError(
-            f"--metric: {strategy} stops members by one metric; several --metric (a Pareto "
-            "front) run with --strategy random, sobol, grid or bayes"
-        )
     return metrics, directions
 
 
-def parse_constraint(text: str, scheduled: bool = False) -> tuple[str, str, float]:
+def parse_constraint(text: str) -> tuple[str, str, float]:
     """One ``--constraint``: ``METRIC<=BOUND`` or ``METRIC>=BOUND``, e.g. ``valid_loss<=0.5``.
 
     Raises:
-      CliError: another form, a bound that is not a finite number, or a scheduled strategy.
+      CliError: another form, or a bound that is not a finite number.
     """
-    if scheduled:
-        raise CliError("--constraint: runs with --strategy random, sobol, grid or bayes")
     for operator in ("<=", ">="):
         name, found, bound = text.partition(operator)
         if found:
@@ -265,14 +258,14 @@ def add_objective_flags(sweep: argparse.ArgumentParser) -> None:
                        "or the name's: loss/error-like names are minimized)")
     sweep.add_argument("--constraint", action="append", default=None, metavar="METRIC<=BOUND",
                        help="feasibility: a member breaking it is marked infeasible, never "
-                       "chosen; bayes learns to avoid it (repeatable; <= or >=)")
+                       "chosen; bayes learns to avoid it, halving/hyperband/pbt rank it last "
+                       "(repeatable; <= or >=)")
 
 
-def objective_fields(args: argparse.Namespace, scheduled: bool) -> dict[str, Any]:
+def objective_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`SweepRequest` fields of :func:`add_objective_flags`' flags, checked."""
-    metrics, directions = objectives(args.metric, getattr(args, "direction", None),
-                                     args.strategy, scheduled)
-    constraints = tuple(parse_constraint(text, scheduled)
+    metrics, directions = objectives(args.metric, getattr(args, "direction", None))
+    constraints = tuple(parse_constraint(text)
                         for text in getattr(args, "constraint", None) or ())
     return {"metric": metrics[0] if metrics else None, "metrics": metrics,
             "directions": directions, "constraints": constraints}

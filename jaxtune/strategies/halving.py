@@ -64,18 +64,19 @@ there (deprecated path).
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView, selection_mode
+from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView
 from jaxtune.keys import fold_in_config
+from jaxtune.objectives import Objectives, best_first, num_ahead, told_scores, violation_totals
 from jaxtune.space import Fixed, Space
 from jaxtune.strategies.base import Strategy, check_int_at_least, deprecated_driver
 from jaxtune.strategies.random import random_search
+from jaxtune.strategies.rungs import hyperband_brackets, rung_steps
 
 __all__ = [
     "HalvingState",
@@ -100,13 +101,17 @@ class HalvingState(NamedTuple):
       slot_state: ``[num_slots]`` int, ``RUNNING`` (0), ``DONE`` (1: completed ``num_steps``)
         or ``IDLE`` (2: stopped or diverged and not refilled).
       last_step: ``[num_slots]`` int, the slot member's step at the previous update.
-      rung_scores: per bracket, per rung, the losses recorded there (``np.ndarray``).
+      rung_scores: per bracket, per rung, the losses recorded there (``np.ndarray [m, k]``,
+        one column per metric).
+      rung_violations: per bracket, per rung, the recorded members' total constraint
+        violations (``np.ndarray [m]``, 0 when feasible).
       budget: ``[num_brackets]`` float, member-steps each bracket may spend (``inf``: no cap).
       retired_steps: ``[num_brackets]`` int, steps of members that left training.
       spent: ``[num_brackets]`` int, member-steps taken so far.
       num_started: ``[num_brackets]`` int, members started in each bracket (initial included).
       incumbent: slot of the best completed member, ``-1`` before the first completes.
-      incumbent_loss: its loss (``inf`` before).
+      incumbent_loss: its losses ``[k]`` (``inf`` before).
+      incumbent_violation: its total constraint violation.
     """
 
     strategy_state: Any
@@ -121,7 +126,9 @@ class HalvingState(NamedTuple):
     spent: np.ndarray
     num_started: np.ndarray
     incumbent: int
-    incumbent_loss: float
+    incumbent_loss: np.ndarray
+    rung_violations: tuple[tuple[np.ndarray, ...], ...] = ()
+    incumbent_violation: float = 0.0
 
     @property
     def member_steps(self) -> int:
@@ -146,87 +153,6 @@ class HalvingState(NamedTuple):
         return reserve
 
 
-def rung_steps(min_steps: int, eta: int, num_steps: int, steps_per_segment: int = 1) -> tuple[
-    int, ...
-]:
-    """The rungs of one bracket: ``min_steps * eta**k`` below ``num_steps``, then ``num_steps``.
-
-    Each rung is rounded up to a multiple of ``steps_per_segment`` (the engine decides only at
-    segment boundaries); rungs that collide after rounding are merged.
-
-    Args:
-      min_steps: steps of the first rung (>= 1).
-      eta: reduction factor (>= 2).
-      num_steps: steps of a member that completes.
-      steps_per_segment: steps per engine segment.
-
-    Returns:
-      The rung steps, ascending, ending with ``num_steps``.
-
-    Example:
-      >>> rung_steps(10, 3, 100, steps_per_segment=10)
-      (10, 30, 90, 100)
-    """
-    check_int_at_least("min_steps", min_steps, 1)
-    check_int_at_least("eta", eta, 2)
-    check_int_at_least("num_steps", num_steps, 1)
-    check_int_at_least("steps_per_segment", steps_per_segment, 1)
-    rungs: list[int] = []
-    r = int(min_steps)
-    while r < num_steps:
-        aligned = -(-r // steps_per_segment) * steps_per_segment
-        if aligned >= num_steps:
-            break
-        if not rungs or aligned > rungs[-1]:
-            rungs.append(aligned)
-        r *= eta
-    rungs.append(int(num_steps))
-    return tuple(rungs)
-
-
-def hyperband_brackets(
-    min_steps: int, eta: int, num_steps: int, num_brackets: int | None = None
-) -> list[tuple[int, int]]:
-    """Hyperband's brackets: ``(first_rung_steps, n_s)`` from most to least aggressive.
-
-    With ``s_max = floor(log_eta(num_steps / min_steps))``, bracket ``s`` (``s = s_max, ..., 0``)
-    starts ``n_s = ceil((s_max + 1) / (s + 1) * eta**s)`` configurations at
-    ``num_steps * eta**-s`` steps (Li et al., 2017, Algorithm 1); here its first rung is
-    ``min_steps * eta**(s_max - s)`` so the rungs of every bracket lie on one grid. In the
-    asynchronous version the ``n_s`` are not used: members join the least-loaded bracket, which
-    gives each bracket the same budget and so about ``n_s`` members per ``n_s * r_s * (s + 1)``
-    member-steps.
-
-    Args:
-      min_steps: first rung of the most aggressive bracket.
-      eta: reduction factor.
-      num_steps: steps of a member that completes.
-      num_brackets: keep only the most aggressive brackets (default: all ``s_max + 1``).
-
-    Returns:
-      ``[(first_rung_steps, n_s), ...]``.
-    """
-    check_int_at_least("min_steps", min_steps, 1)
-    check_int_at_least("eta", eta, 2)
-    if min_steps >= num_steps:
-        raise ValueError(
-            f"min_steps={min_steps} must be smaller than num_steps={num_steps} for early "
-            "stopping to happen; lower min_steps."
-        )
-    s_max = 0
-    while min_steps * eta ** (s_max + 1) <= num_steps:
-        s_max += 1
-    brackets = []
-    for b in range(s_max + 1):
-        s = s_max - b
-        size = math.ceil((s_max + 1) / (s + 1) * eta**s)
-        brackets.append((int(min_steps * eta**b), int(size)))
-    if num_brackets is not None:
-        check_int_at_least("num_brackets", num_brackets, 1)
-        brackets = brackets[:num_brackets]
-    return brackets
-
-
 def successive_halving(
     space: Space,
     strategy: Strategy | None = None,
@@ -234,8 +160,9 @@ def successive_halving(
     min_steps: int,
     eta: int = 3,
     max_member_steps: int | None = None,
-    metric: str = "valid_loss",
-    mode: str | None = None,
+    metric: str | Sequence[str] = "valid_loss",
+    mode: str | Sequence[str | None] | None = None,
+    constraints: Any = None,
     key: jax.Array,
 ) -> Scheduler:
     """Asynchronous successive halving (ASHA) as an engine scheduler.
@@ -252,9 +179,12 @@ def successive_halving(
       eta: reduction factor (>= 2): one in ``eta`` members is promoted at each rung.
       max_member_steps: cap on member-steps spent by the population (per static group);
         ``None`` runs until every slot holds a completed member.
-      metric: the metric the engine reports that ranks members, e.g. ``"valid_accuracy"``.
+      metric: the metric the engine reports that ranks members, e.g. ``"valid_accuracy"``, or
+        several: members are then ranked by NSGA-II's order (:mod:`jaxtune.objectives`).
       mode: ``"max"`` or ``"min"`` for ``metric`` (default from its name, e.g. ``valid_loss``:
-        ``"min"``; see :func:`jaxtune.contracts.resolve_mode`).
+        ``"min"``; see :func:`jaxtune.contracts.resolve_mode`), or one per metric.
+      constraints: ``{metric: (operator, bound)}`` or a predicate of a member's metrics
+        (:func:`jaxtune.contracts.check_constraints`): infeasible members rank last.
       key: JAX PRNG key of the strategy (folded with the static group).
 
     Returns:
@@ -263,8 +193,9 @@ def successive_halving(
     check_int_at_least("min_steps", min_steps, 1)
     check_int_at_least("eta", eta, 2)
     return _halving_scheduler(
-        space, strategy, eta=eta, max_member_steps=max_member_steps, metric=metric, mode=mode,
-        key=key, brackets=lambda num_steps: [(int(min_steps), 1)],
+        space, strategy, eta=eta, max_member_steps=max_member_steps,
+        objectives=Objectives.of(metric, mode, constraints), key=key,
+        brackets=lambda num_steps: [(int(min_steps), 1)],
     )
 
 
@@ -276,8 +207,9 @@ def hyperband(
     eta: int = 3,
     max_member_steps: int | None = None,
     num_brackets: int | None = None,
-    metric: str = "valid_loss",
-    mode: str | None = None,
+    metric: str | Sequence[str] = "valid_loss",
+    mode: str | Sequence[str | None] | None = None,
+    constraints: Any = None,
     key: jax.Array,
 ) -> Scheduler:
     """Hyperband (Li et al., 2017) with asynchronous brackets (Li et al., 2018), one population.
@@ -294,8 +226,10 @@ def hyperband(
       eta: reduction factor (>= 2).
       max_member_steps: cap on member-steps (per static group), split equally between brackets.
       num_brackets: use only the most aggressive brackets (default: all).
-      metric: the metric that ranks members.
-      mode: ``"max"`` or ``"min"`` (default from the metric's name).
+      metric: the metric that ranks members, or several (NSGA-II's order,
+        :mod:`jaxtune.objectives`).
+      mode: ``"max"`` or ``"min"`` (default from the metric's name), or one per metric.
+      constraints: as :func:`successive_halving`'s: infeasible members rank last.
       key: JAX PRNG key of the strategy.
 
     Returns:
@@ -306,8 +240,8 @@ def hyperband(
     if num_brackets is not None:
         check_int_at_least("num_brackets", num_brackets, 1)
     return _halving_scheduler(
-        space, strategy, eta=eta, max_member_steps=max_member_steps, metric=metric, mode=mode,
-        key=key,
+        space, strategy, eta=eta, max_member_steps=max_member_steps,
+        objectives=Objectives.of(metric, mode, constraints), key=key,
         brackets=lambda num_steps: hyperband_brackets(min_steps, eta, num_steps, num_brackets),
     )
 
@@ -363,36 +297,31 @@ class _Settings(NamedTuple):
     strategy: Strategy
     eta: int
     max_member_steps: int | None
-    metric: str
-    mode: str
+    objectives: Objectives
     key: jax.Array
     brackets: Callable[[int], list[tuple[int, int]]]
 
 
 def _halving_scheduler(space: Space, strategy: Strategy | None, *, eta: int,
-                       max_member_steps: int | None, metric: str, mode: str | None,
+                       max_member_steps: int | None, objectives: Objectives,
                        key: jax.Array,
                        brackets: Callable[[int], list[tuple[int, int]]]) -> Scheduler:
     """The scheduler of :func:`successive_halving` and :func:`hyperband`: ``brackets(num_steps)``
     gives each bracket's ``(first_rung_steps, n_s)``."""
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxtune Space, got {type(space).__name__}.")
-    mode = selection_mode(metric, mode)  # default from the name: valid_loss -> min
     if max_member_steps is not None:
         check_int_at_least("max_member_steps", max_member_steps, 1)
     strategy = strategy if strategy is not None else random_search()
-    settings = _Settings(space, strategy, eta, max_member_steps, metric, mode, key, brackets)
+    settings = _Settings(space, strategy, eta, max_member_steps, objectives, key, brackets)
     return Scheduler(functools.partial(_init, settings), functools.partial(_update, settings))
 
 
 def _init(settings: _Settings, view: SlotView) -> HalvingState:
     """The first state: every initial member joins the least loaded bracket, one by one."""
-    if settings.metric not in view.metrics:
-        raise ValueError(
-            f"metric={settings.metric!r} is not reported by the task; choose one of "
-            f"{sorted(view.metrics)}."
-        )
+    settings.objectives.check_reported(view.metrics)
     num_slots = len(view.step)
+    num_metrics = len(settings.objectives.metrics)
     rungs = tuple(
         rung_steps(first, settings.eta, view.num_steps, view.steps_per_segment)
         for first, _ in settings.brackets(view.num_steps)
@@ -417,13 +346,14 @@ def _init(settings: _Settings, view: SlotView) -> HalvingState:
         slot_rung=np.zeros(num_slots, np.int64),
         slot_state=np.full(num_slots, IDLE, np.int64),
         last_step=np.zeros(num_slots, np.int64),
-        rung_scores=tuple(tuple(np.zeros(0) for _ in r) for r in rungs),
+        rung_scores=tuple(tuple(np.zeros((0, num_metrics)) for _ in r) for r in rungs),
+        rung_violations=tuple(tuple(np.zeros(0) for _ in r) for r in rungs),
         budget=budget,
         retired_steps=np.zeros(num_brackets, np.int64),
         spent=np.zeros(num_brackets, np.int64),
         num_started=np.zeros(num_brackets, np.int64),
         incumbent=-1,
-        incumbent_loss=np.inf,
+        incumbent_loss=np.full(num_metrics, np.inf),
     )
     for slot in range(num_slots):
         bracket = _least_loaded(state)
@@ -439,20 +369,43 @@ def _init(settings: _Settings, view: SlotView) -> HalvingState:
 
 class _Observed(NamedTuple):
     """What one segment's view says, before any decision: the state with the steps taken,
-    completed and diverged members retired, and rung arrivals recorded."""
+    completed and diverged members retired, and rung arrivals recorded (``arrivals``: slot ->
+    its row in its rung's records)."""
 
     state: HalvingState
-    arrivals: list[int]
-    told_configs: list[Config]
-    told_scores: list[float]
+    arrivals: dict[int, int]
+    told: list[int]
+
+
+class _Points(NamedTuple):
+    """One segment's members as the scheduler compares them: ``losses [P, k]`` (``+inf`` rows
+    for failed members), ``violations [P, c]`` and their ``totals [P]``."""
+
+    losses: np.ndarray
+    violations: np.ndarray
+    totals: np.ndarray
+
+
+def _new_incumbent(state: HalvingState, finished: np.ndarray,
+                   points: _Points) -> tuple[int, np.ndarray, float]:
+    """The best completed member: the incumbent unless a member completing now is strictly
+    ahead of it (:func:`jaxtune.objectives.best_first`; ties keep the incumbent)."""
+    candidates = np.flatnonzero(finished)
+    pool = np.vstack([state.incumbent_loss[None, :], points.losses[candidates]])
+    totals = np.concatenate([[state.incumbent_violation], points.totals[candidates]])
+    first = int(best_first(pool, totals)[0])
+    if first == 0:
+        return state.incumbent, state.incumbent_loss, state.incumbent_violation
+    slot = int(candidates[first - 1])
+    return slot, points.losses[slot].copy(), float(points.totals[slot])
 
 
 def _observe(state: HalvingState, view: SlotView, step: np.ndarray,
-             losses: np.ndarray) -> _Observed:
+             points: _Points) -> _Observed:
     """Counts the steps, retires finished and diverged members, records rung arrivals.
 
     A member reaching the first rung of its bracket (or diverging before it) is told to the
-    strategy; ``+inf`` for a diverged one.
+    strategy (``told``: their slots); ``+inf`` for a diverged one.
     """
     running = state.slot_state == RUNNING
     finished = running & np.asarray(view.finished, bool)
@@ -461,36 +414,45 @@ def _observe(state: HalvingState, view: SlotView, step: np.ndarray,
                                                          strict=True)], np.int64)
     arrived = running & ~finished & ~died & (step >= target)
     spent = _added(state.spent, state.slot_bracket[running], (step - state.last_step)[running])
-    incumbent, incumbent_loss = state.incumbent, state.incumbent_loss
+    incumbent = (state.incumbent, state.incumbent_loss, state.incumbent_violation)
     if np.any(finished):
-        best = int(np.flatnonzero(finished)[np.argmin(losses[finished])])
-        if losses[best] < incumbent_loss:
-            incumbent, incumbent_loss = best, float(losses[best])
+        incumbent = _new_incumbent(state, finished, points)
     rung_scores = [list(scores) for scores in state.rung_scores]
-    arrivals = [int(s) for s in np.flatnonzero(arrived)]
-    for slot in arrivals:
+    rung_violations = [list(totals) for totals in state.rung_violations]
+    arrivals = {}
+    for slot in (int(s) for s in np.flatnonzero(arrived)):
         bracket, rung = state.slot_bracket[slot], state.slot_rung[slot]
-        rung_scores[bracket][rung] = np.append(rung_scores[bracket][rung], losses[slot])
+        arrivals[slot] = len(rung_scores[bracket][rung])
+        rung_scores[bracket][rung] = np.vstack([rung_scores[bracket][rung],
+                                                points.losses[slot][None, :]])
+        rung_violations[bracket][rung] = np.append(rung_violations[bracket][rung],
+                                                   points.totals[slot])
     told = np.flatnonzero((arrived | died) & (state.slot_rung == 0))
     state = _retire(state, np.flatnonzero(finished), step, DONE)
     state = _retire(state, np.flatnonzero(died), step, IDLE)
     state = state._replace(spent=spent, rung_scores=tuple(tuple(r) for r in rung_scores),
-                           incumbent=incumbent, incumbent_loss=incumbent_loss)
-    return _Observed(state, arrivals, [dict(view.configs[s]) for s in told],
-                     [np.inf if died[s] else losses[s] for s in told])
+                           rung_violations=tuple(tuple(r) for r in rung_violations),
+                           incumbent=incumbent[0], incumbent_loss=incumbent[1],
+                           incumbent_violation=incumbent[2])
+    return _Observed(state, arrivals, [int(s) for s in told])
 
 
-def _promote(state: HalvingState, eta: int, arrivals: list[int], step: np.ndarray,
-             losses: np.ndarray) -> tuple[HalvingState, list[int]]:
+def _promote(state: HalvingState, eta: int, arrivals: Mapping[int, int], step: np.ndarray,
+             points: _Points) -> tuple[HalvingState, list[int]]:
     """Promotes the arrivals in the top ``1 / eta`` of their rung while the budget allows
-    (best first); retires the others. Returns the state and the retired slots."""
+    (best first); retires the others. Returns the state and the retired slots.
+
+    "Top" is the order of :mod:`jaxtune.objectives`: a member is promoted when fewer than
+    ``floor(n / eta)`` of the ``n`` records of its rung are strictly ahead of it."""
     promoted, not_promoted = [], []
-    for slot in arrivals:
-        scores = state.rung_scores[state.slot_bracket[slot]][state.slot_rung[slot]]
-        rank = int(np.sum(scores < losses[slot]))
-        keep = rank < len(scores) // eta and np.isfinite(losses[slot])
+    for slot, row in arrivals.items():
+        bracket, rung = state.slot_bracket[slot], state.slot_rung[slot]
+        scores = state.rung_scores[bracket][rung]
+        rank = int(num_ahead(scores, state.rung_violations[bracket][rung], [row])[0])
+        keep = rank < len(scores) // eta and bool(np.all(np.isfinite(points.losses[slot])))
         (promoted if keep else not_promoted).append(slot)
-    for slot in sorted(promoted, key=lambda s: (losses[s], s)):
+    order = best_first(points.losses[promoted], points.totals[promoted]) if promoted else []
+    for slot in (promoted[i] for i in order):
         bracket = state.slot_bracket[slot]
         rungs = state.rungs[bracket]
         extra = rungs[state.slot_rung[slot] + 1] - rungs[state.slot_rung[slot]]
@@ -530,11 +492,12 @@ def _update(settings: _Settings, state: HalvingState,
             view: SlotView) -> tuple[PopulationUpdate | None, HalvingState]:
     """One decision after a segment: record, promote or stop, refill the free slots."""
     step = np.asarray(view.step, np.int64)
-    values = np.asarray(view.metrics[settings.metric], np.float64)
-    losses = -values if settings.mode == "max" else values.copy()
-    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
-    observed = _observe(state, view, step, losses)
-    state, not_promoted = _promote(observed.state, settings.eta, observed.arrivals, step, losses)
+    objectives = settings.objectives
+    violations = objectives.violations(view.metrics, view.alive)
+    points = _Points(objectives.losses(view.metrics, view.alive), violations,
+                     violation_totals(violations))
+    observed = _observe(state, view, step, points)
+    state, not_promoted = _promote(observed.state, settings.eta, observed.arrivals, step, points)
     # Free slots, those that must stop now first.
     free = sorted(not_promoted) + [
         int(s) for s in np.flatnonzero(state.slot_state == IDLE) if s not in not_promoted
@@ -543,9 +506,12 @@ def _update(settings: _Settings, state: HalvingState,
         free += [int(s) for s in np.flatnonzero(state.slot_state == DONE)
                  if s != state.incumbent]
     strategy_state = state.strategy_state
-    if observed.told_configs:
-        strategy_state = settings.strategy.tell(strategy_state, observed.told_configs,
-                                                np.asarray(observed.told_scores))
+    if observed.told:
+        told = observed.told
+        strategy_state = settings.strategy.tell(
+            strategy_state, [dict(view.configs[s]) for s in told],
+            told_scores(settings.strategy, objectives, points.losses[told],
+                        points.violations[told]))
     state, refill, strategy_state = _refill(settings, state, free, strategy_state)
     stop = sorted(s for s in not_promoted if s not in refill)
     last_step = _with(step, list(refill), 0)

@@ -26,6 +26,9 @@ Here:
   values of the members that keep training and on the choices made so far (believed at the
   posterior mean, which leaves the mean unchanged and shrinks the variance there), so one
   round's recipients spread out as in PB2's batch version.
+* **Several metrics** (``metric=[...]``, ``constraints=``): the exploit step ranks members by
+  NSGA-II's order (:mod:`jaxtune.objectives`, as PBT does); the bandit's reward is the change
+  of the first metric.
 * Before any observation the values are drawn uniformly. Dynamic values PB2 does not model
   (a dynamic :class:`~jaxtune.space.Choice`) are the donor's; static values never change.
 
@@ -43,7 +46,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView, selection_mode
+from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView
+from jaxtune.objectives import Objectives
 from jaxtune.space import Float, Int, Space
 from jaxtune.strategies.acquisitions import upper_confidence_bound
 from jaxtune.strategies.base import check_int_at_least
@@ -76,8 +80,7 @@ class _Settings(NamedTuple):
     space: Space
     interval_segments: int
     fraction: float
-    metric: str
-    mode: str
+    objectives: Objectives
     key: jax.Array
     names: tuple[str, ...]
     num_candidates: int
@@ -95,7 +98,8 @@ def pb2_beta(num_observations: int) -> float:
 
 def pb2(
     space: Space, *, interval_segments: int = 1, fraction: float = 0.25,
-    metric: str = "valid_loss", mode: str | None = None, key: jax.Array,
+    metric: str | Sequence[str] = "valid_loss", mode: Any = None, constraints: Any = None,
+    key: jax.Array,
     num_candidates: int = 256, max_observations: int = 128, fit_restarts: int = 2,
     fit_steps: int = 60,
 ) -> Scheduler:
@@ -107,8 +111,11 @@ def pb2(
       interval_segments: act after every this many segments.
       fraction: the bottom ``fraction`` of the members still training copy the top one
         (``0 < fraction <= 0.5``).
-      metric: the metric ranking the members, e.g. ``"valid_accuracy"``.
-      mode: ``"max"`` or ``"min"`` (default from the metric's name).
+      metric: the metric ranking the members, e.g. ``"valid_accuracy"``, or several (the
+        exploit step's order: :mod:`jaxtune.objectives`; the reward: the first metric's).
+      mode: ``"max"`` or ``"min"`` (default from the metric's name), or one per metric.
+      constraints: ``{metric: (operator, bound)}`` or a predicate: infeasible members rank
+        last in the exploit step.
       key: JAX PRNG key (donors, candidates, GP fit restarts).
       num_candidates: uniform candidates the acquisition is maximized over.
       max_observations: the newest observations the GP is fitted on.
@@ -139,18 +146,14 @@ def pb2(
             "pb2: the space has no dynamic Float or Int parameter for the bandit to choose; "
             "use pbt for a space of choices."
         )
-    mode = selection_mode(metric, mode)
-    settings = _Settings(space, interval_segments, float(fraction), metric, mode, key, names,
+    settings = _Settings(space, interval_segments, float(fraction),
+                         Objectives.of(metric, mode, constraints), key, names,
                          num_candidates, max_observations, fit_restarts, fit_steps)
     return Scheduler(functools.partial(_init, settings), functools.partial(_update, settings))
 
 
 def _init(settings: _Settings, view: SlotView) -> PB2State:
-    if settings.metric not in view.metrics:
-        raise ValueError(
-            f"metric={settings.metric!r} is not reported by the task; choose one of "
-            f"{sorted(view.metrics)}."
-        )
+    settings.objectives.check_reported(view.metrics)
     return PB2State(key=settings.key, num_exploits=0,
                     x=np.zeros((0, 1 + len(settings.names))), y=np.zeros(0), last={})
 
@@ -227,12 +230,15 @@ def _explored(settings: _Settings, donor: Mapping[str, Any], unit: np.ndarray) -
 def _update(settings: _Settings, state: PB2State,
             view: SlotView) -> tuple[PopulationUpdate | None, PB2State]:
     """Observe every segment; every ``interval_segments``: exploit, then explore by GP-UCB."""
-    raw = np.asarray(view.metrics[settings.metric], np.float64)
-    values = raw if settings.mode == "max" else -raw
+    objectives = settings.objectives
+    raw = np.asarray(view.metrics[objectives.metrics[0]], np.float64)
+    values = raw if objectives.modes[0] == "max" else -raw
     state = _observe(settings, state, view, values)
     if view.segment % settings.interval_segments:
         return None, state
-    top, bottom = exploit_slots(view, values, settings.fraction)
+    losses = -values[:, None] if objectives.single else objectives.losses(view.metrics)
+    top, bottom = exploit_slots(view, losses, settings.fraction,
+                                objectives.violations(view.metrics, view.alive))
     if not top:
         return None, state
     training = np.flatnonzero(~np.asarray(view.finished, bool))

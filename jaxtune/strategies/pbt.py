@@ -16,7 +16,8 @@ fixed-shape device programs that never recompile:
   the static group's and stay fixed.
 
 Truncation selection: every ``interval_segments`` segments, members still training are ranked
-by ``metric``; each member of the bottom ``fraction`` (diverged members rank last) copies a
+by ``metric`` (several metrics and constraints: NSGA-II's order, :mod:`jaxtune.objectives`);
+each member of the bottom ``fraction`` (diverged members rank last) copies a
 member of the top ``fraction`` drawn uniformly, then each dynamic hyperparameter is resampled
 from the space with probability ``resample_probability`` or else multiplied by a factor drawn
 from ``perturb`` and clipped to the space's bounds (Int values are rounded; a dynamic Choice
@@ -43,7 +44,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView, selection_mode
+from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView
+from jaxtune.objectives import Objectives, best_first, violation_totals
 from jaxtune.space import Choice, Float, Int, Space
 from jaxtune.strategies.base import deprecated_driver
 
@@ -72,8 +74,9 @@ def pbt(
     fraction: float = 0.25,
     perturb: Sequence[float] = (0.8, 1.2),
     resample_probability: float = 0.25,
-    metric: str = "valid_loss",
-    mode: str | None = None,
+    metric: str | Sequence[str] = "valid_loss",
+    mode: str | Sequence[str | None] | None = None,
+    constraints: Any = None,
     key: jax.Array,
 ) -> Scheduler:
     """Population-based training (Jaderberg et al., 2017) as an engine scheduler.
@@ -86,8 +89,12 @@ def pbt(
       perturb: multiplicative factors, one drawn uniformly per hyperparameter.
       resample_probability: probability of resampling a hyperparameter from the space
         instead of perturbing it.
-      metric: the metric ranking the members, e.g. ``"valid_accuracy"``.
-      mode: ``"max"`` or ``"min"`` (default from the metric's name, e.g. ``valid_loss``: min).
+      metric: the metric ranking the members, e.g. ``"valid_accuracy"``, or several (ranked
+        by NSGA-II's order: :mod:`jaxtune.objectives`).
+      mode: ``"max"`` or ``"min"`` (default from the metric's name, e.g. ``valid_loss``: min),
+        or one per metric.
+      constraints: ``{metric: (operator, bound)}`` or a predicate: infeasible members rank
+        last (they copy; they are copied only when too few are feasible).
       key: JAX PRNG key of the scheduler's draws (donors, factors, resamples).
 
     Returns:
@@ -114,9 +121,9 @@ def pbt(
         raise ValueError(f"perturb={perturb!r} must be a non-empty list of positive factors.")
     if not 0.0 <= float(resample_probability) <= 1.0:
         raise ValueError(f"resample_probability={resample_probability!r} must be in [0, 1].")
-    mode = selection_mode(metric, mode)  # default from the name: valid_loss -> min
     settings = _Settings(space, interval_segments, float(fraction), perturb,
-                         float(resample_probability), metric, mode, key,
+                         float(resample_probability), Objectives.of(metric, mode, constraints),
+                         key,
                          tuple(space.dynamic_names), tuple(space.searchable_names))
     return Scheduler(functools.partial(_init, settings), functools.partial(_update, settings))
 
@@ -129,19 +136,14 @@ class _Settings(NamedTuple):
     fraction: float
     perturb: tuple[float, ...]
     resample_probability: float
-    metric: str
-    mode: str
+    objectives: Objectives
     key: jax.Array
     dynamic: tuple[str, ...]
     searchable: tuple[str, ...]
 
 
 def _init(settings: _Settings, view: SlotView) -> PBTState:
-    if settings.metric not in view.metrics:
-        raise ValueError(
-            f"metric={settings.metric!r} is not reported by the task; choose one of "
-            f"{sorted(view.metrics)}."
-        )
+    settings.objectives.check_reported(view.metrics)
     return PBTState(key=settings.key, num_exploits=0)
 
 
@@ -167,21 +169,24 @@ def _explore(settings: _Settings, config: Mapping[str, Any], draws: np.ndarray) 
     return new
 
 
-def exploit_slots(view: SlotView, values: np.ndarray,
-                  fraction: float) -> tuple[list[int], list[int]]:
+def exploit_slots(view: SlotView, losses: np.ndarray, fraction: float,
+                  violations: np.ndarray | None = None) -> tuple[list[int], list[int]]:
     """PBT's truncation selection: the best and the worst ``fraction`` of the slots still
-    training, ranked by ``values`` (higher is better; stable order). A member that is not
-    alive, or whose value is not finite, ranks last and is never among the best. Both lists are
-    empty when fewer than two members train.
+    training, in the order of :func:`jaxtune.objectives.best_first` over ``losses`` (``[P]``
+    or ``[P, k]``, lower is better; with one metric the values' stable order) and
+    ``violations`` (``[P]`` totals or ``[P, c]``; infeasible members rank last). A member that
+    is not alive, or with a non-finite value, ranks last and is never among the best. Both
+    lists are empty when fewer than two members train.
     """
     training = np.flatnonzero(~np.asarray(view.finished, bool))
     if len(training) < 2:
         return [], []
-    losses = -np.asarray(values, np.float64)
-    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
-    order = training[np.argsort(losses[training], kind="stable")]
+    losses = np.array(losses, np.float64).reshape(len(view.step), -1)
+    losses[~np.all(np.isfinite(losses), axis=1) | ~np.asarray(view.alive, bool)] = np.inf
+    totals = None if violations is None else violation_totals(violations)[training]
+    order = training[best_first(losses[training], totals)]
     count = max(1, int(fraction * len(training)))
-    top = [int(s) for s in order[:count] if np.isfinite(losses[s])]
+    top = [int(s) for s in order[:count] if np.all(np.isfinite(losses[s]))]
     return top, [int(s) for s in order[len(order) - count:]]
 
 
@@ -190,9 +195,10 @@ def _update(settings: _Settings, state: PBTState,
     """Every ``interval_segments`` segments: the bottom ``fraction`` copies the top one."""
     if view.segment % settings.interval_segments:
         return None, state
-    values = np.asarray(view.metrics[settings.metric], np.float64)
-    top, bottom = exploit_slots(view, values if settings.mode == "max" else -values,
-                                settings.fraction)
+    objectives = settings.objectives
+    top, bottom = exploit_slots(view, objectives.losses(view.metrics, view.alive),
+                                settings.fraction, objectives.violations(view.metrics,
+                                                                         view.alive))
     if not top:
         return None, state
     num_draws = 1 + 2 * len(settings.dynamic) + len(settings.searchable)

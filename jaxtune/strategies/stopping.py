@@ -33,6 +33,11 @@ Details shared by both:
   diverged). A stopped member's value is a shorter run's, so a model-based strategy (BO) sees
   mixed fidelities; it learns where stopped members were bad, which is what it should avoid.
 * Decisions are a function of the views (a resumed run replays them bit for bit).
+* **Several metrics** (``metric=[...]``, ``mode=[...]``): the rule watches each metric on its
+  own and a member stops only when it would stop on **every** metric (a member still good on
+  one objective may end on the Pareto front, so it keeps training). The kept completed member
+  and what the strategy is told follow :mod:`jaxtune.objectives` (NSGA-II's order; with
+  ``constraints=``, infeasible members rank last and a strategy taking outcomes is told them).
 
 :func:`jaxtune.run_early_stopping` (in :mod:`jaxtune.scheduled`) is the driver.
 
@@ -53,8 +58,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView, selection_mode
+from jaxtune.contracts import Config, PopulationUpdate, Scheduler, SlotView
 from jaxtune.keys import fold_in_config
+from jaxtune.objectives import Objectives, best_first, told_scores, violation_totals
 from jaxtune.space import Fixed, Space
 from jaxtune.strategies.base import Strategy, check_int_at_least
 from jaxtune.strategies.random import random_search
@@ -81,14 +87,16 @@ class StoppingState(NamedTuple):
 
     Attributes:
       strategy_state: the state of the strategy proposing refills.
-      histories: ``{member_id: ((step, loss), ...)}`` of every member seen (losses: lower is
-        better, ``+inf`` for a non-finite value).
+      histories: ``{member_id: ((step, loss), ...)}`` of every member seen, for the first
+        metric (losses: lower is better, ``+inf`` for a non-finite value).
       slot_state: ``[num_slots]`` int: ``RUNNING`` (0), ``DONE`` (1: completed) or ``IDLE``
         (2: stopped or diverged, not refilled).
       num_started: members started so far (the initial ones included).
       num_stopped: members the rule stopped.
       incumbent: slot of the best completed member (kept), ``-1`` before one completes.
-      incumbent_loss: its last loss (``inf`` before).
+      incumbent_loss: its last losses ``[k]`` (``inf`` before).
+      more_histories: the same histories for the other metrics, in order (several metrics).
+      incumbent_violation: the incumbent's total constraint violation.
     """
 
     strategy_state: Any
@@ -97,7 +105,9 @@ class StoppingState(NamedTuple):
     num_started: int
     num_stopped: int
     incumbent: int
-    incumbent_loss: float
+    incumbent_loss: np.ndarray
+    more_histories: tuple[Mapping[int, History], ...] = ()
+    incumbent_violation: float = 0.0
 
 
 def median_stops(histories: Mapping[int, History], member_id: int, *, grace_steps: int = 0,
@@ -156,16 +166,15 @@ class _Settings(NamedTuple):
     space: Space
     strategy: Strategy
     num_configs: int | None
-    metric: str
-    mode: str
+    objectives: Objectives
     key: jax.Array
     rule: Callable[[Mapping[int, History], int], bool]
 
 
 def median_stopping(
     space: Space, strategy: Strategy | None = None, *, num_configs: int | None = None,
-    grace_steps: int = 0, min_samples: int = 3, metric: str = "valid_loss",
-    mode: str | None = None, key: jax.Array,
+    grace_steps: int = 0, min_samples: int = 3, metric: str | Sequence[str] = "valid_loss",
+    mode: Any = None, constraints: Any = None, key: jax.Array,
 ) -> Scheduler:
     """The median stopping rule (Golovin et al., 2017; Ray Tune's form) as a scheduler.
 
@@ -176,8 +185,10 @@ def median_stopping(
         no refills).
       grace_steps: no member stops before this step; running averages start here.
       min_samples: fewest other members that reached a step for a decision there.
-      metric: the metric ranking members, e.g. ``"valid_accuracy"``.
-      mode: ``"max"`` or ``"min"`` (default from the metric's name).
+      metric: the metric ranking members, e.g. ``"valid_accuracy"``, or several (a member
+        stops only when the rule says so on every one; see the module).
+      mode: ``"max"`` or ``"min"`` (default from the metric's name), or one per metric.
+      constraints: ``{metric: (operator, bound)}`` or a predicate of a member's metrics.
       key: JAX PRNG key of the strategy.
 
     Returns:
@@ -186,14 +197,15 @@ def median_stopping(
     check_int_at_least("grace_steps", grace_steps, 0)
     check_int_at_least("min_samples", min_samples, 1)
     rule = functools.partial(_median_rule, int(grace_steps), int(min_samples))
-    return _stopping_scheduler(space, strategy, rule, num_configs=num_configs, metric=metric,
-                               mode=mode, key=key)
+    return _stopping_scheduler(space, strategy, rule, num_configs=num_configs,
+                               objectives=Objectives.of(metric, mode, constraints), key=key)
 
 
 def patience_stopping(
     space: Space, strategy: Strategy | None = None, *, num_configs: int | None = None,
     patience: int = 3, min_delta: float = 0.0, grace_steps: int = 0,
-    metric: str = "valid_loss", mode: str | None = None, key: jax.Array,
+    metric: str | Sequence[str] = "valid_loss", mode: Any = None, constraints: Any = None,
+    key: jax.Array,
 ) -> Scheduler:
     """Patience (stop after ``patience`` evaluations without improvement) as a scheduler.
 
@@ -205,8 +217,10 @@ def patience_stopping(
       patience: evaluations (segments) without improvement before a member stops.
       min_delta: an improvement must beat the best value by more than this (metric units).
       grace_steps: no member stops before this step.
-      metric: the metric watched, e.g. ``"valid_loss"``.
-      mode: ``"max"`` or ``"min"`` (default from the metric's name).
+      metric: the metric watched, e.g. ``"valid_loss"``, or several (a member stops only
+        when none of them improved; see the module).
+      mode: ``"max"`` or ``"min"`` (default from the metric's name), or one per metric.
+      constraints: ``{metric: (operator, bound)}`` or a predicate of a member's metrics.
       key: JAX PRNG key of the strategy.
 
     Returns:
@@ -218,8 +232,8 @@ def patience_stopping(
             np.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}.")
     rule = functools.partial(_patience_rule, int(patience), float(min_delta), int(grace_steps))
-    return _stopping_scheduler(space, strategy, rule, num_configs=num_configs, metric=metric,
-                               mode=mode, key=key)
+    return _stopping_scheduler(space, strategy, rule, num_configs=num_configs,
+                               objectives=Objectives.of(metric, mode, constraints), key=key)
 
 
 def _median_rule(grace_steps: int, min_samples: int, histories: Mapping[int, History],
@@ -235,76 +249,92 @@ def _patience_rule(patience: int, min_delta: float, grace_steps: int,
 
 def _stopping_scheduler(space: Space, strategy: Strategy | None,
                         rule: Callable[[Mapping[int, History], int], bool], *,
-                        num_configs: int | None, metric: str, mode: str | None,
+                        num_configs: int | None, objectives: Objectives,
                         key: jax.Array) -> Scheduler:
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxtune Space, got {type(space).__name__}.")
     if num_configs is not None:
         check_int_at_least("num_configs", num_configs, 1)
-    mode = selection_mode(metric, mode)  # default from the name: valid_loss -> min
     strategy = strategy if strategy is not None else random_search()
-    settings = _Settings(space, strategy, num_configs, metric, mode, key, rule)
+    settings = _Settings(space, strategy, num_configs, objectives, key, rule)
     return Scheduler(functools.partial(_init, settings), functools.partial(_update, settings))
 
 
 def _init(settings: _Settings, view: SlotView) -> StoppingState:
-    if settings.metric not in view.metrics:
-        raise ValueError(
-            f"metric={settings.metric!r} is not reported by the task; choose one of "
-            f"{sorted(view.metrics)}."
-        )
+    settings.objectives.check_reported(view.metrics)
     space, first = settings.space, view.configs[0]
     static = {n: first[n] for n in space.static_names if n in first}
     return StoppingState(
         strategy_state=settings.strategy.init(group_space(space, first),
                                               fold_in_config(settings.key, static)),
         histories={}, slot_state=np.full(len(view.step), RUNNING, np.int64),
-        num_started=len(view.step), num_stopped=0, incumbent=-1, incumbent_loss=np.inf)
+        num_started=len(view.step), num_stopped=0, incumbent=-1,
+        incumbent_loss=np.full(len(settings.objectives.metrics), np.inf),
+        more_histories=tuple({} for _ in settings.objectives.metrics[1:]))
 
 
-def _losses(settings: _Settings, view: SlotView) -> np.ndarray:
-    """``[P]`` losses of the segment: the metric, negated when maximized; ``+inf`` when not
-    finite or the slot is not alive."""
-    values = np.asarray(view.metrics[settings.metric], np.float64)
-    losses = -values if settings.mode == "max" else values.copy()
-    losses[~np.isfinite(losses) | ~np.asarray(view.alive, bool)] = np.inf
-    return losses
-
-
-def _update(settings: _Settings, state: StoppingState,
-            view: SlotView) -> tuple[PopulationUpdate | None, StoppingState]:
-    """Record the segment, stop what the rule gives up on, refill free slots."""
-    step, losses = np.asarray(view.step, np.int64), _losses(settings, view)
-    running = state.slot_state == RUNNING
-    finished = running & np.asarray(view.finished, bool)
-    died = running & ~finished & ~np.asarray(view.alive, bool)
-    histories = dict(state.histories)
+def _recorded(histories: Mapping[int, History], view: SlotView, running: np.ndarray,
+              step: np.ndarray, losses: np.ndarray) -> dict[int, History]:
+    """``histories`` with this segment's ``(step, loss)`` of every running member (once per
+    step)."""
+    histories = dict(histories)
     for slot in np.flatnonzero(running):
         member, previous = int(view.member_ids[slot]), histories.get(int(view.member_ids[slot]))
         if not previous or step[slot] > previous[-1][0]:
             histories[member] = (*(previous or ()), (int(step[slot]), float(losses[slot])))
+    return histories
+
+
+def _incumbent(state: StoppingState, finished: np.ndarray, losses: np.ndarray,
+               totals: np.ndarray) -> tuple[int, np.ndarray, float]:
+    """The best completed member: the incumbent unless one completing now is strictly ahead
+    (:func:`jaxtune.objectives.best_first`; ties keep the incumbent)."""
+    candidates = np.flatnonzero(finished)
+    if len(candidates) == 0:
+        return state.incumbent, state.incumbent_loss, state.incumbent_violation
+    first = int(best_first(np.vstack([state.incumbent_loss[None, :], losses[candidates]]),
+                           np.concatenate([[state.incumbent_violation], totals[candidates]]))[0])
+    if first == 0:
+        return state.incumbent, state.incumbent_loss, state.incumbent_violation
+    slot = int(candidates[first - 1])
+    return slot, losses[slot].copy(), float(totals[slot])
+
+
+def _update(settings: _Settings, state: StoppingState,
+            view: SlotView) -> tuple[PopulationUpdate | None, StoppingState]:
+    """Record the segment, stop what the rule gives up on (on every metric), refill free
+    slots."""
+    objectives = settings.objectives
+    step = np.asarray(view.step, np.int64)
+    losses = objectives.losses(view.metrics, view.alive)
+    violations = objectives.violations(view.metrics, view.alive)
+    running = state.slot_state == RUNNING
+    finished = running & np.asarray(view.finished, bool)
+    died = running & ~finished & ~np.asarray(view.alive, bool)
+    every = [_recorded(h, view, running, step, losses[:, j])
+             for j, h in enumerate((state.histories, *state.more_histories))]
     candidates = np.flatnonzero(running & ~finished & ~died)
-    stopped = [int(s) for s in candidates if settings.rule(histories, int(view.member_ids[s]))]
+    stopped = [int(s) for s in candidates
+               if all(settings.rule(h, int(view.member_ids[s])) for h in every)]
     slot_state = state.slot_state.copy()
     slot_state[finished], slot_state[died], slot_state[stopped] = DONE, IDLE, IDLE
-    incumbent, incumbent_loss = state.incumbent, state.incumbent_loss
-    for slot in np.flatnonzero(finished):
-        if losses[slot] < incumbent_loss:
-            incumbent, incumbent_loss = int(slot), float(losses[slot])
+    incumbent = _incumbent(state, finished, losses, violation_totals(violations))
     leaving = sorted([*np.flatnonzero(finished | died).tolist(), *stopped])
     strategy_state = state.strategy_state
     if leaving:
-        scores = np.asarray([np.inf if died[s] else losses[s] for s in leaving], np.float64)
         strategy_state = settings.strategy.tell(
-            strategy_state, [dict(view.configs[s]) for s in leaving], scores)
+            strategy_state, [dict(view.configs[s]) for s in leaving],
+            told_scores(settings.strategy, objectives, losses[leaving], violations[leaving]))
     free = sorted({*stopped, *np.flatnonzero(slot_state == IDLE).tolist(),
-                   *(s for s in np.flatnonzero(slot_state == DONE).tolist() if s != incumbent)})
+                   *(s for s in np.flatnonzero(slot_state == DONE).tolist()
+                     if s != incumbent[0])})
     refill, strategy_state = _refill(settings, state.num_started, free, strategy_state)
     slot_state[list(refill)] = RUNNING
     state = state._replace(
-        strategy_state=strategy_state, histories=histories, slot_state=slot_state,
-        num_started=state.num_started + len(refill), num_stopped=state.num_stopped + len(stopped),
-        incumbent=incumbent, incumbent_loss=incumbent_loss)
+        strategy_state=strategy_state, histories=every[0], more_histories=tuple(every[1:]),
+        slot_state=slot_state, num_started=state.num_started + len(refill),
+        num_stopped=state.num_stopped + len(stopped), incumbent=incumbent[0],
+        incumbent_loss=incumbent[1], incumbent_violation=incumbent[2])
     stop = [s for s in stopped if s not in refill]
     if not stop and not refill:
         return None, state
