@@ -627,3 +627,72 @@ def test_missing_package_says_how_to_install_it(module, cli_sweep, tmp_path, mon
         assert "pip install jaxtune[integrations]" in lines[0], lines[0]
         assert module.lower() in lines[0].lower(), lines[0]
     assert not (tmp_path / "o").exists()  # refused before anything ran
+
+
+# --------------------------------------------------------------------------------------------
+# Conditional spaces with Optuna: define-by-run, active names only
+
+CONDITIONAL = jt.Space({
+    "optimizer": jt.Choice(["adam", "sgd", "momentum"]),
+    "learning_rate": jt.Float(1e-4, 1e-1, log=True),
+    "momentum": jt.Float(0.5, 0.99, when={"optimizer": "momentum"}),
+    "depth": jt.Int(1, 3),
+    "width_2": jt.Choice([16, 32], when={"depth": {">=": 2}}),
+    "width_3": jt.Choice([16, 32, 64], when={"depth": {">=": 3}}),
+    "activation": jt.Fixed("relu", when={"depth": {">=": 2}}),
+})
+
+
+def check_conditional(config):
+    CONDITIONAL.validate_config(config)  # exactly the active names, values in range
+    assert ("momentum" in config) == (config["optimizer"] == "momentum"), config
+    assert ("width_2" in config) == (config["depth"] >= 2), config
+    assert ("width_3" in config) == (config["depth"] >= 3), config
+    assert ("activation" in config) == (config["depth"] >= 2), config
+    assert 1e-4 <= config["learning_rate"] <= 1e-1
+    assert 0.5 <= config.get("momentum", 0.5) <= 0.99
+    assert config.get("width_3", 16) in (16, 32, 64)
+
+
+def test_tpe_on_a_conditional_space_suggests_only_active_parameters():
+    strategy = optuna_strategy(
+        lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=6))
+    state = strategy.init(CONDITIONAL, jax.random.PRNGKey(0))
+    every = []
+    for _ in range(6):  # the model-based rounds ask on trials of mixed names
+        configs, state = strategy.ask(state, 5)
+        for config in configs:
+            check_conditional(config)
+        # Best: momentum near 0.9, the deepest net; sgd and adam worse.
+        losses = [abs(c.get("momentum", 0.0) - 0.9) + (3 - c["depth"]) for c in configs]
+        state = strategy.tell(state, configs, losses)
+        every += configs
+    trials = state.study.get_trials(deepcopy=False)
+    for trial, config in zip(trials, every, strict=True):  # Optuna saw the active names only
+        assert set(trial.params) == {n for n in config if n != "activation"}
+    assert {c["optimizer"] for c in every} == {"adam", "sgd", "momentum"}
+    assert {c["depth"] for c in every} == {1, 2, 3}
+
+
+def test_export_of_a_conditional_sweep_writes_only_active_parameters():
+    strategy = optuna_strategy(optuna.samplers.RandomSampler(seed=1))
+    configs, _ = strategy.ask(strategy.init(CONDITIONAL, jax.random.PRNGKey(1)), 12)
+    rows = [MemberResult(member_id=i, config=c, seed=0, fold=None, static_group="g",
+                         status="completed", diverged_step=None,
+                         metrics={"valid_loss": 0.1 * i}, curve_steps=[10],
+                         curves={"valid_loss": [0.1 * i]}, wall_time_s=0.0)
+            for i, c in enumerate(configs)]
+    results = Results(rows, {"metric": "valid_loss", "mode": "min",
+                             "space": CONDITIONAL.to_dict()})
+    study = export_to_optuna(results)
+    for trial, config in zip(study.get_trials(deepcopy=False), configs, strict=True):
+        searched = {n for n in config if n != "activation"}
+        assert set(trial.params) == searched and set(trial.distributions) == searched
+        assert {k: v for k, v in trial.params.items()} == {n: config[n] for n in searched}
+        if "momentum" in config:  # the declared range, not one inferred from the values
+            assert trial.distributions["momentum"] == optuna.distributions.FloatDistribution(
+                0.5, 0.99)
+        if "width_3" in config:
+            assert trial.distributions["width_3"] == (
+                optuna.distributions.CategoricalDistribution([16, 32, 64]))
+        assert ("fixed.activation" in trial.user_attrs) == ("activation" in config)

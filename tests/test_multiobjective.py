@@ -677,3 +677,18 @@ def test_cli_passes_several_metrics_and_constraints_to_schedulers(cli, tmp_path,
     assert seen["metric"] == TWO and seen["mode"] == ["max", "min"]
     assert seen["constraints"].bounds == (("valid_loss", "<=", 0.55),)
     assert "Pareto front over valid_accuracy (max), valid_loss (min):" in out
+
+
+def test_bayes_proposes_for_the_unconstrained_front():
+    # The unconstrained multi-objective program, compiled and run (the constrained test above
+    # shares its GP fits). ZDT1 in two dimensions: the Pareto set is b = 0, for every a.
+    told = drive(bayes_search(num_initial=8, **FAST), zdt1_2d, None, seed=1, rounds=1)
+    later = [c for batch, _ in told[1:] for c in batch]
+    points = np.array([[c["a"], c["b"]] for c in later])
+    assert np.all((points >= 0.0) & (points <= 1.0))  # inside the cube
+    assert len({(round(a, 9), round(b, 9)) for a, b in points}) == len(points)  # distinct
+    # Distance to the Pareto set (|b|): four BO proposals against four random points, in
+    # each of ten draws (random's expectation is 0.5).
+    random_means = [np.mean([c["b"] for c in SPACE2.sample(jax.random.PRNGKey(200 + d), 4)])
+                    for d in range(10)]
+    assert np.mean(points[:, 1]) < min(random_means), (points[:, 1], random_means)

@@ -14,6 +14,14 @@ How jaxtune parameters map to Optuna distributions:
 * :class:`~jaxtune.space.Fixed` -> not suggested: the strategy sets it directly, the export
   stores it as a trial user attribute ``"fixed.<name>"``.
 
+**Conditional spaces** (parameters with ``when=``, :mod:`jaxtune.conditions`) are asked
+define-by-run, as Optuna users write them: each trial suggests the parameters in an order with
+every parent before its children (:func:`jaxtune.conditions.topological_order`) and a
+parameter only when its condition holds on the values suggested so far, so a config holds
+exactly its active names and the sampler only ever sees those (TPE models each parameter on
+the trials that have it). A space without conditions is asked with its fixed distributions,
+as before. The export writes each member's active parameters only (its config's names).
+
 Example:
     >>> import optuna                                               # doctest: +SKIP
     >>> study = export_to_optuna(results, storage="sqlite:///sweep.db", study_name="digits")
@@ -26,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -35,9 +42,18 @@ import jax
 import numpy as np
 
 from jaxtune import distributed
+from jaxtune.integrations.optuna_space import (
+    ParamMap,
+    label,
+    optuna_module,
+    param_map,
+    params_of,
+    space_maps,
+    suggested,
+)
 from jaxtune.member_result import row_fields
 from jaxtune.results import MemberResult, Results
-from jaxtune.space import Choice, Fixed, Float, Int, Param, Space
+from jaxtune.space import Fixed, Space
 from jaxtune.strategies.base import Config, Strategy, check_num, sanitize_scores
 
 if TYPE_CHECKING:
@@ -45,130 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OptunaState", "export_to_optuna", "optuna_strategy"]
 
-_INSTALL_HINT = "pip install jaxtune[integrations]"
-_CATEGORY_TYPES = (type(None), bool, int, float, str)
 _DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
-
-
-def _optuna() -> Any:
-    """Imports Optuna, or says how to install it."""
-    try:
-        import optuna
-    except ImportError as error:
-        raise ImportError(
-            f"jaxtune.integrations.optuna needs Optuna, which is not installed: {_INSTALL_HINT} "
-            "(or pip install optuna)"
-        ) from error
-    return optuna
-
-
-# --------------------------------------------------------------------------------------------
-# Space <-> Optuna distributions
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_thaw(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _thaw(item) for key, item in value.items()}
-    return value
-
-
-def _label(value: Any) -> str:
-    return json.dumps(_thaw(value), sort_keys=True, default=repr)
-
-
-def _needs_labels(values: Sequence[Any]) -> bool:
-    """Whether Optuna cannot hold these category values as they are."""
-    if not all(type(value) in _CATEGORY_TYPES for value in values):
-        return True
-    has_bool = any(isinstance(value, bool) for value in values)
-    has_number = any(isinstance(value, int | float) and not isinstance(value, bool)
-                     for value in values)
-    return has_bool and has_number
-
-
-class _ParamMap(NamedTuple):
-    """How one searchable parameter travels to Optuna and back."""
-
-    distribution: Any  # optuna.distributions.BaseDistribution
-    values: tuple[Any, ...] | None  # Choice values when offered as labels, else None
-
-    def to_optuna(self, value: Any) -> Any:
-        if self.values is None:
-            return value
-        return _label(value)
-
-    def from_optuna(self, value: Any) -> Any:
-        if self.values is None:
-            return value
-        return self.values[[_label(v) for v in self.values].index(value)]
-
-
-def _param_map(param: Param) -> _ParamMap:
-    distributions = _optuna().distributions
-    if isinstance(param, Float):
-        return _ParamMap(distributions.FloatDistribution(param.low, param.high, log=param.log),
-                         None)
-    if isinstance(param, Int):
-        return _ParamMap(distributions.IntDistribution(param.low, param.high, log=param.log),
-                         None)
-    if isinstance(param, Choice):
-        if _needs_labels(param.values):
-            labels = tuple(_label(value) for value in param.values)
-            return _ParamMap(distributions.CategoricalDistribution(labels), tuple(param.values))
-        return _ParamMap(distributions.CategoricalDistribution(param.values), None)
-    raise TypeError(f"a Fixed parameter is not searched and has no distribution: {param!r}")
-
-
-def _space_maps(space: Space) -> dict[str, _ParamMap]:
-    """Name -> mapping for every searchable (non-Fixed) parameter, in the space's order."""
-    return {name: _param_map(space[name]) for name in space.searchable_names}
-
-
-def _infer_param(values: Sequence[Any]) -> Param:
-    """A parameter that holds every observed value (for sweeps saved without their space)."""
-    unique: dict[str, Any] = {}
-    for value in values:
-        unique.setdefault(_label(value), value)
-    distinct = list(unique.values())
-    if len(distinct) == 1:
-        return Fixed(distinct[0])
-    reals = [v for v in distinct if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(reals) == len(distinct) and all(math.isfinite(v) for v in reals):
-        low, high = min(reals), max(reals)
-        if low == high:  # e.g. 1 and 1.0: equal values of two types
-            return Fixed(distinct[0])
-        if all(isinstance(v, int) for v in reals):
-            return Int(int(low), int(high))
-        return Float(float(low), float(high), log=bool(low > 0 and high / low >= 100))
-    return Choice(distinct)
-
-
-def _contains(name: str, param: Param, values: Sequence[Any]) -> bool:
-    checker = Space({name: param})
-    try:
-        for value in values:
-            checker.validate_config({name: value})
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _params_of(results: Results) -> dict[str, Param]:
-    """One parameter per hyperparameter of ``results``: from its saved space where that space
-    holds every value, else inferred from the values (e.g. a space missing from the metadata,
-    or values changed by a scheduler)."""
-    saved = results.metadata.get("space")
-    space = Space.from_dict(saved) if isinstance(saved, Mapping) else None
-    params: dict[str, Param] = {}
-    for name in results.hp_names:
-        values = [row.config[name] for row in results if name in row.config]
-        param = space[name] if space is not None and name in space else None
-        if param is None or not _contains(name, param, values):
-            param = _infer_param(values)
-        params[name] = param
-    return params
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +124,7 @@ def export_to_optuna(
       ImportError: Optuna is not installed.
       ValueError: an unknown metric or direction.
     """
-    optuna = _optuna()
+    optuna = optuna_module()
     if not isinstance(results, Results):
         raise TypeError(f"results must be jaxtune Results, got {type(results).__name__}")
     metric, mode = results.resolve_metric(metric)
@@ -242,8 +135,8 @@ def export_to_optuna(
     direction = mode if direction is None else direction
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction={direction!r} must be one of {sorted(_DIRECTIONS)}")
-    params = _params_of(results)
-    maps = {name: _param_map(p) for name, p in params.items() if not isinstance(p, Fixed)}
+    params = params_of(results)
+    maps = {name: param_map(p) for name, p in params.items() if not isinstance(p, Fixed)}
     fixed = [name for name, p in params.items() if isinstance(p, Fixed)]
     trials = [_trial(optuna, row, metric, maps, fixed) for row in results]
     study = _export_study(optuna, storage, study_name, metric, _DIRECTIONS[direction],
@@ -254,7 +147,7 @@ def export_to_optuna(
     return study
 
 
-def _trial(optuna: Any, row: MemberResult, metric: str, maps: Mapping[str, _ParamMap],
+def _trial(optuna: Any, row: MemberResult, metric: str, maps: Mapping[str, ParamMap],
            fixed: Sequence[str]) -> Any:
     """One member as a finished ``optuna.trial.FrozenTrial`` (see :func:`export_to_optuna`)."""
     value = row.metrics.get(metric, math.nan)
@@ -332,7 +225,7 @@ class OptunaState(NamedTuple):
 
     space: Space
     study: Any  # optuna.Study
-    maps: Mapping[str, _ParamMap]
+    maps: Mapping[str, ParamMap]
     pending: tuple[tuple[int, Config], ...]
     num_asked: int
     mirror: Any = None  # optuna.Study in storage, or None
@@ -365,7 +258,7 @@ def _mirror_trial(mirror: Any, number: int, params: Mapping[str, Any],
 
 def _mirror_tell(mirror: Any, number: int, score: float) -> None:
     """Tells the storage study's trial ``number`` unless it was told before (a resume)."""
-    optuna = _optuna()
+    optuna = optuna_module()
     trial = mirror.get_trials(deepcopy=False)[number]
     if trial.state.is_finished():
         # A resumed sweep replays the same training, so it scores the stored trial exactly as
@@ -385,7 +278,7 @@ def _mirror_tell(mirror: Any, number: int, score: float) -> None:
 
 
 def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return _label(dict(a)) == _label(dict(b))
+    return label(dict(a)) == label(dict(b))
 
 
 def optuna_strategy(
@@ -459,7 +352,7 @@ def optuna_strategy(
 def _init(sampler: Any, storage: str | Any | None, study_name: str | None, space: Space,
           key: jax.Array) -> OptunaState:
     """``init`` of :func:`optuna_strategy`: a fresh in-memory study (and its stored mirror)."""
-    optuna = _optuna()
+    optuna = optuna_module()
     if not isinstance(space, Space):
         raise TypeError(f"init(space, key): space must be a Space, got {type(space).__name__}")
     seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
@@ -470,8 +363,8 @@ def _init(sampler: Any, storage: str | Any | None, study_name: str | None, space
     # tables of a new SQLite file) and duplicate trials.
     if storage is not None and distributed.is_writer():
         mirror = _open_mirror(optuna, storage, study_name, f"seed={seed} "
-                              f"space={_label(space.to_dict())}")
-    return OptunaState(space, study, _space_maps(space), (), 0, mirror)
+                              f"space={label(space.to_dict())}")
+    return OptunaState(space, study, space_maps(space), (), 0, mirror)
 
 
 def _sampler(optuna: Any, sampler: Any, seed: int) -> Any:
@@ -529,15 +422,17 @@ def _ask(state: OptunaState, num: int) -> tuple[list[Config], OptunaState]:
     distributions = {name: m.distribution for name, m in state.maps.items()}
     configs, asked = [], []
     for _ in range(num):
-        trial = state.study.ask(distributions)
+        if state.space.conditional_names:
+            trial = state.study.ask()
+            config = suggested(state.space, state.maps, trial)
+        else:
+            trial = state.study.ask(distributions)
+            config = {name: param.value if isinstance(param, Fixed)
+                      else state.maps[name].from_optuna(trial.params[name])
+                      for name, param in state.space.items()}
         if state.mirror is not None:
-            _mirror_trial(state.mirror, trial.number, trial.params, distributions)
-        config = {}
-        for name, param in state.space.items():
-            if isinstance(param, Fixed):
-                config[name] = param.value
-            else:
-                config[name] = state.maps[name].from_optuna(trial.params[name])
+            _mirror_trial(state.mirror, trial.number, trial.params,
+                          {name: distributions[name] for name in trial.params})
         configs.append(config)
         asked.append((trial.number, dict(config)))
     return configs, state._replace(
@@ -547,7 +442,7 @@ def _ask(state: OptunaState, num: int) -> tuple[list[Config], OptunaState]:
 
 def _tell(state: OptunaState, configs: list[Config], scores: Any) -> OptunaState:
     """``tell`` of :func:`optuna_strategy`: the pending trials' losses, in ask order."""
-    optuna = _optuna()
+    optuna = optuna_module()
     scores = sanitize_scores(scores, len(configs))
     if len(configs) > len(state.pending):
         raise ValueError(
