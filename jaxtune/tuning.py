@@ -32,6 +32,7 @@ from jaxtune import (
 )
 from jaxtune import data as data_lib
 from jaxtune.contracts import Config
+from jaxtune.engine.chunk import deadline_passed
 from jaxtune.engine.options import EngineOptions
 from jaxtune.results import Results
 from jaxtune.space import Space
@@ -358,7 +359,7 @@ def _run_rounds(sweep: _Sweep, store: checkpoint_lib.Store | None, saved: Sequen
     evaluated = 0
     while evaluated < sweep.num_configs:
         round_index = len(batches)
-        if round_index > len(saved) and sweep.deadline is not None and sweep.deadline.expired():
+        if round_index > len(saved) and deadline_passed(sweep.deadline):
             return batches, {"members_not_started": 0,
                              "configs_not_asked": sweep.num_configs - evaluated}
         wanted = min(sweep.round_size, sweep.num_configs - evaluated)

@@ -259,7 +259,8 @@ def test_bayes_proposes_for_the_constrained_front():
 def test_constrained_proposer_traces_without_constraints_and_with_one_objective():
     # The other two shapes of the one device program, traced (not compiled: the test above
     # compiles the multi-objective, constrained one; benchmarks/multiobjective.py runs the
-    # unconstrained one, tests/test_multiobjective.py's tune test the plumbing).
+    # unconstrained one, and so does test_bayes_proposes_for_the_unconstrained_front below;
+    # the tune test the plumbing).
     from jaxtune.strategies import acquisitions, gp
 
     rows, dim, batch = 32, 2, 4

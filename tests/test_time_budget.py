@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 import jaxtune as jt
@@ -109,7 +110,7 @@ def test_tune_stops_between_chunks_and_mid_round_then_resumes_to_the_same_rows(
 
 def test_a_scheduler_sweep_stopped_by_its_budget_resumes_to_the_same_rows(
         task, split, space, tmp_path):
-    options = dict(population_size=3, min_steps=10, eta=2, max_member_steps=200, **TRAIN)
+    options = dict(population_size=3, min_steps=10, eta=2, max_member_steps=120, **TRAIN)
     reference = jt.run_halving(task, split, space, **options)
     clock = FakeClock()
     directory = tmp_path / "halving"
@@ -152,3 +153,20 @@ def test_cli_time_budget_prints_the_resume_command_and_refuses_bad_values(
     finished = Results.load(tmp_path / "out")
     assert [row.status for row in finished] == ["completed"] * 3
     assert [row.curve_steps for row in finished] == [[10, 20]] * 3
+
+
+def test_several_processes_stop_on_process_zeros_clock(monkeypatch):
+    """Every process must stop after the same segment: process 0's clock decides (one
+    broadcast), whatever this process's own clock says."""
+    from jax.experimental import multihost_utils
+
+    from jaxtune.engine import chunk
+    from jaxtune.timebudget import Deadline
+
+    broadcast = []
+    monkeypatch.setattr(chunk.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
+                        lambda value: broadcast.append(bool(value)) or np.asarray(False))
+    assert not chunk.deadline_passed(Deadline(0.0, lambda: 1.0))  # here: passed; process 0: not
+    assert broadcast == [True]
+    assert not chunk.deadline_passed(None)

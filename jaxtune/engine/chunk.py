@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxtune import optim
 from jaxtune.contracts import PopulationUpdate, SegmentReport, SlotView
@@ -27,9 +28,10 @@ from jaxtune.engine.population import GroupSpec, MemberRows
 from jaxtune.engine.precompile import Programs
 from jaxtune.engine.records import ChunkState, MemberRecord
 from jaxtune.engine.session import TrainSession, view_to_json
+from jaxtune.timebudget import Deadline
 
-__all__ = ["ChunkContext", "DeviceData", "chunk_unfinished", "finish_chunk", "open_chunk",
-           "run_chunk"]
+__all__ = ["ChunkContext", "DeviceData", "chunk_unfinished", "deadline_passed", "finish_chunk",
+           "open_chunk", "run_chunk"]
 
 
 class DeviceData(NamedTuple):
@@ -125,9 +127,21 @@ def run_chunk(ctx: ChunkContext, state: ChunkState) -> ChunkState:
         state, member_steps = _record_segment(ctx, state, metrics, diverged)
         _report_segment(ctx, state, metrics, member_steps)
         state = _schedule(ctx, state, metrics)
-        if deadline is not None and deadline.expired():
+        if deadline_passed(deadline):
             break
     return state
+
+
+def deadline_passed(deadline: Deadline | None) -> bool:
+    """Whether ``deadline`` has passed (``False`` without one). With several processes,
+    process 0's clock decides for all (one broadcast), so every process stops after the same
+    segment and none waits alone in a collective."""
+    if deadline is None:
+        return False
+    expired = deadline.expired()
+    if jax.process_count() > 1:
+        expired = bool(multihost_utils.broadcast_one_to_all(np.asarray(expired)))
+    return expired
 
 
 def chunk_unfinished(ctx: ChunkContext, state: ChunkState) -> bool:

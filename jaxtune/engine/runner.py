@@ -77,6 +77,7 @@ from jaxtune.engine.chunk import (
     ChunkContext,
     DeviceData,
     chunk_unfinished,
+    deadline_passed,
     finish_chunk,
     open_chunk,
     report_restored,
@@ -247,7 +248,7 @@ def _run_chunks(plan: plan_lib.Plan, data: DeviceData, hooks: Hooks,
     with precompile.Programs(threads) as programs:
         precompile.prepare(programs, plan, chunks, data, _shared_key(plan))
         for position, chunk in enumerate(chunks):
-            if position and hooks.deadline is not None and hooks.deadline.expired():
+            if position and deadline_passed(hooks.deadline):
                 if session is not None:
                     session.save_progress()
                 return out._replace(not_started=sum(len(c.indices) for c in chunks[position:]))
