@@ -236,8 +236,8 @@ def _update(settings: _Settings, state: PB2State,
     state = _observe(settings, state, view, values)
     if view.segment % settings.interval_segments:
         return None, state
-    losses = -values[:, None] if objectives.single else objectives.losses(view.metrics)
-    top, bottom = exploit_slots(view, losses, settings.fraction,
+    ranked = values if objectives.single else -objectives.losses(view.metrics)
+    top, bottom = exploit_slots(view, ranked, settings.fraction,
                                 objectives.violations(view.metrics, view.alive))
     if not top:
         return None, state

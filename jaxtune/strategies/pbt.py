@@ -169,19 +169,19 @@ def _explore(settings: _Settings, config: Mapping[str, Any], draws: np.ndarray) 
     return new
 
 
-def exploit_slots(view: SlotView, losses: np.ndarray, fraction: float,
+def exploit_slots(view: SlotView, values: np.ndarray, fraction: float,
                   violations: np.ndarray | None = None) -> tuple[list[int], list[int]]:
     """PBT's truncation selection: the best and the worst ``fraction`` of the slots still
-    training, in the order of :func:`jaxtune.objectives.best_first` over ``losses`` (``[P]``
-    or ``[P, k]``, lower is better; with one metric the values' stable order) and
-    ``violations`` (``[P]`` totals or ``[P, c]``; infeasible members rank last). A member that
-    is not alive, or with a non-finite value, ranks last and is never among the best. Both
-    lists are empty when fewer than two members train.
+    training, ranked by ``values`` (``[P]``, or ``[P, k]`` for several metrics; higher is
+    better) in the order of :func:`jaxtune.objectives.best_first` (one metric: the values'
+    stable order), infeasible members (``violations``: ``[P]`` totals or ``[P, c]``) last. A
+    member that is not alive, or with a non-finite value, ranks last and is never among the
+    best. Both lists are empty when fewer than two members train.
     """
     training = np.flatnonzero(~np.asarray(view.finished, bool))
     if len(training) < 2:
         return [], []
-    losses = np.array(losses, np.float64).reshape(len(view.step), -1)
+    losses = -np.array(values, np.float64).reshape(len(view.step), -1)
     losses[~np.all(np.isfinite(losses), axis=1) | ~np.asarray(view.alive, bool)] = np.inf
     totals = None if violations is None else violation_totals(violations)[training]
     order = training[best_first(losses[training], totals)]
@@ -196,7 +196,7 @@ def _update(settings: _Settings, state: PBTState,
     if view.segment % settings.interval_segments:
         return None, state
     objectives = settings.objectives
-    top, bottom = exploit_slots(view, objectives.losses(view.metrics, view.alive),
+    top, bottom = exploit_slots(view, -objectives.losses(view.metrics, view.alive),
                                 settings.fraction, objectives.violations(view.metrics,
                                                                          view.alive))
     if not top:
