@@ -693,3 +693,16 @@ def test_bayes_proposes_for_the_unconstrained_front():
     random_means = [np.mean([c["b"] for c in SPACE2.sample(jax.random.PRNGKey(200 + d), 4)])
                     for d in range(10)]
     assert np.mean(points[:, 1]) < min(random_means), (points[:, 1], random_means)
+
+
+def test_schedulers_refuse_bad_objectives_before_training(wine):
+    task, split = wine
+    common = dict(population_size=3, num_steps=20, batch_size=16)
+    with pytest.raises(ValueError, match="more than once"):
+        jt.run_halving(task, split, TUNE_SPACE, min_steps=10, metric=[*TWO, "valid_loss"],
+                       **common)
+    with pytest.raises(ValueError, match="mode"):
+        jt.run_pbt(task, split, TUNE_SPACE, metric=TWO, mode=["max"], **common)
+    with pytest.raises(ValueError, match="test set"):
+        jt.run_early_stopping(task, split, TUNE_SPACE, num_configs=3, metric=TWO,
+                              constraints={"test_loss": ("<=", 1.0)}, **common)
