@@ -3,8 +3,8 @@ resume to the rows of an uninterrupted run.
 
 The clock is fake: it advances by one "second" per segment report, so a budget of ``k + 0.5``
 seconds runs exactly ``k + 1`` segments (the deadline is looked at after each one). The shapes
-are those of tests/test_checkpoint.py (wine, a width-8 MLP, segments of 10 steps, chunks of 3;
-20 steps here, a runtime budget), so the compiled programs are shared.
+are those of tests/test_multiobjective.py's runs (wine, a linear model, batches of 16,
+segments of 10 steps, populations of 3), so the compiled programs are shared.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from jaxtune import cli
 from jaxtune.results import Results
 from jaxtune.timebudget import STOPPED_BY, TimeBudget, check_time_budget
 
-TRAIN = dict(num_steps=20, steps_per_segment=10, batch_size=32)
+TRAIN = dict(num_steps=20, steps_per_segment=10, batch_size=16)
 SPACE = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
-         "optimizer": {"type": "fixed", "value": "adam"}, "width": {"type": "fixed", "value": 8}}
+         "optimizer": {"type": "fixed", "value": "adam"}}
 
 
 class FakeClock:
@@ -54,7 +54,7 @@ def split():
 
 @pytest.fixture(scope="module")
 def task(split):
-    return jt.classification_task("mlp", num_classes=3, input_shape=split.x_train.shape[1:])
+    return jt.classification_task("linear", num_classes=3, input_shape=(13,))
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +130,8 @@ def test_cli_time_budget_prints_the_resume_command_and_refuses_bad_values(
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps(SPACE))
     argv = ["sweep", "--dataset", "wine", "--space", str(space_file), "--num-configs", "3",
-            "--num-steps", "20", "--steps-per-segment", "10", "--batch-size", "32", "--quiet",
-            "--no-plot"]
+            "--num-steps", "20", "--steps-per-segment", "10", "--batch-size", "16",
+            "--model", "linear", "--quiet", "--no-plot"]
     for bad, words in (("0", "positive"), ("-5", "positive"), ("nan", "positive"),
                        ("soon", "invalid float")):
         assert cli.main([*argv, "--out", str(tmp_path / "bad"), "--time-budget", bad]) == 2
