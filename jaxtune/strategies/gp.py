@@ -322,7 +322,8 @@ def _fit(
     Restart 0 starts at the prior means, restart 1 at ``warm`` (the previous fit; a draw when
     it is the prior means), the others at draws from the priors. Each runs at most
     ``num_steps`` iterations and stops when one improves the objective by less than
-    :data:`FIT_TOLERANCE` or would make it (or its gradient) non-finite. Returns ``(params, objective)`` of the best restart.
+    :data:`FIT_TOLERANCE` or would make it (or its gradient) non-finite. Returns
+    ``(params, objective)`` of the best restart.
     """
     fitted, values, _ = _fit_runs(x, y, mask, key, jitter, warm, num_restarts, num_steps)
     best = jnp.argmax(values)
