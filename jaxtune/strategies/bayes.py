@@ -59,10 +59,14 @@ The first ``num_initial`` configs come from a scrambled Sobol sequence
 (:mod:`jaxtune.strategies.sobol`; uniform random points above ``MAX_SOBOL_DIM`` dimensions),
 as do all configs asked before any score was told.
 
-**Cost** on a CPU (measured: 100 observations, 8 configs per ask, 2-D and 5-D spaces, default
-settings): about 0.9 s per ask, most of it the hyperparameter fit; the first ask in each padding
-bucket also compiles, 4 to 9 s. The GP's cost grows with the cube of the number of observations
-(see ``max_observations``).
+**Cost** on a CPU (``benchmarks/bo_proposals.py``, Hartmann-6, defaults, a shared 2-core
+machine): about 0.4-1.4 s per proposed point at batch 1 and 0.1-0.4 s per point at batch 8,
+with 100 or 300 told observations, most of it the hyperparameter fit (8 L-BFGS runs of some
+20-60 iterations each; the run from the previous fit stops after one or two); that was 6 to 44
+times less than Optuna's ``GPSampler`` measured beside it. The first model ask in each padding
+bucket also compiles two programs (the fit and the proposal), about 15-40 s on that machine and
+well under 2 s from JAX's persistent compilation cache in a later process. The GP's cost grows
+with the cube of the number of observations (see ``max_observations``).
 
 Layout: the GP model in :mod:`jaxtune.strategies.gp`, the acquisitions and batch proposals in
 :mod:`jaxtune.strategies.acquisitions`, the strategy here (their public names are re-exported).
