@@ -62,7 +62,7 @@ as do all configs asked before any score was told.
 **Cost** on a CPU (``benchmarks/bo_proposals.py``, Hartmann-6, defaults, a shared 2-core
 machine): about 0.4-1.4 s per proposed point at batch 1 and 0.1-0.4 s per point at batch 8,
 with 100 or 300 told observations, most of it the hyperparameter fit (8 L-BFGS runs of some
-20-60 iterations each; the run from the previous fit stops after one or two); that was 6 to 44
+20-60 iterations each; the run from the previous fit stops after one or two); that was 7 to 44
 times less than Optuna's ``GPSampler`` measured beside it. The first model ask in each padding
 bucket also compiles two programs (the fit and the proposal), about 15-40 s on that machine and
 well under 2 s from JAX's persistent compilation cache in a later process. The GP's cost grows
@@ -570,7 +570,8 @@ def bayes_search(
       acquisition_steps: projected Adam steps per start.
       acquisition_learning_rate: Adam step size in the unit cube.
       fit_restarts: L-BFGS runs of each hyperparameter fit (from the prior means, from the
-        previous ask's fit, and from draws from the priors); the best is kept.
+        previous ask's fit when there are at least 2, and from draws from the priors); the best
+        is kept.
       fit_steps: the most L-BFGS iterations of each hyperparameter fit (each stops earlier
         once converged).
       jitter: first diagonal jitter of Cholesky factorizations (raised tenfold on failure).
