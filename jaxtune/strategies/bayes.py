@@ -59,14 +59,12 @@ The first ``num_initial`` configs come from a scrambled Sobol sequence
 (:mod:`jaxtune.strategies.sobol`; uniform random points above ``MAX_SOBOL_DIM`` dimensions),
 as do all configs asked before any score was told.
 
-**Cost** on a CPU (``benchmarks/bo_proposals.py``, Hartmann-6, defaults, a shared 2-core
-machine): about 0.4-1.4 s per proposed point at batch 1 and 0.1-0.4 s per point at batch 8,
-with 100 or 300 told observations, most of it the hyperparameter fit (8 L-BFGS runs of some
-20-60 iterations each; the run from the previous fit stops after one or two); that was 7 to 44
-times less than Optuna's ``GPSampler`` measured beside it. The first model ask in each padding
-bucket also compiles two programs (the fit and the proposal), about 15-40 s on that machine and
-well under 2 s from JAX's persistent compilation cache in a later process. The GP's cost grows
-with the cube of the number of observations (see ``max_observations``).
+**Cost** on a CPU (``benchmarks/bo_proposals.py``, Hartmann-6, 100 or 300 told observations,
+a shared 2-core machine): 0.4-1.4 s per proposed point at batch 1, 0.1-0.4 s at batch 8, most of
+it the fit (8 L-BFGS runs of 20-60 iterations; the one from the previous fit stops after one or
+two), 7 to 44 times less than Optuna's ``GPSampler`` beside it. The first model ask in a padding
+bucket also compiles the fit and the proposal, 15-40 s there, under 2 s from JAX's persistent
+compilation cache in a later process. The cost grows with the cube of ``max_observations``.
 
 Layout: the GP model in :mod:`jaxtune.strategies.gp`, the acquisitions and batch proposals in
 :mod:`jaxtune.strategies.acquisitions`, the strategy here (their public names are re-exported).
@@ -174,7 +172,6 @@ class BayesState(NamedTuple):
     history: History
     outcomes: Outcomes | None = None
     gp_params: GPParams | None = None
-
 
 
 def _observations_kept(scores: np.ndarray, max_observations: int) -> np.ndarray:
@@ -301,9 +298,8 @@ def _initial_points(state: BayesState, num: int) -> np.ndarray:
     return np.asarray(jax.random.uniform(key, (num, dim)), np.float64)
 
 
-def _model_points(
-    settings: _Settings, state: BayesState, num: int
-) -> tuple[np.ndarray, GPParams]:
+def _model_points(settings: _Settings, state: BayesState,
+                  num: int) -> tuple[np.ndarray, GPParams]:
     """``[num, dim]`` points proposed by the GP fitted to the told history, and its fitted
     hyperparameters (numpy)."""
     history = state.history
@@ -358,9 +354,9 @@ def _model_points(
 
 
 def _warm_params(state: BayesState) -> GPParams:
-    """Where the fit's second run starts: the last fit (the prior means before the first)."""
+    """Where the fit's second run starts: the last fit (the prior means before the first), in
+    the same dtypes either way (a weakly typed leaf would compile the fit again)."""
     params = prior_means(state.space.dim) if state.gp_params is None else state.gp_params
-    # The same dtypes either way (a weakly typed leaf would compile the fit again).
     return GPParams(*(jnp.asarray(np.asarray(leaf, np.float64)) for leaf in params))
 
 
@@ -383,9 +379,8 @@ def _ask(settings: _Settings, state: BayesState, num: int) -> tuple[list[Config]
         compile_cache.ensure_compilation_cache()
         if state.outcomes is None:
             points, gp_params = _model_points(settings, state, num - num_from_design)
-        else:
-            points = _outcome_points(settings, state, num - num_from_design)
-        parts.append(points)
+        parts.append(points if state.outcomes is None else
+                     _outcome_points(settings, state, num - num_from_design))
     u = np.concatenate(parts) if parts else np.zeros((0, space.dim))
     if space.conditional_names:
         u = _distinct_configs(space, u, state)
