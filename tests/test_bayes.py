@@ -259,7 +259,6 @@ def test_validation_names_the_field():
         "fit_steps": dict(fit_steps="10"),
         "beta": dict(beta=-1.0),
         "jitter": dict(jitter=float("nan")),
-        "fit_learning_rate": dict(fit_learning_rate=0),
         "acquisition_learning_rate": dict(acquisition_learning_rate=float("inf")),
         "max_observations": dict(max_observations=1),
     }
@@ -293,6 +292,10 @@ def test_initial_design_is_scrambled_sobol_and_asks_are_pure():
     model_b, _ = strategy.ask(told, 2)
     assert model_a == model_b and next_state.num_asked == 6
     assert told.num_asked == 4 and len(told.history.scores) == 4  # not changed in place
+    # The fit is kept for the next ask's warm start, which stays a function of the state.
+    assert told.gp_params is None and np.all(np.isfinite(next_state.gp_params.log_lengthscales))
+    again_told = strategy.tell(next_state, model_a, [c["a"] + c["b"] for c in model_a])
+    assert strategy.ask(again_told, 2)[0] == strategy.ask(again_told, 2)[0]
     other = strategy.tell(strategy.init(SMALL_SPACE, jax.random.PRNGKey(1)), first, [0.0] * 4)
     assert strategy.ask(other, 2)[0] != model_a
     empty, _ = strategy.ask(told, 0)

@@ -6,7 +6,8 @@ bounds and numerics are described in :mod:`jaxtune.strategies.bayes`:
 
 * :func:`matern52`, the Matern 5/2 ARD kernel, and :func:`safe_cholesky`, a factor that never
   fails;
-* :data:`fit_hyperparameters`, the jitted MAP fit of :class:`GPParams` by projected Adam;
+* :func:`log_posterior`, the fit's objective, and :data:`fit_hyperparameters`, the jitted MAP
+  fit of :class:`GPParams` by L-BFGS in unconstrained coordinates;
 * :func:`condition` -> :class:`Posterior`, then :func:`predict` (mean and variance) and
   :func:`cross_kernel` (the kernel between queries and observations);
 * host wrappers :func:`fit_gp`, :func:`gp_posterior`, :func:`gp_log_marginal_likelihood` and
@@ -43,9 +44,11 @@ __all__ = [
     "gp_log_marginal_likelihood",
     "gp_posterior",
     "gp_precision",
+    "log_posterior",
     "matern52",
     "pad",
     "predict",
+    "prior_means",
     "safe_cholesky",
     "standardize_scores",
 ]
@@ -173,7 +176,9 @@ def _log_marginal_likelihood(
     )
 
 
-def _prior_means(dim: int) -> GPParams:
+def prior_means(dim: int) -> GPParams:
+    """The centres of the hyperparameters' log-normal priors for a ``dim``-D cube (the
+    length scales' grows like ``sqrt(dim)``, as typical distances in the cube do)."""
     return GPParams(
         jnp.full((dim,), math.log(0.5) + 0.5 * math.log(max(dim, 1))),
         jnp.asarray(_LOG_SIGNAL_VAR_PRIOR[0]),
@@ -181,8 +186,28 @@ def _prior_means(dim: int) -> GPParams:
     )
 
 
+def log_posterior(
+    params: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array, jitter: Any
+) -> jax.Array:
+    """The fit's objective: the log marginal likelihood of the masked rows plus the log
+    priors (up to a constant; NaN when the Cholesky factorization fails). Pure JAX,
+    differentiable.
+
+    Args:
+      params: hyperparameters (log scale).
+      x: ``[N, dim]`` padded inputs.
+      y: ``[N]`` padded standardized targets.
+      mask: ``[N]`` 1 for real rows.
+      jitter: diagonal added to ``K``.
+
+    Returns:
+      ``[]`` the objective.
+    """
+    return _log_marginal_likelihood(params, x, y, mask, jitter) + _log_prior(params)
+
+
 def _log_prior(params: GPParams) -> jax.Array:
-    means = _prior_means(params.log_lengthscales.shape[0])
+    means = prior_means(params.log_lengthscales.shape[0])
     stds = (_LOG_LENGTHSCALE_PRIOR_STD, _LOG_SIGNAL_VAR_PRIOR[1], _LOG_NOISE_VAR_PRIOR[1])
     total = 0.0
     for value, mean, std in zip(params, means, stds, strict=True):
@@ -190,14 +215,95 @@ def _log_prior(params: GPParams) -> jax.Array:
     return total
 
 
-def _clip_params(params: GPParams) -> GPParams:
-    bounds = (LENGTHSCALE_BOUNDS, SIGNAL_VAR_BOUNDS, NOISE_VAR_BOUNDS)
-    return GPParams(
-        *(
-            jnp.clip(value, math.log(low), math.log(high))
-            for value, (low, high) in zip(params, bounds, strict=True)
-        )
+def _log_bounds(dim: int) -> tuple[jax.Array, jax.Array]:
+    """``(low, high) [dim + 2]``: the log box bounds of the flat hyperparameter vector."""
+    bounds = [LENGTHSCALE_BOUNDS] * dim + [SIGNAL_VAR_BOUNDS, NOISE_VAR_BOUNDS]
+    low, high = (jnp.asarray([math.log(b[i]) for b in bounds]) for i in (0, 1))
+    return low, high
+
+
+def _flatten(params: GPParams) -> jax.Array:
+    return jnp.concatenate(
+        [params.log_lengthscales, params.log_signal_var[None], params.log_noise_var[None]]
     )
+
+
+def _unflatten(theta: jax.Array) -> GPParams:
+    return GPParams(theta[:-2], theta[-2], theta[-1])
+
+
+def _to_box(z: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+    """The unconstrained vector ``z`` mapped into the box: ``low + (high - low) sigmoid(z)``."""
+    return low + (high - low) * jax.nn.sigmoid(z)
+
+
+def _from_box(theta: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+    """The inverse of :func:`_to_box`, with ``theta`` first moved inside the box by 1e-6 of
+    its width (a bound itself lies at infinity)."""
+    fraction = jnp.clip((theta - low) / (high - low), 1e-6, 1.0 - 1e-6)
+    return jnp.log(fraction) - jnp.log1p(-fraction)
+
+
+#: L-BFGS stops a restart when an iteration improves the objective by less than this (nats).
+FIT_TOLERANCE = 1e-7
+
+
+def _fit_runs(
+    x: jax.Array,
+    y: jax.Array,
+    mask: jax.Array,
+    key: jax.Array,
+    jitter: jax.Array,
+    warm: GPParams,
+    num_restarts: int,
+    num_steps: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Every restart of :func:`_fit`: ``(theta [R, dim + 2], objective [R], iterations [R])``,
+    ``-inf`` objectives for runs that never had a finite one."""
+    dim = x.shape[1]
+    low, high = _log_bounds(dim)
+    means = _flatten(prior_means(dim))
+    stds = jnp.asarray([_LOG_LENGTHSCALE_PRIOR_STD] * dim + [_LOG_SIGNAL_VAR_PRIOR[1],
+                                                             _LOG_NOISE_VAR_PRIOR[1]])
+    noise = jax.random.normal(key, (num_restarts, dim + 2), x.dtype)
+    starts = (means + stds * noise).at[0].set(means)  # draws from the priors
+    if num_restarts > 1:  # a warm start at the prior means is left to a draw
+        warm = _flatten(warm)
+        starts = starts.at[1].set(jnp.where(jnp.all(warm == means), starts[1], warm))
+
+    def loss(z: jax.Array) -> jax.Array:
+        return -log_posterior(_unflatten(_to_box(z, low, high)), x, y, mask, jitter)
+
+    solver = optax.lbfgs()
+
+    def cond(carry: tuple[Any, ...]) -> jax.Array:
+        *_, step, going = carry
+        return going & (step < num_steps)
+
+    def body(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+        z, state, value, grad, step, _ = carry
+        updates, new_state = solver.update(grad, state, z, value=value, grad=grad, value_fn=loss)
+        new_value = optax.tree.get(new_state, "value")
+        new_grad = optax.tree.get(new_state, "grad")
+        finite = jnp.isfinite(new_value) & jnp.all(jnp.isfinite(new_grad))
+        # A failed line search or factorization ends the run at its last good point.
+        improved = finite & (new_value < value)
+        going = improved & (value - new_value > FIT_TOLERANCE)
+        new = (optax.apply_updates(z, updates), new_state, new_value, new_grad)
+        kept = jax.tree.map(lambda n, o: jnp.where(improved, n, o), new, (z, state, value, grad))
+        return (*kept, step + 1, going)
+
+    def run(start: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        z = _from_box(start, low, high)
+        value, grad = jax.value_and_grad(loss)(z)
+        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+        carry = (z, solver.init(z), value, grad, jnp.asarray(0), finite)
+        z, _, value, _, steps, _ = jax.lax.while_loop(cond, body, carry)
+        return _to_box(z, low, high), jnp.where(jnp.isfinite(value), -value, -jnp.inf), steps
+
+    # One run after the other: each stops at its own convergence (vmap would run all of them
+    # as long as the slowest, and a CPU gains nothing from batching these small factorizations).
+    return jax.lax.map(run, starts)
 
 
 def _fit(
@@ -206,52 +312,26 @@ def _fit(
     mask: jax.Array,
     key: jax.Array,
     jitter: jax.Array,
-    learning_rate: jax.Array,
+    warm: GPParams,
     num_restarts: int,
     num_steps: int,
 ) -> tuple[GPParams, jax.Array]:
-    """MAP hyperparameters by projected Adam from ``num_restarts`` vmapped starts.
+    """MAP hyperparameters by L-BFGS (Optax, zoom line search) from ``num_restarts`` starts,
+    in the unconstrained coordinates of :func:`_to_box`.
 
-    Returns ``(params, objective)`` of the restart with the best finite objective.
+    Restart 0 starts at the prior means, restart 1 at ``warm`` (the previous fit; a draw when
+    it is the prior means), the others at draws from the priors. Each runs at most
+    ``num_steps`` iterations and stops when one improves the objective by less than
+    :data:`FIT_TOLERANCE` or would make it (or its gradient) non-finite. Returns
+    ``(params, objective)`` of the best restart.
     """
-    dim = x.shape[1]
-    means = _prior_means(dim)
-    noise = jax.random.normal(key, (num_restarts, dim + 2), x.dtype)
-    # Restart 0 starts at the prior means, the others at perturbations of them.
-    noise = noise.at[0].set(0.0)
-    starts = _clip_params(
-        GPParams(
-            means.log_lengthscales + _LOG_LENGTHSCALE_PRIOR_STD * 0.5 * noise[:, :dim],
-            means.log_signal_var + 0.5 * noise[:, dim],
-            means.log_noise_var + noise[:, dim + 1],
-        )
-    )
-    optimizer = optax.adam(learning_rate)
-
-    def objective(params: GPParams) -> jax.Array:
-        return _log_marginal_likelihood(params, x, y, mask, jitter) + _log_prior(params)
-
-    def step(carry: tuple[GPParams, Any], _: None) -> tuple[tuple[GPParams, Any], None]:
-        params, opt_state = carry
-        value, grads = jax.value_and_grad(lambda p: -objective(p))(params)
-        finite = jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads]))
-        # A failed factorization gives NaN gradients: skip that step instead of poisoning Adam.
-        grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (_clip_params(optax.apply_updates(params, updates)), opt_state), None
-
-    def run(start: GPParams) -> tuple[GPParams, jax.Array]:
-        (params, _), _ = jax.lax.scan(step, (start, optimizer.init(start)), None, num_steps)
-        value = objective(params)
-        return params, jnp.where(jnp.isfinite(value), value, -jnp.inf)
-
-    fitted, values = jax.vmap(run)(starts)
+    fitted, values, _ = _fit_runs(x, y, mask, key, jitter, warm, num_restarts, num_steps)
     best = jnp.argmax(values)
-    return jax.tree.map(lambda leaf: leaf[best], fitted), values[best]
+    return _unflatten(fitted[best]), values[best]
 
 
-#: ``fit_hyperparameters(x, y, mask, key, jitter, learning_rate, *, num_restarts, num_steps)``:
-#: the jitted MAP fit, ``(params, objective)``; one compile per (bucket, restarts, steps).
+#: ``fit_hyperparameters(x, y, mask, key, jitter, warm, *, num_restarts, num_steps)``: the
+#: jitted MAP fit, ``(params, objective)``; one compile per (bucket, dim, restarts, steps).
 fit_hyperparameters = jax.jit(_fit, static_argnames=("num_restarts", "num_steps"))
 _lml_jit = jax.jit(_log_marginal_likelihood)
 
@@ -445,10 +525,10 @@ def fit_gp(
     y: Any,
     key: jax.Array,
     *,
-    num_restarts: int = 4,
+    num_restarts: int = 8,
     num_steps: int = 100,
-    learning_rate: float = 0.1,
     jitter: float = 1e-8,
+    warm_start: GPParams | None = None,
 ) -> tuple[GPParams, float]:
     """Hyperparameters maximizing the log marginal likelihood plus weak log-normal priors.
 
@@ -456,23 +536,26 @@ def fit_gp(
       x: ``[num, dim]`` inputs in the unit cube.
       y: ``[num]`` standardized targets.
       key: PRNG key for the perturbed restarts.
-      num_restarts: Adam runs, side by side (the first from the prior means).
-      num_steps: Adam steps per run.
-      learning_rate: Adam step size (log space).
+      num_restarts: L-BFGS runs, one after the other: the first from the prior means, the
+        second from ``warm_start`` (a draw from the priors when it is ``None``), the others
+        from draws from the priors.
+      num_steps: the most L-BFGS iterations per run (each stops earlier once converged).
       jitter: diagonal added to ``K`` in the likelihood.
+      warm_start: hyperparameters to start the second run from (an earlier fit's).
 
     Returns:
       ``(params, objective)``: numpy hyperparameters of the best run and its log marginal
       likelihood plus log prior (up to a constant).
     """
     x, y = _check_data(x, y)
-    with gp_precision(bucket(len(y))):
-        padded = pad(x, y, bucket(len(y)))
+    rows = bucket(len(y))
+    with gp_precision(rows):
+        warm = _as_params(prior_means(x.shape[1]) if warm_start is None else warm_start)
         params, value = fit_hyperparameters(
-            *map(jnp.asarray, padded),
+            *map(jnp.asarray, pad(x, y, rows)),
             key,
             jnp.asarray(jitter, jnp.float64),
-            jnp.asarray(learning_rate, jnp.float64),
+            warm,
             num_restarts=num_restarts,
             num_steps=num_steps,
         )
