@@ -57,7 +57,7 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("member_loop", ["map", "vmap"])
+@pytest.mark.parametrize("member_loop", ["map", "vmap"])  # vmap (the GPU default): slow tier
 def test_fast_program_equals_guarded_program_bit_for_bit(wine, member_loop):
     # map: every live member takes its own count (4, 2, 3 steps; the 4th is not alive, the
     # 5th at its budget). vmap: the batch takes one count, so the live members all have 3.
