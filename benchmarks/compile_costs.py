@@ -150,22 +150,22 @@ def segment_costs(split: jt.Split, num_members: int, repeats: int) -> None:
                 ("guarded", population.guarded_jit))
     for width in (128, 8):
         args = _segment_args(split, width, num_members)
-        for name, program in programs:
-            seconds = []
-            for _ in range(repeats):
+        seconds = {name: [] for name, _ in programs}
+        calls = {name: [] for name, _ in programs}
+        for _ in range(repeats):  # the programs in turn, so that a load spike hits them all
+            for name, program in programs:
                 jax.clear_caches()
                 start = time.perf_counter()
                 compiled = program.lower(*args).compile()
-                seconds.append(time.perf_counter() - start)
-            jax.block_until_ready(compiled(*args[2:]))
-            calls = []
-            for _ in range(repeats):
+                seconds[name].append(time.perf_counter() - start)
+                jax.block_until_ready(compiled(*args[2:]))
                 start = time.perf_counter()
                 jax.block_until_ready(compiled(*args[2:]))
-                calls.append(time.perf_counter() - start)
-            print(f"segment width {width:3d} {name:16s} compile {min(seconds):6.2f} s "
-                  f"(runs: {' '.join(f'{v:.2f}' for v in seconds)})  warm call "
-                  f"{statistics.median(calls) * 1e3:7.1f} ms", flush=True)
+                calls[name].append(time.perf_counter() - start)
+        for name, _ in programs:
+            print(f"segment width {width:3d} {name:16s} compile {min(seconds[name]):6.2f} s "
+                  f"(runs: {' '.join(f'{v:.2f}' for v in seconds[name])})  warm call "
+                  f"{statistics.median(calls[name]) * 1e3:7.1f} ms", flush=True)
 
 
 def main() -> None:
