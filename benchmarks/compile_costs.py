@@ -12,8 +12,14 @@ with Adam, 8 learning rates, on this machine's CPU devices.
          (compiling) and the warm one (compiled) of each, and the per-step cost.
   epochs: a cold epochs grid (4 learning rates x num_steps 100, 200, 300, batch 32): wall
          time and the training programs compiled (run it on two checkouts to compare).
+  segment: lower + compile seconds of the two segment programs, the fast one (what every
+         segment runs) and the guarded one (compiled only when a member diverges), and of
+         both in one program under ``lax.cond`` (the segment program before issue 14 split
+         it), for the digits MLP and a width-8 MLP (8 learning rates, 300 steps, batch 32, the
+         default segment length), persistent compilation cache off, min of ``--repeats``; and
+         the median warm call of each (one segment of the 8 members).
 
-    python benchmarks/compile_costs.py [--steps 300] [--repeats 3]
+    python benchmarks/compile_costs.py [--steps 300] [--repeats 3] [--only segment]
 
 Timings on a loaded machine are noisy: compare the two figures of one line, not runs.
 """
@@ -108,12 +114,66 @@ def epochs_costs(split: jt.Split) -> None:
           f"programs, {meta['num_compilations']} compilations")
 
 
+def _segment_args(split: jt.Split, width: int, num_members: int) -> tuple:
+    """The arguments of the first segment call of a run of the digits MLP of ``width``."""
+    configs = [{**c, "width": width} for c in _configs(num_members)]
+    seen = []
+    real = population.segment_jit
+
+    def spy(*args):
+        seen.append(args)
+        return real(*args)
+
+    population.segment_jit = spy
+    try:
+        engine.train(TASK, configs, split, num_steps=300, batch_size=32, evaluate_test=False)
+    finally:
+        population.segment_jit = real
+    return seen[0]
+
+
+def _both_in_one(spec, sharding, *args):
+    """The two segment programs as one, as it was before the split: the fast steps, and the
+    guarded ones under ``lax.cond`` when the fast ones say so (both compiled every time)."""
+    state, metrics, redo = population.run_segment(spec, sharding, *args)
+    return jax.lax.cond(
+        redo, lambda: population.run_guarded_segment(spec, sharding, *args),
+        lambda: (state, metrics))
+
+
+def segment_costs(split: jt.Split, num_members: int, repeats: int) -> None:
+    """Lower + compile seconds of the fast and the guarded segment programs and of both in one
+    program (``lax.cond``, as before the split), cache off; then a warm call of each."""
+    jax.config.update("jax_enable_compilation_cache", False)
+    both = jax.jit(population.pinned(_both_in_one, pass_sharding=True), static_argnums=(0, 1))
+    programs = (("both (lax.cond)", both), ("fast", population.segment_jit),
+                ("guarded", population.guarded_jit))
+    for width in (128, 8):
+        args = _segment_args(split, width, num_members)
+        seconds = {name: [] for name, _ in programs}
+        calls = {name: [] for name, _ in programs}
+        for _ in range(repeats):  # the programs in turn, so that a load spike hits them all
+            for name, program in programs:
+                jax.clear_caches()
+                start = time.perf_counter()
+                compiled = program.lower(*args).compile()
+                seconds[name].append(time.perf_counter() - start)
+                jax.block_until_ready(compiled(*args[2:]))
+                start = time.perf_counter()
+                jax.block_until_ready(compiled(*args[2:]))
+                calls[name].append(time.perf_counter() - start)
+        for name, _ in programs:
+            print(f"segment width {width:3d} {name:16s} compile {min(seconds[name]):6.2f} s "
+                  f"(runs: {' '.join(f'{v:.2f}' for v in seconds[name])})  warm call "
+                  f"{statistics.median(calls[name]) * 1e3:7.1f} ms", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=("init", "batch", "epochs"), default=None)
+    parser.add_argument("--only", choices=("init", "batch", "epochs", "segment"), default=None)
     args = parser.parse_args()
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
     if args.only in (None, "init"):
@@ -122,6 +182,8 @@ def main() -> None:
         batch_costs(split, args.members, args.steps, args.repeats)
     if args.only in (None, "epochs"):
         epochs_costs(split)
+    if args.only in (None, "segment"):
+        segment_costs(split, args.members, args.repeats)
 
 
 if __name__ == "__main__":

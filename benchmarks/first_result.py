@@ -24,7 +24,8 @@ config.
 
 Ratios are ``optuna_s / jaxtune_s`` (above 1: jaxtune is faster), measured side by side in one
 run. The last line is machine-readable:
-``cold_worst_ratio=<min over cases> warm_worst_ratio=<min over cases> help_s=<jaxtune --help>``.
+``cold_worst_ratio=<min over cases> warm_worst_ratio=<min over cases> help_s=<jaxtune --help>
+startup_s=<a fresh process importing JAX, Optax and Flax>`` (the floor under every warm run).
 """
 
 from __future__ import annotations
@@ -329,6 +330,19 @@ def help_seconds(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def startup_seconds(repeats: int = 3) -> float:
+    """Median wall time of a fresh process that imports what both tools' workers import (JAX,
+    Optax, Flax) and runs one operation: the floor under every warm figure."""
+    code = "import jax, optax, flax.linen; jax.numpy.zeros(1).block_until_ready()"
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def measure(cases: list[str], sizes: list[int]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -374,9 +388,12 @@ def main() -> None:
     rows = measure(cases, sizes)
     help_s = help_seconds()
     print(f"jaxtune --help: {help_s:.2f} s")
+    startup_s = startup_seconds()
+    print(f"python + import jax, optax, flax + one operation: {startup_s:.2f} s (in every run)")
     cold = min(row["cold_ratio"] for row in rows)
     warm = min(row["warm_ratio"] for row in rows)
-    print(f"cold_worst_ratio={cold:.3f} warm_worst_ratio={warm:.3f} help_s={help_s:.3f}")
+    print(f"cold_worst_ratio={cold:.3f} warm_worst_ratio={warm:.3f} help_s={help_s:.3f} "
+          f"startup_s={startup_s:.3f}")
 
 
 if __name__ == "__main__":

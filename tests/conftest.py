@@ -42,6 +42,7 @@ SLOW_TESTS = frozenset({
     "tests/test_cv.py::test_nested_cv_with_the_one_standard_error_rule",
     "tests/test_cv.py::test_select_model_reports_a_failed_candidate_and_keeps_the_others",
     "tests/test_devices.py::test_chunks_and_device_counts_give_the_same_bits",
+    "tests/test_engine_segment.py::test_fast_program_equals_guarded_program_bit_for_bit[vmap]",
     "tests/test_devices.py::test_max_members_per_chunk_and_members_per_device_in_python",
     "tests/test_devices.py::test_memory_budget_splits_a_population_into_chunks",
     "tests/test_devices.py::test_memory_estimate_bounds_the_compiled_segment[map-cnn-static1]",

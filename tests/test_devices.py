@@ -330,8 +330,9 @@ def test_memory_estimate_bounds_what_xla_compiles(model, static):
 )
 @pytest.mark.parametrize("member_loop", ["vmap", "map"])
 def test_memory_estimate_bounds_the_compiled_segment(monkeypatch, model, static, member_loop):
-    """The estimate sizes chunks, so it must cover the real training segment (both scans, the
-    kept starting state and the validation pass) as XLA compiled it, data included. It counts
+    """The estimate sizes chunks, so it must cover the real training segment (the larger of its
+    two programs, the fast and the guarded one, each with the kept starting state and the
+    validation pass) as XLA compiled it, data included. It counts
     every member's step at once, which the batched members (``vmap``) need; looping members
     (``map``) need one member's at a time per device, so there it is more conservative."""
     split = jt.standardize(jt.train_valid_test_split(jt.load_dataset("digits"), seed=0))
@@ -347,13 +348,15 @@ def test_memory_estimate_bounds_the_compiled_segment(monkeypatch, model, static,
     monkeypatch.setattr(population, "segment_jit", spy)
     results = jt.train(task, configs, split, num_steps=4, batch_size=128, steps_per_segment=2,
                        evaluate_test=False, member_loop=member_loop)
-    analysis = real.lower(*seen["args"]).compile().memory_analysis()
-    compiled = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-                + analysis.temp_size_in_bytes)
+    compiled = 0
+    for program in (real, population.guarded_jit):  # a segment runs one, then maybe the other
+        analysis = program.lower(*seen["args"]).compile().memory_analysis()
+        compiled = max(compiled, analysis.argument_size_in_bytes
+                       + analysis.output_size_in_bytes + analysis.temp_size_in_bytes)
     (per_member,) = results.metadata["member_memory_bytes"].values()
     estimate = len(configs) * per_member + memory.replicated_data_bytes(split, False)
-    # Never below what XLA needs; measured 1.24x (MLP) and 1.14x (CNN) above it with vmap,
-    # 2.1x and 4.0x with map (every member's activations counted where one device holds one
+    # Never below what XLA needs; measured 1.41x (MLP) and 1.12x (CNN) above it with vmap,
+    # 2.0x and 3.9x with map (every member's activations counted where one device holds one
     # member's at a time: chunks smaller than they could be, never too large).
     bound = 1.6 if member_loop == "vmap" else 5.0
     assert compiled <= estimate <= bound * compiled, (estimate, compiled)

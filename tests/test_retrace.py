@@ -15,7 +15,7 @@ import pytest
 import jaxtune as jt
 from jaxtune import engine
 from jaxtune.engine import population
-from jaxtune.engine.population import init_population, pinned, run_segment
+from jaxtune.engine.population import init_population, pinned, run_guarded_segment, run_segment
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +32,17 @@ def _task():
 
 
 def _count_traces(monkeypatch, n):
-    """Swap the engine's init and segment programs for ones traced at most ``n`` times each."""
+    """Swap the engine's init and segment programs (fast and guarded) for ones traced at most
+    ``n`` times each."""
     chex.clear_trace_counter()
     init = chex.assert_max_traces(pinned(init_population), n=n)
     segment = chex.assert_max_traces(pinned(run_segment, pass_sharding=True), n=n)
+    guarded = chex.assert_max_traces(pinned(run_guarded_segment, pass_sharding=True), n=n)
     monkeypatch.setattr(population, "init_jit", jax.jit(init, static_argnums=(0, 1)))
     monkeypatch.setattr(population, "segment_jit", jax.jit(segment, static_argnums=(0, 1)))
-    monkeypatch.setattr(population, "segment_jit_donating",
-                        jax.jit(segment, static_argnums=(0, 1), donate_argnums=2))
+    monkeypatch.setattr(population, "guarded_jit", jax.jit(guarded, static_argnums=(0, 1)))
+    monkeypatch.setattr(population, "guarded_jit_donating",
+                        jax.jit(guarded, static_argnums=(0, 1), donate_argnums=2))
 
 
 SPACE = jt.Space({

@@ -197,23 +197,29 @@ def _save_if_due(ctx: ChunkContext, state: ChunkState) -> ChunkState:
 
 def _train_segment(ctx: ChunkContext,
                    state: ChunkState) -> tuple[ChunkState, dict[str, np.ndarray], np.ndarray]:
-    """One compiled segment; returns the new state, the host metrics and diverged steps."""
+    """One segment: the fast program, and the guarded one from the same starting state when
+    the fast one says so (``redo``); returns the new state, the host metrics and diverged
+    steps."""
     # Looked up at each call (not bound at import): tests swap in counting programs.
-    segment = population.segment_jit_donating if ctx.layout.donate else population.segment_jit
-    new_population, metrics, guarded = ctx.programs.call(
-        segment, ctx.spec, ctx.layout.population, state.population, state.dynamic, ctx.rows,
-        ctx.shared_key, jnp.int32(state.segment_index), ctx.data.train, ctx.data.valid,
-        ctx.layout.put(_budgets(ctx, state.slots).astype(np.int32)),
-    )
+    args = (ctx.spec, ctx.layout.population, state.population, state.dynamic, ctx.rows,
+            ctx.shared_key, jnp.int32(state.segment_index), ctx.data.train, ctx.data.valid,
+            ctx.layout.put(_budgets(ctx, state.slots).astype(np.int32)))
+    new_population, metrics, redo = ctx.programs.call(population.segment_jit, *args)
+    fetched = (metrics, new_population.step, new_population.alive, new_population.diverged_step)
+    *host, redo = to_host((*fetched, redo))
+    if redo:  # the fast result is thrown away before the guarded program allocates its own
+        del new_population, metrics, fetched
+        guarded = (population.guarded_jit_donating if ctx.layout.donate
+                   else population.guarded_jit)
+        new_population, metrics = ctx.programs.call(guarded, *args)
+        host = to_host((metrics, new_population.step, new_population.alive,
+                        new_population.diverged_step))
     if ctx.session is not None:
         ctx.session.store.segment_done()
-    host_metrics, step, alive, diverged, guarded = to_host(
-        (metrics, new_population.step, new_population.alive, new_population.diverged_step,
-         guarded)
-    )
+    host_metrics, step, alive, diverged = host
     return state._replace(
         population=new_population, step=np.asarray(step, np.int64), alive=alive,
-        segment_index=state.segment_index + 1, num_guarded=state.num_guarded + int(guarded),
+        segment_index=state.segment_index + 1, num_guarded=state.num_guarded + int(redo),
     ), host_metrics, diverged
 
 

@@ -78,9 +78,10 @@ def member_memory_bytes(
 ) -> int:
     """Estimates one member's device memory from abstract shapes (tracing only, no compilation).
 
-    ``4 * state + max(step_peak, eval_peak) + eval_bytes``, where ``state`` is the member's
+    ``3 * state + max(step_peak, eval_peak) + eval_bytes``, where ``state`` is the member's
     carry (a Task's: parameters plus optimizer state; the segment's starting state, kept for a
-    guarded rerun, and the current, new and selected copies live at once), ``step_peak`` the
+    guarded rerun, and the loop's current and new copies live at once: the fast and the guarded
+    segment programs are separate, and a segment runs one at a time), ``step_peak`` the
     largest total size of the values alive at once in one member's training step on one
     minibatch, ``eval_peak`` the same for ``task.evaluate`` on ``eval_rows`` rows, and
     ``eval_bytes`` the member's own copy of the validation data. Both peaks come from walking
@@ -146,7 +147,7 @@ def _member_memory_bytes(spec, example_dynamic, data_signature, eval_bytes, eval
         evaluate = jax.make_jaxpr(lambda c, v, d: spec.step.evaluate(c, v, spec.hp(d)))
         peak = max(peak, peak_live_bytes(
             evaluate(carry, data(eval_rows) if spec.step.needs_data else key, dyn)))
-    return 4 * state_bytes + peak + eval_bytes
+    return 3 * state_bytes + peak + eval_bytes
 
 
 def peak_live_bytes(closed_jaxpr: Any) -> int:

@@ -32,13 +32,15 @@ training step is ``step(carry, batch, key, hp)``; its metrics are averaged over 
 steps into the ``train_<name>`` curves. A Step with ``needs_data=False`` gets no batch.
 
 **Divergence.** A member whose loss metric or new carry is not finite is frozen at its last
-
-marked ``diverged`` and its step recorded; because every member's arithmetic is independent, the
-other members' results are unaffected. Checking and freezing every member at every step costs
-about 15% of a step on XLA:CPU, so a segment is optimistic: it first runs a scan with no
-per-step checks, and only when a member went wrong in it (or a member has less than a segment
-left) does it rerun the segment from its starting state with the guarded scan, inside the same
-program (``lax.cond``; see :func:`run_segment`). Both scans give a healthy member the same values.
+finite state, marked ``diverged`` and its step recorded; because every member's arithmetic is
+independent, the other members' results are unaffected. Checking and freezing every member at
+every step costs about 15% of a step on XLA:CPU, so a segment is optimistic: the *fast* program
+(:func:`run_segment`) runs the steps with no per-step checks and returns a flag; only when a
+member went wrong in it (or, with ``member_loop="vmap"``, live members have different numbers
+of steps left in the segment) does the host run the segment again from its starting state with
+the *guarded* program (:func:`run_guarded_segment`). They are two programs, not two branches of
+one: a run compiles the guarded one only when it first needs it, so the common case compiles one
+copy of the step. Both give a healthy member the same values.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ from jaxtune.engine.groups import (
 
 __all__ = [
     "POPULATION_AXIS", "GroupSpec", "MemberRows", "PopulationState", "evaluate_jit",
-    "evaluate_population", "init_jit", "init_population", "member_init", "params_treedef",
-    "pinned", "run_segment", "segment_jit", "segment_jit_donating", "update_jit",
-    "update_population",
+    "evaluate_population", "guarded_jit", "guarded_jit_donating", "init_jit", "init_population",
+    "member_init", "params_treedef", "pinned", "run_guarded_segment", "run_segment",
+    "segment_jit", "update_jit", "update_population",
 ]
 
 #: Folded into a member's training key for the key a data-free Step's ``evaluate`` gets.
@@ -155,7 +157,7 @@ def _shared_batch_at(spec: GroupSpec, shared: Any, i: jax.Array) -> Any:
     their own)."""
     if spec.batch_mode != "shared":
         return None
-    train, shared_key, segment_index = shared
+    train, shared_key, segment_index = shared[:3]
     # Common random numbers: one minibatch per step for every member.
     key = jax.random.fold_in(shared_key, segment_index * spec.steps_per_segment + i)
     idx = data_lib.sample_batch_indices(key, datatree.num_rows(train["y"], "y"), spec.batch_size)
@@ -207,41 +209,69 @@ def _guarded_scan(spec: GroupSpec, sharding: Any, names: tuple[str, ...],
     return new_state, means, last
 
 
-def _fast_member(spec: GroupSpec, member: Any, shared: Any) -> Any:
-    """One member's unchecked scan over a segment, and whether it stayed finite."""
-    carry, train_key, step, preprocess, dyn, r, c = member
+def _fast_member(spec: GroupSpec, names: tuple[str, ...], member: Any, shared: Any) -> Any:
+    """One member's unchecked steps of a segment, and whether they stayed finite.
 
-    def body(state, i):
-        carry, finite = state
+    The member takes its own ``count`` steps (``member_loop="map"``: its loop is its own) or
+    the population's ``shared[3]`` (``"vmap"``: one loop for the batch, whose live members all
+    take that many). Each metric's value at step ``i`` goes to slot ``i`` of a ``[S]`` buffer
+    of zeros, the shape of the guarded scan's taken values."""
+    carry, train_key, step, count, preprocess, dyn, r, c = member
+    num_steps = count if spec.member_loop == "map" else shared[3]
+    zeros = {name: jnp.zeros((spec.steps_per_segment,), jnp.float32) for name in names}
+
+    def body(i, state):
+        carry, finite, values = state
         metrics, carry = _member_update(
             spec, carry, train_key, step + i, preprocess, dyn, r, c,
             shared[0], _shared_batch_at(spec, shared, i),
         )
-        return (carry, finite & jnp.isfinite(metrics[spec.step.loss_metric])), metrics
+        values = {k: values[k].at[i].set(v) for k, v in metrics.items()}
+        return carry, finite & jnp.isfinite(metrics[spec.step.loss_metric]), values
 
-    (carry, finite), metrics = jax.lax.scan(
-        body, (carry, jnp.bool_(True)), jnp.arange(spec.steps_per_segment, dtype=jnp.int32),
-    )
-    return carry, finite & all_finite(carry), metrics
+    carry, finite, values = jax.lax.fori_loop(
+        jnp.int32(0), num_steps, body, (carry, jnp.bool_(True), zeros))
+    return carry, finite & all_finite(carry), values
 
 
-def _fast_scan(spec: GroupSpec, sharding: Any, live: jax.Array, dynamic: Any,
-               rows: MemberRows | None, shared: Any, start: PopulationState) -> Any:
-    """Every member's unchecked scan: ``(new_state, mean metrics, last metrics, a live member
-    went wrong)``."""
-    num_segment_steps = spec.steps_per_segment
-    members = (start.carry, start.train_key, start.step, start.preprocess, dynamic,
+def _fast_counts(spec: GroupSpec, state: PopulationState,
+                 budget: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(live, counts, num_steps, must_guard)``: the members that train, the steps each takes
+    in this segment (a whole segment, or what is left of its budget; 0 when not live), the
+    steps of a ``vmap`` loop, and whether the fast program cannot take them (``vmap`` with
+    live members of different counts: then it runs no step and the guarded program does)."""
+    live = state.alive & (state.step < budget)
+    counts = jnp.where(live, jnp.minimum(budget - state.step, spec.steps_per_segment), 0)
+    num_steps = jnp.max(counts)
+    if spec.member_loop == "map":
+        return live, counts, num_steps, jnp.bool_(False)
+    must_guard = jnp.any(live & (counts != num_steps))
+    return live, counts, jnp.where(must_guard, 0, num_steps), must_guard
+
+
+def _fast_scan(spec: GroupSpec, sharding: Any, names: tuple[str, ...], start: PopulationState,
+               budget: jax.Array, dynamic: Any, rows: MemberRows | None, shared: Any) -> Any:
+    """Every member's unchecked steps: ``(new_state, mean metrics, last metrics, redo)``, where
+    ``redo`` says the guarded program must run the segment instead (a live member went wrong,
+    or :func:`_fast_counts` could not take the steps)."""
+    live, counts, num_steps, must_guard = _fast_counts(spec, start, budget)
+    members = (start.carry, start.train_key, start.step, counts, start.preprocess, dynamic,
                *_train_rows(rows))
-    carry, finite, metrics = over_members(
-        spec, sharding, functools.partial(_fast_member, spec), members, shared
+    carry, finite, values = over_members(
+        spec, sharding, functools.partial(_fast_member, spec, names), members,
+        (*shared, num_steps),
     )
-    went_wrong = jnp.any(live & ~finite)
-    new_state = start._replace(
-        carry=carry, step=jnp.where(live, start.step + num_segment_steps, start.step),
-    )
-    steps_taken = jnp.where(live, jnp.float32(num_segment_steps), 0.0)
-    last = {k: jnp.where(live, v[:, -1], jnp.nan) for k, v in metrics.items()}
-    return new_state, _mean_metrics(metrics, steps_taken), last, went_wrong
+    if spec.member_loop == "vmap":
+        # Members that were not live trained on garbage in the batch: back to their start.
+        # The select is a pass over the whole state: skipped when every member is live.
+        carry = jax.lax.cond(jnp.all(live), lambda: carry,
+                             lambda: tree_select_members(live, carry, start.carry))
+    new_state = start._replace(carry=carry, step=start.step + counts)
+    last_index = jnp.maximum(counts - 1, 0)[:, None]
+    last = {k: jnp.where(counts > 0, jnp.take_along_axis(v, last_index, axis=1)[:, 0], jnp.nan)
+            for k, v in values.items()}
+    redo = must_guard | jnp.any(live & ~finite)
+    return new_state, _mean_metrics(values, counts.astype(jnp.float32)), last, redo
 
 
 def _metric_names(spec: GroupSpec, state: PopulationState, dynamic: Any,
@@ -263,6 +293,20 @@ def _train_rows(rows: MemberRows | None) -> tuple[Any, Any]:
     return (None, None) if rows is None else (rows.train_rows, rows.train_counts)
 
 
+def _segment_metrics(spec: GroupSpec, sharding: Any, new_state: PopulationState,
+                     dynamic: Any, rows: MemberRows | None, train: Any, valid: Any,
+                     means: Mapping[str, jax.Array], last: Mapping[str, jax.Array]) -> dict:
+    """A segment's per-member metrics: ``train_<name>`` means and the validation pass
+    (the Step's ``evaluate``, or without one the last step's metrics)."""
+    metrics = {f"train_{name}": value for name, value in means.items()}
+    if spec.step.evaluate is None:
+        metrics.update({f"valid_{name}": value for name, value in last.items()})
+    else:
+        metrics.update(
+            evaluate_population(spec, sharding, new_state, dynamic, rows, train, valid, "valid"))
+    return metrics
+
+
 def run_segment(
     spec: GroupSpec,
     sharding: Any,
@@ -275,70 +319,65 @@ def run_segment(
     valid: Mapping[str, jax.Array] | None,
     budget: jax.Array,
 ) -> tuple[PopulationState, dict[str, jax.Array], jax.Array]:
-    """``steps_per_segment`` steps of every member, then the validation pass.
+    """The fast program: up to ``steps_per_segment`` unchecked steps of every member, then the
+    validation pass.
 
     Returns the new state, the per-member metrics (``train_<name>``: each step metric's mean
-    over the segment; ``valid_<name>``: the Step's ``evaluate``, or without one the last step's
-    metrics) and whether the guarded scan ran. ``budget`` (``[P]`` int32) is every member's own
-    step budget, a runtime value: a member at its budget is frozen like a finished one, so
-    members with different budgets share one program.
+    over the steps taken; ``valid_<name>``: the Step's ``evaluate``, or without one the last
+    step's metrics) and ``redo``: whether this result must be thrown away and the segment run
+    by :func:`run_guarded_segment` from the same ``state`` (the host decides, after reading
+    the flag: the guarded program is compiled only when a run first needs it). ``budget``
+    (``[P]`` int32) is every member's own step budget, a runtime value: a member at its
+    budget is frozen like a finished one, so members with different budgets share one program.
 
-    Two scans of the same steps are in the program, and ``lax.cond`` picks at run time:
+    Every live member (alive and short of its budget) takes a whole segment, or what is left
+    of its budget when that is less: a runtime step count, so the last, shorter segment of a
+    budget runs here too. With ``member_loop="map"`` each member loops over its own count
+    (members that are not live take none); with ``"vmap"`` the batch loops once, so live
+    members of different counts cannot share it and ``redo`` is set without running a step.
+    Nothing checks the steps: a live member went wrong exactly when one of its loss metrics
+    was not finite or its final carry is not (a non-finite update makes a parameter
+    non-finite, and a non-finite parameter stays so), and then ``redo`` is set.
 
-    * the *fast* scan updates every member unconditionally (what a hand-written
-      ``vmap(scan)`` does). It runs when every live member has a whole segment left. Members
-      that are not live (stopped, diverged, finished, padding) get their starting state back at
-      the end. A live member went wrong in it exactly when one of its loss metrics was not
-      finite or its final carry is not (a non-finite update makes a parameter non-finite, and a
-      non-finite parameter stays so), and then its result is thrown away.
-    * the *guarded* scan checks every member at every step and freezes it at its last finite
-      state. It reruns the segment from the starting state when the fast scan saw a member go
-      wrong, or when a live member has less than a segment left.
-
-    When the fast scan's result is kept, the guarded scan would have taken the same steps, so
-    the two give the same members the same values. The per-step selects of the guarded scan cost
-    about 15% of a step on XLA:CPU (docs/benchmarks.md), which the fast path does not pay.
-    Each member's scan is its own (:func:`~jaxtune.engine.groups.over_members` loops or
-    batches the members).
+    When the result is kept, the guarded program would have taken the same steps with the
+    same arithmetic, so the two give the same members the same values
+    (tests/test_engine_segment.py). The per-step checks and selects of the guarded scan cost
+    about 15% of a step on XLA:CPU (docs/benchmarks.md), which this program does not pay, and
+    it compiles one copy of the step, not two.
     """
     shared = (train, shared_key, segment_index)
-    live = state.alive & (state.step < budget)
-    any_live = jnp.any(live)
-    fast = functools.partial(_fast_scan, spec, sharding, live, dynamic, rows, shared)
     names = _metric_names(spec, state, dynamic, rows, shared)
-
-    def skip(start):
-        # Nothing live: nothing to do. A live member short of a whole segment: guarded scan.
-        nan = {k: jnp.full(live.shape, jnp.nan, jnp.float32) for k in names}
-        return start, nan, nan, any_live
-
-    def keep_fast(start, fast_state, fast_means, fast_last):
-        return fast_state, fast_means, fast_last
-
-    def keep_fast_restoring_the_others(start, fast_state, fast_means, fast_last):
-        # Members that were not live trained on garbage in the fast scan: back to their start.
-        carry = tree_select_members(live, fast_state.carry, start.carry)
-        return fast_state._replace(carry=carry), fast_means, fast_last
-
-    def rerun_guarded(start, fast_state, fast_means, fast_last):
-        return _guarded_scan(spec, sharding, names, start, budget, dynamic, rows, shared)
-
-    whole_segment_left = ~jnp.any(live & (state.step + spec.steps_per_segment > budget))
-    fast_state, fast_means, fast_last, redo = jax.lax.cond(
-        whole_segment_left & any_live, fast, skip, state)
-    # The restoring select is a pass over the whole state: skipped when every member is live.
-    branch = jnp.where(redo, 2, jnp.where(jnp.all(live), 0, 1))
-    new_state, means, last = jax.lax.switch(
-        branch, (keep_fast, keep_fast_restoring_the_others, rerun_guarded),
-        state, fast_state, fast_means, fast_last,
-    )
-    metrics = {f"train_{name}": value for name, value in means.items()}
-    if spec.step.evaluate is None:
-        metrics.update({f"valid_{name}": value for name, value in last.items()})
-    else:
-        metrics.update(
-            evaluate_population(spec, sharding, new_state, dynamic, rows, train, valid, "valid"))
+    new_state, means, last, redo = _fast_scan(
+        spec, sharding, names, state, budget, dynamic, rows, shared)
+    metrics = _segment_metrics(spec, sharding, new_state, dynamic, rows, train, valid,
+                               means, last)
     return new_state, metrics, redo
+
+
+def run_guarded_segment(
+    spec: GroupSpec,
+    sharding: Any,
+    state: PopulationState,
+    dynamic: Mapping[str, jax.Array],
+    rows: MemberRows | None,
+    shared_key: jax.Array,
+    segment_index: jax.Array,
+    train: Mapping[str, jax.Array],
+    valid: Mapping[str, jax.Array] | None,
+    budget: jax.Array,
+) -> tuple[PopulationState, dict[str, jax.Array]]:
+    """The guarded program: the segment of :func:`run_segment` (same arguments, same
+    metrics), with every member checked at every step and frozen at its last finite state,
+    at its budget, or when it is not alive. The host runs it from the segment's starting
+    state when :func:`run_segment` returned ``redo``. A member that goes wrong is marked
+    diverged at the step it went wrong (``diverged_step``)."""
+    shared = (train, shared_key, segment_index)
+    names = _metric_names(spec, state, dynamic, rows, shared)
+    new_state, means, last = _guarded_scan(spec, sharding, names, state, budget, dynamic, rows,
+                                           shared)
+    metrics = _segment_metrics(spec, sharding, new_state, dynamic, rows, train, valid,
+                               means, last)
+    return new_state, metrics
 
 
 def _evaluate_keys(state: PopulationState) -> jax.Array:
@@ -439,8 +478,9 @@ def _init_over_members(spec, sharding, member_key, dynamic, rows, train, alive):
 
 init_jit = jax.jit(pinned(_init_over_members, pass_sharding=True), static_argnums=(0, 1))
 segment_jit = jax.jit(pinned(run_segment, pass_sharding=True), static_argnums=(0, 1))
-segment_jit_donating = jax.jit(pinned(run_segment, pass_sharding=True), static_argnums=(0, 1),
-                                donate_argnums=2)
+guarded_jit = jax.jit(pinned(run_guarded_segment, pass_sharding=True), static_argnums=(0, 1))
+guarded_jit_donating = jax.jit(pinned(run_guarded_segment, pass_sharding=True),
+                               static_argnums=(0, 1), donate_argnums=2)
 update_jit = jax.jit(pinned(update_population, pass_sharding=True), static_argnums=(0, 1))
 evaluate_jit = jax.jit(evaluate_population, static_argnums=(0, 1, 7))
 

@@ -21,9 +21,12 @@ the compile there, and :class:`~jaxtune.compile_cache.CompileCounter` counts eve
 and never again by the jit.
 
 Which programs are prepared: for every chunk after the first (and after those a resume
-skips), its set-up and segment programs, and its test evaluation when the run evaluates the
-test set. The scheduler's update program is not: it runs only when a scheduler decides
-something, and preparing it would compile a program the run may never use. A program the
+skips), its set-up and (fast) segment programs, and its test evaluation when the run
+evaluates the test set. The scheduler's update program is not: it runs only when a scheduler
+decides something, and preparing it would compile a program the run may never use. Nor is the
+guarded segment program (``population.guarded_jit``): it runs only when a member diverges or,
+with ``member_loop="vmap"``, when live members have different numbers of steps left in a
+segment, and its jit compiles it then (lazily, on the run's thread). A program the
 first chunk runs is never prepared (its jit compiles it, and a later group may share it: the
 set-up program is keyed without the batch settings), and a program shared by later chunks is
 prepared once.
@@ -320,8 +323,7 @@ def chunk_calls(plan: Plan, chunk: ChunkPlan, data: tuple[Any, Any, Any],
                                        sharding=layout.population),
         jax.eval_shape(init.jitted, *init.args),
     )
-    segment_jit = population.segment_jit_donating if layout.donate else population.segment_jit
-    calls = [init, ProgramCall(segment_jit, (
+    calls = [init, ProgramCall(population.segment_jit, (
         spec, layout.population, state, dynamic, rows, shared_key, jnp.int32(0), train, valid,
         budgets,
     ))]
