@@ -166,6 +166,8 @@ class RegretCache:
         return f"{tool}|{self._versions[tool]}|{function}|b{batch}|s{seed}|n{num_evals}"
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if key not in self._entries:  # another process may have added it since
+            self._entries = self._read()
         return self._entries.get(key)
 
     def put(self, key: str, best: np.ndarray, wall_time_s: float) -> None:
