@@ -392,9 +392,10 @@ def _markdown(summary, counts, batches: tuple[int, ...]) -> str:
     """One Markdown table per batch size: median [quartiles] per function, budget and tool.
 
     A column header carries the seeds behind it when every cell of it has as many; otherwise
-    each cell says its own count (``(n=5)``).
+    each cell says its own count (``(n=5)``). With BO and a peer, a last column gives the best
+    peer's median over BO's (:func:`_peer_ratios`).
     """
-    lines = []
+    lines, ratios = [], _peer_ratios(summary)
     for batch in batches:
         labels = [t for t in TOOLS if any(batch in summary[f].get(t, {}) for f in summary)]
         if not labels:
@@ -403,8 +404,10 @@ def _markdown(summary, counts, batches: tuple[int, ...]) -> str:
                  for t in labels}
         header = [t if len(seeds[t]) > 1 else f"{t} ({next(iter(seeds[t]))} seeds)"
                   for t in labels]
+        if "bayes" in labels and set(labels) & set(_peers.PEERS):
+            header.append("best peer / BO")
         lines += [f"Batches of {batch}:", "", "| function | after | " + " | ".join(header)
-                  + " |", "| --- | --- |" + " --- |" * len(labels)]
+                  + " |", "| --- | --- |" + " --- |" * len(header)]
         for name, by_label in summary.items():
             for n in CHECKPOINTS:
                 cells = []
@@ -412,6 +415,9 @@ def _markdown(summary, counts, batches: tuple[int, ...]) -> str:
                     q = by_label.get(t, {}).get(batch, {}).get(n)
                     count = f" (n={counts[name][t][batch]})" if q and len(seeds[t]) > 1 else ""
                     cells.append(f"{q[1]:.2g} [{q[0]:.2g}, {q[2]:.2g}]{count}" if q else "-")
+                if len(header) > len(labels):
+                    ratio = ratios.get(f"bo_vs_best_peer_{name}_b{batch}_n{n}")
+                    cells.append("-" if ratio is None else f"{ratio:.2g}")
                 lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
