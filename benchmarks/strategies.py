@@ -451,7 +451,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--skip-digits", action="store_true", help="part 1 only")
     parser.add_argument("--skip-functions", action="store_true", help="part 2 only")
     parser.add_argument("--figures", action="store_true",
-                        help="write docs/strategies_*.png (default: only for full runs)")
+                        help="write docs/strategies_*.png (default: full runs of all tools "
+                        "and functions)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the summary here")
     parser.add_argument("--plot-from", type=Path, default=None,
@@ -509,7 +510,8 @@ def main() -> None:
     functions = args.functions or functions
     batches = tuple(args.batches or batches)
     digits_seeds = args.digits_seeds or digits_seeds
-    figures = args.figures or not args.quick
+    # a subset (--tools, --functions, --cached-only) must not overwrite the docs' figures
+    figures = args.figures or not (args.quick or args.tools or args.functions or args.cached_only)
 
     part1: dict[str, Any] = {"summary": {}, "ratios": {}, "peer_ratios": {}, "wall_time_s": {}}
     if not args.skip_functions:
