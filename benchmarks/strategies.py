@@ -2,16 +2,28 @@
 
 Part 1, standard test functions through the same ask/tell loop the tune loop runs
 (``configs, state = ask(state, batch)``; ``state = tell(state, configs, losses)``), with every
-coordinate a :class:`jaxtune.Float` parameter:
+coordinate a :class:`jaxtune.Float` parameter (the same box, continuous, for every tool):
 
 * Branin (2-D, ``[-5, 10] x [0, 15]``, minimum 0.397887), Hartmann-6 (``[0, 1]^6``, minimum
-  -3.32237), Rosenbrock-4 (``[-5, 10]^4``, minimum 0) and Levy-10 (``[-10, 10]^10``, minimum 0),
-  as defined in the Virtual Library of Simulation Experiments (Surjanovic & Bingham);
-* random search, scrambled Sobol, Bayesian optimization (``bayes_search``: GP, expected
-  improvement, kriging-believer batches) and, when Optuna is installed, Optuna's TPE sampler
-  through :func:`jaxtune.integrations.optuna.optuna_strategy`;
+  -3.32237), Rosenbrock-4 (``[-5, 10]^4``, minimum 0), Levy-10 (``[-10, 10]^10``, minimum 0) and
+  Ackley-5 (``[-32.768, 32.768]^5``, minimum 0), as defined in the Virtual Library of Simulation
+  Experiments (Surjanovic & Bingham);
+* the tools (``--tools``): ``random``, ``sobol`` (scrambled), ``bayes`` (``bayes_search``: GP,
+  expected improvement, kriging-believer batches), ``tpe`` (Optuna's TPE through
+  :func:`jaxtune.integrations.optuna.optuna_strategy`), and the peers of issue 15 (the
+  ``bench`` extra): ``skopt`` (scikit-optimize's ``Optimizer``, a GP with its defaults; batches
+  by ``ask(n_points=8)``, its constant liar) and ``optuna_gp`` (Optuna's ``GPSampler``; a batch is
+  8 trials asked, then told) -- adapters in ``benchmarks/_peers.py``; a tool whose package is
+  missing is left out;
 * batches of 1 and 8 configs per ``ask``; 100 evaluations; simple regret
   ``min(f(x_1..x_n)) - f*`` after 50 and 100 evaluations, median and quartiles over seeds.
+
+With ``--cache FILE`` every run (tool, function, batch, seed) is stored in a JSON file as it
+finishes and read back on the next call, which computes only what is missing, seed by seed (so
+a stopped run leaves every cell at fewer seeds). A cached run of jaxtune's tools is keyed by a
+hash of ``jaxtune/strategies/*.py`` and ``jaxtune/space*.py``, a peer's by its package version:
+after a change to Bayesian optimization, ``--tools bayes`` recomputes jaxtune's rows only and
+``--tools bayes skopt optuna_gp --cached-only`` compares them with the cached peers.
 
 Part 2, digits with an MLP: best validation accuracy against member-steps for random search,
 Bayesian optimization, Hyperband and PBT at an equal budget (``benchmarks/_digits_budget.py``,
@@ -20,15 +32,21 @@ it also reports why Hyperband does or does not reach random search's best early:
 random search's best configuration with other member seeds and the models Hyperband has fully
 trained at half the budget).
 
-    python benchmarks/strategies.py          # 20 seeds, 4 functions, batches 1 and 8, 100 evals;
+    python benchmarks/strategies.py          # 20 seeds, 5 functions, batches 1 and 8, 100 evals;
                                              # digits: 5 seeds
     python benchmarks/strategies.py --quick  # 3 seeds, Branin and Hartmann-6, batch 8, 50 evals;
                                              # digits: 2 seeds, a smaller budget
+    python benchmarks/strategies.py --skip-digits --seeds 8 --tools bayes skopt optuna_gp \
+        --cache benchmarks/.strategies_cache.json --markdown   # BO against the peers
 
 The last line is ``bo_vs_random_regret_branin=... bo_vs_random_regret_hartmann6=...
+bo_vs_best_peer_<f>_b<batch>_n<n>=... bo_beats_peers=<k>/<cells>
 hyperband_budget_to_random_best=... pbt_best_acc=... random_best_acc=...``:
 ``bo_vs_random_regret_<f>`` is random search's median simple regret after 50 evaluations
-(batch 8) over Bayesian optimization's (higher is better), ``hyperband_budget_to_random_best``
+(batch 8) over Bayesian optimization's (higher is better); ``bo_vs_best_peer_<f>_b<batch>_n<n>``
+the lower of scikit-optimize's and Optuna GPSampler's median regrets over Bayesian
+optimization's (at least 1: BO is as good as the best peer, issue 15's bar), and
+``bo_beats_peers`` the number of those cells at least 1; ``hyperband_budget_to_random_best``
 the fraction of random search's member-steps Hyperband needs to reach random search's final best
 validation accuracy (median over seeds), the accuracies medians of the final best.
 """
@@ -51,6 +69,7 @@ from jaxtune.strategies import Strategy, random_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _digits_budget  # a sibling script
+import _peers  # a sibling module
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 REGRET_FIGURE = DOCS / "strategies_regret.png"
@@ -120,11 +139,17 @@ FUNCTIONS = {
     "hartmann6": TestFunction(hartmann6, ((0.0, 1.0),) * 6, -3.32236801141551),
     "rosenbrock4": TestFunction(rosenbrock, ((-5.0, 10.0),) * 4, 0.0),
     "levy10": TestFunction(levy, ((-10.0, 10.0),) * 10, 0.0),
+    "ackley5": TestFunction(_peers.ackley, ((-32.768, 32.768),) * 5, 0.0),
 }
+TOOLS = ("random", "sobol", "bayes", "tpe", *_peers.PEERS)
 
 
-def _strategies() -> dict[str, Callable[[], Strategy]]:
-    """The ask/tell strategies compared: name -> factory (absent ones are left out)."""
+def _strategies(tools: tuple[str, ...] | None = None) -> dict[str, Callable[[], Strategy]]:
+    """The ask/tell strategies compared: name -> factory (absent ones are left out).
+
+    Args:
+      tools: the names to keep (:data:`TOOLS`); ``None``: all that are installed.
+    """
     from jaxtune.strategies.sobol import sobol_search
 
     chosen: dict[str, Callable[[], Strategy]] = {
@@ -147,7 +172,9 @@ def _strategies() -> dict[str, Callable[[], Strategy]]:
         chosen["tpe"] = lambda: optuna_strategy(
             lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         )
-    return chosen
+    if tools is None or set(tools) & set(_peers.PEERS):
+        chosen.update(_peers.peer_factories())
+    return {name: chosen[name] for name in (tools or TOOLS) if name in chosen}
 
 
 def best_so_far(strategy: Strategy, function: TestFunction, key: jax.Array, num_evals: int,
@@ -165,54 +192,90 @@ def best_so_far(strategy: Strategy, function: TestFunction, key: jax.Array, num_
     return np.minimum.accumulate(np.asarray(values))
 
 
+def _fill(strategies: dict[str, Callable[[], Strategy]], functions: list[str],
+          batches: tuple[int, ...], seeds: int, num_evals: int, cache: _peers.RegretCache,
+          verbose: bool) -> dict[str, float]:
+    """Run every (strategy, function, batch, seed) the cache lacks; returns seconds per strategy.
+
+    Seeds are the outer loop, so a run stopped early leaves every cell at fewer seeds rather
+    than a few cells at all of them.
+    """
+    timings = dict.fromkeys(strategies, 0.0)
+    for seed in range(seeds):
+        for batch in batches:
+            for name in functions:
+                for label, factory in strategies.items():
+                    key = cache.key(label, name, batch, seed, num_evals)
+                    if cache.get(key) is not None:
+                        continue
+                    start = time.perf_counter()
+                    best = best_so_far(factory(), FUNCTIONS[name], jax.random.PRNGKey(seed),
+                                       num_evals, batch)
+                    spent = time.perf_counter() - start
+                    cache.put(key, best, spent)
+                    timings[label] += spent
+                    if verbose:
+                        print(f"  seed {seed} {name:<12} {label:<9} batch {batch}: regret "
+                              f"@{num_evals} {best[-1] - FUNCTIONS[name].minimum:.3g} "
+                              f"({spent:.1f} s)", flush=True)
+    return timings
+
+
+def _runs(label: str, name: str, batch: int, seeds: int, num_evals: int,
+          cache: _peers.RegretCache) -> list[np.ndarray]:
+    """The cached regret curves of seeds ``0 .. seeds - 1`` (those that are there)."""
+    entries = [cache.get(cache.key(label, name, batch, seed, num_evals)) for seed in range(seeds)]
+    minimum = FUNCTIONS[name].minimum
+    return [np.maximum(np.asarray(e["best"]) - minimum, 0.0) for e in entries if e is not None]
+
+
 def run_test_functions(functions: list[str], seeds: int, batches: tuple[int, ...],
                        num_evals: int = NUM_EVALS, verbose: bool = True,
-                       partial: Path | None = None) -> dict[str, Any]:
+                       partial: Path | None = None, tools: tuple[str, ...] | None = None,
+                       cache: _peers.RegretCache | None = None,
+                       compute: bool = True) -> dict[str, Any]:
     """Simple regret of every strategy on every function; returns the summary.
 
     Args:
       functions: names in :data:`FUNCTIONS`.
       seeds: seeds ``0 .. seeds - 1`` (the ``init`` key of every strategy).
-      batches: configs per ``ask``; all of one batch size run before the next.
+      batches: configs per ``ask``.
       num_evals: evaluations per run.
-      verbose: one line per function, strategy and batch size.
-      partial: if given, the summary so far is written there after each line (long runs).
+      verbose: one line per run computed.
+      partial: if given, the summary is written there (JSON).
+      tools: the strategies to run (:data:`TOOLS`); ``None``: all installed.
+      cache: where runs are looked up first and stored once computed (``None``: in memory).
+      compute: run what the cache lacks (``False``: summarize the cached runs only).
 
     Returns:
       ``{"regret": {function: {strategy: {batch: [seeds, num_evals] regret}}}, "summary":
-      {function: {strategy: {batch: {n: [q25, median, q75]}}}}, "wall_time_s": {strategy:
-      seconds}}``.
+      {function: {strategy: {batch: {n: [q25, median, q75]}}}}, "seeds": {function:
+      {strategy: {batch: count}}}, "wall_time_s": {strategy: seconds computed now}}``.
     """
-    strategies = _strategies()
+    strategies = _strategies(tools)
+    cache = cache or _peers.RegretCache(None)
+    timings = dict.fromkeys(strategies, 0.0)
+    if compute:
+        timings = _fill(strategies, functions, batches, seeds, num_evals, cache, verbose)
     regret: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-    timings: dict[str, float] = {}
     for batch in batches:
         for name in functions:
-            function = FUNCTIONS[name]
-            for label, factory in strategies.items():
-                start = time.perf_counter()
-                runs = [
-                    best_so_far(factory(), function, jax.random.PRNGKey(seed), num_evals, batch)
-                    - function.minimum
-                    for seed in range(seeds)
-                ]
-                elapsed = time.perf_counter() - start
-                timings[label] = timings.get(label, 0.0) + elapsed
-                table = np.maximum(np.stack(runs), 0.0)
-                regret.setdefault(name, {}).setdefault(label, {})[batch] = table
-                if verbose:
-                    at = {n: float(np.median(table[:, n - 1])) for n in CHECKPOINTS
-                          if n <= num_evals}
-                    print(f"  {name:<12} {label:<7} batch {batch}: median regret "
-                          + "  ".join(f"@{n} {v:.3g}" for n, v in at.items())
-                          + f"  ({elapsed:.1f} s)", flush=True)
-                if partial is not None:
-                    partial.write_text(json.dumps(
-                        {"summary": _summarize(regret), "curves": _curves(regret),
-                         "seeds": seeds, "wall_time_s": timings}, indent=1
-                    ))
-    return {"regret": regret, "summary": _summarize(regret),
+            for label in strategies:
+                runs = _runs(label, name, batch, seeds, num_evals, cache)
+                if runs:
+                    regret.setdefault(name, {}).setdefault(label, {})[batch] = np.stack(runs)
+    if partial is not None:
+        partial.write_text(json.dumps({"summary": _summarize(regret), "curves": _curves(regret),
+                                       "seeds": seeds, "wall_time_s": timings}, indent=1))
+    return {"regret": regret, "summary": _summarize(regret), "seeds": _counts(regret),
             "wall_time_s": {k: round(v, 1) for k, v in timings.items()}}
+
+
+def _counts(regret) -> dict[str, Any]:
+    """Seeds behind every cell: ``{f: {strategy: {batch: count}}}``."""
+    return {name: {label: {batch: int(r.shape[0]) for batch, r in by_batch.items()}
+                   for label, by_batch in by_label.items()}
+            for name, by_label in regret.items()}
 
 
 def _curves(regret) -> dict[str, Any]:
@@ -261,7 +324,8 @@ def _plot_regret(curves, path: Path, seeds: int) -> None:
                       for b in c}, reverse=True)
     fig, axes = plt.subplots(len(batches), len(names), figsize=(3.1 * len(names),
                              2.9 * len(batches)), dpi=110, squeeze=False)
-    colors = {"random": "C0", "sobol": "C2", "bayes": "C1", "tpe": "C4"}
+    colors = {"random": "C0", "sobol": "C2", "bayes": "C1", "tpe": "C4", "skopt": "C3",
+              "optuna_gp": "C5"}
     for row, batch in enumerate(batches):
         for ax, name in zip(axes[row], names, strict=True):
             drawn = False
@@ -295,11 +359,68 @@ def _plot_regret(curves, path: Path, seeds: int) -> None:
 def _ratio(summary, function: str, batch: int = 8, n: int = 50) -> float | None:
     """Random's median regret after n evaluations over BO's (None without both)."""
     by_label = summary.get(function, {})
-    if "bayes" not in by_label or "random" not in by_label or batch not in by_label["random"]:
+    if ("bayes" not in by_label or "random" not in by_label or batch not in by_label["random"]
+            or batch not in by_label["bayes"]):
         return None
     bo = by_label["bayes"][batch][n][1]
     rnd = by_label["random"][batch][n][1]
     return float(rnd / bo) if bo > 0 else float("inf")
+
+
+def _peer_ratios(summary) -> dict[str, float]:
+    """``bo_vs_best_peer_<f>_b<batch>_n<n>``: the best peer's median regret over BO's.
+
+    At least 1 means Bayesian optimization's median is as low as the lower of scikit-optimize's
+    and Optuna GPSampler's (issue 15's bar). Cells without BO or without any peer are left out;
+    both medians 0 count as 1, BO's alone 0 as infinity.
+    """
+    ratios: dict[str, float] = {}
+    for name, by_label in summary.items():
+        for batch, at in by_label.get("bayes", {}).items():
+            peers = [by_label[p][batch] for p in _peers.PEERS if batch in by_label.get(p, {})]
+            for n, quartiles in at.items():
+                if not peers:
+                    continue
+                best_peer = min(p[n][1] for p in peers)
+                bo = quartiles[1]
+                ratio = best_peer / bo if bo > 0 else (1.0 if best_peer == 0 else float("inf"))
+                ratios[f"bo_vs_best_peer_{name}_b{batch}_n{n}"] = float(ratio)
+    return ratios
+
+
+def _markdown(summary, counts, batches: tuple[int, ...]) -> str:
+    """One Markdown table per batch size: median [quartiles] per function, budget and tool.
+
+    A column header carries the seeds behind it when every cell of it has as many; otherwise
+    each cell says its own count (``(n=5)``). With BO and a peer, a last column gives the best
+    peer's median over BO's (:func:`_peer_ratios`).
+    """
+    lines, ratios = [], _peer_ratios(summary)
+    for batch in batches:
+        labels = [t for t in TOOLS if any(batch in summary[f].get(t, {}) for f in summary)]
+        if not labels:
+            continue
+        seeds = {t: {counts[f][t][batch] for f in summary if batch in counts[f].get(t, {})}
+                 for t in labels}
+        header = [t if len(seeds[t]) > 1 else f"{t} ({next(iter(seeds[t]))} seeds)"
+                  for t in labels]
+        if "bayes" in labels and set(labels) & set(_peers.PEERS):
+            header.append("best peer / BO")
+        lines += [f"Batches of {batch}:", "", "| function | after | " + " | ".join(header)
+                  + " |", "| --- | --- |" + " --- |" * len(header)]
+        for name, by_label in summary.items():
+            for n in CHECKPOINTS:
+                cells = []
+                for t in labels:
+                    q = by_label.get(t, {}).get(batch, {}).get(n)
+                    count = f" (n={counts[name][t][batch]})" if q and len(seeds[t]) > 1 else ""
+                    cells.append(f"{q[1]:.2g} [{q[0]:.2g}, {q[2]:.2g}]{count}" if q else "-")
+                if len(header) > len(labels):
+                    ratio = ratios.get(f"bo_vs_best_peer_{name}_b{batch}_n{n}")
+                    cells.append("-" if ratio is None else f"{ratio:.2g}")
+                lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
@@ -308,7 +429,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def main() -> None:
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="3 seeds, Branin and Hartmann-6, batch 8; 2 digits seeds (minutes)")
@@ -318,16 +439,62 @@ def main() -> None:
                         help="test functions (default: all; quick: branin hartmann6)")
     parser.add_argument("--batches", type=int, nargs="+", default=None,
                         help="configs per ask (default: 8 1; quick: 8)")
+    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=None,
+                        help="strategies of part 1 (default: all installed)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="JSON file of part 1's runs: read first, each new run added (e.g. "
+                        "benchmarks/.strategies_cache.json, git-ignored)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="part 1 summarizes the runs in --cache and computes nothing")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print part 1's tables in Markdown (as in docs/strategies.md)")
     parser.add_argument("--skip-digits", action="store_true", help="part 1 only")
     parser.add_argument("--skip-functions", action="store_true", help="part 2 only")
     parser.add_argument("--figures", action="store_true",
-                        help="write docs/strategies_*.png (default: only for full runs)")
+                        help="write docs/strategies_*.png (default: full runs of all tools "
+                        "and functions)")
     parser.add_argument("--json", type=Path, default=None,
-                        help="write the summary here (part 1 also after each line)")
+                        help="write the summary here")
     parser.add_argument("--plot-from", type=Path, default=None,
                         help="only draw docs/strategies_regret.png from a --json file (which "
                         "a long run writes as it goes) and exit")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _part1(args, functions: list[str], seeds: int, batches: tuple[int, ...], num_evals: int,
+           figures: bool) -> dict[str, Any]:
+    """Run (or read from the cache) and print part 1; returns :func:`run_test_functions`'s."""
+    print(f"part 1: {', '.join(functions)}; {seeds} seeds; batches {batches}; {num_evals} "
+          "evaluations", flush=True)
+    part1 = run_test_functions(functions, seeds, batches, num_evals, partial=args.json,
+                               tools=tuple(args.tools) if args.tools else None,
+                               cache=_peers.RegretCache(args.cache),
+                               compute=not args.cached_only)
+    if figures:
+        _plot_regret(_curves(part1["regret"]), REGRET_FIGURE, seeds=seeds)
+    summary = part1["summary"]
+    print("\nmedian simple regret [q25, q75] after n evaluations")
+    for name, by_label in summary.items():
+        for label, by_batch in by_label.items():
+            for batch, at in by_batch.items():
+                cells = "   ".join(
+                    f"@{n}: {q[1]:.3g} [{q[0]:.3g}, {q[2]:.3g}]" for n, q in at.items()
+                )
+                print(f"  {name:<12} {label:<9} batch {batch} "
+                      f"({part1['seeds'][name][label][batch]} seeds):  {cells}")
+    if args.markdown:
+        print("\n" + _markdown(summary, part1["seeds"], batches))
+    ratios = {name: _ratio(summary, name) for name in functions}
+    print("random / BO median regret after 50 evaluations, batch 8: "
+          + "  ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()))
+    print(f"part 1 wall time computed now (s): {part1['wall_time_s']}", flush=True)
+    part1["ratios"] = ratios
+    part1["peer_ratios"] = _peer_ratios(summary)
+    return part1
+
+
+def main() -> None:
+    args = _parse()
     start = time.perf_counter()
     if args.plot_from is not None:
         saved = json.loads(args.plot_from.read_text())
@@ -343,30 +510,13 @@ def main() -> None:
     functions = args.functions or functions
     batches = tuple(args.batches or batches)
     digits_seeds = args.digits_seeds or digits_seeds
-    figures = args.figures or not args.quick
+    # a subset (--tools, --functions, --cached-only) must not overwrite the docs' figures
+    figures = args.figures or not (args.quick or args.tools or args.functions or args.cached_only)
 
-    summary: dict[str, Any] = {}
-    ratios: dict[str, float | None] = {}
-    wall: dict[str, float] = {}
+    part1: dict[str, Any] = {"summary": {}, "ratios": {}, "peer_ratios": {}, "wall_time_s": {}}
     if not args.skip_functions:
-        print(f"part 1: {', '.join(functions)}; {seeds} seeds; batches {batches}; {num_evals} "
-              "evaluations", flush=True)
-        part1 = run_test_functions(functions, seeds, batches, num_evals, partial=args.json)
-        if figures:
-            _plot_regret(_curves(part1["regret"]), REGRET_FIGURE, seeds=seeds)
-        summary, wall = part1["summary"], part1["wall_time_s"]
-        print("\nmedian simple regret [q25, q75] after n evaluations")
-        for name, by_label in summary.items():
-            for label, by_batch in by_label.items():
-                for batch, at in by_batch.items():
-                    cells = "   ".join(
-                        f"@{n}: {q[1]:.3g} [{q[0]:.3g}, {q[2]:.3g}]" for n, q in at.items()
-                    )
-                    print(f"  {name:<12} {label:<7} batch {batch}:  {cells}")
-        ratios = {name: _ratio(summary, name) for name in functions}
-        print("random / BO median regret after 50 evaluations, batch 8: "
-              + "  ".join(f"{k} {_fmt(v)}" for k, v in ratios.items()))
-        print(f"part 1 wall time (s): {wall}", flush=True)
+        part1 = _part1(args, functions, seeds, batches, num_evals, figures)
+    ratios, peer_ratios = part1["ratios"], part1["peer_ratios"]
 
     digits: dict[str, Any] = {}
     if not args.skip_digits:
@@ -379,12 +529,17 @@ def main() -> None:
 
     if args.json is not None:
         curves = _curves(part1["regret"]) if not args.skip_functions else {}
-        args.json.write_text(json.dumps({"summary": summary, "curves": curves, "seeds": seeds,
-                                         "ratios": ratios, "wall_time_s": wall,
+        args.json.write_text(json.dumps({"summary": part1["summary"], "curves": curves,
+                                         "seeds": seeds, "ratios": ratios,
+                                         "peer_ratios": peer_ratios,
+                                         "wall_time_s": part1["wall_time_s"],
                                          "digits": digits}, indent=1, default=float))
     print(f"total {time.perf_counter() - start:.1f} s")
+    beats = sum(v >= 1.0 for v in peer_ratios.values())
     print(f"bo_vs_random_regret_branin={_fmt(ratios.get('branin'))} "
           f"bo_vs_random_regret_hartmann6={_fmt(ratios.get('hartmann6'))} "
+          + "".join(f"{k}={_fmt(v)} " for k, v in peer_ratios.items())
+          + f"bo_beats_peers={beats}/{len(peer_ratios)} "
           f"hyperband_budget_to_random_best={_fmt(digits.get('hyperband_budget_to_random_best'))} "
           f"pbt_best_acc={_fmt(digits.get('pbt_best_acc'))} "
           f"random_best_acc={_fmt(digits.get('random_best_acc'))}")
