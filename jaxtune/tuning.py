@@ -25,6 +25,7 @@ from jaxtune import (
     engine,
     jsonio,
     limits,
+    objectives,
     pareto,
     ranking,
     timebudget,
@@ -247,12 +248,8 @@ def _stored_engine_options(options: EngineOptions | None,
 def _objective_metadata(sweep: _Sweep) -> dict[str, Any]:
     """``metrics``/``modes`` of a multi-objective sweep and its ``constraints``, for its
     metadata and checkpoint (nothing for one metric without constraints)."""
-    stored: dict[str, Any] = {}
-    if len(sweep.metrics) > 1:
-        stored.update(metrics=list(sweep.metrics), modes=list(sweep.modes))
-    if sweep.constraints is not None:
-        stored["constraints"] = sweep.constraints.describe()
-    return stored
+    return objectives.Objectives(
+        tuple(sweep.metrics), tuple(sweep.modes), sweep.constraints).describe()
 def _started_budget(sweep: _Sweep, checkpointer: checkpoint_lib.Checkpointer) -> int:
     """The ``num_configs`` a resumed checkpoint was started with when this call asks for more
     (extending a sweep: its marker keeps the first budget); else the call's own."""
